@@ -1,0 +1,18 @@
+"""smile2pay: approve a payment when the enrolled person smiles (identity AND AU6+AU12)."""
+from .config import Settings
+from .errors import (ConfigError, FaceError, GalleryError, ImageError, ModelError, RequestError, RuleError,
+                     Smile2PayError)
+from .types import Face, Quality
+
+__version__ = "0.1.0"
+
+__all__ = ["Settings", "Face", "Quality", "Smile2PayError", "ImageError", "ModelError", "ConfigError",
+           "GalleryError", "RuleError", "RequestError", "FaceError", "FacePipeline", "__version__"]
+
+
+def __getattr__(name):  # lazy: importing the package does not load onnxruntime
+    if name == "FacePipeline":
+        from .pipeline import FacePipeline
+
+        return FacePipeline
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Gallery commands (enroll, enroll-batch, identify, remove): registered with ``cli.command``."""

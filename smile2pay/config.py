@@ -1,0 +1,120 @@
+"""Settings: the one place where environment variables are read.
+
+Every tunable of the pipeline lives in :class:`Settings`. Environment variables
+(``SMILE2PAY_*``) are read by :meth:`Settings.from_env` and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: Where models are looked for when neither an argument nor SMILE2PAY_MODELS names a folder.
+DEFAULT_MODEL_HOME = Path("~/.smile2pay/models")
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """Face quality gates. Each failing gate adds a reason code to ``Face.quality.reasons``."""
+
+    min_det_score: float = 0.5          # LOW_DET_SCORE below this
+    min_interocular_px: float = 20.0    # FACE_TOO_SMALL below this (eye-centre distance, source pixels)
+    max_yaw: float = 0.45               # EXTREME_POSE: |nose offset| / inter-ocular distance
+    max_pitch: float = 0.45             # EXTREME_POSE: deviation of the nose height ratio from frontal
+    max_roll_deg: float = 30.0          # EXTREME_POSE: eye-line angle
+    min_sharpness: float = 25.0         # BLURRY: variance of Laplacian on the 112 px aligned grey crop
+    min_brightness: float = 40.0        # UNDEREXPOSED: mean grey level of the aligned crop
+    max_brightness: float = 215.0       # OVEREXPOSED
+    max_clipped_fraction: float = 0.25  # OVER/UNDEREXPOSED: share of pixels at <=5 or >=250
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"quality setting {f.name} must be a non-negative number, got {v!r}",
+                                  code="CONFIG_INVALID", setting=f.name)
+        if self.min_brightness >= self.max_brightness:
+            raise ConfigError("min_brightness must be below max_brightness", code="CONFIG_INVALID")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All runtime settings. Build with ``Settings.from_env(**overrides)``."""
+
+    models: str | None = None           # folder or pack name; None -> SMILE2PAY_MODELS -> ~/.smile2pay/models
+    pack: str = "mobile"
+    detector: str = "scrfd"              # "scrfd" or "yunet"
+    #: detection sizes tried in order until a face is found (a till frame holds one large face,
+    #: so the small size usually suffices); then the padded retry for faces that fill the frame.
+    det_sizes: tuple[int, ...] = (320, 640)
+    det_threshold: float = 0.5
+    pad_retry: float = 0.5               # pad each side by this fraction of the long side when nothing is found
+    min_image_side: int = 16
+    max_image_pixels: int = 40_000_000
+    max_file_bytes: int = 50 * 1024 * 1024
+    au_pad: float = 0.15                 # AU crop template padding (design card)
+    au_crop_size: int = 112
+    flip_tta: bool = False               # identity: average the embedding of the crop and its mirror
+    threads: int = 1                     # onnxruntime intra-op threads per session
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    verify_checksums: bool = True
+    quality: QualitySettings = field(default_factory=QualitySettings)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("SMILE2PAY_MODELS"):
+            values["models"] = env["SMILE2PAY_MODELS"]
+        if env.get("SMILE2PAY_THREADS"):
+            try:
+                values["threads"] = int(env["SMILE2PAY_THREADS"])
+            except ValueError:
+                raise ConfigError(f"SMILE2PAY_THREADS must be an integer, got {env['SMILE2PAY_THREADS']!r}")
+        if env.get("SMILE2PAY_PROVIDERS"):
+            values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.detector not in ("scrfd", "yunet"):
+            raise ConfigError(f"detector must be 'scrfd' or 'yunet', got {self.detector!r}")
+        if not self.det_sizes or any((not isinstance(d, int)) or d < 32 or d % 32 for d in self.det_sizes):
+            raise ConfigError(f"det_sizes must be multiples of 32 (>= 32), got {self.det_sizes!r}")
+        if not (0.0 < self.det_threshold < 1.0):
+            raise ConfigError(f"det_threshold must be in (0, 1), got {self.det_threshold!r}")
+        if not (0.0 <= self.au_pad <= 1.0):
+            raise ConfigError(f"au_pad must be in [0, 1], got {self.au_pad!r}")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads!r}")
+        self.quality.validate()
+
+    def model_dir_candidates(self) -> list[Path]:
+        """Folders searched for weights, in order: explicit > SMILE2PAY_MODELS (via from_env) > home."""
+        out = []
+        if self.models and not _looks_like_pack_name(self.models):
+            out.append(Path(self.models).expanduser())
+        out.append(DEFAULT_MODEL_HOME.expanduser())
+        return out
+
+    def pack_name(self) -> str:
+        if self.models and _looks_like_pack_name(self.models):
+            return self.models
+        return self.pack
+
+
+def _looks_like_pack_name(value: str) -> bool:
+    from .models.manifest import PACKS
+
+    return value in PACKS
+
+
+def data_dir(env: dict[str, str] | None = None) -> Path:
+    """Folder of the evaluation data (SMILE2PAY_DATA, default ../shared/data)."""
+    env = os.environ if env is None else env
+    return Path(env.get("SMILE2PAY_DATA", "../shared/data")).expanduser()

@@ -1,0 +1,124 @@
+"""Model manifest: what each weight file is, where it comes from, how to feed it.
+
+A :class:`ModelSpec` is the single description of one file; a pack lists the
+specs a pipeline needs. Preprocessing (size, colour order, mean/std) is read
+from here by the stage that runs the model, never hard-coded in that stage.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+INSIGHTFACE_NC = ("InsightFace pretrained weights: non-commercial research use only "
+                  "(https://github.com/deepinsight/insightface#license); a paying product must license "
+                  "them from InsightFace or use other weights")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    file: str
+    task: str                      # detection | recognition | au | landmarks | blendshapes
+    sha256: str | None             # None: pinned on first download (trust on first use), see store.pins
+    size: int | None
+    licence: str
+    source: str                    # where this exact file was obtained
+    url: str | None = None         # direct download URL (file or zip archive member)
+    archive: str | None = None     # the file is a member of this zip (url points at the zip)
+    input_size: tuple[int, int] | None = None   # (width, height); None = dynamic
+    color: str = "RGB"             # channel order the network expects
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    embedding_size: int | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_SHARED_SRC = "staged in ../shared/models (see MODELS.md there)"
+BUFFALO_S_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_s.zip"
+BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+
+MODELS: dict[str, ModelSpec] = {
+    "det_500m": ModelSpec(
+        name="det_500m", file="det_500m.onnx", task="detection",
+        sha256="5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a", size=2524817,
+        licence=INSIGHTFACE_NC, source="InsightFace buffalo_s/det_500m.onnx (SCRFD-500MF, 5 points); " + _SHARED_SRC,
+        url=BUFFALO_S_URL, archive="buffalo_s.zip", input_size=None, color="RGB",
+        mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0),
+        notes="letterbox to a multiple of 32; outputs have no batch dim"),
+    "w600k_mbf": ModelSpec(
+        name="w600k_mbf", file="w600k_mbf.onnx", task="recognition",
+        sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", size=13616099,
+        licence=INSIGHTFACE_NC + "; trained on WebFace600K",
+        source="InsightFace buffalo_s/w600k_mbf.onnx (ArcFace MobileFaceNet, 512-d); " + _SHARED_SRC,
+        url=BUFFALO_S_URL, archive="buffalo_s.zip", input_size=(112, 112), color="RGB",
+        mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), embedding_size=512,
+        notes="5-point similarity warp to the ArcFace 112x112 template"),
+    "yunet": ModelSpec(
+        name="yunet", file="face_detection_yunet_2023mar.onnx", task="detection",
+        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", size=232589,
+        licence="MIT (opencv_zoo): commercial use allowed",
+        source="opencv_zoo face_detection_yunet_2023mar.onnx; " + _SHARED_SRC,
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+            "face_detection_yunet_2023mar.onnx",
+        input_size=None, color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        notes="run through cv2.FaceDetectorYN"),
+    # InsightFace packs for users with internet: digests are pinned on first download.
+    "det_10g": ModelSpec(
+        name="det_10g", file="det_10g.onnx", task="detection", sha256=None, size=None,
+        licence=INSIGHTFACE_NC, source="InsightFace buffalo_l", url=BUFFALO_L_URL, archive="buffalo_l.zip",
+        color="RGB", mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0)),
+    "w600k_r50": ModelSpec(
+        name="w600k_r50", file="w600k_r50.onnx", task="recognition", sha256=None, size=None,
+        licence=INSIGHTFACE_NC + "; trained on WebFace600K", source="InsightFace buffalo_l",
+        url=BUFFALO_L_URL, archive="buffalo_l.zip", input_size=(112, 112), color="RGB",
+        mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), embedding_size=512),
+}
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    detector: str
+    recognizer: str
+    au: str | None = None
+    extra: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+
+    def model_names(self) -> list[str]:
+        names = [self.detector, self.recognizer]
+        if self.au:
+            names.append(self.au)
+        names.extend(self.extra)
+        return names
+
+
+PACKS: dict[str, Pack] = {
+    "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", extra=("yunet",),
+                   description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + YuNet (MIT) alternative detector"),
+    "buffalo_s": Pack("buffalo_s", detector="det_500m", recognizer="w600k_mbf",
+                      description="InsightFace buffalo_s (downloaded; non-commercial)"),
+    "buffalo_l": Pack("buffalo_l", detector="det_10g", recognizer="w600k_r50",
+                      description="InsightFace buffalo_l (downloaded; non-commercial)"),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    from ..errors import ModelError
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known: {sorted(MODELS)}", code="MODEL_UNKNOWN",
+                         model=name) from None
+
+
+def get_pack(name: str) -> Pack:
+    from ..errors import ModelError
+
+    try:
+        return PACKS[name]
+    except KeyError:
+        raise ModelError(f"unknown model pack {name!r}; known: {sorted(PACKS)}", code="MODEL_UNKNOWN",
+                         pack=name) from None

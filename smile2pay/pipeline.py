@@ -1,0 +1,144 @@
+"""The face pipeline: decode -> detect -> align -> quality -> identity embedding (-> AU).
+
+Model loading (``FacePipeline.__init__``) is separate from inference; every session is
+created through :mod:`smile2pay.models.runtime`. Each stage is a plain method on plain
+data so a benchmark can time it alone.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import numpy as np
+
+from .config import Settings
+from .errors import FaceError
+from .imageio import ImageInput, load_image
+from .models.manifest import get_pack, get_spec
+from .models.runtime import ProviderReport, create_session
+from .models.store import ModelStore
+from .types import MULTIPLE_FACES, NO_FACE, Face
+from .vision import quality as quality_mod
+from .vision.align import norm_crop
+from .vision.detect import Detections, Detector, SCRFDDetector, YuNetDetector
+from .vision.identity import IdentityEmbedder
+
+log = logging.getLogger(__name__)
+
+PICKS = ("error", "largest", "center", "best")
+
+
+class FacePipeline:
+    """Loads the models of one pack once; ``analyze`` runs them on an image."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        s = self.settings
+        self.store = ModelStore(s.model_dir_candidates(), verify=s.verify_checksums)
+        self.pack = get_pack(s.pack_name())
+        self.providers: dict[str, ProviderReport] = {}
+        det_kw = dict(det_sizes=s.det_sizes, threshold=s.det_threshold, pad_retry=s.pad_retry)
+        if s.detector == "yunet":
+            self.detector: Detector = YuNetDetector(self.store.path("yunet"), **det_kw)
+        else:
+            path = self.store.path(self.pack.detector)
+            sess = self._session(self.pack.detector, path)
+            self.detector = SCRFDDetector(path, sess, **det_kw)
+        rec = get_spec(self.pack.recognizer)
+        self.recognizer_spec = rec
+        self.embedder = IdentityEmbedder(rec, self._session(rec.name, self.store.path(rec.name)))
+
+    def _session(self, name: str, path):
+        sess, report = create_session(path, threads=self.settings.threads, providers=self.settings.providers,
+                                      name=name)
+        self.providers[name] = report
+        return sess
+
+    @property
+    def model_fingerprint(self) -> str:
+        """Identifies the embedding space: recogniser name + sha256 (galleries store this)."""
+        return f"{self.recognizer_spec.name}:{self.store.check(self.recognizer_spec.name).actual_sha256}"
+
+    # -- stages ---------------------------------------------------------------------------------
+    def load(self, image: ImageInput) -> np.ndarray:
+        s = self.settings
+        return load_image(image, max_pixels=s.max_image_pixels, max_bytes=s.max_file_bytes,
+                          min_side=s.min_image_side)
+
+    def detect(self, img: np.ndarray) -> Detections:
+        return self.detector.detect(img)
+
+    def faces(self, img: np.ndarray, dets: Detections) -> list[Face]:
+        """Align and assess every detection (no embedding yet)."""
+        h, w = img.shape[:2]
+        out = []
+        for i in range(len(dets)):
+            lm = dets.landmarks[i]
+            crop = norm_crop(img, lm, size=self.embedder.size, pad=0.0)
+            q = quality_mod.assess(float(dets.scores[i]), lm, crop, self.settings.quality)
+            f = Face(bbox=dets.boxes[i].copy(), det_score=float(dets.scores[i]), landmarks=lm.copy(),
+                     quality=q, image_size=(w, h), detector_pass=dets.attempt, _image=img)
+            f._identity_crop = crop  # reused by embed(); not part of the public surface
+            out.append(f)
+        return out
+
+    def embed(self, faces: list[Face]) -> None:
+        if not faces:
+            return
+        crops = [getattr(f, "_identity_crop", None) for f in faces]
+        crops = [c if c is not None else f.crop("identity", self.embedder.size) for c, f in zip(crops, faces)]
+        embs = self.embedder.embed(crops, flip=self.settings.flip_tta)
+        for f, e in zip(faces, embs):
+            f.embedding = e
+
+    # -- whole pipeline -------------------------------------------------------------------------
+    def analyze(self, image: ImageInput, *, embed: bool = True) -> list[Face]:
+        """All faces in the image, largest first, each with quality (and embedding)."""
+        img = self.load(image)
+        faces = self.faces(img, self.detect(img))
+        faces.sort(key=lambda f: -f.area)
+        if embed:
+            self.embed(faces)
+        return faces
+
+    def single(self, image: ImageInput, *, pick: str = "error", embed: bool = True) -> Face:
+        """Exactly one face. ``pick``: 'error' (MULTIPLE_FACES if several), 'largest', 'center'
+        (nearest the image centre: LFW's protocol face), 'best' (highest detection score)."""
+        if pick not in PICKS:
+            raise ValueError(f"pick must be one of {PICKS}, got {pick!r}")
+        img = self.load(image)
+        faces = self.faces(img, self.detect(img))
+        if not faces:
+            raise FaceError("no face found in the image", code=NO_FACE)
+        if len(faces) > 1:
+            if pick == "error":
+                raise FaceError(f"{len(faces)} faces in the image; exactly one is required",
+                                code=MULTIPLE_FACES, faces=len(faces))
+            faces = [_pick(faces, pick, img.shape)]
+        if embed:
+            self.embed(faces)
+        return faces[0]
+
+    def embed_images(self, images: Iterable[ImageInput], pick: str = "center") -> list[Face | None]:
+        """Convenience for benchmarks: one face per image, None where no face was found."""
+        out: list[Face | None] = []
+        for im in images:
+            try:
+                out.append(self.single(im, pick=pick))
+            except FaceError:
+                out.append(None)
+        return out
+
+
+def _pick(faces: list[Face], how: str, shape) -> Face:
+    if how == "largest":
+        return max(faces, key=lambda f: f.area)
+    if how == "best":
+        return max(faces, key=lambda f: f.det_score)
+    cy, cx = shape[0] / 2.0, shape[1] / 2.0
+
+    def dist(f: Face) -> float:
+        bx, by = (f.bbox[0] + f.bbox[2]) / 2.0, (f.bbox[1] + f.bbox[3]) / 2.0
+        return (bx - cx) ** 2 + (by - cy) ** 2
+
+    return min(faces, key=dist)

@@ -1,0 +1,108 @@
+"""Public result types: one ``Face`` flows through every stage.
+
+``Face.to_dict()`` is JSON-serialisable and, by default, leaves out embeddings
+(biometric templates must not end up in logs or audit records); pass
+``include_embeddings=True`` where a caller really needs them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Quality reason codes (stable).
+NO_FACE = "NO_FACE"
+MULTIPLE_FACES = "MULTIPLE_FACES"
+FACE_TOO_SMALL = "FACE_TOO_SMALL"
+LOW_DET_SCORE = "LOW_DET_SCORE"
+EXTREME_POSE = "EXTREME_POSE"
+BLURRY = "BLURRY"
+UNDEREXPOSED = "UNDEREXPOSED"
+OVEREXPOSED = "OVEREXPOSED"
+
+
+@dataclass
+class Quality:
+    """Outcome of the quality gates; ``reasons`` is empty when every gate passed."""
+
+    reasons: list[str] = field(default_factory=list)
+    interocular_px: float = 0.0
+    yaw: float = 0.0          # signed, in inter-ocular units (0 = frontal)
+    pitch: float = 0.0        # deviation of nose height from a frontal face, in inter-ocular units
+    roll_deg: float = 0.0
+    sharpness: float = 0.0    # variance of Laplacian on the aligned grey crop
+    brightness: float = 0.0   # mean grey level of the aligned crop
+    clipped: float = 0.0      # share of clipped pixels
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass
+class Face:
+    """A detected face. Box and landmarks are in source-image pixels (x, y)."""
+
+    bbox: np.ndarray                 # (4,) x1, y1, x2, y2
+    det_score: float
+    landmarks: np.ndarray            # (5, 2): left eye, right eye, nose, left mouth, right mouth
+    quality: Quality = field(default_factory=Quality)
+    embedding: np.ndarray | None = None          # identity, L2-normalised
+    au_embedding: np.ndarray | None = None       # AU, L2-normalised (AU model)
+    au_probs: dict[str, float] | None = None     # per-AU presence probability
+    image_size: tuple[int, int] = (0, 0)         # (width, height) of the source image
+    detector_pass: str = ""                      # which detection attempt found it, e.g. "320" / "pad:640"
+    _image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def width(self) -> float:
+        return float(self.bbox[2] - self.bbox[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.bbox[3] - self.bbox[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def crop(self, kind: str = "identity", size: int = 112, pad: float | None = None) -> np.ndarray:
+        """Aligned crop on demand: ``identity`` (ArcFace 112) or ``au`` (template padded by 0.15)."""
+        from .vision.align import AU_PAD, norm_crop
+
+        if self._image is None:
+            raise ValueError("this Face no longer holds its source image (it was dropped or deserialised)")
+        if kind not in ("identity", "au"):
+            raise ValueError(f"crop kind must be 'identity' or 'au', got {kind!r}")
+        if pad is None:
+            pad = 0.0 if kind == "identity" else AU_PAD
+        return norm_crop(self._image, self.landmarks, size=size, pad=pad)
+
+    def drop_image(self) -> None:
+        """Release the reference to the source frame (e.g. before keeping the Face around)."""
+        self._image = None
+
+    def to_dict(self, include_embeddings: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "det_score": round(float(self.det_score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "quality": self.quality.to_dict(),
+            "detector_pass": self.detector_pass,
+        }
+        if self.au_probs is not None:
+            d["au_probs"] = {k: round(float(v), 4) for k, v in self.au_probs.items()}
+        if include_embeddings:
+            if self.embedding is not None:
+                d["embedding"] = [float(v) for v in self.embedding]
+            if self.au_embedding is not None:
+                d["au_embedding"] = [float(v) for v in self.au_embedding]
+        else:
+            d["has_embedding"] = self.embedding is not None
+        return d

@@ -1,0 +1,1 @@
+"""Vision stages: detect, align, quality, identity (and AU in later work)."""

@@ -1,0 +1,140 @@
+"""Face detection behind one small interface: SCRFD (InsightFace model_zoo) or YuNet (MIT).
+
+``Detector.detect(image)`` returns :class:`Detections` in source-image pixels with 5 landmarks
+per face in InsightFace order (left eye, right eye, nose, left mouth corner, right mouth corner;
+"left" = smaller x in the image).
+
+Attempt ladder (a till frame holds one large face, so the cheap attempt usually wins):
+each size in ``det_sizes`` in order, stopping at the first that finds a face; if none does,
+the image is padded on every side and the ladder runs again. Padding is what finds faces that
+fill the whole frame (close-up selfies, LFW 250x250 crops, CK+ 48x48 crops).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray      # (N, 4) x1 y1 x2 y2
+    scores: np.ndarray     # (N,)
+    landmarks: np.ndarray  # (N, 5, 2)
+    attempt: str = ""      # which rung of the ladder found them
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @staticmethod
+    def empty(attempt: str = "") -> "Detections":
+        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                          np.zeros((0, 5, 2), np.float32), attempt)
+
+
+class Detector:
+    """Base: subclasses implement :meth:`_detect_at` for one square input size."""
+
+    name = "detector"
+
+    def __init__(self, det_sizes: tuple[int, ...] = (320, 640), threshold: float = 0.5,
+                 pad_retry: float = 0.5) -> None:
+        self.det_sizes = tuple(det_sizes)
+        self.threshold = float(threshold)
+        self.pad_retry = float(pad_retry)
+
+    def _detect_at(self, image: np.ndarray, size: int) -> Detections:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray, sizes: tuple[int, ...] | None = None) -> Detections:
+        sizes = tuple(sizes or self.det_sizes)
+        for size in sizes:
+            d = self._detect_at(image, size)
+            if len(d):
+                d.attempt = str(size)
+                return d
+        if self.pad_retry > 0:
+            h, w = image.shape[:2]
+            p = int(round(self.pad_retry * max(h, w)))
+            padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            for size in sizes:
+                d = self._detect_at(padded, size)
+                if len(d):
+                    d.boxes = d.boxes - p
+                    d.landmarks = d.landmarks - p
+                    d.attempt = f"pad:{size}"
+                    return d
+        return Detections.empty("none")
+
+
+class SCRFDDetector(Detector):
+    """InsightFace SCRFD (det_500m, det_2.5g, det_10g) through ``insightface.model_zoo.SCRFD``,
+    fed with a session made by :mod:`smile2pay.models.runtime`."""
+
+    name = "scrfd"
+
+    def __init__(self, model_path: Path, session, **kw) -> None:
+        super().__init__(**kw)
+        from insightface.model_zoo.scrfd import SCRFD
+
+        try:
+            # static_shape_sessions=False: every size runs on our one session (created in runtime.py)
+            self._net = SCRFD(model_file=str(model_path), session=session, static_shape_sessions=False)
+        except Exception as e:  # insightface raises AssertionError/RuntimeError on an unexpected graph
+            raise ModelError(f"{model_path} is not an SCRFD detection graph: {e}", code="MODEL_LOAD_FAILED",
+                             file=str(model_path)) from e
+        self._net.det_thresh = self.threshold
+        if not self._net.use_kps:
+            raise ModelError(f"{model_path} has no 5-point landmark outputs; smile2pay needs them",
+                             code="MODEL_LOAD_FAILED", file=str(model_path))
+
+    def _detect_at(self, image: np.ndarray, size: int) -> Detections:
+        det, kps = self._net.detect(image, input_size=(size, size), det_thresh=self.threshold)
+        if det.shape[0] == 0:
+            return Detections.empty()
+        return Detections(det[:, :4].astype(np.float32), det[:, 4].astype(np.float32),
+                          kps.astype(np.float32))
+
+
+class YuNetDetector(Detector):
+    """YuNet (libfacedetection, MIT) through ``cv2.FaceDetectorYN``."""
+
+    name = "yunet"
+
+    def __init__(self, model_path: Path, **kw) -> None:
+        super().__init__(**kw)
+        self._path = str(model_path)
+        try:
+            self._net = cv2.FaceDetectorYN.create(self._path, "", (320, 320), self.threshold, 0.3, 5000)
+        except cv2.error as e:
+            raise ModelError(f"OpenCV could not load YuNet from {model_path}: {e}", code="MODEL_LOAD_FAILED",
+                             file=str(model_path)) from e
+
+    def _detect_at(self, image: np.ndarray, size: int) -> Detections:
+        h, w = image.shape[:2]
+        scale = size / float(max(h, w))
+        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        self._net.setInputSize((nw, nh))
+        _, faces = self._net.detect(resized)
+        if faces is None or len(faces) == 0:
+            return Detections.empty()
+        faces = faces[faces[:, 14] >= self.threshold]
+        if len(faces) == 0:
+            return Detections.empty()
+        boxes = np.stack([faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3]], 1)
+        kps = faces[:, 4:14].reshape(-1, 5, 2)
+        # YuNet lists right eye, left eye, nose, right mouth, left mouth (the subject's right/left);
+        # InsightFace order puts the smaller-x point of each pair first.
+        kps = kps[:, [1, 0, 2, 4, 3], :]
+        swap_eyes = kps[:, 0, 0] > kps[:, 1, 0]
+        kps[swap_eyes] = kps[swap_eyes][:, [1, 0, 2, 4, 3], :]
+        return Detections((boxes / scale).astype(np.float32), faces[:, 14].astype(np.float32),
+                          (kps / scale).astype(np.float32))

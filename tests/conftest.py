@@ -1,0 +1,46 @@
+"""Shared fixtures: real models and real images from ../shared (SMILE2PAY_MODELS / SMILE2PAY_DATA).
+
+The pipeline is loaded once per test session. Tests never download anything.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("SMILE2PAY_MODELS", REPO.parent / "shared" / "models")).resolve()
+DATA = Path(os.environ.get("SMILE2PAY_DATA", REPO.parent / "shared" / "data")).resolve()
+os.environ["SMILE2PAY_MODELS"] = str(MODELS)
+os.environ["SMILE2PAY_DATA"] = str(DATA)
+
+
+def pytest_configure(config):
+    if not (MODELS / "w600k_mbf.onnx").is_file() or not (DATA / "samples" / "t1.jpg").is_file():
+        raise pytest.UsageError(
+            f"real models/data not found (SMILE2PAY_MODELS={MODELS}, SMILE2PAY_DATA={DATA}); "
+            "the test suite runs on real weights and images only")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    from smile2pay.config import Settings
+    from smile2pay.pipeline import FacePipeline
+
+    return FacePipeline(Settings.from_env(models=str(MODELS)))
+
+
+@pytest.fixture(scope="session")
+def t1_path(data_dir) -> Path:
+    return data_dir / "samples" / "t1.jpg"
