@@ -14,6 +14,8 @@ from .errors import ConfigError
 
 #: Where models are looked for when neither an argument nor SMILE2PAY_MODELS names a folder.
 DEFAULT_MODEL_HOME = Path("~/.smile2pay/models")
+#: Weights shipped inside the package (the project's own AU model); searched last.
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "models" / "weights"
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,13 @@ class Settings:
         self.quality.validate()
 
     def model_dir_candidates(self) -> list[Path]:
-        """Folders searched for weights, in order: explicit > SMILE2PAY_MODELS (via from_env) > home."""
+        """Folders searched for weights, in order: explicit > SMILE2PAY_MODELS (via from_env) > home,
+        then the weights shipped in the package."""
         out = []
         if self.models and not _looks_like_pack_name(self.models):
             out.append(Path(self.models).expanduser())
         out.append(DEFAULT_MODEL_HOME.expanduser())
+        out.append(PACKAGE_WEIGHTS)
         return out
 
     def pack_name(self) -> str:
