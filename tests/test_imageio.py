@@ -1,0 +1,156 @@
+"""Bad input never crashes or hangs: each case gives a typed error or a correct conversion."""
+import io
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from smile2pay.errors import ImageError
+from smile2pay.imageio import load_image
+
+
+@pytest.fixture(scope="module")
+def face_bgr(data_dir):
+    img = cv2.imread(str(data_dir / "samples" / "t1.jpg"))
+    assert img is not None
+    return img
+
+
+def code_of(src, **kw):
+    with pytest.raises(ImageError) as e:
+        load_image(src, **kw)
+    return e.value.code
+
+
+def test_missing_file(tmp_path):
+    assert code_of(tmp_path / "nope.jpg") == "IMAGE_NOT_FOUND"
+
+
+def test_zero_bytes(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    assert code_of(p) == "IMAGE_EMPTY"
+    assert code_of(b"") == "IMAGE_EMPTY"
+
+
+def test_directory(tmp_path):
+    assert code_of(tmp_path) == "IMAGE_UNREADABLE"
+
+
+def test_text_named_jpg(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is not an image\n" * 10)
+    assert code_of(p) == "IMAGE_UNREADABLE"
+
+
+def test_truncated_jpeg(tmp_path, data_dir):
+    data = (data_dir / "samples" / "t1.jpg").read_bytes()
+    p = tmp_path / "trunc.jpg"
+    p.write_bytes(data[:200])  # header only: no scan data
+    assert code_of(p) == "IMAGE_UNREADABLE"
+    # a JPEG cut in the middle of its scan decodes partially (grey bottom) -- it must not crash
+    half = data[: len(data) // 2]
+    try:
+        img = load_image(half)
+        assert img.dtype == np.uint8 and img.ndim == 3
+    except ImageError as e:
+        assert e.code == "IMAGE_UNREADABLE"
+
+
+def test_one_pixel(tmp_path):
+    ok, buf = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    assert code_of(buf.tobytes()) == "IMAGE_TOO_SMALL"
+    assert code_of(np.zeros((1, 1, 3), np.uint8)) == "IMAGE_TOO_SMALL"
+
+
+def _grey_png(path, width, height):
+    """A complete, valid greyscale PNG of zeros, written row by row (cheap even at 20000x20000)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(1)
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_huge_image_refused_from_header_fast(tmp_path):
+    # a 20000x20000 PNG of zeros compresses to ~0.4 MB; we must refuse it without decoding 400 MB+
+    p = tmp_path / "huge.png"
+    _grey_png(p, 20000, 20000)
+    small = tmp_path / "small.png"
+    _grey_png(small, 64, 48)
+    assert load_image(small).shape == (48, 64, 3)  # the writer makes valid PNGs
+    t = time.perf_counter()
+    assert code_of(p) == "IMAGE_TOO_LARGE"
+    assert time.perf_counter() - t < 30  # generous: a hang would be minutes; not a perf threshold
+
+
+def test_file_size_limit(tmp_path, data_dir):
+    assert code_of(data_dir / "samples" / "t1.jpg", max_bytes=1000) == "IMAGE_TOO_LARGE"
+
+
+def test_grey_rgba_16bit_converted(tmp_path, face_bgr):
+    grey = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY)
+    out = load_image(grey)
+    assert out.shape == face_bgr.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], grey) and np.array_equal(out[..., 2], grey)
+    rgba = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2BGRA)
+    rgba[..., 3] = 7
+    assert np.array_equal(load_image(rgba), face_bgr)
+    # through the file codecs too
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), rgba)
+    assert np.array_equal(load_image(p), face_bgr)
+    p16 = tmp_path / "b16.png"
+    cv2.imwrite(str(p16), face_bgr.astype(np.uint16) * 257)
+    assert np.array_equal(load_image(p16), face_bgr)
+    pg = tmp_path / "g.png"
+    cv2.imwrite(str(pg), grey)
+    assert load_image(pg).shape == face_bgr.shape
+
+
+def test_wrong_arrays():
+    assert code_of(np.zeros((64, 64, 3), np.float32)) == "IMAGE_BAD_ARRAY"
+    assert code_of(np.zeros((64, 64, 3), np.int64)) == "IMAGE_BAD_ARRAY"
+    assert code_of(np.zeros((64, 64, 2), np.uint8)) == "IMAGE_BAD_ARRAY"
+    assert code_of(np.zeros((4, 64, 64, 3), np.uint8)) == "IMAGE_BAD_ARRAY"
+    assert code_of(np.zeros((64,), np.uint8)) == "IMAGE_BAD_ARRAY"
+    assert code_of(np.zeros((0, 64, 3), np.uint8)) in ("IMAGE_EMPTY", "IMAGE_TOO_SMALL")
+    assert code_of([[1, 2], [3, 4]]) == "IMAGE_BAD_TYPE"
+    assert code_of(12345) == "IMAGE_BAD_TYPE"
+
+
+def test_non_contiguous_array(face_bgr):
+    view = face_bgr[:, ::-1]  # mirrored view, negative stride
+    out = load_image(view)
+    assert out.flags["C_CONTIGUOUS"] and np.array_equal(out, np.ascontiguousarray(view))
+
+
+def test_exif_rotation(tmp_path, face_bgr):
+    from PIL import Image
+
+    rgb = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2RGB)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    p = tmp_path / "rot.jpg"
+    im.save(p, exif=exif, quality=95)
+    out = load_image(p)
+    assert out.shape[:2] == (face_bgr.shape[1], face_bgr.shape[0])
+
+
+def test_pipeline_rejects_bad_input_with_typed_error(pipeline, tmp_path):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0garbage")
+    with pytest.raises(ImageError):
+        pipeline.analyze(p)
+    with pytest.raises(ImageError):
+        pipeline.analyze(np.zeros((100, 100, 3), np.float64))
+    # a blank image is valid input with no face in it
+    assert pipeline.analyze(np.full((240, 320, 3), 128, np.uint8)) == []

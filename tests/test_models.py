@@ -1,0 +1,175 @@
+"""Model manifest, store (sha256 checks, typed errors), download (against local files), runtime."""
+import hashlib
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from smile2pay.config import Settings
+from smile2pay.errors import ModelError
+from smile2pay.models import MODELS, PACKS, ModelStore, download, get_pack, get_spec, sha256_file
+from smile2pay.models.runtime import create_session
+
+
+def test_manifest_matches_shared_files(models_dir):
+    for name in get_pack("mobile").model_names():
+        spec = get_spec(name)
+        p = models_dir / spec.file
+        if not p.exists():
+            continue  # the project's own AU model ships inside the package
+        assert p.stat().st_size == spec.size, name
+        assert sha256_file(p) == spec.sha256, name
+    for spec in MODELS.values():
+        assert spec.licence and spec.source and spec.task
+
+
+def test_licence_warning_on_insightface_weights():
+    for name in ("det_500m", "w600k_mbf"):
+        assert "non-commercial" in get_spec(name).licence
+    assert "commercial use allowed" in get_spec("yunet").licence
+
+
+def test_store_resolution_order(tmp_path, models_dir, monkeypatch):
+    explicit = tmp_path / "explicit"
+    explicit.mkdir()
+    shutil.copy(models_dir / "face_detection_yunet_2023mar.onnx", explicit)
+    monkeypatch.setenv("SMILE2PAY_MODELS", str(models_dir))
+    s = Settings.from_env(models=str(explicit))
+    assert s.model_dir_candidates()[0] == explicit
+    assert ModelStore(s.model_dir_candidates()).path("yunet").parent == explicit
+    s_env = Settings.from_env()
+    assert s_env.model_dir_candidates()[0] == models_dir
+    monkeypatch.delenv("SMILE2PAY_MODELS")
+    assert str(Settings.from_env().model_dir_candidates()[0]).endswith(".smile2pay/models")
+    assert Settings.from_env(models="buffalo_l").pack_name() == "buffalo_l"
+
+
+def test_missing_file_error_names_file_digest_and_folders(tmp_path):
+    store = ModelStore([tmp_path])
+    with pytest.raises(ModelError) as e:
+        store.path("w600k_mbf")
+    err = e.value
+    assert err.code == "MODEL_MISSING"
+    assert "w600k_mbf.onnx" in err.message and str(tmp_path) in err.message
+    assert err.details["expected_sha256"] == get_spec("w600k_mbf").sha256
+    assert str(tmp_path) in err.details["searched"]
+
+
+def test_corrupt_file_is_a_checksum_error(tmp_path, models_dir):
+    bad = tmp_path / "det_500m.onnx"
+    data = bytearray((models_dir / "det_500m.onnx").read_bytes())
+    data[1000] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    store = ModelStore([tmp_path])
+    with pytest.raises(ModelError) as e:
+        store.path("det_500m")
+    assert e.value.code == "MODEL_CHECKSUM_MISMATCH"
+    assert e.value.details["expected_sha256"] == get_spec("det_500m").sha256
+    r = store.check("det_500m")
+    assert r.present and r.sha256_ok is False and not r.ok
+
+
+def test_unknown_model_and_pack():
+    with pytest.raises(ModelError) as e:
+        get_spec("nope")
+    assert e.value.code == "MODEL_UNKNOWN"
+    with pytest.raises(ModelError):
+        get_pack("nope")
+
+
+def test_check_pack_ok(models_dir):
+    results = ModelStore([models_dir]).check_pack("mobile")
+    assert results and all(r.ok for r in results)
+
+
+def _zip(path, files):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, src in files.items():
+            z.write(src, arcname=name)
+
+
+def test_download_from_local_archive_verifies_and_pins(tmp_path, models_dir):
+    """Real download code (urllib + zip + sha256), fed a file:// URL: no network at test time."""
+    archive = tmp_path / "buffalo_s.zip"
+    _zip(archive, {"buffalo_s/det_500m.onnx": models_dir / "det_500m.onnx",
+                   "buffalo_s/w600k_mbf.onnx": models_dir / "w600k_mbf.onnx"})
+    dest = tmp_path / "home"
+    paths = download(["det_500m", "w600k_mbf"], dest, url=archive.as_uri(), progress=False)
+    assert sorted(p.name for p in paths) == ["det_500m.onnx", "w600k_mbf.onnx"]
+    assert ModelStore([dest]).check_pack("buffalo_s")[0].ok
+    # buffalo_l has no digest in the manifest: first download pins it (trust on first use)
+    fake_l = tmp_path / "buffalo_l.zip"
+    _zip(fake_l, {"det_10g.onnx": models_dir / "det_2.5g.onnx", "w600k_r50.onnx": models_dir / "w600k_mbf.onnx"})
+    download(["det_10g", "w600k_r50"], dest, url=fake_l.as_uri(), progress=False)
+    pins = json.loads((dest / "pins.json").read_text())
+    assert pins["det_10g.onnx"] == sha256_file(models_dir / "det_2.5g.onnx")
+    store = ModelStore([dest])
+    assert store.check("det_10g").sha256_ok is True
+    # tampering after pinning is caught
+    (dest / "det_10g.onnx").write_bytes(b"tampered")
+    with pytest.raises(ModelError) as e:
+        store.path("det_10g")
+    assert e.value.code == "MODEL_CHECKSUM_MISMATCH"
+
+
+def test_download_rejects_wrong_digest_and_leaves_nothing(tmp_path, models_dir):
+    archive = tmp_path / "bad.zip"
+    _zip(archive, {"det_500m.onnx": models_dir / "det_2.5g.onnx"})  # wrong bytes under the right name
+    dest = tmp_path / "home"
+    with pytest.raises(ModelError) as e:
+        download(["det_500m"], dest, url=archive.as_uri(), progress=False)
+    assert e.value.code == "MODEL_CHECKSUM_MISMATCH"
+    assert not (dest / "det_500m.onnx").exists()
+    # user-given digest for an unpinned file is enforced too
+    archive2 = tmp_path / "l.zip"
+    _zip(archive2, {"det_10g.onnx": models_dir / "det_2.5g.onnx"})
+    with pytest.raises(ModelError):
+        download(["det_10g"], dest, url=archive2.as_uri(), digests={"det_10g.onnx": "0" * 64}, progress=False)
+    assert not (dest / "det_10g.onnx").exists()
+
+
+def test_download_unreachable_is_typed(tmp_path):
+    with pytest.raises(ModelError) as e:
+        download(["det_500m"], tmp_path, url=(tmp_path / "missing.zip").as_uri(), progress=False)
+    assert e.value.code == "MODEL_DOWNLOAD_FAILED"
+
+
+def test_corrupt_onnx_load_is_typed(tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError) as e:
+        create_session(bad, name="x")
+    assert e.value.code == "MODEL_LOAD_FAILED"
+
+
+def test_provider_list_is_what_was_asked_with_reported_fallback(models_dir, caplog):
+    import onnxruntime as ort
+
+    sess, rep = create_session(models_dir / "w600k_mbf.onnx", providers=("CPUExecutionProvider",))
+    assert rep.active == ["CPUExecutionProvider"] and not rep.fallback
+    # CUDA is asked for: on a CPU-only build it must be reported as a fallback, not dropped silently
+    with caplog.at_level("WARNING"):
+        sess, rep = create_session(models_dir / "w600k_mbf.onnx",
+                                   providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert rep.active[0] == "CUDAExecutionProvider"
+    else:
+        assert rep.fallback and rep.active == ["CPUExecutionProvider"]
+        assert rep.requested == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert any("CUDAExecutionProvider" in r.message for r in caplog.records)
+    out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 112, 112), np.float32)})[0]
+    assert out.shape == (1, 512)
+
+
+def test_every_pack_names_known_models():
+    for pack in PACKS.values():
+        for n in pack.model_names():
+            assert n in MODELS
+
+
+def test_sha256_helper(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == hashlib.sha256(b"abc").hexdigest()
