@@ -15,4 +15,8 @@ def __getattr__(name):  # lazy: importing the package does not load onnxruntime
         from .pipeline import FacePipeline
 
         return FacePipeline
+    if name == "Smile2Pay":
+        from .api import Smile2Pay
+
+        return Smile2Pay
     raise AttributeError(name)

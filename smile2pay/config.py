@@ -122,3 +122,75 @@ def data_dir(env: dict[str, str] | None = None) -> Path:
     """Folder of the evaluation data (SMILE2PAY_DATA, default ../shared/data)."""
     env = os.environ if env is None else env
     return Path(env.get("SMILE2PAY_DATA", "../shared/data")).expanduser()
+
+
+#: Default cosine threshold for "same identity" in the gallery (duplicate detection at enrolment and
+#: open-set identification). Deliberately strict: LFW's FAR=1e-3 point is about 0.23, but thresholds do
+#: not travel between populations (a uniform studio population needed 0.46 for FAR=1e-3). Replace it
+#: with a threshold calibrated on data like the deployment's (SMILE2PAY_IDENTITY_THRESHOLD).
+DEFAULT_IDENTITY_THRESHOLD = 0.42
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """Gallery settings: the encryption key (SMILE2PAY_GALLERY_KEY: 64 hex chars or base64 of 32 bytes;
+    or SMILE2PAY_GALLERY_KEY_FILE: a file holding either form or 32 raw bytes), the identity threshold
+    (SMILE2PAY_IDENTITY_THRESHOLD) and the index kind for new galleries (SMILE2PAY_GALLERY_INDEX)."""
+
+    key: bytes | None = field(default=None, repr=False)
+    identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD
+    index: str = "flat"                  # "flat" (exact) or "hnsw" (approximate; soft-delete + rebuild)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, *, key_file: str | None = None,
+                 **overrides) -> "GallerySettings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        if key_file or env.get("SMILE2PAY_GALLERY_KEY_FILE"):
+            p = Path(key_file or env["SMILE2PAY_GALLERY_KEY_FILE"]).expanduser()
+            try:
+                raw = p.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"cannot read gallery key file {p}: {e.strerror}", code="CONFIG_KEY_FILE",
+                                  path=str(p))
+            values["key"] = parse_gallery_key(raw)
+        elif env.get("SMILE2PAY_GALLERY_KEY"):
+            values["key"] = parse_gallery_key(env["SMILE2PAY_GALLERY_KEY"].encode())
+        if env.get("SMILE2PAY_IDENTITY_THRESHOLD"):
+            try:
+                values["identity_threshold"] = float(env["SMILE2PAY_IDENTITY_THRESHOLD"])
+            except ValueError:
+                raise ConfigError("SMILE2PAY_IDENTITY_THRESHOLD must be a number", code="CONFIG_INVALID")
+        if env.get("SMILE2PAY_GALLERY_INDEX"):
+            values["index"] = env["SMILE2PAY_GALLERY_INDEX"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        s = cls(**values)
+        if not (-1.0 <= s.identity_threshold <= 1.0):
+            raise ConfigError(f"identity_threshold must be a cosine in [-1, 1], got {s.identity_threshold!r}")
+        if s.index not in ("flat", "hnsw"):
+            raise ConfigError(f"gallery index must be 'flat' or 'hnsw', got {s.index!r}")
+        return s
+
+
+def parse_gallery_key(raw: bytes) -> bytes:
+    """A 256-bit key from 32 raw bytes, 64 hex characters or base64 (standard or URL-safe)."""
+    import base64
+    import binascii
+
+    if len(raw) == 32:
+        return bytes(raw)
+    text = raw.strip()
+    try:
+        if len(text) == 64:
+            return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        pass
+    for dec in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            key = dec(text + b"=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        if len(key) == 32:
+            return key
+    raise ConfigError("gallery key must be 32 bytes: 64 hex characters or base64 of 32 bytes",
+                      code="CONFIG_KEY_INVALID")

@@ -1,0 +1,352 @@
+"""Gallery storage: real embeddings (LFW via the real pipeline, computed once) or small synthetic arrays."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smile2pay.config import ConfigError, GallerySettings, parse_gallery_key
+from smile2pay.errors import GalleryError
+from smile2pay.gallery import DuplicateIdentityError, Gallery, generate_key
+
+FP = "w600k_mbf:test"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def lfw_people(pipeline, data_dir):
+    """{subject: (n, 512) real embeddings} for 12 LFW people with >= 3 images."""
+    rows = list(csv.DictReader(open(data_dir / "lfw" / "manifest.csv")))
+    by = defaultdict(list)
+    for r in rows:
+        by[r["subject"]].append(r["path"])
+    people = sorted(s for s, p in by.items() if len(p) >= 3)[:12]
+    out = {}
+    for s in people:
+        out[s] = np.stack([pipeline.single(str(data_dir / p), pick="center").embedding for p in by[s][:3]])
+    return out
+
+
+def _scan(folder: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for p in folder.iterdir():
+        if p.is_file():
+            blob = p.read_bytes()
+            hits += [f"{p.name}:{i}" for i, n in enumerate(needles) if n in blob]
+    return hits
+
+
+def _needles(vec: np.ndarray) -> list[bytes]:
+    """The whole float32 vector and 8 of its 32-byte slices (catches partial leftovers)."""
+    b = np.asarray(vec, "<f4").tobytes()
+    return [b] + [b[i:i + 32] for i in range(0, len(b), 256)]
+
+
+def test_enroll_identify_verify_remove(tmp_path, lfw_people):
+    names = list(lfw_people)
+    g = Gallery(tmp_path / "g", fingerprint=FP)
+    for s in names:
+        g.enroll(s, lfw_people[s][0], kind="neutral")
+    assert g.count() == len(names) and sorted(g.list()) == sorted(names)
+    # probes: the people's other images
+    correct = sum(g.identify(lfw_people[s][1], k=3)[0].user_id == s for s in names)
+    assert correct >= len(names) - 1
+    top = g.identify(lfw_people[names[0]][1], k=3)
+    assert len(top) == 3 and top[0].score >= top[1].score >= top[2].score
+    r = g.verify_identity(names[0], lfw_people[names[0]][2])
+    assert r.user_id == names[0] and r.kind == "neutral"
+    assert r.score == pytest.approx(float(lfw_people[names[0]][0] @ lfw_people[names[0]][2]), abs=1e-5)
+    impostor = g.verify_identity(names[0], lfw_people[names[1]][0])
+    assert not impostor.match and impostor.score < 0.42
+    assert g.remove(names[0]) == 1
+    assert names[0] not in g and g.count() == len(names) - 1
+    assert all(m.user_id != names[0] for m in g.identify(lfw_people[names[0]][1], k=5))
+    with pytest.raises(GalleryError) as e:
+        g.remove(names[0])
+    assert e.value.code == "GALLERY_USER_NOT_FOUND"
+    with pytest.raises(GalleryError) as e:
+        g.verify_identity(names[0], lfw_people[names[0]][1])
+    assert e.value.code == "GALLERY_USER_NOT_FOUND"
+    assert g.check()["ok"]
+    g.close()
+    # reopen: the index is rebuilt from SQLite
+    g2 = Gallery(tmp_path / "g", fingerprint=FP)
+    assert g2.count() == len(names) - 1 and g2.check()["index"] == len(names) - 1
+    assert g2.identify(lfw_people[names[1]][1], k=1)[0].user_id == names[1]
+
+
+def test_several_templates_best_score_and_modes(tmp_path, lfw_people):
+    a, b = list(lfw_people)[:2]
+    g = Gallery(tmp_path / "g", fingerprint=FP)
+    res = g.enroll(a, lfw_people[a][:2], kind=["neutral", "smile"])
+    assert res.created and len(res.template_ids) == 2
+    probe = lfw_people[a][2]
+    r = g.verify_identity(a, probe)
+    assert r.score == pytest.approx(float(np.max(lfw_people[a][:2] @ probe)), abs=1e-5)
+    assert [t.kind for t in g.get(a).templates] == ["neutral", "smile"]
+    with pytest.raises(GalleryError) as e:
+        g.enroll(a, lfw_people[a][2])
+    assert e.value.code == "GALLERY_USER_EXISTS"
+    assert not g.enroll(a, lfw_people[a][2], mode="append").created
+    assert len(g.get(a).templates) == 3
+    res = g.enroll(a, lfw_people[a][0], mode="replace", kind="neutral")
+    assert res.replaced == 3 and len(g.get(a).templates) == 1 and g.template_count() == 1
+    assert g.check()["index"] == 1
+    # a second person is not a duplicate; the same face under another name is
+    g.enroll(b, lfw_people[b][0])
+    with pytest.raises(DuplicateIdentityError) as e:
+        g.enroll("someone_else", lfw_people[a][1])
+    assert e.value.code == "GALLERY_DUPLICATE" and e.value.details["duplicate_of"] == a
+    assert "someone_else" not in g and g.count() == 2
+    # explicit override
+    g.enroll("someone_else", lfw_people[a][1], check_duplicates=False)
+    assert g.count() == 3
+
+
+def test_bad_inputs_are_typed(tmp_path):
+    g = Gallery(tmp_path / "g", fingerprint=FP, dim=8)
+    cases = [("", np.ones(8)), ("a\nb", np.ones(8)), ("u", np.ones(7)), ("u", np.zeros(8)),
+             ("u", np.full(8, np.nan)), ("u", "not a vector")]
+    for uid, v in cases:
+        with pytest.raises(GalleryError) as e:
+            g.enroll(uid, v)
+        assert e.value.code in ("GALLERY_BAD_USER_ID", "GALLERY_BAD_EMBEDDING")
+    with pytest.raises(GalleryError) as e:
+        g.enroll("u", np.ones(8), mode="merge")
+    assert e.value.code == "GALLERY_BAD_MODE"
+    with pytest.raises(GalleryError) as e:
+        g.identify(np.ones(8), k=0)
+    assert e.value.code == "GALLERY_BAD_K"
+    assert g.identify(np.ones(8), k=3) == []
+    with pytest.raises(GalleryError) as e:
+        Gallery(tmp_path / "missing", create=False)
+    assert e.value.code == "GALLERY_NOT_FOUND"
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "gallery.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GalleryError) as e:
+        Gallery(tmp_path / "junk")
+    assert e.value.code == "GALLERY_CORRUPT"
+
+
+def test_model_fingerprint_mismatch(tmp_path):
+    Gallery(tmp_path / "g", fingerprint="w600k_mbf:aaa", dim=8).close()
+    with pytest.raises(GalleryError) as e:
+        Gallery(tmp_path / "g", fingerprint="sface:bbb", dim=8)
+    assert e.value.code == "GALLERY_MODEL_MISMATCH"
+    assert e.value.details["gallery_model"] == "w600k_mbf:aaa"
+    Gallery(tmp_path / "g", fingerprint="w600k_mbf:aaa", dim=8).close()
+
+
+def test_encryption_no_plaintext_and_wrong_key(tmp_path, lfw_people):
+    key = generate_key()
+    g = Gallery(tmp_path / "g", fingerprint=FP, key=key)
+    vecs = {s: v[:2] for s, v in lfw_people.items()}
+    for s, v in vecs.items():
+        g.enroll(s, v, kind=["neutral", "smile"])
+    s0 = next(iter(vecs))
+    assert g.verify_identity(s0, lfw_people[s0][2]).score == pytest.approx(
+        float(np.max(vecs[s0] @ lfw_people[s0][2])), abs=1e-5)
+    needles = [n for v in vecs.values() for e in v for n in _needles(e)]
+    # files as they are while open (WAL not checkpointed) and after close (checkpointed)
+    assert _scan(tmp_path / "g", needles) == []
+    g.close()
+    assert _scan(tmp_path / "g", needles) == []
+    # positive control: the scan finds plaintext in an unencrypted gallery
+    p = Gallery(tmp_path / "plain", fingerprint=FP)
+    p.enroll(s0, vecs[s0][0])
+    assert _scan(tmp_path / "plain", _needles(vecs[s0][0]))
+    p.close()
+    for bad, code in ((generate_key(), "GALLERY_WRONG_KEY"), (None, "GALLERY_KEY_REQUIRED")):
+        with pytest.raises(GalleryError) as e:
+            Gallery(tmp_path / "g", fingerprint=FP, key=bad)
+        assert e.value.code == code
+    with pytest.raises(GalleryError) as e:
+        Gallery(tmp_path / "plain", fingerprint=FP, key=key)
+    assert e.value.code == "GALLERY_NOT_ENCRYPTED"
+
+
+def test_key_rotation(tmp_path, lfw_people):
+    k1, k2 = generate_key(), generate_key()
+    s0, s1 = list(lfw_people)[:2]
+    g = Gallery(tmp_path / "g", fingerprint=FP, key=k1)
+    g.enroll(s0, lfw_people[s0][0]); g.enroll(s1, lfw_people[s1][0])
+    old_ct = [bytes(r[0]) for r in g._conn.execute("SELECT vec FROM templates")]
+    assert g.rotate_key(k2) == 2
+    g.close()
+    with pytest.raises(GalleryError) as e:
+        Gallery(tmp_path / "g", fingerprint=FP, key=k1)
+    assert e.value.code == "GALLERY_WRONG_KEY"
+    assert _scan(tmp_path / "g", [c[:48] for c in old_ct]) == []   # old ciphertexts are gone
+    g = Gallery(tmp_path / "g", fingerprint=FP, key=k2)
+    assert g.identify(lfw_people[s0][1], k=1)[0].user_id == s0 and g.check()["ok"]
+    # plaintext gallery -> encrypted, in place
+    p = Gallery(tmp_path / "p", fingerprint=FP)
+    p.enroll(s0, lfw_people[s0][0])
+    p.rotate_key(k1); p.close()
+    assert _scan(tmp_path / "p", _needles(lfw_people[s0][0])) == []
+    assert Gallery(tmp_path / "p", fingerprint=FP, key=k1).count() == 1
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_erasure_bytes_gone_after_compact(tmp_path, lfw_people, encrypted, index):
+    key = generate_key() if encrypted else None
+    g = Gallery(tmp_path / "g", fingerprint=FP, key=key, index=index)
+    names = list(lfw_people)
+    for s in names:
+        g.enroll(s, lfw_people[s][:2], kind=["neutral", "smile"])
+    victim = names[3]
+    rows = g._conn.execute("SELECT vec FROM templates WHERE user_id=?", (victim,)).fetchall()
+    stored = [bytes(r[0]) for r in rows]
+    needles = stored + [b[i:i + 32] for b in stored for i in range(0, len(b) - 32, 256)]
+    needles += [victim.encode()]
+    assert _scan(tmp_path / "g", needles), "positive control: the user's bytes are on disk before erasure"
+    g.remove(victim)
+    g.compact()
+    assert _scan(tmp_path / "g", needles) == []
+    assert victim not in g and g.count() == len(names) - 1
+    assert all(m.user_id != victim for m in g.identify(lfw_people[victim][0], k=len(names)))
+    if index == "hnsw":
+        assert not g._index.deleted  # compact rebuilt the graph without the erased nodes
+    assert g.identify(lfw_people[names[0]][2], k=1)[0].user_id == names[0]
+    g.close()
+    assert _scan(tmp_path / "g", needles) == []
+
+
+def test_hnsw_soft_delete_and_rebuild(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 64)).astype(np.float32)
+    g = Gallery(tmp_path / "g", fingerprint=FP, dim=64, index="hnsw")
+    for i in range(200):
+        g.enroll(f"u{i:03d}", X[i], check_duplicates=False)
+    for i in range(0, 30):
+        g.remove(f"u{i:03d}")
+    assert g._index.deleted  # soft-deleted, below the rebuild fraction
+    for i in range(30, 200):
+        assert g.identify(X[i], k=1)[0].user_id == f"u{i:03d}"
+    assert all(m.user_id >= "u030" for i in range(30) for m in g.identify(X[i], k=5))
+    for i in range(30, 60):
+        g.remove(f"u{i:03d}")
+    assert len(g._index.deleted) < 30  # passed 20%: rebuilt
+    assert g.check()["index"] == 140
+
+
+def test_cross_process_sees_enrolments(tmp_path, lfw_people):
+    """Another Gallery handle (another process in real use) picks up changes incrementally."""
+    s = list(lfw_people)
+    a = Gallery(tmp_path / "g", fingerprint=FP)
+    b = Gallery(tmp_path / "g", fingerprint=FP)
+    a.enroll(s[0], lfw_people[s[0]][0])
+    assert b.identify(lfw_people[s[0]][1], k=1)[0].user_id == s[0]
+    a.remove(s[0]); a.enroll(s[1], lfw_people[s[1]][0])
+    top = b.identify(lfw_people[s[0]][1], k=5)
+    assert [m.user_id for m in top] == [s[1]] and b.check()["index"] == 1
+    a.compact()
+    assert b.identify(lfw_people[s[1]][1], k=1)[0].user_id == s[1] and b.check()["ok"]
+
+
+def _crash_module():
+    spec = importlib.util.spec_from_file_location("gallery_crash_test", REPO / "benchmarks" / "gallery_crash_test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def lfw_npz(tmp_path_factory, pipeline, data_dir):
+    """Real embeddings of 60 LFW people x 2 images, in the layout of results/lfw_embeddings.npz."""
+    rows = list(csv.DictReader(open(data_dir / "lfw" / "manifest.csv")))
+    by = defaultdict(list)
+    for r in rows:
+        by[r["subject"]].append(r["path"])
+    people = sorted(s for s, p in by.items() if len(p) >= 2)[:60]
+    subj, emb = [], []
+    for s in people:
+        for p in by[s][:2]:
+            subj.append(s)
+            emb.append(pipeline.single(str(data_dir / p), pick="center").embedding)
+    path = tmp_path_factory.mktemp("emb") / "lfw.npz"
+    np.savez(path, subjects=np.array(subj), emb=np.stack(emb))
+    return path
+
+
+def test_crash_kill9_short(tmp_path, lfw_npz):
+    """5 random kill -9 of an enrolling process (the long run is benchmarks/gallery_crash_test.py)."""
+    s = _crash_module().run(5, str(lfw_npz), gallery=str(tmp_path / "g"), key="22" * 32, n_users=60,
+                            max_delay=0.08, compact_every=7, seed=3, log=lambda m: None)
+    assert s["kills"] >= 3
+    for r in s["runs"]:
+        assert r["check_ok"] and r["lost"] == 0 and r["extra_is_in_flight"] and r["verify_ok"], r
+        assert r["templates"] == 2 * r["count"] == r["index"]
+
+
+def test_concurrent_verify_while_another_process_enrols(tmp_path, lfw_npz):
+    mod = _crash_module()
+    ids, vecs = mod.load_users(lfw_npz, 60)
+    g = Gallery(tmp_path / "g", fingerprint="crash-test")
+    pre = ids[:10]
+    for u, v in zip(pre, vecs[:10]):
+        g.enroll(u, v, ["neutral", "smile"])
+    expected = {u: float(np.max(vecs[i] @ vecs[i, 1])) for i, u in enumerate(pre)}
+    rest = os.path.join(tmp_path, "rest.npz")
+    np.savez(rest, ids=np.array(ids), vecs=vecs)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "gallery_crash_test.py"), "--worker",
+                             "--gallery", str(tmp_path / "g"), "--vecs", rest, "--compact-every", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    errors, calls = [], [0]
+    stop = threading.Event()
+
+    def reader(t):
+        i = t
+        while not stop.is_set():
+            u = pre[i % len(pre)]
+            try:
+                r = g.verify_identity(u, vecs[i % len(pre), 1])
+                if abs(r.score - expected[u]) > 1e-5:
+                    errors.append(f"torn verify {u}: {r.score} != {expected[u]}")
+                top = g.identify(vecs[i % len(pre), 0], k=2)
+                if top[0].user_id != u or top[0].score < 0.999:
+                    errors.append(f"identify {u} -> {top[0]}")
+            except Exception as e:  # any error is a failure
+                errors.append(repr(e))
+            calls[0] += 1
+            i += 1
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    out, err = proc.communicate(timeout=120)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert proc.returncode == 0, err[-2000:]
+    assert "finished" in out
+    assert errors == [] and calls[0] > 0
+    assert g.count() == len(ids) and g.check()["templates"] == 2 * len(ids)
+
+
+def test_gallery_settings_from_env(tmp_path):
+    key = generate_key()
+    assert GallerySettings.from_env({"SMILE2PAY_GALLERY_KEY": key.hex()}).key == key
+    import base64
+    assert GallerySettings.from_env({"SMILE2PAY_GALLERY_KEY": base64.b64encode(key).decode()}).key == key
+    kf = tmp_path / "k"
+    kf.write_bytes(key)
+    assert GallerySettings.from_env({"SMILE2PAY_GALLERY_KEY_FILE": str(kf)}).key == key
+    assert GallerySettings.from_env({}).key is None
+    assert GallerySettings.from_env({"SMILE2PAY_IDENTITY_THRESHOLD": "0.5"}).identity_threshold == 0.5
+    for env in ({"SMILE2PAY_GALLERY_KEY": "abcd"}, {"SMILE2PAY_GALLERY_KEY_FILE": str(tmp_path / "nope")},
+                {"SMILE2PAY_IDENTITY_THRESHOLD": "2"}, {"SMILE2PAY_GALLERY_INDEX": "ivf"}):
+        with pytest.raises(ConfigError):
+            GallerySettings.from_env(env)
+    with pytest.raises(ConfigError):
+        parse_gallery_key(b"x" * 31)
