@@ -1,0 +1,92 @@
+"""Per-stage latency of the pipeline (median / p95 over many runs), shared by benchmarks and the CLI.
+
+Timings are compared as ratios within one run (machines are noisy); nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .imageio import ImageInput
+
+
+def time_call(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    a = np.asarray(samples)
+    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
+            "mean_ms": float(a.mean()), "min_ms": float(a.min()), "runs": int(runs)}
+
+
+def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) -> dict:
+    """Time each stage of ``pipeline`` on one frame, plus the bare model forwards.
+
+    Returns ``{"stages": {...}, "overhead": ...}`` where ``overhead`` is the end-to-end
+    analyze time (decoded frame in) over the sum of the models' own forward times, minus 1.
+    """
+    from .vision.align import norm_crop
+
+    raw = frame if isinstance(frame, (bytes, bytearray)) else None
+    if raw is None and not isinstance(frame, np.ndarray):
+        with open(frame, "rb") as fh:
+            raw = fh.read()
+    img = pipeline.load(raw if raw is not None else frame)
+    dets = pipeline.detect(img)
+    if len(dets) == 0:
+        raise ValueError("no face in the benchmark frame")
+    faces = pipeline.faces(img, dets)
+    det_size = int(dets.attempt.split(":")[-1])
+    st: dict[str, dict] = {}
+    if raw is not None:
+        st["decode"] = time_call(lambda: pipeline.load(raw), runs, warmup)
+    st["detect"] = time_call(lambda: pipeline.detect(img), runs, warmup)
+    st["align_quality"] = time_call(lambda: pipeline.faces(img, dets), runs, warmup)
+    st["align_only"] = time_call(lambda: norm_crop(img, dets.landmarks[0], 112, 0.0), runs, warmup)
+    st["embed"] = time_call(lambda: pipeline.embed(faces), runs, warmup)
+    has_au = getattr(pipeline, "au_model", None) is not None and hasattr(pipeline, "au")
+    if has_au:
+        st["au"] = time_call(lambda: pipeline.au(faces), runs, warmup)
+    st["analyze_total"] = time_call(lambda: pipeline.analyze(img), runs, warmup)
+
+    # bare forwards: the same tensors the stages build, straight into session.run
+    det_net = getattr(pipeline.detector, "_net", None)
+    fwd: dict[str, dict] = {}
+    if det_net is not None and hasattr(det_net, "session"):
+        sess = det_net.session
+        blob = _scrfd_blob(img, det_size)
+        name = sess.get_inputs()[0].name
+        fwd["detect_forward"] = time_call(lambda: sess.run(None, {name: blob}), runs, warmup)
+    emb = pipeline.embedder
+    eblob = emb.preprocess([f._identity_crop for f in faces])
+    fwd["embed_forward"] = time_call(lambda: emb.session.run([emb.output_name], {emb.input_name: eblob}),
+                                     runs, warmup)
+    if has_au and hasattr(pipeline.au_model, "forward_blob"):
+        ablob = pipeline.au_model.forward_blob(faces)
+        fwd["au_forward"] = time_call(lambda: pipeline.au_model.run_blob(ablob), runs, warmup)
+    st.update(fwd)
+    model_ms = sum(v["median_ms"] for v in fwd.values())
+    return {
+        "frame": {"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": len(faces),
+                  "det_size": det_size},
+        "stages": st,
+        "models_forward_ms": model_ms,
+        "overhead": st["analyze_total"]["median_ms"] / model_ms - 1.0 if model_ms else None,
+    }
+
+
+def _scrfd_blob(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = size / float(max(h, w))
+    nw, nh = int(w * scale), int(h * scale)
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
+    return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (size, size), (127.5, 127.5, 127.5), swapRB=True)
