@@ -135,6 +135,21 @@ def cmd_analyze(args) -> tuple[Any, int]:
     return {"images": results, "providers": {k: v.to_dict() for k, v in pipe.providers.items()}}, code
 
 
+# ---------------------------------------------------------------------------------- demo
+def _cfg_demo(p):
+    p.add_argument("--data", help="data folder holding samples/ (default: SMILE2PAY_DATA, ../shared/data)")
+    p.add_argument("--gallery", help="keep the demo gallery in this folder (default: a temporary one)")
+
+
+@command("demo", _cfg_demo)
+def cmd_demo(args) -> tuple[Any, int]:
+    from .demo import run_demo
+
+    res = run_demo(args.data, models=args.models, gallery=args.gallery, progress=not args.json)
+    ok = res["genuine"]["accepted"] > 0 and res["impostor"]["accepted"] == 0
+    return res, 0 if ok else 1
+
+
 # ---------------------------------------------------------------------------------- main
 #: modules that register further commands with @command (imported by build_parser)
 COMMAND_MODULES = ("smile2pay.cli_gallery",)
