@@ -106,3 +106,31 @@ class Face:
         else:
             d["has_embedding"] = self.embedding is not None
         return d
+
+
+@dataclass
+class Decision:
+    """The payment decision: one JSON-serialisable record (no images, no embeddings).
+
+    ``reasons`` holds stable codes: IDENTITY_MISMATCH, AU_PATTERN_ABSENT, NO_FACE, MULTIPLE_FACES,
+    LOW_QUALITY, LIVENESS_FAILED, REPLAY, LOCKED_OUT, NOT_ENROLLED (and details such as NO_ONSET,
+    NO_CHANGE_FROM_BASELINE). Empty when approved.
+    """
+
+    approved: bool
+    reasons: list[str]
+    user_id: str
+    rule: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)   # score (min over frames), threshold, far, source
+    au: dict[str, Any] = field(default_factory=dict)         # thresholds, best-frame probs, baseline deltas
+    liveness: dict[str, Any] = field(default_factory=dict)   # mode, checked, result
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    model_pack: str = ""
+    policy_version: str = ""
+    request_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Payment decision: AU rules, calibrated policy, expression-change liveness, guard (lockout, nonce, audit)."""

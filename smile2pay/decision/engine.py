@@ -1,0 +1,140 @@
+"""The decision itself: per-frame measurements + policy -> approved / reasons.
+
+Pure function of plain data (no models, no storage), so every rule is unit-testable:
+identity in every frame, AU pattern judged against calibrated per-AU thresholds and the
+user's own neutral baseline, then expression-change liveness over the burst.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .liveness import LIVENESS_FAILED, check_burst
+from .policy import Policy
+from .rules import Rule
+
+IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
+AU_PATTERN_ABSENT = "AU_PATTERN_ABSENT"
+NO_CHANGE_FROM_BASELINE = "NO_CHANGE_FROM_BASELINE"
+LOW_QUALITY = "LOW_QUALITY"
+NO_FACE = "NO_FACE"
+MULTIPLE_FACES = "MULTIPLE_FACES"
+NOT_ENROLLED = "NOT_ENROLLED"
+LOCKED_OUT = "LOCKED_OUT"
+REPLAY = "REPLAY"
+
+LIVENESS_MODES = ("burst", "none")
+
+
+@dataclass
+class FrameObs:
+    """What the pipeline measured in one frame (``error`` set when no usable single face)."""
+
+    error: str | None = None
+    identity_score: float | None = None
+    au_probs: dict[str, float] | None = None
+    crop: np.ndarray | None = None          # aligned identity crop, for the replay check only
+    landmarks: np.ndarray | None = None
+    quality_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    approved: bool
+    reasons: list[str]
+    identity: dict
+    au: dict
+    liveness: dict
+    frames: list[dict]
+
+
+def _uniq(seq):
+    out = []
+    for s in seq:
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str = "burst",
+           baseline: dict[str, float] | None = None, require_quality: bool = True) -> Outcome:
+    reasons: list[str] = []
+    per_frame: list[dict] = []
+    # 1. a usable face in every frame
+    for i, f in enumerate(frames):
+        d = {"index": i}
+        if f.error:
+            reasons.append(f.error)
+            d["error"] = f.error
+        elif require_quality and f.quality_reasons:
+            reasons.append(LOW_QUALITY)
+            d["quality_reasons"] = list(f.quality_reasons)
+        per_frame.append(d)
+    ok = [f for f in frames if not f.error]
+
+    # 2. identity in every frame (the claimed user, at the calibrated threshold)
+    thr = policy.identity_threshold
+    scores = [f.identity_score for f in ok if f.identity_score is not None]
+    for d, f in zip(per_frame, frames):
+        if f.identity_score is not None:
+            d["identity_score"] = round(float(f.identity_score), 5)
+            d["identity_match"] = bool(f.identity_score >= thr)
+    if ok and (len(scores) < len(ok) or min(scores) < thr):
+        reasons.append(IDENTITY_MISMATCH)
+    identity = {"score": round(float(min(scores)), 5) if scores else None, "threshold": thr,
+                "far": policy.identity_far, "source": policy.identity_source,
+                "all_frames_match": bool(scores) and min(scores) >= thr and len(scores) == len(ok)}
+
+    # 3. AU pattern per frame, against thresholds and the personal neutral baseline
+    need = {a: policy.au_threshold(a) for a in rule.required}
+    if baseline:
+        need = {a: max(t, float(baseline.get(a, 0.0)) + policy.baseline_min_delta) for a, t in need.items()}
+    forbid = {a: policy.au_threshold(a) for a in rule.forbidden}
+    present, absent = [], []
+    for d, f in zip(per_frame, frames):
+        p = f.au_probs or {}
+        if f.error or not p:
+            present.append(False)
+            absent.append(False)
+            continue
+        pres = all(p.get(a, 0.0) >= t for a, t in need.items()) and not any(
+            p.get(a, 0.0) >= t for a, t in forbid.items())
+        # "absent": some required AU clearly below its plain (not baseline-raised) threshold
+        abs_ = any(p.get(a, 0.0) < policy.au_threshold(a) - policy.absent_margin for a in rule.required)
+        present.append(pres)
+        absent.append(abs_ and not pres)
+        d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}
+        d["pattern"] = "present" if pres else ("absent" if abs_ else "unclear")
+    au = {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
+          "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
+          "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
+          "present_frames": [i for i, v in enumerate(present) if v]}
+    if ok and not any(present):
+        reasons.append(AU_PATTERN_ABSENT)
+        if baseline:
+            plain = [all((f.au_probs or {}).get(a, 0.0) >= policy.au_threshold(a) for a in rule.required)
+                     for f in frames]
+            if any(plain):
+                reasons.append(NO_CHANGE_FROM_BASELINE)
+
+    # 4. expression-change liveness over the burst
+    if liveness not in LIVENESS_MODES:
+        raise ValueError(f"liveness must be one of {LIVENESS_MODES}, got {liveness!r}")
+    live: dict = {"mode": liveness, "checked": liveness == "burst"}
+    if liveness == "burst":
+        if len(ok) == len(frames) and all(f.crop is not None for f in ok):
+            lr = check_burst([f.crop for f in ok], [f.landmarks for f in ok], present, absent, policy.liveness)
+            live.update(lr.to_dict())
+            if not lr.passed:
+                reasons.extend(lr.reasons)
+        else:
+            live["passed"] = False
+            if len(frames) < policy.liveness.min_frames:
+                reasons.append(LIVENESS_FAILED)
+    else:
+        live["note"] = "single-frame mode: liveness was NOT checked"
+
+    reasons = _uniq(reasons)
+    return Outcome(approved=not reasons, reasons=reasons, identity=identity, au=au, liveness=live,
+                   frames=per_frame)

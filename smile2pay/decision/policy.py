@@ -1,0 +1,100 @@
+"""Operating point of a decision: identity threshold at a named FAR, per-AU thresholds, baseline rule.
+
+Thresholds come from a calibration file (written by ``smile2pay calibrate``)::
+
+    {"format": "smile2pay.calibration/1",
+     "model": "w600k_mbf:<sha256>",            # the embedding space the thresholds belong to
+     "dataset": "...", "created": "YYYY-MM-DD",
+     "identity": {"operating_points": [
+         {"far": 1e-4, "threshold": 0.31, "impostors": 29000000, "false_accepts": 2900,
+          "far_ci95": [..], "threshold_ci95": [..]}, ...]},
+     "au": {"AU6": {"threshold": 0.5, ...}, "AU12": {...}}}
+
+A default for the mobile pack ships in ``smile2pay/decision/calibration/mobile.json``. Payments use
+a strict default operating point, FAR 1e-4 (NIST SP 800-63B asks biometric comparison to reach
+FAR 1 in 1000 or better); a threshold calibrated on one population does not transfer to another,
+so calibrate on data like the deployment's and pass the file here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import ConfigError
+from .liveness import LivenessSettings
+
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+DEFAULT_FAR = 1e-4
+FORMAT = "smile2pay.calibration/1"
+
+
+@dataclass(frozen=True)
+class Policy:
+    identity_threshold: float
+    identity_far: float | None
+    identity_source: str
+    au_thresholds: dict[str, float] = field(default_factory=dict)
+    default_au_threshold: float = 0.5
+    #: a frame counts as "pattern absent" when every required AU is below threshold - absent_margin
+    #: (a half smile in between is neither absent nor present)
+    absent_margin: float = 0.0
+    #: the smile must be a change from the user's own neutral baseline: each required AU's
+    #: probability must exceed the baseline's by at least this much
+    baseline_min_delta: float = 0.25
+    liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    version: str = ""
+
+    def au_threshold(self, au: str) -> float:
+        return float(self.au_thresholds.get(au, self.default_au_threshold))
+
+    def with_far(self, far: float, calibration: dict) -> "Policy":
+        op = pick_operating_point(calibration, far)
+        return replace(self, identity_threshold=float(op["threshold"]), identity_far=float(op["far"]))
+
+    @classmethod
+    def from_calibration(cls, path: str | Path | None = None, far: float = DEFAULT_FAR, *,
+                         model_fingerprint: str | None = None, **overrides) -> "Policy":
+        path = Path(path) if path else CALIBRATION_DIR / "mobile.json"
+        cal = load_calibration(path)
+        if model_fingerprint and cal.get("model") and cal["model"] != model_fingerprint:
+            raise ConfigError(f"calibration {path} was made for model {cal['model']}, not {model_fingerprint}; "
+                              f"thresholds of one embedding space mean nothing in another",
+                              code="CALIBRATION_MODEL_MISMATCH", file=str(path))
+        op = pick_operating_point(cal, far)
+        au = {k: float(v["threshold"]) for k, v in (cal.get("au") or {}).items()}
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
+                  identity_source=f"{path.name}@{digest}", au_thresholds=au,
+                  version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def load_calibration(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        cal = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"calibration file not found: {p}", code="CALIBRATION_MISSING", file=str(p)) from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"calibration file {p} is not valid JSON: {e}", code="CALIBRATION_INVALID",
+                          file=str(p)) from None
+    if not isinstance(cal, dict) or cal.get("format") != FORMAT:
+        raise ConfigError(f"{p} is not a smile2pay calibration file (format {FORMAT})",
+                          code="CALIBRATION_INVALID", file=str(p))
+    ops = (cal.get("identity") or {}).get("operating_points") or []
+    if not ops or not all(isinstance(o, dict) and "far" in o and "threshold" in o for o in ops):
+        raise ConfigError(f"{p} has no identity operating points", code="CALIBRATION_INVALID", file=str(p))
+    return cal
+
+
+def pick_operating_point(cal: dict, far: float) -> dict:
+    ops = cal["identity"]["operating_points"]
+    for o in ops:
+        if abs(float(o["far"]) - far) <= 1e-12 * max(1.0, far):
+            return o
+    have = sorted(float(o["far"]) for o in ops)
+    raise ConfigError(f"no operating point at FAR {far:g} in the calibration; available: {have}",
+                      code="CALIBRATION_NO_OPERATING_POINT", far=far, available=have)

@@ -1,0 +1,220 @@
+"""Decision logic on hand-made measurements: rules, policy files, the engine, lockout/nonce/audit."""
+import json
+
+import numpy as np
+import pytest
+
+from smile2pay.decision.engine import FrameObs, decide
+from smile2pay.decision.guard import Guard, GuardSettings
+from smile2pay.decision.liveness import check_burst, crop_difference
+from smile2pay.decision.policy import Policy, load_calibration
+from smile2pay.decision.rules import parse_rule
+from smile2pay.errors import ConfigError, RuleError
+
+
+@pytest.mark.parametrize("text,req,forb", [
+    ("AU6+AU12", ("AU6", "AU12"), ()),
+    ("AU12", ("AU12",), ()),
+    ("AU6+AU12-AU4", ("AU6", "AU12"), ("AU4",)),
+    ("AU6+AU12 !AU4", ("AU6", "AU12"), ("AU4",)),
+    (" au06 + AU12 ", ("AU6", "AU12"), ()),
+])
+def test_rule_parse(text, req, forb):
+    r = parse_rule(text)
+    assert r.required == req and r.forbidden == forb
+
+
+@pytest.mark.parametrize("bad,code", [("", "RULE_INVALID"), ("smile", "RULE_INVALID"), ("AU6++AU12", "RULE_INVALID"),
+                                      ("AU99", "RULE_UNKNOWN_AU"), ("-AU4", "RULE_INVALID"),
+                                      ("AU6-AU6", "RULE_INVALID"), ("AU6+AU6", "RULE_INVALID"), (None, "RULE_INVALID"),
+                                      ("AU6+", "RULE_INVALID")])
+def test_rule_errors(bad, code):
+    with pytest.raises(RuleError) as e:
+        parse_rule(bad)
+    assert e.value.code == code
+
+
+def test_rule_satisfied():
+    r = parse_rule("AU6+AU12-AU4")
+    assert r.satisfied({"AU6": True, "AU12": True})
+    assert not r.satisfied({"AU6": True, "AU12": True, "AU4": True})
+    assert not r.satisfied({"AU12": True})
+
+
+POLICY = Policy(identity_threshold=0.4, identity_far=1e-4, identity_source="test",
+                au_thresholds={"AU6": 0.5, "AU12": 0.5, "AU4": 0.5}, baseline_min_delta=0.25)
+RULE = parse_rule("AU6+AU12")
+
+
+def _frame(score, au6, au12, seed, au4=0.0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    crop = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    lm = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float) + shift
+    return FrameObs(identity_score=score, au_probs={"AU6": au6, "AU12": au12, "AU4": au4}, crop=crop,
+                    landmarks=lm)
+
+
+def test_neutral_then_smile_approves():
+    out = decide([_frame(0.7, 0.1, 0.05, 1), _frame(0.65, 0.9, 0.95, 2)], RULE, POLICY)
+    assert out.approved and out.reasons == []
+    assert out.liveness["onset_frame"] == 1 and out.liveness["neutral_frame"] == 0
+    assert out.identity["score"] == 0.65
+
+
+def test_smile_without_neutral_onset_declines():
+    out = decide([_frame(0.7, 0.9, 0.9, 1), _frame(0.7, 0.92, 0.95, 2)], RULE, POLICY)
+    assert not out.approved and "LIVENESS_FAILED" in out.reasons and "NO_ONSET" in out.reasons
+
+
+def test_smile_then_neutral_declines():
+    out = decide([_frame(0.7, 0.9, 0.9, 1), _frame(0.7, 0.1, 0.1, 2)], RULE, POLICY)
+    assert not out.approved and "LIVENESS_FAILED" in out.reasons
+
+
+def test_repeated_still_is_replay():
+    f = _frame(0.8, 0.9, 0.9, 1)
+    out = decide([f, f, f, f], RULE, POLICY)
+    assert not out.approved and "REPLAY" in out.reasons
+
+
+def test_identity_switch_mid_burst_declines():
+    out = decide([_frame(0.7, 0.1, 0.1, 1), _frame(0.12, 0.9, 0.9, 2)], RULE, POLICY)
+    assert out.reasons == ["IDENTITY_MISMATCH"]
+    assert out.frames[1]["identity_match"] is False
+
+
+def test_no_smile_declines_with_pattern_absent():
+    out = decide([_frame(0.7, 0.1, 0.1, 1), _frame(0.7, 0.2, 0.3, 2)], RULE, POLICY)
+    assert "AU_PATTERN_ABSENT" in out.reasons
+
+
+def test_forbidden_au_blocks():
+    rule = parse_rule("AU6+AU12-AU4")
+    out = decide([_frame(0.7, 0.1, 0.1, 1), _frame(0.7, 0.9, 0.9, 2, au4=0.8)], rule, POLICY)
+    assert "AU_PATTERN_ABSENT" in out.reasons
+
+
+def test_personal_baseline_raises_the_bar():
+    """A resting face that already looks like a smile (baseline 0.6) must rise by 0.25 to count."""
+    frames = [_frame(0.7, 0.2, 0.1, 1), _frame(0.7, 0.7, 0.7, 2)]
+    assert decide(frames, RULE, POLICY).approved
+    out = decide(frames, RULE, POLICY, baseline={"AU6": 0.6, "AU12": 0.6})
+    assert not out.approved and "NO_CHANGE_FROM_BASELINE" in out.reasons
+    assert out.au["thresholds"]["AU6"] == pytest.approx(0.85)
+    frames2 = [_frame(0.7, 0.2, 0.1, 1), _frame(0.7, 0.9, 0.9, 2)]
+    assert decide(frames2, RULE, POLICY, baseline={"AU6": 0.6, "AU12": 0.6}).approved
+
+
+def test_single_frame_mode_says_liveness_not_checked():
+    out = decide([_frame(0.7, 0.9, 0.9, 1)], RULE, POLICY, liveness="none")
+    assert out.approved and out.liveness["checked"] is False and "NOT checked" in out.liveness["note"]
+    out2 = decide([_frame(0.7, 0.9, 0.9, 1)], RULE, POLICY, liveness="burst")
+    assert not out2.approved and "LIVENESS_FAILED" in out2.reasons
+
+
+def test_face_errors_and_quality():
+    out = decide([FrameObs(error="NO_FACE"), _frame(0.7, 0.9, 0.9, 2)], RULE, POLICY)
+    assert "NO_FACE" in out.reasons and not out.approved
+    f = _frame(0.7, 0.1, 0.1, 1)
+    f.quality_reasons = ["BLURRY"]
+    out = decide([f, _frame(0.7, 0.9, 0.9, 2)], RULE, POLICY)
+    assert "LOW_QUALITY" in out.reasons and out.frames[0]["quality_reasons"] == ["BLURRY"]
+    assert decide([f, _frame(0.7, 0.9, 0.9, 2)], RULE, POLICY, require_quality=False).approved
+
+
+def test_still_detection_thresholds():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    noisy = np.clip(a.astype(int) + rng.normal(0, 4, a.shape), 0, 255).astype(np.uint8)
+    assert crop_difference(a, a) == 0.0
+    assert crop_difference(a, noisy) > 1.5
+    lm = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float)
+    r = check_burst([a, a], [lm, lm], [False, True], [True, False])
+    assert r.reasons == ["REPLAY"]
+    r = check_burst([a, noisy], [lm, lm], [False, True], [True, False])
+    assert r.passed
+
+
+def test_guard_lockout_and_reset(tmp_path):
+    g = Guard(tmp_path, GuardSettings(max_failures=3, window_s=100, lockout_s=50))
+    t = 1000.0
+    for i in range(2):
+        g.record("bob", False, now=t + i)
+    assert g.locked_until("bob", now=t + 3) is None
+    g.record("bob", False, now=t + 3)
+    assert g.locked_until("bob", now=t + 4) == pytest.approx(t + 53)
+    assert g.locked_until("bob", now=t + 60) is None          # lockout expired
+    assert g.locked_until("alice", now=t + 4) is None
+    g.record("bob", True, now=t + 61)                          # a success resets the count
+    g.record("bob", False, now=t + 62)
+    assert g.locked_until("bob", now=t + 63) is None
+    g.close()
+    # persisted across instances (processes)
+    g2 = Guard(tmp_path, GuardSettings(max_failures=1, lockout_s=50))
+    assert g2.locked_until("bob", now=t + 63) == pytest.approx(t + 112)
+
+
+def test_failures_spread_over_more_than_window_do_not_lock(tmp_path):
+    g = Guard(tmp_path, GuardSettings(max_failures=3, window_s=10, lockout_s=1000))
+    for ts in (0.0, 20.0, 40.0):
+        g.record("eve", False, now=ts)
+    assert g.locked_until("eve", now=41.0) is None
+
+
+def test_nonce_single_use(tmp_path):
+    g = Guard(tmp_path)
+    assert g.use_nonce("n-1") is True
+    assert g.use_nonce("n-1") is False
+    assert g.use_nonce("n-2") is True
+    g.close()
+    assert Guard(tmp_path).use_nonce("n-1") is False   # persisted
+    raw = (tmp_path / "guard.sqlite").read_bytes()
+    assert b"n-1" not in raw                            # stored hashed
+
+
+def test_audit_has_no_biometrics(tmp_path):
+    g = Guard(tmp_path)
+    g.audit({"user_id": "u1", "approved": False, "reasons": ["IDENTITY_MISMATCH"], "identity_score": 0.1})
+    with pytest.raises(ValueError):
+        g.audit({"user_id": "u1", "embedding": np.zeros(512, np.float32)})
+    with pytest.raises(ValueError):
+        g.audit({"user_id": "u1", "vector": [0.0] * 512})
+    recs = g.audit_records()
+    assert len(recs) == 1 and recs[0]["reasons"] == ["IDENTITY_MISMATCH"]
+
+
+def _cal(tmp_path, **extra):
+    cal = {"format": "smile2pay.calibration/1", "model": "m:1",
+           "identity": {"operating_points": [{"far": 1e-3, "threshold": 0.25}, {"far": 1e-4, "threshold": 0.33}]},
+           "au": {"AU6": {"threshold": 0.4}, "AU12": {"threshold": 0.6}}}
+    cal.update(extra)
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(cal))
+    return p
+
+
+def test_policy_from_calibration(tmp_path):
+    p = _cal(tmp_path)
+    pol = Policy.from_calibration(p, far=1e-4)
+    assert pol.identity_threshold == 0.33 and pol.identity_far == 1e-4
+    assert pol.au_threshold("AU12") == 0.6 and pol.au_threshold("AU1") == 0.5
+    assert "far=0.0001" in pol.version
+    assert Policy.from_calibration(p, far=1e-3).identity_threshold == 0.25
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(p, far=1e-5)
+    assert e.value.code == "CALIBRATION_NO_OPERATING_POINT"
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(p, model_fingerprint="other:2")
+    assert e.value.code == "CALIBRATION_MODEL_MISMATCH"
+
+
+def test_bad_calibration_files(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_calibration(tmp_path / "none.json")
+    assert e.value.code == "CALIBRATION_MISSING"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError):
+        load_calibration(bad)
+    with pytest.raises(ConfigError):
+        load_calibration(_cal(tmp_path, identity={"operating_points": []}))
