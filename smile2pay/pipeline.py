@@ -47,12 +47,38 @@ class FacePipeline:
         rec = get_spec(self.pack.recognizer)
         self.recognizer_spec = rec
         self.embedder = IdentityEmbedder(rec, self._session(rec.name, self.store.path(rec.name)))
+        self.au_analyzer = self._load_au()
 
     def _session(self, name: str, path):
         sess, report = create_session(path, threads=self.settings.threads, providers=self.settings.providers,
                                       name=name)
         self.providers[name] = report
         return sess
+
+    def _load_au(self):
+        """AU stage (smile2pay.vision.au): backend "model" (the pack's AU network; skipped when the
+        pack has none), "blendshapes" (MediaPipe teacher) or "both"."""
+        from .vision.au import AUAnalyzer, AUModel, BlendshapeTeacher
+
+        s = self.settings
+        backend = getattr(s, "au_backend", "model")
+        model = teacher = None
+        if backend in ("model", "both") and self.pack.au:
+            spec = get_spec(self.pack.au)
+            model = AUModel(spec, self._session(spec.name, self.store.path(spec.name)))
+        if backend in ("blendshapes", "both"):
+            teacher = BlendshapeTeacher(self._session("mp_face_landmarks", self.store.path("mp_face_landmarks")),
+                                        self._session("mp_blendshapes", self.store.path("mp_blendshapes")))
+        if model is None and teacher is None:
+            return None
+        if backend == "both" and model is None:
+            backend = "blendshapes"
+        return AUAnalyzer(backend, model, teacher, crop_size=s.au_crop_size, pad=s.au_pad)
+
+    def au(self, faces: list[Face]) -> None:
+        """Fill ``au_probs`` (and, with the AU model, ``au_embedding``) of each face."""
+        if faces and self.au_analyzer is not None:
+            self.au_analyzer.analyze(faces)
 
     @property
     def model_fingerprint(self) -> str:
@@ -92,16 +118,18 @@ class FacePipeline:
             f.embedding = e
 
     # -- whole pipeline -------------------------------------------------------------------------
-    def analyze(self, image: ImageInput, *, embed: bool = True) -> list[Face]:
-        """All faces in the image, largest first, each with quality (and embedding)."""
+    def analyze(self, image: ImageInput, *, embed: bool = True, au: bool = True) -> list[Face]:
+        """All faces in the image, largest first, each with quality (and embedding, AU probabilities)."""
         img = self.load(image)
         faces = self.faces(img, self.detect(img))
         faces.sort(key=lambda f: -f.area)
         if embed:
             self.embed(faces)
+        if au:
+            self.au(faces)
         return faces
 
-    def single(self, image: ImageInput, *, pick: str = "error", embed: bool = True) -> Face:
+    def single(self, image: ImageInput, *, pick: str = "error", embed: bool = True, au: bool = True) -> Face:
         """Exactly one face. ``pick``: 'error' (MULTIPLE_FACES if several), 'largest', 'center'
         (nearest the image centre: LFW's protocol face), 'best' (highest detection score)."""
         if pick not in PICKS:
@@ -117,6 +145,8 @@ class FacePipeline:
             faces = [_pick(faces, pick, img.shape)]
         if embed:
             self.embed(faces)
+        if au:
+            self.au(faces)
         return faces[0]
 
     def embed_images(self, images: Iterable[ImageInput], pick: str = "center") -> list[Face | None]:

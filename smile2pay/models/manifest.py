@@ -64,6 +64,22 @@ MODELS: dict[str, ModelSpec] = {
             "face_detection_yunet_2023mar.onnx",
         input_size=None, color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
         notes="run through cv2.FaceDetectorYN"),
+    # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
+    # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
+    "mp_face_landmarks": ModelSpec(
+        name="mp_face_landmarks", file="mediapipe_face_landmarks_478.onnx", task="landmarks",
+        sha256="851d76f8b7344e77b817d588618d995330b07fcdc03f637f4f88cb599b32865e", size=4920995,
+        licence="Apache-2.0 (MediaPipe face_landmarker.task)",
+        source="face_landmarks_detector.tflite from MediaPipe face_landmarker.task, tf2onnx 1.17 opset 17; "
+               + _SHARED_SRC,
+        input_size=(256, 256), color="RGB", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0),
+        notes="NHWC; rotated face ROI (box x1.5, eye line level); outputs 478x(x,y,z) in ROI pixels"),
+    "mp_blendshapes": ModelSpec(
+        name="mp_blendshapes", file="mediapipe_face_blendshapes.onnx", task="blendshapes",
+        sha256="8734805958c18a50b98b7b6e5f332dae518a8fd24099097b50fca04f31b3222d", size=1883542,
+        licence="Apache-2.0 (MediaPipe face_landmarker.task)",
+        source="face_blendshapes.tflite from MediaPipe face_landmarker.task, tf2onnx 1.17 opset 17; " + _SHARED_SRC,
+        input_size=None, notes="input [1,146,2] landmark subset in image pixels; output 52 ARKit blendshapes"),
     # InsightFace packs for users with internet: digests are pinned on first download.
     "det_10g": ModelSpec(
         name="det_10g", file="det_10g.onnx", task="detection", sha256=None, size=None,

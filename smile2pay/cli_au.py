@@ -1,0 +1,53 @@
+"""``smile2pay train-au``: train, evaluate (k-fold by subject) and export the AU network.
+
+Needs the ``train`` extra (``pip install smile2pay[train]``: torch, onnx, onnxscript).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .cli import command
+
+
+def _cfg_train_au(p):
+    p.add_argument("--data", help="data folder with ckplus48/, ckplus_neutral_peak48/, lfw/ "
+                                  "(default: SMILE2PAY_DATA or ../shared/data)")
+    p.add_argument("--out", default="results/au_train", help="output folder (cache, checkpoints, reports, ONNX)")
+    p.add_argument("--export", help="where to write the ONNX model (default: OUT/au_mobile.onnx)")
+    p.add_argument("--cv", type=int, default=0, help="k for k-fold-by-subject evaluation before the final model "
+                                                      "(0: skip; the shipped model's numbers use 5)")
+    p.add_argument("--folds", type=int, nargs="*", help="run only these CV folds (parallel workers)")
+    p.add_argument("--skip-final", action="store_true", help="only run the CV folds")
+    p.add_argument("--lfw", type=int, default=4000, help="LFW faces pseudo-labelled by the blendshape teacher")
+    p.add_argument("--csv", action="append", default=[], help="extra ground truth: manifest path,subject,au_codes")
+    p.add_argument("--ckplus-original", help="official CK+ folder (cohn-kanade-images/ + FACS/)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--smoke", action="store_true", help="tiny data, tiny net, 1 epoch: seconds (CI)")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+
+
+@command("train-au", _cfg_train_au)
+def cmd_train_au(args) -> tuple[Any, int]:
+    from .config import data_dir
+    from .errors import Smile2PayError
+
+    try:
+        from .train.run import run
+    except ImportError as e:  # torch / onnx missing
+        raise Smile2PayError(f"train-au needs the train extra (pip install 'smile2pay[train]'): {e}",
+                             code="DEPENDENCY_MISSING") from e
+    from .config import Settings
+
+    settings = Settings.from_env(models=getattr(args, "models", None))
+    models_dir = settings.model_dir_candidates()[0]
+    summary = run(args.data or data_dir(), models_dir, args.out, cv=args.cv, lfw_n=args.lfw, smoke=args.smoke,
+                  resume=not args.no_resume, export=args.export, extra_csv=args.csv,
+                  ckplus_original=args.ckplus_original, folds=args.folds, skip_final=args.skip_final,
+                  progress=not args.json, epochs=args.epochs, input_size=args.input_size, batch=args.batch,
+                  lr=args.lr, seed=args.seed, threads=args.threads)
+    return summary, 0
