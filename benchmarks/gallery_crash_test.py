@@ -50,7 +50,7 @@ def load_users(npz: str | os.PathLike, n_users: int) -> tuple[list[str], np.ndar
 
 
 def worker(gallery: str, vecs_path: str, key: str | None, compact_every: int) -> int:
-    from smile2pay.gallery import Gallery
+    from smile2pay.gallery import DuplicateIdentityError, Gallery
 
     data = np.load(vecs_path)
     ids, vecs = list(data["ids"]), data["vecs"]
@@ -62,7 +62,11 @@ def worker(gallery: str, vecs_path: str, key: str | None, compact_every: int) ->
         uid = str(uid)
         if uid in g:
             continue
-        g.enroll(uid, v, ["neutral", "smile"], check_duplicates=True)
+        try:
+            g.enroll(uid, v, ["neutral", "smile"], check_duplicates=True)
+        except DuplicateIdentityError:  # another LFW name matching an enrolled one: skipped, reported
+            out.write(f"dup {uid}\n"); out.flush()
+            continue
         out.write(f"ok {uid}\n"); out.flush()
         done += 1
         if compact_every and done % compact_every == 0:
@@ -71,7 +75,8 @@ def worker(gallery: str, vecs_path: str, key: str | None, compact_every: int) ->
     return 0
 
 
-def check_gallery(gallery: str, ids: list[str], vecs: np.ndarray, acked: set[str], key: str | None) -> dict:
+def check_gallery(gallery: str, ids: list[str], vecs: np.ndarray, acked: set[str], key: str | None,
+                  dups: set[str] = frozenset()) -> dict:
     from smile2pay.gallery import Gallery
 
     with Gallery(gallery, fingerprint="crash-test", key=bytes.fromhex(key) if key else None) as g:
@@ -81,7 +86,7 @@ def check_gallery(gallery: str, ids: list[str], vecs: np.ndarray, acked: set[str
         extra = present - acked
         order = {u: i for i, u in enumerate(ids)}
         # an unacknowledged user may exist only if it is the one after the last acked (in flight)
-        last = max((order[u] for u in acked), default=-1)
+        last = max((order[u] for u in acked | set(dups)), default=-1)
         extra_ok = all(order[u] == last + 1 for u in extra) and len(extra) <= 1
         for u in present:
             if len(g.get(u).templates) != 2:
@@ -106,6 +111,7 @@ def run(kills: int, npz: str, gallery: str | None = None, key: str | None = None
     vecs_path = os.path.join(tmp, "vecs.npz")
     np.savez(vecs_path, ids=np.array(ids), vecs=vecs)
     acked: set[str] = set()
+    dups: set[str] = set()
     results = []
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     for k in range(kills):
@@ -121,13 +127,17 @@ def run(kills: int, npz: str, gallery: str | None = None, key: str | None = None
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         finished = False
+        before = len(acked)
         for line in p.stdout.read().splitlines():
             if line.startswith("ok "):
                 acked.add(line[3:])
+            elif line.startswith("dup "):
+                dups.add(line[4:])
             elif line == "finished":
                 finished = True
         p.stdout.close()
-        r = check_gallery(gallery, ids, vecs, acked, key)
+        r = check_gallery(gallery, ids, vecs, acked, key, dups)
+        r["new_acked_this_run"] = len(acked) - before
         # the in-flight user, if committed, is now acknowledged by the gallery itself
         r.update(kill=k, delay_s=round(delay, 3), finished=finished)
         ok = r["lost"] == 0 and r["extra_is_in_flight"] and r["check_ok"] and r["verify_ok"]
@@ -144,6 +154,8 @@ def run(kills: int, npz: str, gallery: str | None = None, key: str | None = None
                "count_equals_acked": sum(r["extra"] == 0 for r in results),
                "count_equals_acked_plus_in_flight": sum(r["extra"] == 1 for r in results),
                "lost_acked_enrolments": sum(r["lost"] for r in results),
+               "kills_after_progress": sum(r["new_acked_this_run"] > 0 or r["extra"] > 0 for r in results),
+               "duplicates_skipped": len(dups),
                "final_users": results[-1]["count"] if results else 0, "encrypted": bool(key),
                "embeddings": "precomputed real LFW w600k_mbf embeddings through the Gallery API",
                "runs": results}

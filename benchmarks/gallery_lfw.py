@@ -95,7 +95,12 @@ def main(argv=None) -> int:
                     "rejected_reasons": _reasons(report), "duplicates": report["duplicates"][:20]},
         "enrolment_throughput": {"images": report["images"], "images_per_s": report["images_per_s"],
                                  "wall_s": report["wall_s"], "workers": args.workers, "ort_threads_per_worker": 1,
-                                 "includes_worker_startup": True},
+                                 "includes_worker_startup": True, "worker_cpu_s": report.get("worker_cpu_s"),
+                                 "images_per_cpu_s": report.get("images_per_cpu_s"),
+                                 "projected_images_per_s_on_free_cores": (
+                                     round(report["images_per_cpu_s"] * args.workers, 2)
+                                     if report.get("images_per_cpu_s") else None),
+                                 "load_average_at_end": os.getloadavg()},
         "threshold": thr,
         "closed_set": {"probes": n, "rank1": rank1 / n, "rank5": rank5 / n},
         "open_set": {"rank1_accepted_at_threshold": rank1_acc / n, "nonenrolled_probes": len(imp_scores),
