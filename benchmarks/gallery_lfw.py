@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "gallery_lfw.json"))
     args = ap.parse_args(argv)
 
-    from smile2pay.config import DEFAULT_IDENTITY_THRESHOLD, GallerySettings, Settings
+    from smile2pay.config import DEFAULT_IDENTITY_THRESHOLD, Settings
     from smile2pay.gallery import Gallery
     from smile2pay.gallery.batch import plan_manifest, run_batch
     from smile2pay.pipeline import FacePipeline
@@ -72,7 +72,6 @@ def main(argv=None) -> int:
     z = np.load(args.npz)
     emb = {str(p): e for p, e in zip(z["paths"], z["emb"])}
     enrolled = set(gallery.list())
-    first = {s: by[s][0]["path"] for s in multi}
     probes = [(s, r["path"]) for s in multi if s in enrolled for r in by[s][1:] if r["path"] in emb]
     t1 = time.perf_counter()
     rank1 = rank1_acc = rank5 = 0

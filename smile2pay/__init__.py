@@ -2,11 +2,11 @@
 from .config import Settings
 from .errors import (ConfigError, FaceError, GalleryError, ImageError, ModelError, RequestError, RuleError,
                      Smile2PayError)
-from .types import Face, Quality
+from .types import Decision, Face, Quality
 
 __version__ = "0.1.0"
 
-__all__ = ["Settings", "Face", "Quality", "Smile2PayError", "ImageError", "ModelError", "ConfigError",
+__all__ = ["Smile2Pay", "Settings", "Face", "Quality", "Decision", "Smile2PayError", "ImageError", "ModelError", "ConfigError",
            "GalleryError", "RuleError", "RequestError", "FaceError", "FacePipeline", "__version__"]
 
 

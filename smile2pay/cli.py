@@ -207,4 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # ``python -m smile2pay.cli`` runs this file as __main__; the command modules register into the
+    # importable ``smile2pay.cli``, so dispatch through that one module object.
+    from smile2pay.cli import main as _main
+
+    sys.exit(_main())

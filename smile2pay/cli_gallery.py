@@ -7,30 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from . import cli as _cli
-from .cli import settings_from
+from .cli import command, settings_from
 from .errors import RequestError
-
-
-def command(name, configure):
-    """``cli.command``, also registering into ``__main__`` when the CLI runs as ``python -m smile2pay.cli``
-    (then ``smile2pay.cli`` is imported a second time and holds a different COMMANDS dict)."""
-    regs = [_cli.command(name, configure)]
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if main is not None and spec is not None and spec.name == "smile2pay.cli" and main is not _cli:
-        regs.append(main.command(name, configure))
-
-    def wrap(fn):
-        for r in regs:
-            r(fn)
-        return fn
-
-    return wrap
 
 
 def _gallery_args(p, threshold: bool = False):

@@ -1,5 +1,4 @@
 """Bad input never crashes or hangs: each case gives a typed error or a correct conversion."""
-import io
 import time
 
 import cv2
