@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
 
 from .config import GallerySettings, Settings
-from .errors import FaceError, RequestError, Smile2PayError
+from .decision import engine
+from .decision.guard import Guard, GuardSettings
+from .decision.policy import DEFAULT_FAR, Policy
+from .decision.rules import parse_rule
+from .errors import FaceError, GalleryError, RequestError, Smile2PayError
 from .gallery import EnrollResult, Gallery, IdentityResult, Match, UserRecord
-from .types import Face
+from .types import Decision, Face
+
+MAX_FRAMES = 30
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +46,16 @@ class Smile2Pay:
         identity_threshold: cosine for "same person" (default 0.42, strict and uncalibrated; see
             :data:`smile2pay.config.DEFAULT_IDENTITY_THRESHOLD`).
         pipeline: an already-loaded FacePipeline to share (its fingerprint must match the gallery's).
+        policy: calibration file (``smile2pay calibrate``) or a :class:`Policy`; default: the file
+            shipped for the mobile pack. ``far``: the operating point taken from it (default 1e-4).
+        guard_settings: lockout settings; ``allow_single_frame``: permit ``liveness="none"``.
     """
 
     def __init__(self, gallery: str | os.PathLike, models: str | None = None, *,
                  settings: Settings | None = None, gallery_settings: GallerySettings | None = None,
                  key: bytes | None = None, identity_threshold: float | None = None, index: str | None = None,
-                 pipeline=None) -> None:
+                 pipeline=None, policy: str | os.PathLike | Policy | None = None, far: float = DEFAULT_FAR,
+                 guard_settings: GuardSettings | None = None, allow_single_frame: bool = False) -> None:
         from .pipeline import FacePipeline
 
         self.settings = settings or Settings.from_env(models=models)
@@ -54,6 +66,14 @@ class Smile2Pay:
         self.gallery = Gallery(gallery, fingerprint=self.pipeline.model_fingerprint,
                                dim=getattr(self.pipeline.embedder, "dim", None) or 512,
                                key=gs.key, identity_threshold=gs.identity_threshold, index=gs.index)
+        self.guard = Guard(self.gallery.path, guard_settings or GuardSettings())
+        self.policy = self._load_policy(policy, far)
+        self.allow_single_frame = bool(allow_single_frame)
+
+    def _load_policy(self, policy, far: float) -> Policy:
+        if isinstance(policy, Policy):
+            return policy
+        return Policy.from_calibration(policy, far=far, model_fingerprint=self.pipeline.model_fingerprint)
 
     @property
     def identity_threshold(self) -> float:
@@ -89,7 +109,7 @@ class Smile2Pay:
         if len(kinds) != len(images):
             raise RequestError("kind must be one string or one per image", code="REQUEST_INVALID")
         self.gallery._check_user_id(user_id)
-        embs, ok_kinds, rejected = [], [], []
+        embs, ok_kinds, rejected, neutral_au = [], [], [], []
         last_err: Smile2PayError | None = None
         for i, (im, kd) in enumerate(zip(images, kinds)):
             label = str(im) if isinstance(im, (str, os.PathLike)) else f"#{i}"
@@ -104,12 +124,24 @@ class Smile2Pay:
                 continue
             embs.append(f.embedding)
             ok_kinds.append(kd)
+            if kd == "neutral" and f.au_probs:
+                neutral_au.append((f.au_probs, f.au_embedding))
         if not embs:
             code = last_err.code if (len(images) == 1 and last_err is not None) else LOW_QUALITY
             raise FaceError(f"no usable face in the {len(images)} image(s) given for enrolment", code=code,
                             user_id=user_id, rejected=rejected)
         res = self.gallery.enroll(user_id, np.stack(embs), ok_kinds, mode=mode, check_duplicates=check_duplicates)
         res.rejected = rejected
+        if neutral_au:
+            # the personal AU baseline: mean neutral AU probabilities (and AU embedding) of this user
+            keys = sorted(set().union(*(p for p, _ in neutral_au)))
+            probs = {k: float(np.mean([p.get(k, 0.0) for p, _ in neutral_au])) for k in keys}
+            au_embs = [e for _, e in neutral_au if e is not None]
+            emb = None
+            if au_embs:
+                m = np.mean(au_embs, axis=0)
+                emb = m / max(float(np.linalg.norm(m)), 1e-12)
+            self.gallery.set_au_baseline(user_id, probs, emb)
         return res
 
     # -- queries -------------------------------------------------------------------------------
@@ -124,9 +156,83 @@ class Smile2Pay:
         return self.gallery.verify_identity(user_id, self.face(image_or_face, pick=pick).embedding,
                                             threshold=threshold)
 
+    # -- the payment decision ------------------------------------------------------------------
+    def verify(self, user_id: str, frames: Sequence[Any], require: str = "AU6+AU12", liveness: str = "burst",
+               nonce: str | None = None, request_id: str | None = None) -> Decision:
+        """Approve a payment: every frame is ``user_id`` (at the policy's calibrated threshold), the AU
+        ``require`` pattern appears as a change (absent, then present; above the user's neutral
+        baseline), the frames are not one still repeated, the user is not locked out, and ``nonce``
+        (if given) was never used. Bad requests raise typed errors; every decision is audited."""
+        t0 = time.perf_counter()
+        rule = parse_rule(require)
+        if liveness not in engine.LIVENESS_MODES:
+            raise RequestError(f"liveness must be one of {engine.LIVENESS_MODES}, got {liveness!r}",
+                               code="REQUEST_INVALID")
+        if liveness == "none" and not self.allow_single_frame:
+            raise RequestError("single-frame mode (liveness='none') is disabled; enable it with "
+                               "Smile2Pay(..., allow_single_frame=True)", code="REQUEST_INVALID")
+        if isinstance(frames, (str, bytes, os.PathLike, np.ndarray)):
+            frames = [frames]
+        frames = list(frames)
+        if not frames or len(frames) > MAX_FRAMES:
+            raise RequestError(f"verify needs 1 to {MAX_FRAMES} frames, got {len(frames)}", code="REQUEST_INVALID")
+        if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > 256):
+            raise RequestError("nonce must be a non-empty string of at most 256 characters",
+                               code="REQUEST_INVALID")
+        self.gallery._check_user_id(user_id)
+        rid = request_id or uuid.uuid4().hex
+        base = dict(user_id=user_id, rule=str(rule), model_pack=self.pipeline.pack.name,
+                    policy_version=self.policy.version, request_id=rid)
+
+        def finish(dec: Decision, count_failure: bool) -> Decision:
+            dec.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)
+            if count_failure or dec.approved:
+                self.guard.record(user_id, dec.approved)
+            self.guard.audit({"request_id": rid, "user_id": user_id, "approved": dec.approved,
+                              "reasons": dec.reasons, "rule": str(rule), "liveness": liveness,
+                              "identity_score": dec.identity.get("score"),
+                              "identity_threshold": dec.identity.get("threshold"),
+                              "frames": len(frames), "policy": self.policy.version})
+            return dec
+
+        if self.guard.locked_until(user_id) is not None:
+            return finish(Decision(False, [engine.LOCKED_OUT], **base), False)
+        if nonce is not None and not self.guard.use_nonce(nonce):
+            return finish(Decision(False, [engine.REPLAY], **base), False)
+        try:
+            _, _, templates = self.gallery.templates(user_id)
+        except GalleryError as e:
+            if e.code != "GALLERY_USER_NOT_FOUND":
+                raise
+            return finish(Decision(False, [engine.NOT_ENROLLED], **base), False)
+        stored = self.gallery.au_baseline(user_id)
+        baseline = stored["probs"] if stored else None
+
+        obs: list[engine.FrameObs] = []
+        t_frames = time.perf_counter()
+        for fr in frames:
+            try:
+                f = self.pipeline.single(fr, pick="error")
+            except FaceError as e:
+                obs.append(engine.FrameObs(error=e.code))
+                continue
+            score = float(np.max(templates @ f.embedding))
+            obs.append(engine.FrameObs(identity_score=score, au_probs=f.au_probs,
+                                       crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
+                                       quality_reasons=list(f.quality.reasons)))
+        t_pipe = time.perf_counter() - t_frames
+        out = engine.decide(obs, rule, self.policy, liveness=liveness, baseline=baseline)
+        dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
+                       frames=out.frames, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
+                                                      "per_frame": round(t_pipe * 1000.0 / len(frames), 2)},
+                       **base)
+        return finish(dec, True)
+
     # -- storage pass-throughs -----------------------------------------------------------------
     def remove(self, user_id: str) -> int:
-        return self.gallery.remove(user_id)
+        n = self.gallery.remove(user_id)
+        self.guard.forget_user(user_id)
+        return n
 
     def get(self, user_id: str) -> UserRecord:
         return self.gallery.get(user_id)
@@ -145,6 +251,7 @@ class Smile2Pay:
 
     def close(self) -> None:
         self.gallery.close()
+        self.guard.close()
 
     def __enter__(self) -> "Smile2Pay":
         return self

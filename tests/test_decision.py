@@ -218,3 +218,26 @@ def test_bad_calibration_files(tmp_path):
         load_calibration(bad)
     with pytest.raises(ConfigError):
         load_calibration(_cal(tmp_path, identity={"operating_points": []}))
+
+
+def test_calibration_threshold_and_counts_hand_case():
+    """4 subjects x 2 images, hand-made 2-d embeddings: every pair score is known."""
+    from smile2pay.metrics.calibration import calibrate, pair_scores, threshold_at_far
+
+    ang = np.radians([0, 10, 90, 97, 180, 183, 270, 284])  # no tied impostor scores
+    emb = np.stack([np.cos(ang), np.sin(ang)], 1)
+    subj = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    imp, sa, sb, gen = pair_scores(emb, subj)
+    assert imp.size == 24 and gen.size == 4
+    np.testing.assert_allclose(np.sort(gen), np.sort(np.cos(np.radians([10, 7, 3, 14]))), atol=1e-6)
+    srt = np.sort(imp)[::-1]
+    # FAR 1/24 allows exactly one false accept: the threshold sits just above the 2nd highest impostor
+    t = threshold_at_far(srt, 1 / 24)
+    assert np.count_nonzero(imp >= t) == 1 and t > srt[1]
+    assert np.count_nonzero(imp >= threshold_at_far(srt, 0.01)) == 0
+    cal = calibrate(emb, subj, fars=(0.1,), bootstrap=20)
+    op = cal["operating_points"][0]
+    assert op["false_accepts"] == 2 and op["impostors"] == 24      # floor(0.1 * 24) = 2
+    assert op["tar"] == 1.0 and op["supported"] is False            # 24 < 3 / 0.1
+    lo, hi = op["threshold_ci95_subject_bootstrap"]
+    assert lo <= hi

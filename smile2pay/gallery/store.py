@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS templates (
 CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id);
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL,
     template_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS au_baselines (
+    user_id TEXT PRIMARY KEY REFERENCES users(user_id) ON DELETE CASCADE,
+    updated REAL NOT NULL, blob BLOB NOT NULL);
 """
 
 
@@ -481,6 +484,7 @@ class Gallery:
                     raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND",
                                        user_id=user_id)
                 c.execute("DELETE FROM templates WHERE user_id=?", (user_id,))
+                c.execute("DELETE FROM au_baselines WHERE user_id=?", (user_id,))
                 c.execute("DELETE FROM users WHERE user_id=?", (user_id,))
                 c.executemany("INSERT INTO changes(op, template_id) VALUES ('del', ?)", [(t,) for t in tids])
             self._sync()
@@ -498,6 +502,37 @@ class Gallery:
             ts = [TemplateInfo(*t) for t in self._conn.execute(
                 "SELECT id, kind, created FROM templates WHERE user_id=? ORDER BY id", (user_id,))]
         return UserRecord(r[0], r[1], r[2], ts)
+
+    # -- AU baseline (the user's neutral face, for "a smile is a change from neutral") ----------
+    def _baseline_aad(self, user_id: str) -> bytes:
+        return f"{user_id}\x00au-baseline\x00{self.fingerprint}".encode()
+
+    def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
+        """Store the user's neutral AU probabilities (and AU embedding), sealed like templates."""
+        import json
+
+        self._check_user_id(user_id)
+        payload = {"probs": {str(k): float(v) for k, v in probs.items()},
+                   "embedding": None if embedding is None else [float(x) for x in np.asarray(embedding).ravel()]}
+        blob = self._cipher.seal(json.dumps(payload).encode(), self._baseline_aad(user_id))
+        with self._write():
+            with self._txn() as c:
+                if c.execute("SELECT 1 FROM users WHERE user_id=?", (user_id,)).fetchone() is None:
+                    raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND",
+                                       user_id=user_id)
+                c.execute("INSERT OR REPLACE INTO au_baselines(user_id, updated, blob) VALUES (?, ?, ?)",
+                          (user_id, _now(), blob))
+
+    def au_baseline(self, user_id: str) -> dict | None:
+        """``{"probs": {AU: p}, "embedding": [...] | None}`` or None when none was stored."""
+        import json
+
+        self._check_user_id(user_id)
+        with self._lock:
+            r = self._conn.execute("SELECT blob FROM au_baselines WHERE user_id=?", (user_id,)).fetchone()
+        if r is None:
+            return None
+        return json.loads(self._cipher.open(bytes(r[0]), self._baseline_aad(user_id)))
 
     def templates(self, user_id: str, kind: str | None = None) -> tuple[list[int], list[str], np.ndarray]:
         """The user's decrypted templates: (ids, kinds, (n, dim) array). For decision policies."""
@@ -615,6 +650,10 @@ class Gallery:
                 for tid, uid, blob in rows:
                     raw = self._cipher.open(bytes(blob), self._aad(uid))
                     c.execute("UPDATE templates SET vec=? WHERE id=?", (new.seal(raw, self._aad(uid)), tid))
+                for uid, blob in c.execute("SELECT user_id, blob FROM au_baselines").fetchall():
+                    raw = self._cipher.open(bytes(blob), self._baseline_aad(uid))
+                    c.execute("UPDATE au_baselines SET blob=? WHERE user_id=?",
+                              (new.seal(raw, self._baseline_aad(uid)), uid))
                 c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cipher', ?)", (new.name,))
                 if new.enabled:
                     c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('key_check', ?)", (new.key_check(),))
