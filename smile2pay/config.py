@@ -57,6 +57,7 @@ class Settings:
     min_image_side: int = 16
     max_image_pixels: int = 40_000_000
     max_file_bytes: int = 50 * 1024 * 1024
+    au_backend: str = "model"            # "model" (the pack's AU network), "blendshapes" (MediaPipe teacher), "both"
     au_pad: float = 0.15                 # AU crop template padding (design card)
     au_crop_size: int = 112
     flip_tta: bool = False               # identity: average the embedding of the crop and its mirror
@@ -76,6 +77,8 @@ class Settings:
                 values["threads"] = int(env["SMILE2PAY_THREADS"])
             except ValueError:
                 raise ConfigError(f"SMILE2PAY_THREADS must be an integer, got {env['SMILE2PAY_THREADS']!r}")
+        if env.get("SMILE2PAY_AU_BACKEND"):
+            values["au_backend"] = env["SMILE2PAY_AU_BACKEND"]
         if env.get("SMILE2PAY_PROVIDERS"):
             values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -90,6 +93,8 @@ class Settings:
             raise ConfigError(f"det_sizes must be multiples of 32 (>= 32), got {self.det_sizes!r}")
         if not (0.0 < self.det_threshold < 1.0):
             raise ConfigError(f"det_threshold must be in (0, 1), got {self.det_threshold!r}")
+        if self.au_backend not in ("model", "blendshapes", "both"):
+            raise ConfigError(f"au_backend must be 'model', 'blendshapes' or 'both', got {self.au_backend!r}")
         if not (0.0 <= self.au_pad <= 1.0):
             raise ConfigError(f"au_pad must be in [0, 1], got {self.au_pad!r}")
         if self.threads < 1:
