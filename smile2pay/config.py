@@ -199,3 +199,20 @@ def parse_gallery_key(raw: bytes) -> bytes:
             return key
     raise ConfigError("gallery key must be 32 bytes: 64 hex characters or base64 of 32 bytes",
                       code="CONFIG_KEY_INVALID")
+
+
+def api_key_from_env(path: str | None = None, env: dict[str, str] | None = None) -> str:
+    """The HTTP service's API key: from ``path`` (a file), else SMILE2PAY_API_KEY."""
+    env = os.environ if env is None else env
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                key = fh.read().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read API key file {path}: {e.strerror}", code="CONFIG_INVALID") from None
+    else:
+        key = env.get("SMILE2PAY_API_KEY", "")
+    if len(key) < 16:
+        raise ConfigError("the server needs an API key of at least 16 characters: set SMILE2PAY_API_KEY "
+                          "or pass --api-key-file", code="CONFIG_INVALID")
+    return key

@@ -66,6 +66,12 @@ def test_smile_without_neutral_onset_declines():
     assert not out.approved and "LIVENESS_FAILED" in out.reasons and "NO_ONSET" in out.reasons
 
 
+def test_flickering_au_on_a_smile_is_not_an_onset():
+    """AU12 stays high (a smiling still); AU6 wobbles around its threshold: no neutral frame."""
+    out = decide([_frame(0.7, 0.45, 0.9, 1), _frame(0.7, 0.55, 0.92, 2)], RULE, POLICY)
+    assert not out.approved and "NO_ONSET" in out.reasons
+
+
 def test_smile_then_neutral_declines():
     out = decide([_frame(0.7, 0.9, 0.9, 1), _frame(0.7, 0.1, 0.1, 2)], RULE, POLICY)
     assert not out.approved and "LIVENESS_FAILED" in out.reasons

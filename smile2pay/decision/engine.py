@@ -100,8 +100,9 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
             continue
         pres = all(p.get(a, 0.0) >= t for a, t in need.items()) and not any(
             p.get(a, 0.0) >= t for a, t in forbid.items())
-        # "absent": some required AU clearly below its plain (not baseline-raised) threshold
-        abs_ = any(p.get(a, 0.0) < policy.au_threshold(a) - policy.absent_margin for a in rule.required)
+        # "absent": EVERY required AU below its plain (not baseline-raised) threshold: a neutral face.
+        # (With "any", a smiling still whose AU6 flickers around its threshold would fake an onset.)
+        abs_ = all(p.get(a, 0.0) < policy.au_threshold(a) - policy.absent_margin for a in rule.required)
         present.append(pres)
         absent.append(abs_ and not pres)
         d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}

@@ -37,7 +37,7 @@ class Policy:
     identity_source: str
     au_thresholds: dict[str, float] = field(default_factory=dict)
     default_au_threshold: float = 0.5
-    #: a frame counts as "pattern absent" when every required AU is below threshold - absent_margin
+    #: a frame counts as "pattern absent" when EVERY required AU is below threshold - absent_margin
     #: (a half smile in between is neither absent nor present)
     absent_margin: float = 0.0
     #: the smile must be a change from the user's own neutral baseline: each required AU's

@@ -1,0 +1,1 @@
+"""HTTP service (FastAPI): see app.py."""
