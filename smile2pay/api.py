@@ -180,6 +180,7 @@ class Smile2Pay:
             raise RequestError("nonce must be a non-empty string of at most 256 characters",
                                code="REQUEST_INVALID")
         self.gallery._check_user_id(user_id)
+        images = [self.pipeline.load(fr) for fr in frames]   # bad input is a typed error, whoever claims
         rid = request_id or uuid.uuid4().hex
         base = dict(user_id=user_id, rule=str(rule), model_pack=self.pipeline.pack.name,
                     policy_version=self.policy.version, request_id=rid)
@@ -210,9 +211,9 @@ class Smile2Pay:
 
         obs: list[engine.FrameObs] = []
         t_frames = time.perf_counter()
-        for fr in frames:
+        for img in images:
             try:
-                f = self.pipeline.single(fr, pick="error")
+                f = self.pipeline.single(img, pick="error")
             except FaceError as e:
                 obs.append(engine.FrameObs(error=e.code))
                 continue

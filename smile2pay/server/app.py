@@ -21,6 +21,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
 from ..errors import GalleryError, RequestError, Smile2PayError
 
 log = logging.getLogger(__name__)
@@ -58,11 +62,7 @@ def _b64(item: Any, what: str, limits: Limits) -> bytes:
         raise RequestError(f"{what} must be valid base64", code="REQUEST_INVALID") from None
 
 
-def create_app(s2p, api_key: str, limits: Limits = Limits()):
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse
-
+def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
     if not api_key or len(api_key) < 16:
         raise RequestError("the server needs an API key of at least 16 characters", code="CONFIG_INVALID")
     app = FastAPI(title="smile2pay", version="1", docs_url=None, redoc_url=None)
