@@ -18,6 +18,8 @@ def _cfg_train_au(p):
                                                       "(0: skip; the shipped model's numbers use 5)")
     p.add_argument("--folds", type=int, nargs="*", help="run only these CV folds (parallel workers)")
     p.add_argument("--skip-final", action="store_true", help="only run the CV folds")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild OUT/cv_report.json from the folds' out-of-fold files (OUT/cv/fold*/oof.npz)")
     p.add_argument("--lfw", type=int, default=4000, help="LFW faces pseudo-labelled by the blendshape teacher")
     p.add_argument("--csv", action="append", default=[], help="extra ground truth: manifest path,subject,au_codes")
     p.add_argument("--ckplus-original", help="official CK+ folder (cohn-kanade-images/ + FACS/)")
@@ -45,6 +47,10 @@ def cmd_train_au(args) -> tuple[Any, int]:
 
     settings = Settings.from_env(models=getattr(args, "models", None))
     models_dir = settings.model_dir_candidates()[0]
+    if args.report_only:
+        from .train.run import report_from_folds
+
+        return report_from_folds(args.data or data_dir(), models_dir, args.out, k=args.cv or 5), 0
     summary = run(args.data or data_dir(), models_dir, args.out, cv=args.cv, lfw_n=args.lfw, smoke=args.smoke,
                   resume=not args.no_resume, export=args.export, extra_csv=args.csv,
                   ckplus_original=args.ckplus_original, folds=args.folds, skip_final=args.skip_final,

@@ -64,6 +64,19 @@ MODELS: dict[str, ModelSpec] = {
             "face_detection_yunet_2023mar.onnx",
         input_size=None, color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
         notes="run through cv2.FaceDetectorYN"),
+    # The project's own AU network, shipped in smile2pay/models/weights (docs/model_cards/au_mobile.md).
+    "au_mobile": ModelSpec(
+        name="au_mobile", file="au_mobile.onnx", task="au",
+        sha256="fe2d466751ad3f3fb1a2f08f3bba8d04c143f701e9ea5fc5c9e3e9ae8b94d1dd", size=1277829,
+        licence="smile2pay weights trained on CK+ (research-only, no commercial use, no redistribution of the "
+                "data) and on LFW faces pseudo-labelled by MediaPipe (Apache-2.0): research/evaluation use only "
+                "until re-trained on licensed data",
+        source="trained with `smile2pay train-au` (smile2pay.train), shipped in the package weights folder",
+        input_size=(64, 64), color="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
+        embedding_size=128,
+        notes="input: AU crop norm_crop(pad=0.15, size=112) resized to 64x64 with cv2.INTER_AREA, BGR->RGB, "
+              "(x-127.5)/127.5, NCHW; outputs au_probs [N,17] (sigmoid) and au_embedding [N,128] "
+              "(L2-normalised); AU names in the ONNX metadata 'au_names'"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
@@ -111,8 +124,9 @@ class Pack:
 
 
 PACKS: dict[str, Pack] = {
-    "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", extra=("yunet",),
-                   description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + YuNet (MIT) alternative detector"),
+    "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", au="au_mobile", extra=("yunet",),
+                   description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + AU network au_mobile + YuNet (MIT) "
+                               "alternative detector"),
     "buffalo_s": Pack("buffalo_s", detector="det_500m", recognizer="w600k_mbf",
                       description="InsightFace buffalo_s (downloaded; non-commercial)"),
     "buffalo_l": Pack("buffalo_l", detector="det_10g", recognizer="w600k_r50",

@@ -113,7 +113,7 @@ def _stats(v: np.ndarray) -> dict:
 
 
 def side_sedi(embs: np.ndarray, subject: np.ndarray, keys: np.ndarray, fold: np.ndarray,
-              max_pairs: int = 20000, seed: int = 0) -> dict:
+              max_pairs: int = 20000, seed: int = 0, expressive_only: bool = False) -> dict:
     """Cosine similarity of SEDI (same expression, different identity) and SIDE (same identity,
     different expression) pairs, within each fold."""
     rng = np.random.RandomState(seed)
@@ -128,6 +128,11 @@ def side_sedi(embs: np.ndarray, subject: np.ndarray, keys: np.ndarray, fold: np.
         iu = np.triu_indices(len(idx), 1)
         m_sedi = (same_k & ~same_s)[iu]
         m_side = (same_s & ~same_k)[iu]
+        if expressive_only:  # no AU-less (neutral) frame in either kind of pair
+            nonempty = (ke != "")
+            both = (nonempty[:, None] & nonempty[None, :])[iu]
+            m_sedi &= both
+            m_side &= both
         sedi.append(sim[iu][m_sedi])
         side.append(sim[iu][m_side])
     sedi, side = np.concatenate(sedi), np.concatenate(side)
@@ -159,8 +164,12 @@ def cv_report(ck: dict, cv: dict, aus, names) -> dict:
     comb = np.where(np.isnan(t_scores), cv["probs"], 0.5 * (cv["probs"] + np.nan_to_num(t_scores)))
     rep["combined"] = {"per_au": per_au(y, comb, names, 0.5), "duchenne": duchenne(y, comb, names)}
     keys = np.array(combo_keys(y, aus))
-    rep["side_sedi"] = {"au_embedding": side_sedi(cv["embs"], ck["subject"], keys, fold)}
+    rep["side_sedi"] = {"au_embedding": side_sedi(cv["embs"], ck["subject"], keys, fold),
+                        "au_embedding_expressive_only": side_sedi(cv["embs"], ck["subject"], keys, fold,
+                                                                  expressive_only=True)}
     if "identity" in ck:
-        rep["side_sedi"]["identity_embedding"] = side_sedi(ck["identity"].astype(np.float32), ck["subject"], keys,
-                                                           fold)
+        ide = ck["identity"].astype(np.float32)
+        rep["side_sedi"]["identity_embedding"] = side_sedi(ide, ck["subject"], keys, fold)
+        rep["side_sedi"]["identity_embedding_expressive_only"] = side_sedi(ide, ck["subject"], keys, fold,
+                                                                           expressive_only=True)
     return rep

@@ -129,3 +129,31 @@ def run(data_dir, models_dir, out_dir, *, cv: int = 0, lfw_n: int = 4000, smoke:
     summary["total_seconds"] = round(time.time() - t_all, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def report_from_folds(data_dir, models_dir, out_dir, k: int = 5, lfw_n: int = 4000) -> dict:
+    """Rebuild the k-fold report from the per-fold out-of-fold files (folds run by several workers)."""
+    from .au_eval import cv_report
+    from .au_train import TrainConfig, au_names
+    from ..datasets import subject_folds
+
+    out = Path(out_dir)
+    cfg = TrainConfig()
+    ck, _ = load_or_build_caches(data_dir, models_dir, out / "cache", 0, progress=False)
+    fold_of = subject_folds(ck["subject"], k=k, seed=cfg.seed)
+    fold = np.array([fold_of[s] for s in ck["subject"]])
+    probs = np.full((len(fold), len(cfg.aus)), np.nan, np.float32)
+    embs = None
+    seconds = {}
+    for f in range(k):
+        z = np.load(out / "cv" / f"fold{f}" / "oof.npz")
+        if not np.array_equal(np.sort(z["idx"]), np.flatnonzero(fold == f)):
+            raise RuntimeError(f"fold {f}: its held-out set does not match this cache's subject split")
+        if embs is None:
+            embs = np.zeros((len(fold), z["embs"].shape[1]), np.float32)
+        probs[z["idx"]], embs[z["idx"]] = z["probs"], z["embs"]
+        seconds[f] = json.loads((out / "cv" / f"fold{f}" / "info.json").read_text())["seconds"]
+    rep = cv_report(ck, {"fold": fold, "probs": probs, "embs": embs}, cfg.aus, au_names(cfg.aus))
+    rep["fold_seconds"] = seconds
+    (out / "cv_report.json").write_text(json.dumps(rep, indent=1))
+    return rep

@@ -1,0 +1,83 @@
+"""AU runtime on real CK+ images with the shipped model (smile2pay/models/weights/au_mobile.onnx)
+and the MediaPipe blendshape teacher."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from smile2pay.models.manifest import get_pack, get_spec
+from smile2pay.vision.au import AUAnalyzer, AUModel, BlendshapeTeacher, blendshapes_to_aus
+
+
+@pytest.fixture(scope="module")
+def smile_pairs(data_dir):
+    with open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    smiles = [r for r in rows if r["is_smile_au6_au12"] in ("1", "True", "true")]
+    others = [r for r in rows if r["is_smile_au6_au12"] not in ("1", "True", "true")]
+    return smiles[:4], others[:2]
+
+
+def test_manifest_pack_and_checksum(pipeline):
+    assert get_pack("mobile").au == "au_mobile"
+    spec = get_spec("au_mobile")
+    res = pipeline.store.check("au_mobile")
+    assert res.sha256_ok and res.actual_sha256 == spec.sha256
+    assert spec.size < 10 * 1024 * 1024
+
+
+def test_pipeline_fills_au_probs_and_embedding(pipeline, data_dir, smile_pairs):
+    assert isinstance(pipeline.au_analyzer.model, AUModel)
+    smiles, _ = smile_pairs
+    r = smiles[0]
+    peak = pipeline.single(data_dir / r["peak_path"], pick="largest")
+    neutral = pipeline.single(data_dir / r["neutral_path"], pick="largest")
+    for f in (peak, neutral):
+        assert set(f.au_probs) >= {"AU6", "AU12"}
+        assert all(0.0 <= v <= 1.0 for v in f.au_probs.values())
+        assert f.au_embedding.shape == (128,)
+        assert abs(float(np.linalg.norm(f.au_embedding)) - 1.0) < 1e-4
+    assert "au_probs" in peak.to_dict()
+
+
+def test_happy_peak_beats_its_neutral_frame(pipeline, data_dir, smile_pairs):
+    smiles, others = smile_pairs
+    for r in smiles:
+        peak = pipeline.single(data_dir / r["peak_path"], pick="largest", embed=False)
+        neu = pipeline.single(data_dir / r["neutral_path"], pick="largest", embed=False)
+        assert peak.au_probs["AU12"] > neu.au_probs["AU12"], r["sequence"]
+        assert peak.au_probs["AU12"] > 0.5 > neu.au_probs["AU12"], r["sequence"]
+    # a same-subject smile and neutral face are closer in identity than in AU space
+    r = smiles[0]
+    a = pipeline.single(data_dir / r["peak_path"], pick="largest")
+    b = pipeline.single(data_dir / r["neutral_path"], pick="largest")
+    assert float(a.au_embedding @ b.au_embedding) < float(a.embedding @ b.embedding)
+
+
+def test_blendshape_backend(pipeline, data_dir, models_dir, smile_pairs):
+    from smile2pay.models.runtime import create_session
+
+    teacher = BlendshapeTeacher(create_session(models_dir / "mediapipe_face_landmarks_478.onnx")[0],
+                                create_session(models_dir / "mediapipe_face_blendshapes.onnx")[0])
+    smiles, _ = smile_pairs
+    r = smiles[0]
+    peak = pipeline.single(data_dir / r["peak_path"], pick="largest", embed=False, au=False)
+    neu = pipeline.single(data_dir / r["neutral_path"], pick="largest", embed=False, au=False)
+    AUAnalyzer("blendshapes", teacher=teacher).analyze([peak, neu])
+    assert peak.au_probs["AU12"] > neu.au_probs["AU12"]
+    assert peak.au_embedding is None
+    both = AUAnalyzer("both", model=pipeline.au_analyzer.model, teacher=teacher)
+    both.analyze([peak])
+    assert peak.au_embedding is not None and 0 <= peak.au_probs["AU12"] <= 1
+    bs = teacher.blendshapes(peak._image, peak.bbox, peak.landmarks)
+    assert bs.shape == (52,) and blendshapes_to_aus(bs)["AU12"] == pytest.approx(
+        float(bs[[44, 45]].mean()), abs=1e-6)
+    with pytest.raises(ValueError):
+        AUAnalyzer("blendshapes")
+    import json
+
+    from smile2pay.vision.au import BLENDSHAPE_NAMES
+
+    assert tuple(json.loads((models_dir / "mediapipe_blendshape_names.json").read_text())) == BLENDSHAPE_NAMES

@@ -1,0 +1,84 @@
+"""Training: the --smoke run (seconds), ONNX export checked against torch on real crops, resume.
+
+Needs the ``train`` extra (torch, onnx); skipped cleanly without it.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_dir, models_dir):
+    from smile2pay.train.run import run
+
+    out = tmp_path_factory.mktemp("au_smoke")
+    summary = run(data_dir, models_dir, out, smoke=True, lfw_n=8, progress=False)
+    return out, summary
+
+
+def test_smoke_run_exports_one_onnx_file_matching_torch(smoke):
+    import onnx
+
+    out, s = smoke
+    path = out / "au_mobile.onnx"
+    assert path.is_file() and s["onnx_bytes"] == path.stat().st_size
+    assert not [p for p in out.iterdir() if p.suffix == ".data"]          # no external data
+    m = onnx.load(str(path))
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert json.loads(meta["au_names"])[:2] == ["AU1", "AU2"]
+    # ONNX (onnxruntime) vs torch on real CK+ AU crops through the runtime preprocessing
+    assert s["onnx_vs_torch_max_abs_diff"] < 1e-4
+    assert s["n_gt"] > 0 and s["n_pseudo"] > 0
+    assert np.isfinite(s["final_history"][-1]["loss"])
+
+
+def test_onnx_matches_torch_on_real_crops(smoke, data_dir, pipeline):
+    """Independent check: rebuild the torch net from the checkpoint, compare on freshly made crops."""
+    from smile2pay.datasets import load_ckplus_neutral_peak
+    from smile2pay.train.au_train import TrainConfig
+    from smile2pay.train.model import AUNet
+    from smile2pay.train.run import torch_onnx_max_diff
+
+    out, s = smoke
+    st = torch.load(out / "final" / "checkpoint.pt", weights_only=False)
+    cfg = TrainConfig(**{**st["config"], "aus": tuple(st["config"]["aus"])})
+    net = AUNet(len(cfg.aus), cfg.emb_dim, cfg.input_size, cfg.width)
+    net.load_state_dict(st["net"])
+    net.eval()
+    crops = []
+    for smp in load_ckplus_neutral_peak(data_dir)[:6]:
+        f = pipeline.single(smp.path, pick="largest", embed=False, au=False)
+        crops.append(f.crop("au", 112))
+    assert torch_onnx_max_diff(net, out / "au_mobile.onnx", np.stack(crops), cfg.input_size) < 1e-4
+
+
+def test_resume_from_checkpoint(smoke, data_dir, models_dir):
+    from smile2pay.train.run import run
+
+    out, s = smoke
+    again = run(data_dir, models_dir, out, smoke=True, lfw_n=8, progress=False)   # checkpoint at the last epoch
+    assert again["final_history"] == s["final_history"]                            # nothing retrained
+
+
+def test_losses():
+    from smile2pay.train.model import ArcFaceHead, focal_bce, focal_softmax_loss
+
+    torch.manual_seed(0)
+    head = ArcFaceHead(8, 3, s=64.0, m=0.3)
+    emb = torch.randn(5, 8)
+    lab = torch.tensor([0, 1, 2, 0, 1])
+    logits = head(emb, lab)
+    plain = 64.0 * torch.nn.functional.linear(torch.nn.functional.normalize(emb),
+                                              torch.nn.functional.normalize(head.weight))
+    assert torch.all(logits.gather(1, lab[:, None]) < plain.gather(1, lab[:, None]))   # margin lowers the target
+    assert float(focal_softmax_loss(logits, lab).detach()) > 0
+    w = torch.ones(5, 3)
+    easy = focal_bce(torch.full((5, 3), 8.0), torch.ones(5, 3), w)
+    hard = focal_bce(torch.full((5, 3), -8.0), torch.ones(5, 3), w)
+    assert float(easy) < 1e-4 < float(hard)
