@@ -42,7 +42,8 @@ def test_rule_satisfied():
 
 
 POLICY = Policy(identity_threshold=0.4, identity_far=1e-4, identity_source="test",
-                au_thresholds={"AU6": 0.5, "AU12": 0.5, "AU4": 0.5}, baseline_min_delta=0.25)
+                au_thresholds={"AU6": 0.5, "AU12": 0.5, "AU4": 0.5}, baseline_min_delta=0.25,
+                absent_thresholds={"AU6": 0.5, "AU12": 0.5})
 RULE = parse_rule("AU6+AU12")
 
 
@@ -70,6 +71,18 @@ def test_flickering_au_on_a_smile_is_not_an_onset():
     """AU12 stays high (a smiling still); AU6 wobbles around its threshold: no neutral frame."""
     out = decide([_frame(0.7, 0.45, 0.9, 1), _frame(0.7, 0.55, 0.92, 2)], RULE, POLICY)
     assert not out.approved and "NO_ONSET" in out.reasons
+
+
+def test_presence_and_absence_thresholds_are_separate():
+    """Absence (neutral start) is judged by its own thresholds, not by the presence thresholds."""
+    from dataclasses import replace
+
+    pol = replace(POLICY, au_thresholds={"AU6": 0.6, "AU12": 0.6}, baseline_min_delta=0.0)
+    out = decide([_frame(0.7, 0.35, 0.35, 1), _frame(0.7, 0.9, 0.9, 2)], RULE, pol)
+    assert out.approved and out.au["absent_thresholds"] == {"AU6": 0.5, "AU12": 0.5}
+    strict_absent = replace(pol, absent_thresholds={"AU6": 0.2, "AU12": 0.2})
+    assert "NO_ONSET" in decide([_frame(0.7, 0.35, 0.35, 1), _frame(0.7, 0.9, 0.9, 2)], RULE,
+                                strict_absent).reasons
 
 
 def test_smile_then_neutral_declines():

@@ -100,14 +100,15 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
             continue
         pres = all(p.get(a, 0.0) >= t for a, t in need.items()) and not any(
             p.get(a, 0.0) >= t for a, t in forbid.items())
-        # "absent": EVERY required AU below its plain (not baseline-raised) threshold: a neutral face.
-        # (With "any", a smiling still whose AU6 flickers around its threshold would fake an onset.)
-        abs_ = all(p.get(a, 0.0) < policy.au_threshold(a) - policy.absent_margin for a in rule.required)
+        # "absent": EVERY required AU below its absence threshold: a neutral face. (With "any", a
+        # smiling still whose AU6 flickers around its threshold would fake an onset.)
+        abs_ = all(p.get(a, 0.0) < policy.absent_threshold(a) for a in rule.required)
         present.append(pres)
         absent.append(abs_ and not pres)
         d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}
         d["pattern"] = "present" if pres else ("absent" if abs_ else "unclear")
     au = {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
+          "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
           "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
           "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
           "present_frames": [i for i, v in enumerate(present) if v]}

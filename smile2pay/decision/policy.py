@@ -37,9 +37,12 @@ class Policy:
     identity_source: str
     au_thresholds: dict[str, float] = field(default_factory=dict)
     default_au_threshold: float = 0.5
-    #: a frame counts as "pattern absent" when EVERY required AU is below threshold - absent_margin
-    #: (a half smile in between is neither absent nor present)
-    absent_margin: float = 0.0
+    #: a frame counts as "pattern absent" (the neutral start of a burst) when EVERY required AU is
+    #: below its absence threshold (default 0.5, independent of the presence thresholds): a half
+    #: smile in between is neither absent nor present, and a smiling still whose AU6 flickers
+    #: cannot fake an onset because its AU12 never drops
+    absent_thresholds: dict[str, float] = field(default_factory=dict)
+    default_absent_threshold: float = 0.5
     #: the smile must be a change from the user's own neutral baseline: each required AU's
     #: probability must exceed the baseline's by at least this much
     baseline_min_delta: float = 0.25
@@ -48,6 +51,9 @@ class Policy:
 
     def au_threshold(self, au: str) -> float:
         return float(self.au_thresholds.get(au, self.default_au_threshold))
+
+    def absent_threshold(self, au: str) -> float:
+        return float(self.absent_thresholds.get(au, self.default_absent_threshold))
 
     def with_far(self, far: float, calibration: dict) -> "Policy":
         op = pick_operating_point(calibration, far)
@@ -63,10 +69,12 @@ class Policy:
                               f"thresholds of one embedding space mean nothing in another",
                               code="CALIBRATION_MODEL_MISMATCH", file=str(path))
         op = pick_operating_point(cal, far)
-        au = {k: float(v["threshold"]) for k, v in (cal.get("au") or {}).items()}
+        au = {k: float(v["threshold"]) for k, v in (cal.get("au") or {}).items() if "threshold" in v}
+        absent = {k: float(v["absent_threshold"]) for k, v in (cal.get("au") or {}).items()
+                  if "absent_threshold" in v}
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
-                  identity_source=f"{path.name}@{digest}", au_thresholds=au,
+                  identity_source=f"{path.name}@{digest}", au_thresholds=au, absent_thresholds=absent,
                   version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
         kw.update(overrides)
         return cls(**kw)
