@@ -67,7 +67,7 @@ MODELS: dict[str, ModelSpec] = {
     # The project's own AU network, shipped in smile2pay/models/weights (docs/model_cards/au_mobile.md).
     "au_mobile": ModelSpec(
         name="au_mobile", file="au_mobile.onnx", task="au",
-        sha256="fe2d466751ad3f3fb1a2f08f3bba8d04c143f701e9ea5fc5c9e3e9ae8b94d1dd", size=1277829,
+        sha256="2c825e62c2da4d1e93ca3fda383b02253dd03e09caf9dcba1a638a39eab56b56", size=1277829,
         licence="smile2pay weights trained on CK+ (research-only, no commercial use, no redistribution of the "
                 "data) and on LFW faces pseudo-labelled by MediaPipe (Apache-2.0): research/evaluation use only "
                 "until re-trained on licensed data",

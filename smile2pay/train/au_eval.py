@@ -65,21 +65,26 @@ def duchenne(y: np.ndarray, scores: np.ndarray, names) -> dict:
             "f1_at_0.5": round(f1, 4)}
 
 
-def teacher_oof(bs: np.ndarray, y: np.ndarray, fold: np.ndarray, names) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated teacher scores per fold (calibration on the other folds) and per-fold F1 thresholds."""
+def teacher_oof(bs: np.ndarray, y: np.ndarray, fold: np.ndarray, names, min_auc: float = 0.85):
+    """Calibrated teacher scores per fold (calibration on the other folds), per-fold F1 thresholds, and
+    the per-fold mask of AUs whose teacher AUC on the training folds reaches ``min_auc`` (the AUs the
+    teacher pseudo-labels and the ``both`` backend averages)."""
     from .au_train import apply_calibration, calibrate_teacher
 
     scores = np.full(y.shape, np.nan, np.float32)
     thr = np.full(y.shape, np.nan, np.float32)
+    strong = np.zeros(y.shape, bool)
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
         cal = calibrate_teacher(bs[tr], y[tr], names)
         s_tr = apply_calibration(bs[tr], cal, names)
         scores[te] = apply_calibration(bs[te], cal, names)
+        for j, n in enumerate(names):
+            strong[te, j] = n in cal and cal[n][2] >= min_auc
         for j in range(y.shape[1]):
             if not np.isnan(s_tr[:, j]).all():
                 thr[te, j] = best_threshold(y[tr, j], s_tr[:, j])
-    return scores, thr
+    return scores, thr, strong
 
 
 def per_au_foldthr(y, scores, thr_rows, names) -> list[dict]:
@@ -153,16 +158,29 @@ def cv_report(ck: dict, cv: dict, aus, names) -> dict:
     rep: dict = {"n_images": int(len(y)), "n_subjects": int(len(set(ck["subject"]))),
                  "n_neutral": int(ck["neutral"].sum()), "folds": int(len(np.unique(fold)))}
     rep["model"] = {"per_au": per_au(y, cv["probs"], names, 0.5), "duchenne": duchenne(y, cv["probs"], names)}
-    t_scores, t_thr = teacher_oof(ck["blendshapes"], y, fold, names)
+    t_scores, t_thr, strong = teacher_oof(ck["blendshapes"], y, fold, names)
     rep["teacher"] = {"per_au": per_au_foldthr(y, t_scores, t_thr, names), "duchenne": duchenne(y, t_scores, names)}
     # raw (uncalibrated) teacher Duchenne score, for reference
     from ..vision.au import blendshapes_to_au_array
 
     raw = blendshapes_to_au_array(ck["blendshapes"], names)
     rep["teacher"]["duchenne_raw_min"] = duchenne(y, raw, names)
-    # combined: mean of model and calibrated teacher where both exist
-    comb = np.where(np.isnan(t_scores), cv["probs"], 0.5 * (cv["probs"] + np.nan_to_num(t_scores)))
+    # combined (au_backend="both"): mean of model and calibrated teacher for the AUs the teacher is
+    # strong on (AUC >= 0.85 on the training folds, the pseudo-label rule), the model alone elsewhere
+    comb = np.where(strong, 0.5 * (cv["probs"] + np.nan_to_num(t_scores)), cv["probs"])
     rep["combined"] = {"per_au": per_au(y, comb, names, 0.5), "duchenne": duchenne(y, comb, names)}
+    # supplementary: CK+ codes contempt's one-sided lip corner pull as AU12 (often R12/L12 + AU14); without
+    # the contempt sequences AU12 is the bilateral smile the payment gate is about
+    nc = np.array([str(lab) != "contempt" for lab in ck["label"]])
+    j12 = list(names).index("AU12")
+    rep["without_contempt"] = {
+        "n_images": int(nc.sum()),
+        "model_AU12": per_au(y[nc][:, [j12]], cv["probs"][nc][:, [j12]], ["AU12"], 0.5)[0],
+        "teacher_AU12": per_au_foldthr(y[nc][:, [j12]], t_scores[nc][:, [j12]], t_thr[nc][:, [j12]], ["AU12"])[0],
+        "combined_AU12": per_au(y[nc][:, [j12]], comb[nc][:, [j12]], ["AU12"], 0.5)[0],
+        "model_duchenne": duchenne(y[nc], cv["probs"][nc], names),
+        "teacher_duchenne": duchenne(y[nc], t_scores[nc], names),
+    }
     keys = np.array(combo_keys(y, aus))
     rep["side_sedi"] = {"au_embedding": side_sedi(cv["embs"], ck["subject"], keys, fold),
                         "au_embedding_expressive_only": side_sedi(cv["embs"], ck["subject"], keys, fold,

@@ -41,7 +41,7 @@ class TrainConfig:
     input_size: int = 64
     width: int = 32
     emb_dim: int = 128
-    epochs: int = 16
+    epochs: int = 24
     batch: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4

@@ -10,8 +10,10 @@ Two backends, same output shape (``dict`` AU name -> probability-like score in [
 * ``blendshapes``: :class:`BlendshapeTeacher`, MediaPipe FaceMesh v2 (478 points) + the blendshape
   model (52 ARKit blendshapes), mapped to AU proxies by :data:`BLENDSHAPE_AU_MAP`. Strong for AU12
   (mouthSmile), weak for AU6 (eyeSquint; cheekSquint stays ~0). No embedding.
-* ``both``: the model's probabilities and embedding; for AUs both backends cover, the score is the
-  mean of the two (``au_probs``), and the teacher's raw proxies are kept in ``AUResult.teacher``.
+* ``both``: the model's probabilities and embedding; for the AUs the teacher is strong on (those it
+  pseudo-labelled in training: teacher AUC >= 0.85 on the training subjects, listed in the ONNX
+  metadata), the score is the mean of the model probability and the teacher proxy Platt-calibrated
+  with the training data's parameters (also in the metadata); elsewhere the model alone.
 
 Training code lives in :mod:`smile2pay.train` and is never imported here.
 """
@@ -122,6 +124,10 @@ class AUModel:
         else:  # pragma: no cover - every shipped model carries its names
             raise ValueError(f"{spec.file}: no 'au_names' metadata in the ONNX file")
         self.thresholds = json.loads(meta.get("thresholds", "null")) or {}
+        # teacher calibration (Platt a, b per AU on the training data) and the AUs the teacher is
+        # strong on (pseudo-labelled in training): used by au_backend="both"
+        self.teacher_calibration = json.loads(meta.get("teacher_calibration", "null")) or {}
+        self.teacher_aus = tuple((json.loads(meta.get("trainset", "null")) or {}).get("pseudo_aus", ()))
         self.size = spec.input_size[0] if spec.input_size else int(inp.shape[2])
         self._mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
         self._inv_std = (1.0 / np.asarray(spec.std, np.float32)).reshape(1, 3, 1, 1)
@@ -212,6 +218,19 @@ class BlendshapeTeacher:
 
 
 # --------------------------------------------------------------------------------- combined
+def combine(model_probs: dict[str, float], teacher_proxies: dict[str, float], calibration: dict,
+            teacher_aus) -> dict[str, float]:
+    """``both`` backend: mean of the model probability and the calibrated teacher proxy for the AUs in
+    ``teacher_aus`` (calibration: AU -> (a, b), p = sigmoid(a * proxy + b)); the model alone elsewhere."""
+    out = dict(model_probs)
+    for au in teacher_aus:
+        if au in out and au in teacher_proxies and au in calibration:
+            a, b = calibration[au][:2]
+            pt = 1.0 / (1.0 + float(np.exp(-(a * teacher_proxies[au] + b))))
+            out[au] = 0.5 * (out[au] + pt)
+    return out
+
+
 class AUAnalyzer:
     """Fills ``Face.au_probs`` / ``Face.au_embedding`` with the chosen backend."""
 
@@ -243,6 +262,6 @@ class AUAnalyzer:
                 continue
             p = dict(zip(self.model.au_names, map(float, probs[i])))
             if t is not None:
-                p = {k: (0.5 * (v + t[k]) if k in t else v) for k, v in p.items()}
+                p = combine(p, t, self.model.teacher_calibration, self.model.teacher_aus)
             f.au_probs = p
             f.au_embedding = emb[i]
