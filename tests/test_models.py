@@ -80,8 +80,11 @@ def test_unknown_model_and_pack():
 
 
 def test_check_pack_ok(models_dir):
-    results = ModelStore([models_dir]).check_pack("mobile")
-    assert results and all(r.ok for r in results)
+    """The mobile pack resolves fully: shared weights + the AU model shipped inside the package."""
+    results = ModelStore(Settings.from_env(models=str(models_dir)).model_dir_candidates()).check_pack("mobile")
+    assert results and all(r.ok for r in results), [r.to_dict() for r in results if not r.ok]
+    au = [r for r in results if r.name == get_pack("mobile").au]
+    assert au and au[0].sha256_ok is True and "smile2pay/models/weights" in au[0].path
 
 
 def _zip(path, files):
