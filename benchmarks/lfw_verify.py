@@ -13,7 +13,7 @@ neutral-vs-neutral similarity.
     python benchmarks/lfw_verify.py --limit 600                                    # quick run
     python benchmarks/lfw_verify.py --detector yunet
 
-Writes benchmarks/results/lfw_verify[_flip][_yunet].json and PNG plots (ROC, DET, histograms).
+Writes benchmarks/results/lfw_verify[_flip][_yunet].json and PNG plots (ROC, DET, histograms) in docs/plots/.
 """
 from __future__ import annotations
 
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
         thr = next(op["threshold"] for op in main_r["tar_at_far"] if op["far_target"] == 1e-3)
         s, y = main_r["_scores"]
         title = f"LFW official pairs, mobile pack ({args.detector}{', flip TTA' if args.flip else ''})"
-        payload["plots"] = [_rel(p) for p in plots(out.with_suffix(""), curves, s, y, thr, title)]
+        payload["plots"] = [_rel(p) for p in plots(C.REPO / "docs" / "plots" / out.stem, curves, s, y, thr, title)]
     payload["wall_s"] = round(time.perf_counter() - t_all, 1)
     C.write_json(out, payload)
     print(f"wrote {out}  ({payload['wall_s']} s)")
