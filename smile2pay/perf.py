@@ -50,8 +50,8 @@ def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) 
     st["align_quality"] = time_call(lambda: pipeline.faces(img, dets), runs, warmup)
     st["align_only"] = time_call(lambda: norm_crop(img, dets.landmarks[0], 112, 0.0), runs, warmup)
     st["embed"] = time_call(lambda: pipeline.embed(faces), runs, warmup)
-    has_au = getattr(pipeline, "au_model", None) is not None and hasattr(pipeline, "au")
-    if has_au:
+    au_an = getattr(pipeline, "au_analyzer", None)
+    if au_an is not None:
         st["au"] = time_call(lambda: pipeline.au(faces), runs, warmup)
     st["analyze_total"] = time_call(lambda: pipeline.analyze(img), runs, warmup)
 
@@ -67,9 +67,11 @@ def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) 
     eblob = emb.preprocess([f._identity_crop for f in faces])
     fwd["embed_forward"] = time_call(lambda: emb.session.run([emb.output_name], {emb.input_name: eblob}),
                                      runs, warmup)
-    if has_au and hasattr(pipeline.au_model, "forward_blob"):
-        ablob = pipeline.au_model.forward_blob(faces)
-        fwd["au_forward"] = time_call(lambda: pipeline.au_model.run_blob(ablob), runs, warmup)
+    if au_an is not None and au_an.model is not None:
+        m = au_an.model
+        ablob = m.preprocess([norm_crop(img, f.landmarks, au_an.crop_size, au_an.pad) for f in faces])
+        name = m.session.get_inputs()[0].name
+        fwd["au_forward"] = time_call(lambda: m.session.run(None, {name: ablob}), runs, warmup)
     st.update(fwd)
     model_ms = sum(v["median_ms"] for v in fwd.values())
     return {
