@@ -62,18 +62,21 @@ def main() -> int:
 
     with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["is_smile_au6_au12"] == "1"]
+    from smile2pay.errors import FaceError
+
     users, seen = [], set()
-    for r in rows:
-        if r["subject"] not in seen:
-            seen.add(r["subject"])
-            users.append(r)
-        if len(users) == args.clients:
-            break
     tmp = tempfile.mkdtemp(prefix="s2p-load-")
     gallery = os.path.join(tmp, "g")
     with Smile2Pay(gallery, settings=Settings.from_env(quality=QualitySettings(**CK_QUALITY))) as s2p:
-        for r in users:
-            s2p.enroll(r["subject"], [str(data / r["neutral_path"])], kind="neutral")
+        for r in rows:
+            if r["subject"] in seen or len(users) == args.clients:
+                continue
+            seen.add(r["subject"])
+            try:
+                s2p.enroll(r["subject"], [str(data / r["neutral_path"])], kind="neutral")
+            except FaceError:   # enrolment image fails the quality gates: take the next subject
+                continue
+            users.append(r)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
