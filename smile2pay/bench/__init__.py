@@ -1,0 +1,1 @@
+"""Benchmarks as library code: `smile2pay bench ...` and the scripts in benchmarks/ call these."""
