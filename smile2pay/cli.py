@@ -146,7 +146,16 @@ def cmd_demo(args) -> tuple[Any, int]:
     from .demo import run_demo
 
     res = run_demo(args.data, models=args.models, gallery=args.gallery, progress=not args.json)
-    ok = res["genuine"]["accepted"] > 0 and res["impostor"]["accepted"] == 0
+    cases = res["smile_to_pay"].get("cases", [])
+    ok = (res["genuine"]["accepted"] > 0 and res["impostor"]["accepted"] == 0
+          and all(c["approved"] == c["expected"] for c in cases))
+    if not args.json:
+        lines = [f"identity: {res['summary']}"]
+        for c in res["smile_to_pay"].get("cases", []):
+            lines.append(f"verify {c['claim']:5s} {c['probe']:32s} -> {'APPROVED' if c['approved'] else 'declined'}"
+                         f" {','.join(c['reasons'])}")
+        lines.append(f"smile to pay: {res['smile_to_pay'].get('summary', res['smile_to_pay'].get('skipped'))}")
+        return "\n".join(lines), 0 if ok else 1
     return res, 0 if ok else 1
 
 

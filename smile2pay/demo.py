@@ -1,8 +1,13 @@
 """The main job as a newcomer sees it: enrol people from the shared sample photos, then verify.
 
-``smile2pay demo`` enrols each person of ``samples/deepface`` from their first photo into a
-temporary gallery, then checks every other photo against its own identity (should pass) and
-against another enrolled person (should fail), and reports the counts.
+``smile2pay demo``:
+
+1. identity: enrols each person of ``samples/deepface`` from their first photo into a temporary
+   gallery, then checks every other photo against its own identity (should pass) and against
+   another enrolled person (should fail);
+2. smile to pay: enrols CK+ subjects from a neutral frame and runs ``verify()`` on real bursts:
+   the subject's own neutral -> smile burst (should pay), the smile frame repeated (a still photo:
+   should not), another subject's smile claimed as this subject (should not).
 """
 from __future__ import annotations
 
@@ -33,9 +38,49 @@ def run_demo(data: str | Path | None = None, models: str | None = None, gallery:
     with tempfile.TemporaryDirectory(prefix="smile2pay-demo-") as tmp:
         s2p = Smile2Pay(gallery or Path(tmp) / "gallery", models=models)
         try:
-            return _run(s2p, by_subject, progress)
+            out = _run(s2p, by_subject, progress)
         finally:
             s2p.close()
+        out["smile_to_pay"] = _smile_demo(root, models, Path(tmp) / "smile-gallery")
+    return out
+
+
+def _smile_demo(root: Path, models: str | None, gallery: Path, n: int = 3) -> dict:
+    """verify() on CK+ neutral -> smile bursts (48x48 crops: the face-size gate is lowered to 12 px)."""
+    from .api import Smile2Pay
+    from .config import QualitySettings, Settings
+
+    pairs = root / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv"
+    if not pairs.is_file():
+        return {"skipped": f"{pairs} not found"}
+    with open(pairs) as fh:
+        smiles = [r for r in csv.DictReader(fh) if r["is_smile_au6_au12"] == "1"]
+    settings = Settings.from_env(models=models, quality=QualitySettings(
+        min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4))
+    cases = []
+    with Smile2Pay(gallery, settings=settings) as s2p:
+        people = []
+        for r in smiles:
+            if len(people) == n or any(p["subject"] == r["subject"] for p in people):
+                continue
+            try:
+                s2p.enroll(r["subject"], [str(root / r["neutral_path"])], kind="neutral")
+                people.append(r)
+            except Smile2PayError as e:
+                log.info("demo: %s not enrolled (%s)", r["subject"], e.code)
+        for i, r in enumerate(people):
+            other = people[(i + 1) % len(people)]
+            burst = [str(root / r["neutral_path"]), str(root / r["peak_path"])]
+            for what, claim, frames, should in (
+                    ("own neutral -> smile burst", r["subject"], burst, True),
+                    ("own smile photo shown 3 times", r["subject"], [burst[1]] * 3, False),
+                    ("another person's smile burst", r["subject"],
+                     [str(root / other["neutral_path"]), str(root / other["peak_path"])], False)):
+                d = s2p.verify(claim, frames)
+                cases.append({"claim": claim, "probe": what, "approved": d.approved, "expected": should,
+                              "reasons": d.reasons, "identity_score": d.identity.get("score")})
+    right = sum(c["approved"] == c["expected"] for c in cases)
+    return {"cases": cases, "summary": f"{right}/{len(cases)} decisions as expected"}
 
 
 def _run(s2p, by_subject: dict[str, list[Path]], progress: bool) -> dict:

@@ -69,3 +69,14 @@ def test_usage_error_json():
 def test_help(cmd):
     code, out, _ = run(cmd, "--help")
     assert code == 0 and "--json" in out
+
+
+def test_demo_is_the_main_job(data_dir):
+    """README's first command: enrol + verify on the shared sample photos (identity and smile to pay)."""
+    code, out, err = run("demo", "--data", str(data_dir), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["genuine"]["accepted"] == d["genuine"]["total"] > 10 and d["impostor"]["accepted"] == 0
+    cases = d["smile_to_pay"]["cases"]
+    assert len(cases) == 9 and all(c["approved"] == c["expected"] for c in cases)
+    assert {c["probe"] for c in cases if c["approved"]} == {"own neutral -> smile burst"}
