@@ -34,6 +34,18 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_blob(self, images):
+        """(N, H, W, 3) BGR images -> the NCHW float32 tensor this network expects (colour order,
+        mean and std from this entry)."""
+        import numpy as np
+
+        arr = np.asarray(images, dtype=np.float32)
+        if self.color.upper() == "RGB":
+            arr = arr[..., ::-1]
+        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray((arr.transpose(0, 3, 1, 2) - mean) / std)
+
 
 _SHARED_SRC = "staged in ../shared/models (see MODELS.md there)"
 BUFFALO_S_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_s.zip"

@@ -129,17 +129,10 @@ class AUModel:
         self.teacher_calibration = json.loads(meta.get("teacher_calibration", "null")) or {}
         self.teacher_aus = tuple((json.loads(meta.get("trainset", "null")) or {}).get("pseudo_aus", ()))
         self.size = spec.input_size[0] if spec.input_size else int(inp.shape[2])
-        self._mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(spec.std, np.float32)).reshape(1, 3, 1, 1)
-        self._rgb = spec.color.upper() == "RGB"
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
         """BGR uint8 AU crops of any size -> NCHW float32 blob (exactly the training preprocessing)."""
-        arr = np.stack([resize_crop(c, self.size) for c in crops]).astype(np.float32)
-        if self._rgb:
-            arr = arr[..., ::-1]
-        blob = arr.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray((blob - self._mean) * self._inv_std)
+        return self.spec.to_blob(np.stack([resize_crop(c, self.size) for c in crops]))
 
     def run(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if not crops:

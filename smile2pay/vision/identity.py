@@ -29,18 +29,11 @@ class IdentityEmbedder:
         self.size = spec.input_size[0] if spec.input_size else int(shape[2])
         self.dim = int(session.get_outputs()[0].shape[-1]) if isinstance(session.get_outputs()[0].shape[-1],
                                                                          int) else spec.embedding_size
-        self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(spec.std, dtype=np.float32)).reshape(1, 3, 1, 1)
-        self._rgb = spec.color.upper() == "RGB"
         fixed_batch = shape[0]
         self._batch_ok = not (isinstance(fixed_batch, int) and fixed_batch == 1)
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
-        arr = np.stack(crops).astype(np.float32)           # N, H, W, 3 (BGR)
-        if self._rgb:
-            arr = arr[..., ::-1]
-        blob = arr.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray((blob - self._mean) * self._inv_std)
+        return self.spec.to_blob(np.stack(crops))
 
     def _run(self, blob: np.ndarray) -> np.ndarray:
         if self._batch_ok or blob.shape[0] == 1:
