@@ -80,3 +80,22 @@ def test_demo_is_the_main_job(data_dir):
     cases = d["smile_to_pay"]["cases"]
     assert len(cases) == 9 and all(c["approved"] == c["expected"] for c in cases)
     assert {c["probe"] for c in cases if c["approved"]} == {"own neutral -> smile burst"}
+
+
+def test_verify_cli_exit_codes(tmp_path, data_dir):
+    """Enrol from one neutral photo; a neutral -> smiling pair of other photos pays (exit 0), the
+    reverse order does not (exit 1), a missing frame is a JSON error (exit 2)."""
+    d = data_dir / "lfw" / "lfw-deepfunneled" / "Gerhard_Schroeder"
+    g = str(tmp_path / "g")
+    code, out, err = run("enroll", "--gallery", g, "gerhard", str(d / "Gerhard_Schroeder_0032.jpg"), "--json")
+    assert code == 0, err
+    burst = [str(d / "Gerhard_Schroeder_0045.jpg"), str(d / "Gerhard_Schroeder_0017.jpg")]  # neutral, smiling
+    code, out, _ = run("verify", "--gallery", g, "gerhard", *burst, "--json")
+    dec = json.loads(out)
+    assert code == 0 and dec["approved"] is True and dec["identity"]["far"] == 1e-4
+    code, out, _ = run("verify", "--gallery", g, "gerhard", *burst[::-1], "--json")
+    assert code == 1 and "LIVENESS_FAILED" in json.loads(out)["reasons"]
+    code, out, _ = run("verify", "--gallery", g, "gerhard", burst[0], str(tmp_path / "nope.jpg"), "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "IMAGE_NOT_FOUND"
+    code, out, _ = run("verify", "--gallery", g, "gerhard", *burst, "--require", "AU6+", "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "RULE_INVALID"
