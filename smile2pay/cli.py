@@ -161,7 +161,7 @@ def cmd_demo(args) -> tuple[Any, int]:
 
 # ---------------------------------------------------------------------------------- main
 #: modules that register further commands with @command (imported by build_parser)
-COMMAND_MODULES = ("smile2pay.cli_gallery", "smile2pay.cli_au", "smile2pay.cli_verify")
+COMMAND_MODULES = ("smile2pay.cli_gallery", "smile2pay.cli_au", "smile2pay.cli_verify", "smile2pay.cli_bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
