@@ -66,6 +66,13 @@ def _name(spec: str) -> str:
     return Path(spec).stem if ("/" in spec or spec.endswith(".csv") or spec.endswith(".txt")) else spec
 
 
+def _round_up(t: float, digits: int = 6) -> float:
+    """Round a threshold UP to ``digits`` decimals: rounding to nearest could fall on an impostor's
+    score and admit one more false accept than counted."""
+    q = 10 ** digits
+    return math.ceil(t * q - 1e-9) / q
+
+
 def calibrate_pairs(gen: np.ndarray, imp: np.ndarray, imp_sa: np.ndarray | None, imp_sb: np.ndarray | None,
                     fars, *, bootstrap: int = 100, seed: int = 0, confidence: float = 0.95) -> dict:
     """Operating points from listed pairs (same fields as :func:`smile2pay.metrics.calibration.calibrate`).
@@ -101,7 +108,7 @@ def calibrate_pairs(gen: np.ndarray, imp: np.ndarray, imp_sa: np.ndarray | None,
         t = threshold_at_far(imp_sorted, f)
         fa = int(np.count_nonzero(imp_sorted >= t))
         b = np.asarray(boot[f]) if boot[f] else np.asarray([t])
-        ops.append({"far": f, "threshold": round(t, 6), "false_accepts": fa, "impostors": int(imp.size),
+        ops.append({"far": f, "threshold": _round_up(t), "false_accepts": fa, "impostors": int(imp.size),
                     "far_observed": fa / imp.size, "far_ci95": list(clopper_pearson(fa, imp.size, alpha)),
                     "far_upper95": far_upper_bound(fa, imp.size, confidence),
                     "supported": bool(imp.size >= min_impostors(f)), "tar": float(np.mean(gen >= t)),
@@ -130,7 +137,7 @@ def au_thresholds(probs: np.ndarray, present: np.ndarray, *, fpr: float = 0.05, 
     a = float(pos[min(k, pos.size - 1)])
     a = min(a, t)
     below_neg = int(np.sum(p[~y] < a))
-    return {"threshold": round(t, 6), "absent_threshold": round(a, 6),
+    return {"threshold": float(t), "absent_threshold": float(a),
             "fpr_target": fpr, "false_positives": op["false_accepts"], "negatives": op["n_impostors"],
             "fpr": op["far_observed"], "fpr_ci95": op["far_ci95"], "tpr": op["tar"], "tpr_ci95": op["tar_ci95"],
             "positives": op["n_genuine"], "miss_target": miss,
@@ -205,6 +212,26 @@ def _au_probs_pipeline(pipe, spec: str, args) -> tuple[np.ndarray, list[str], li
     return np.asarray(rows), names, aus, missed
 
 
+def _oof_au_names(fold_dir: Path, k: int) -> list[str]:
+    """AU names of a CV fold: the exported fold model's metadata (``au.onnx``), else the training default."""
+    names = None
+    onnx_path = fold_dir / "au.onnx"
+    if onnx_path.is_file():
+        import onnxruntime as ort
+
+        meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        if "au_names" in meta.custom_metadata_map:
+            names = json.loads(meta.custom_metadata_map["au_names"])
+    if not names:
+        from smile2pay.train.au_train import TrainConfig
+
+        names = list(TrainConfig().aus)
+    names = [n if str(n).startswith("AU") else f"AU{n}" for n in names]
+    if len(names) != k:
+        raise RequestError(f"{fold_dir}: {k} probability columns but {len(names)} AU names", code="DATASET_INVALID")
+    return names
+
+
 def _au_probs_oof(folder: str) -> tuple[np.ndarray, list[str], list[frozenset], int]:
     from smile2pay.datasets import parse_au_codes
 
@@ -220,13 +247,7 @@ def _au_probs_oof(folder: str) -> tuple[np.ndarray, list[str], list[frozenset], 
         if probs is None:
             probs = np.full((n, z["probs"].shape[1]), np.nan, np.float32)
         probs[z["idx"]] = z["probs"]
-    info = json.loads((folds[0].parent / "info.json").read_text()) if (folds[0].parent / "info.json").exists() else {}
-    names = info.get("au_names") or (info.get("config") or {}).get("aus")
-    if not names:
-        from smile2pay.train.au_train import TrainConfig
-
-        names = list(TrainConfig().aus)
-    names = [n if str(n).startswith("AU") else f"AU{n}" for n in names]
+    names = _oof_au_names(folds[0].parent, probs.shape[1])
     keep = ~np.isnan(probs).any(axis=1)
     aus = [parse_au_codes(str(c)) for c, k in zip(gt["aus"], keep) if k]
     return probs[keep], names, aus, int((~keep).sum())
