@@ -134,87 +134,14 @@ def all_pairs_block(paths, subjects, emb, found, fars=ALL_PAIRS_FARS, block=512)
             "_curve": curve}
 
 
-def _far_tar(c) -> tuple[np.ndarray, np.ndarray]:
-    """A curve given as (scores, labels) or, tagged "roc", as precomputed (far, tar)."""
-    from smile2pay.metrics import roc_curve
-
-    if len(c) == 3 and c[0] == "roc":
-        return c[1], c[2]
-    far, tar, _ = roc_curve(c[0], c[1])
-    return far, tar
-
-
 def plots(out_prefix: Path, curves: dict, s, y, thr_1e3, title: str) -> list[str]:
-    import matplotlib
+    """ROC, DET and score histograms: the plots of ``smile2pay bench pairs`` (smile2pay.bench.plots)."""
+    from smile2pay.bench import plots as P
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from smile2pay.metrics import probit
-
-    files = []
-    # ROC, log FAR
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, c in curves.items():
-        far, tar = _far_tar(c)
-        m = far > 0
-        ax.plot(far[m], tar[m], label=label, drawstyle="steps-post", ls="--" if "all pairs" in label else "-")
-    ax.set_xscale("log")
-    ax.set_xlim(1e-6 if any("all pairs" in k for k in curves) else 1e-4, 1)
-    ax.set_xlabel("FAR (impostor pairs accepted)")
-    ax.set_ylabel("TAR (genuine pairs accepted)")
-    ax.axvline(1e-3, color="grey", ls=":", lw=1)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"ROC: {title}", fontsize=9)
-    fig.tight_layout()
-    files.append(str(out_prefix) + "_roc.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # DET on normal-deviate axes
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ticks = np.array([1e-5, 1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.5])
-    for label, c in curves.items():
-        far, tar = _far_tar(c)
-        fd, rd = probit(far), probit(1.0 - tar)
-        m = np.isfinite(fd) & np.isfinite(rd)
-        ax.plot(fd[m], rd[m], label=label, drawstyle="steps-post", ls="--" if "all pairs" in label else "-")
-    ax.set_xticks(probit(ticks))
-    ax.set_xticklabels([f"{100 * t:g}%" for t in ticks])
-    ax.set_yticks(probit(ticks))
-    ax.set_yticklabels([f"{100 * t:g}%" for t in ticks])
-    lo = probit(5e-6)
-    ax.set_xlim(lo, probit(0.5))
-    ax.set_ylim(lo, probit(0.5))
-    ax.set_xlabel("FAR (normal deviate scale)")
-    ax.set_ylabel("FRR (normal deviate scale)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"DET: {title}", fontsize=9)
-    fig.tight_layout()
-    files.append(str(out_prefix) + "_det.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # score histograms
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    y = y.astype(bool)
-    bins = np.linspace(-1.05, 1.0, 83)
-    ax.hist(s[~y], bins=bins, alpha=0.6, label=f"impostor (n={int((~y).sum())})", color="tab:red")
-    ax.hist(s[y], bins=bins, alpha=0.6, label=f"genuine (n={int(y.sum())})", color="tab:green")
-    if thr_1e3 is not None:
-        ax.axvline(thr_1e3, color="k", ls="--", lw=1, label=f"FAR=1e-3 threshold (cos {thr_1e3:.3f})")
-    ax.set_yscale("log")
-    ax.set_xlabel("cosine similarity (-1: no face, counted as reject)")
-    ax.set_ylabel("pairs")
-    ax.legend(fontsize=8)
-    ax.set_title(f"Score distributions: {title}", fontsize=9)
-    fig.tight_layout()
-    files.append(str(out_prefix) + "_hist.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-    return files
+    xmin = 1e-6 if any("all pairs" in k for k in curves) else 1e-4
+    return [P.roc_plot(str(out_prefix) + "_roc.png", curves, title, xmin=xmin),
+            P.det_plot(str(out_prefix) + "_det.png", curves, title),
+            P.hist_plot(str(out_prefix) + "_hist.png", s, y, title, {"FAR=1e-3": thr_1e3})]
 
 
 def run_setting(args, flip: bool, rows, images, data, verbose=True) -> dict:

@@ -24,8 +24,13 @@ BENCHES = {
 }
 
 
+_BROKEN: dict[str, str] = {}
+
+
 def _module(name: str):
     """The bench's module, or the reason it cannot be used (str)."""
+    if name in _BROKEN:
+        return _BROKEN[name]
     mod = BENCHES[name]
     try:
         if importlib.util.find_spec(mod) is None:
@@ -50,9 +55,13 @@ def _cfg_bench(p: argparse.ArgumentParser) -> None:
     for name in BENCHES:
         m = _module(name)
         doc = (m.__doc__ or "").strip().splitlines()[0] if not isinstance(m, str) else f"(unavailable: {m})"
-        sp = sub.add_parser(name, help=doc, description=doc)
+        sp = sub.add_parser(name, help=doc, description=doc, conflict_handler="resolve")
         if not isinstance(m, str):
-            m.configure(sp)
+            try:
+                m.configure(sp)
+            except Exception as e:  # a broken bench must not break every other command
+                _BROKEN[name] = f"{BENCHES[name]}.configure failed: {type(e).__name__}: {e}"
+                sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         else:
             sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         _common_sub(sp)

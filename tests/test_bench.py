@@ -204,3 +204,19 @@ def test_cli_bench_errors_are_json(tmp_path):
     assert code == 2 and json.loads(out)["error"]["code"] == "DATASET_NOT_FOUND"
     code, out, _ = _cli("calibrate", "--out", str(tmp_path / "x.json"), "--json")
     assert code == 2 and json.loads(out)["error"]["code"] == "REQUEST_INVALID"
+
+
+def test_missing_bench_module_fails_at_call_time_not_at_startup(monkeypatch):
+    import argparse
+
+    from smile2pay import cli_bench
+    from smile2pay.errors import Smile2PayError
+
+    monkeypatch.setitem(cli_bench.BENCHES, "gallery", "smile2pay.bench.no_such_module")
+    p = argparse.ArgumentParser()
+    cli_bench._cfg_bench(p)                       # building the parser does not fail
+    args = p.parse_args(["gallery"])
+    args.json = True
+    with pytest.raises(Smile2PayError) as e:
+        cli_bench.cmd_bench(args)
+    assert e.value.code == "BENCH_UNAVAILABLE"

@@ -29,7 +29,7 @@ def write_reports(out_dir: str | Path, name: str, title: str, facts: dict, table
     md.append("")
     for cap, head, rows in tables:
         md += [f"## {cap}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        md += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+        md += ["| " + " | ".join(_fmt(c).replace("|", "\\|") for c in r) + " |" for r in rows]
         md.append("")
     for n in notes:
         md.append(f"> {n}")
