@@ -93,7 +93,7 @@ def calibrate(emb: np.ndarray, subjects, fars=(1e-3, 1e-4, 1e-5), *, bootstrap: 
         b = np.asarray(boot[f]) if boot[f] else np.asarray([t])
         ops.append({
             "far": f,
-            "threshold": round(t, 6),
+            "threshold": t,  # unrounded: rounding to nearest could accept one impostor more
             "false_accepts": fa,
             "impostors": n_imp,
             "far_observed": fa / n_imp,
