@@ -144,7 +144,7 @@ class GallerySettings:
 
     key: bytes | None = field(default=None, repr=False)
     identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD
-    index: str = "flat"                  # "flat" (exact) or "hnsw" (approximate; soft-delete + rebuild)
+    index: str = "flat"    # "flat" (exact), "hnsw" (soft-delete + rebuild) or "ivf" (IVF-PQ + exact re-rank)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, key_file: str | None = None,
@@ -172,8 +172,8 @@ class GallerySettings:
         s = cls(**values)
         if not (-1.0 <= s.identity_threshold <= 1.0):
             raise ConfigError(f"identity_threshold must be a cosine in [-1, 1], got {s.identity_threshold!r}")
-        if s.index not in ("flat", "hnsw"):
-            raise ConfigError(f"gallery index must be 'flat' or 'hnsw', got {s.index!r}")
+        if s.index not in ("flat", "hnsw", "ivf"):
+            raise ConfigError(f"gallery index must be 'flat', 'hnsw' or 'ivf', got {s.index!r}")
         return s
 
 

@@ -5,6 +5,13 @@
 * ``HNSWIndex``: ``IndexIDMap2(IndexHNSWFlat)``; HNSW cannot remove a node, so removal is a
   soft delete (the id is filtered out of results) and the graph is rebuilt without the deleted
   nodes once they exceed ``rebuild_fraction`` of the index, or on ``rebuild()`` (``Gallery.compact``).
+* ``IVFIndex``: for large galleries. An exact ``FlatIndex`` holds the vectors (search below
+  ``train_min`` vectors, exact re-ranking, retraining) and, once trained, an
+  ``IndexIVFPQFastScan`` (spherical k-means coarse lists, 4-bit PQ) proposes ``refine`` x k
+  candidates that are re-scored exactly. Removal is real in the exact store at once; in the
+  IVF lists it is a soft delete (filtered out of candidates) until the lists are refilled from the
+  exact store (deleted > ``rebuild_fraction``, or ``rebuild()``): FAISS 1.15's
+  ``IndexIVFPQFastScan.remove_ids`` works, but vectors added after it are not found again.
 
 Indexes live in memory only (the gallery rebuilds them from SQLite on open), so no plaintext
 vector is ever written to disk by FAISS.
@@ -132,11 +139,150 @@ class HNSWIndex:
         self.add(ids, vecs)
 
 
+class IVFIndex:
+    """IVF-PQ fast scan proposing candidates + exact re-ranking (see the module docstring).
+
+    Training is lazy: the first search after the live count reaches ``train_min`` (or 4x the count
+    it was last trained on) trains k-means (``nlist`` = 4*sqrt(n) rounded to a power of 2, 64..4096,
+    on <= 40 x nlist live vectors) and the PQ, then adds every live vector: at 1M this takes about
+    a minute (benchmarks/results/gallery_search.json), paid once per process or growth step.
+    ``nprobe`` = ``ceil(probe_fraction * nlist)``.
+    """
+
+    kind = "ivf"
+
+    def __init__(self, dim: int, train_min: int = 20_000, probe_fraction: float = 0.25, refine: int = 16,
+                 pq_m: int | None = None, kmeans_iter: int = 10, rebuild_fraction: float = 0.2,
+                 seed: int = 0) -> None:
+        self.dim, self.train_min, self.probe_fraction, self.refine = dim, train_min, probe_fraction, refine
+        self.rebuild_fraction = rebuild_fraction
+        self.deleted: set[int] = set()        # removed from the exact store, still in the IVF lists
+        self.pq_m = pq_m or max(1, dim // 8)
+        if dim % self.pq_m:
+            raise ValueError(f"dim {dim} is not a multiple of pq_m {self.pq_m}")
+        self.kmeans_iter, self.seed = kmeans_iter, seed
+        self.exact = FlatIndex(dim)
+        self.ivf = None
+        self._quantizer = None
+        self.trained_on = 0
+
+    @property
+    def index(self):  # the exact store (same attribute as the other wrappers)
+        return self.exact.index
+
+    @property
+    def ntotal(self) -> int:
+        return self.exact.ntotal
+
+    @property
+    def trained(self) -> bool:
+        return self.ivf is not None
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        if not len(ids):
+            return
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.exact.add(ids, vecs)
+        if self.ivf is not None:
+            self.ivf.add_with_ids(vecs, ids)
+
+    def remove(self, ids) -> int:
+        ids = np.ascontiguousarray(list(ids), dtype=np.int64)
+        if self.ivf is not None and len(ids):
+            present = ids[np.isin(ids, self.live_ids())]
+            self.deleted.update(int(i) for i in present)
+        n = self.exact.remove(ids)
+        if self.ivf is not None and len(self.deleted) > self.rebuild_fraction * max(int(self.ivf.ntotal), 1):
+            self.refill()
+        return n
+
+    def refill(self) -> None:
+        """Empty the IVF lists and re-add the live vectors (same centroids and PQ): drops the
+        soft-deleted entries from memory."""
+        if self.ivf is None:
+            return
+        ids, X = self._vectors()
+        log.info("refilling IVF lists: %d live, %d deleted", len(ids), len(self.deleted))
+        self.ivf.reset()
+        for s in range(0, len(ids), 65_536):
+            self.ivf.add_with_ids(np.ascontiguousarray(X[s:s + 65_536]), ids[s:s + 65_536])
+        self.deleted = set()
+
+    def live_ids(self) -> np.ndarray:
+        return self.exact.live_ids()
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, zero-copy view of the exact store's vectors), in storage order."""
+        faiss = _faiss()
+        n = self.exact.ntotal
+        inner = faiss.downcast_index(self.exact.index.index)
+        return self.live_ids(), faiss.rev_swig_ptr(inner.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def _nlist(self, n: int) -> int:
+        return int(min(4096, max(64, 2 ** round(np.log2(4 * np.sqrt(max(n, 1)))))))
+
+    def train(self) -> None:
+        """(Re)train on the live vectors and re-add them all."""
+        faiss = _faiss()
+        n = self.ntotal
+        ids, X = self._vectors()
+        nlist = self._nlist(n)
+        rng = np.random.default_rng(self.seed)
+        sample = X[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))]
+        log.info("training IVF index: %d vectors, nlist %d, PQ%dx4", n, nlist, self.pq_m)
+        km = faiss.Kmeans(self.dim, nlist, niter=self.kmeans_iter, spherical=True, seed=self.seed,
+                          min_points_per_centroid=1, max_points_per_centroid=10**9)
+        km.train(sample)
+        quant = faiss.IndexFlatIP(self.dim)
+        quant.add(km.centroids)
+        ivf = faiss.IndexIVFPQFastScan(quant, self.dim, nlist, self.pq_m, 4, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(sample[: 65_536])          # quantizer already holds nlist centroids: trains the PQ only
+        for s in range(0, n, 65_536):
+            ivf.add_with_ids(np.ascontiguousarray(X[s:s + 65_536]), ids[s:s + 65_536])
+        ivf.nprobe = max(1, int(np.ceil(self.probe_fraction * nlist)))
+        self.ivf, self._quantizer, self.trained_on, self.deleted = ivf, quant, n, set()
+
+    def _maybe_train(self) -> None:
+        n = self.ntotal
+        if n >= self.train_min and (self.ivf is None or n >= 4 * self.trained_on):
+            self.train()
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        self._maybe_train()
+        k = min(k, self.ntotal)
+        if self.ivf is None or k <= 0:
+            return self.exact.search(q, k)
+        _, C = self.ivf.search(q, min(self.ntotal, k * self.refine))
+        D = np.full((len(q), k), -np.inf, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        dead = np.fromiter(self.deleted, np.int64, len(self.deleted)) if self.deleted else None
+        for r in range(len(q)):
+            cand = C[r][C[r] >= 0]
+            if dead is not None:
+                cand = cand[~np.isin(cand, dead)]
+            if not len(cand):
+                continue
+            s = self.exact.index.reconstruct_batch(cand) @ q[r]     # exact re-ranking
+            top = np.argsort(-s, kind="stable")[:k]
+            D[r, :len(top)], I[r, :len(top)] = s[top], cand[top]
+        return D, I
+
+    def rebuild(self) -> None:
+        """Drop soft-deleted entries from the lists; retrain if the gallery outgrew them (4x)."""
+        if self.deleted:
+            self.refill()
+        self._maybe_train()
+
+
 def make_index(kind: str, dim: int, **params):
     if kind == "flat":
         return FlatIndex(dim)
     if kind == "hnsw":
         return HNSWIndex(dim, **params)
+    if kind == "ivf":
+        return IVFIndex(dim, **params)
     from ..errors import GalleryError
 
-    raise GalleryError(f"unknown index kind {kind!r} (flat or hnsw)", code="GALLERY_BAD_INDEX")
+    raise GalleryError(f"unknown index kind {kind!r} (flat, hnsw or ivf)", code="GALLERY_BAD_INDEX")

@@ -155,7 +155,8 @@ class Gallery:
             (duplicate detection, ``Match.match``, ``IdentityResult.match``). The default
             (:data:`smile2pay.config.DEFAULT_IDENTITY_THRESHOLD`, 0.42) is a strict uncalibrated
             guess; use a calibrated value in production.
-        index: ``"flat"`` (exact, default) or ``"hnsw"``: only used when the gallery is created.
+        index: ``"flat"`` (exact, default), ``"hnsw"`` or ``"ivf"`` (IVF-PQ + exact re-ranking, for
+            large galleries; see docs/gallery.md): only used when the gallery is created.
         search_threads: FAISS OpenMP threads (process-wide; default 1, fastest for single queries;
             None leaves the setting alone).
     """
