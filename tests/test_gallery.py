@@ -257,7 +257,7 @@ def test_ivf_index_exact_until_trained_then_ivf_with_real_removal():
 
     X = _clustered(3000)
     ids = np.arange(3000, dtype=np.int64) * 3 + 7           # sparse 64-bit ids like template ids
-    idx = IVFIndex(64, train_min=2000, probe_fraction=0.25, refine=16)
+    idx = IVFIndex(64, train_min=2000, probe_fraction=0.25, min_probe=1, refine=16)
     idx.add(ids[:1000], X[:1000, 0])
     D, I = idx.search(X[:5, 1], 3)
     assert not idx.trained and I.shape == (5, 3) and list(I[:, 0]) == list(ids[:5])   # exact below train_min

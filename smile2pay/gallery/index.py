@@ -146,15 +146,17 @@ class IVFIndex:
     it was last trained on) trains k-means (``nlist`` = 4*sqrt(n) rounded to a power of 2, 64..4096,
     on <= 40 x nlist live vectors) and the PQ, then adds every live vector: at 1M this takes about
     a minute (benchmarks/results/gallery_search.json), paid once per process or growth step.
-    ``nprobe`` = ``ceil(probe_fraction * nlist)``.
+    ``nprobe`` = ``max(ceil(probe_fraction * nlist), min_probe)`` (at most nlist): 1024 of 4096 lists
+    at 1M (recall@1 0.986-0.990, 1.6-1.8 ms), 512 of 1024 at 100k (0.998, 0.43 ms).
     """
 
     kind = "ivf"
 
-    def __init__(self, dim: int, train_min: int = 20_000, probe_fraction: float = 0.25, refine: int = 16,
-                 pq_m: int | None = None, kmeans_iter: int = 10, rebuild_fraction: float = 0.2,
+    def __init__(self, dim: int, train_min: int = 20_000, probe_fraction: float = 0.25, min_probe: int = 512,
+                 refine: int = 16, pq_m: int | None = None, kmeans_iter: int = 10, rebuild_fraction: float = 0.2,
                  seed: int = 0) -> None:
         self.dim, self.train_min, self.probe_fraction, self.refine = dim, train_min, probe_fraction, refine
+        self.min_probe = min_probe
         self.rebuild_fraction = rebuild_fraction
         self.deleted: set[int] = set()        # removed from the exact store, still in the IVF lists
         self.pq_m = pq_m or max(1, dim // 8)
@@ -240,7 +242,7 @@ class IVFIndex:
         ivf.train(sample[: 65_536])          # quantizer already holds nlist centroids: trains the PQ only
         for s in range(0, n, 65_536):
             ivf.add_with_ids(np.ascontiguousarray(X[s:s + 65_536]), ids[s:s + 65_536])
-        ivf.nprobe = max(1, int(np.ceil(self.probe_fraction * nlist)))
+        ivf.nprobe = min(nlist, max(1, self.min_probe, int(np.ceil(self.probe_fraction * nlist))))
         self.ivf, self._quantizer, self.trained_on, self.deleted = ivf, quant, n, set()
 
     def _maybe_train(self) -> None:
