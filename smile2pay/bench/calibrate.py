@@ -75,55 +75,25 @@ def _round_up(t: float, digits: int = 6) -> float:
 
 def calibrate_pairs(gen: np.ndarray, imp: np.ndarray, imp_sa: np.ndarray | None, imp_sb: np.ndarray | None,
                     fars, *, bootstrap: int = 100, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Operating points from listed pairs (same fields as :func:`smile2pay.metrics.calibration.calibrate`).
-    The bootstrap resamples subjects when ``imp_sa``/``imp_sb`` (subject indices) are given, else pairs."""
-    from smile2pay.metrics.calibration import threshold_at_far
-    from smile2pay.metrics.verification import clopper_pearson, far_upper_bound, min_impostors
+    """Operating points from listed pairs (:func:`smile2pay.metrics.calibration.operating_points`),
+    thresholds rounded UP to 6 decimals for the file. The bootstrap resamples subjects when
+    ``imp_sa``/``imp_sb`` (subject indices) are given, else pairs."""
+    from smile2pay.metrics.calibration import operating_points
 
-    imp = np.asarray(imp, np.float64)
-    gen = np.asarray(gen, np.float64)
-    if imp.size == 0 or gen.size == 0:
-        raise RequestError("need genuine and impostor pairs to calibrate", code="DATASET_INVALID")
-    order = np.argsort(-imp, kind="stable")
-    imp_sorted = imp[order]
-    rng = np.random.default_rng(seed)
-    boot: dict[float, list[float]] = {f: [] for f in fars}
-    by_subject = imp_sa is not None and imp_sb is not None
-    if by_subject:
-        sa, sb = np.asarray(imp_sa)[order], np.asarray(imp_sb)[order]
-        n_subj = int(max(sa.max(), sb.max())) + 1
-    for _ in range(int(bootstrap)):
-        if by_subject:
-            w = np.bincount(rng.integers(0, n_subj, n_subj), minlength=n_subj).astype(np.float64)
-            cum = np.cumsum(w[sa] * w[sb])
-        else:
-            cum = np.cumsum(np.bincount(rng.integers(0, imp.size, imp.size), minlength=imp.size).astype(np.float64))
-        if cum[-1] <= 0:
-            continue
-        for f in fars:
-            boot[f].append(threshold_at_far(imp_sorted, f, cum))
-    alpha = 1 - confidence
-    ops = []
-    for f in fars:
-        t = threshold_at_far(imp_sorted, f)
-        fa = int(np.count_nonzero(imp_sorted >= t))
-        b = np.asarray(boot[f]) if boot[f] else np.asarray([t])
-        ops.append({"far": f, "threshold": _round_up(t), "false_accepts": fa, "impostors": int(imp.size),
-                    "far_observed": fa / imp.size, "far_ci95": list(clopper_pearson(fa, imp.size, alpha)),
-                    "far_upper95": far_upper_bound(fa, imp.size, confidence),
-                    "supported": bool(imp.size >= min_impostors(f)), "tar": float(np.mean(gen >= t)),
-                    "genuine": int(gen.size),
-                    "threshold_ci95_subject_bootstrap" if by_subject else "threshold_ci95_pair_bootstrap":
-                        [float(np.percentile(b, 100 * alpha / 2)), float(np.percentile(b, 100 * (1 - alpha / 2)))],
-                    "bootstrap_rounds": int(len(boot[f]))})
-    return {"subjects": int(n_subj) if by_subject else None, "operating_points": ops,
-            "impostor_mean": float(imp.mean()), "genuine_mean": float(gen.mean())}
+    try:
+        res = operating_points(gen, imp, fars, imp_sa=imp_sa, imp_sb=imp_sb, bootstrap=bootstrap, seed=seed,
+                               confidence=confidence)
+    except ValueError as e:
+        raise RequestError(str(e), code="DATASET_INVALID") from None
+    for op in res["operating_points"]:
+        op["threshold"] = _round_up(op["threshold"])
+    return res
 
 
 def au_thresholds(probs: np.ndarray, present: np.ndarray, *, fpr: float = 0.05, miss: float = 0.05,
                   confidence: float = 0.95) -> dict:
     """Per-AU operating point from probabilities of one AU and presence labels (see module doc)."""
-    from smile2pay.metrics.verification import clopper_pearson, tar_at_far
+    from smile2pay.metrics.verification import tar_at_far
 
     p = np.asarray(probs, np.float64)
     y = np.asarray(present, bool)

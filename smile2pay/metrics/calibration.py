@@ -65,35 +65,47 @@ def threshold_at_far(imp_sorted_desc: np.ndarray, far: float, weights_cum: np.nd
     return float(np.nextafter(np.float32(imp_sorted_desc[idx]), np.float32(np.inf)))
 
 
-def calibrate(emb: np.ndarray, subjects, fars=(1e-3, 1e-4, 1e-5), *, bootstrap: int = 100,
-              seed: int = 0, confidence: float = 0.95) -> dict:
-    """Operating points for each FAR (see the module docstring for what each carries)."""
-    imp, sa, sb, gen = pair_scores(emb, subjects)
+def operating_points(gen, imp, fars=(1e-3, 1e-4, 1e-5), *, imp_sa=None, imp_sb=None, bootstrap: int = 100,
+                     seed: int = 0, confidence: float = 0.95) -> dict:
+    """Operating points for each FAR from genuine and impostor scores (see the module docstring).
+
+    The bootstrap resamples subjects when ``imp_sa``/``imp_sb`` (subject index of each impostor
+    pair's two sides) are given, else impostor pairs. Thresholds are exact (not rounded: rounding to
+    nearest could land on an impostor score and accept one more than counted).
+    """
+    imp = np.asarray(imp, np.float64)
+    gen = np.asarray(gen, np.float64)
     if imp.size == 0 or gen.size == 0:
-        raise ValueError("need at least two subjects and one subject with two or more images")
+        raise ValueError("need genuine and impostor pairs to calibrate")
     order = np.argsort(-imp, kind="stable")
     imp_sorted = imp[order]
-    sa_s, sb_s = sa[order], sb[order]
-    n_subj = int(max(sa.max(), sb.max())) + 1
     rng = np.random.default_rng(seed)
     boot: dict[float, list[float]] = {f: [] for f in fars}
+    by_subject = imp_sa is not None and imp_sb is not None
+    n_subj = None
+    if by_subject:
+        sa, sb = np.asarray(imp_sa)[order], np.asarray(imp_sb)[order]
+        n_subj = int(max(sa.max(), sb.max())) + 1
     for _ in range(int(bootstrap)):
-        w = np.bincount(rng.integers(0, n_subj, n_subj), minlength=n_subj).astype(np.float64)
-        cum = np.cumsum(w[sa_s] * w[sb_s])
+        if by_subject:
+            w = np.bincount(rng.integers(0, n_subj, n_subj), minlength=n_subj).astype(np.float64)
+            cum = np.cumsum(w[sa] * w[sb])
+        else:
+            cum = np.cumsum(np.bincount(rng.integers(0, imp.size, imp.size), minlength=imp.size).astype(np.float64))
         if cum[-1] <= 0:
             continue
         for f in fars:
             boot[f].append(threshold_at_far(imp_sorted, f, cum))
     alpha = 1 - confidence
+    n_imp = int(imp.size)
     ops = []
     for f in fars:
         t = threshold_at_far(imp_sorted, f)
         fa = int(np.count_nonzero(imp_sorted >= t))
-        n_imp = int(imp.size)
         b = np.asarray(boot[f]) if boot[f] else np.asarray([t])
         ops.append({
             "far": f,
-            "threshold": t,  # unrounded: rounding to nearest could accept one impostor more
+            "threshold": t,
             "false_accepts": fa,
             "impostors": n_imp,
             "far_observed": fa / n_imp,
@@ -102,9 +114,22 @@ def calibrate(emb: np.ndarray, subjects, fars=(1e-3, 1e-4, 1e-5), *, bootstrap: 
             "supported": bool(n_imp >= min_impostors(f)),
             "tar": float(np.mean(gen >= t)),
             "genuine": int(gen.size),
-            "threshold_ci95_subject_bootstrap": [float(np.percentile(b, 100 * alpha / 2)),
-                                                 float(np.percentile(b, 100 * (1 - alpha / 2)))],
+            "threshold_ci95_subject_bootstrap" if by_subject else "threshold_ci95_pair_bootstrap":
+                [float(np.percentile(b, 100 * alpha / 2)), float(np.percentile(b, 100 * (1 - alpha / 2)))],
             "bootstrap_rounds": int(len(boot[f])),
         })
-    return {"subjects": n_subj, "images": int(np.asarray(emb).shape[0]), "operating_points": ops,
-            "impostor_mean": float(imp.mean()), "genuine_mean": float(gen.mean())}
+    return {"subjects": n_subj, "operating_points": ops, "impostor_mean": float(imp.mean()),
+            "genuine_mean": float(gen.mean())}
+
+
+def calibrate(emb: np.ndarray, subjects, fars=(1e-3, 1e-4, 1e-5), *, bootstrap: int = 100,
+              seed: int = 0, confidence: float = 0.95) -> dict:
+    """Operating points for each FAR over all pairs of ``emb`` (cross-subject = impostor), with a
+    bootstrap over subjects."""
+    imp, sa, sb, gen = pair_scores(emb, subjects)
+    if imp.size == 0 or gen.size == 0:
+        raise ValueError("need at least two subjects and one subject with two or more images")
+    res = operating_points(gen, imp, fars, imp_sa=sa, imp_sb=sb, bootstrap=bootstrap, seed=seed,
+                           confidence=confidence)
+    res["images"] = int(np.asarray(emb).shape[0])
+    return res
