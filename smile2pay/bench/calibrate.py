@@ -205,19 +205,10 @@ def _oof_au_names(fold_dir: Path, k: int) -> list[str]:
 def _au_probs_oof(folder: str) -> tuple[np.ndarray, list[str], list[frozenset], int]:
     from smile2pay.datasets import parse_au_codes
 
-    d = Path(folder)
-    gt = np.load(d / "cache" / "gt.npz", allow_pickle=True)
-    folds = sorted((d / "cv").glob("fold*/oof.npz"))
-    if not folds:
-        raise RequestError(f"no cv/fold*/oof.npz under {d}", code="DATASET_NOT_FOUND")
-    n = len(gt["subject"])
-    probs = None
-    for f in folds:
-        z = np.load(f)
-        if probs is None:
-            probs = np.full((n, z["probs"].shape[1]), np.nan, np.float32)
-        probs[z["idx"]] = z["probs"]
-    names = _oof_au_names(folds[0].parent, probs.shape[1])
+    from .common import load_oof
+
+    gt, probs = load_oof(folder, "probs")
+    names = _oof_au_names(sorted((Path(folder) / "cv").glob("fold*/oof.npz"))[0].parent, probs.shape[1])
     keep = ~np.isnan(probs).any(axis=1)
     aus = [parse_au_codes(str(c)) for c, k in zip(gt["aus"], keep) if k]
     return probs[keep], names, aus, int((~keep).sum())

@@ -293,3 +293,26 @@ def json_default(o):  # noqa: D401
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 _json_default_alias = json_default
+
+
+def load_oof(folder: str | Path, key: str) -> tuple[dict, np.ndarray]:
+    """Out-of-fold outputs of ``smile2pay train-au --cv``: ``(gt cache arrays, rows)`` where
+    ``rows[i]`` is ``cv/fold*/oof.npz[key]`` ("probs" or "embs") for training row i (NaN where
+    no fold held the row out)."""
+    from ..errors import RequestError
+
+    d = Path(folder)
+    try:
+        gt = np.load(d / "cache" / "gt.npz", allow_pickle=True)
+    except FileNotFoundError:
+        raise RequestError(f"{d}/cache/gt.npz not found", code="DATASET_NOT_FOUND") from None
+    folds = sorted((d / "cv").glob("fold*/oof.npz"))
+    if not folds:
+        raise RequestError(f"no cv/fold*/oof.npz under {d}", code="DATASET_NOT_FOUND")
+    rows = None
+    for f in folds:
+        z = np.load(f)
+        if rows is None:
+            rows = np.full((len(gt["subject"]), z[key].shape[1]), np.nan, np.float32)
+        rows[z["idx"]] = z[key]
+    return gt, rows

@@ -58,23 +58,10 @@ def analyse(emb: np.ndarray, subjects, expressions) -> tuple[dict, dict]:
 def _oof(folder: str, expression: str) -> tuple[np.ndarray, list[str], list[str]]:
     from smile2pay.datasets import parse_au_codes
     from smile2pay.datasets_id import au_combination
-    from smile2pay.errors import RequestError
 
-    d = Path(folder)
-    try:
-        gt = np.load(d / "cache" / "gt.npz", allow_pickle=True)
-    except FileNotFoundError:
-        raise RequestError(f"{d}/cache/gt.npz not found", code="DATASET_NOT_FOUND") from None
-    folds = sorted((d / "cv").glob("fold*/oof.npz"))
-    if not folds:
-        raise RequestError(f"no cv/fold*/oof.npz under {d}", code="DATASET_NOT_FOUND")
-    n = len(gt["subject"])
-    emb = None
-    for f in folds:
-        z = np.load(f)
-        if emb is None:
-            emb = np.full((n, z["embs"].shape[1]), np.nan, np.float32)
-        emb[z["idx"]] = z["embs"]
+    from .common import load_oof
+
+    gt, emb = load_oof(folder, "embs")
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     if expression == "au":
         expr = [au_combination(frozenset() if neu else parse_au_codes(str(a)))
