@@ -23,6 +23,17 @@ def pytest_configure(config):
             "the test suite runs on real weights and images only")
 
 
+def require_system(what: str, found: bool, hint: str) -> None:
+    """Skip a test whose system dependency (Chromium, PostgreSQL...) is missing on a developer's
+    machine; in CI (``SMILE2PAY_REQUIRE_SYSTEM_DEPS=1``, set by ``.ci/run``) a missing one fails."""
+    if found:
+        return
+    msg = f"{what} not found ({hint})"
+    if os.environ.get("SMILE2PAY_REQUIRE_SYSTEM_DEPS") == "1":
+        pytest.fail(msg + "; .ci/run installs it", pytrace=False)
+    pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS
