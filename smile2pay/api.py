@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +34,21 @@ MAX_FRAMES = 30
 log = logging.getLogger(__name__)
 
 LOW_QUALITY = "LOW_QUALITY"
+
+
+@dataclass
+class _DecisionContext:
+    """One decision in progress (verify burst or stream session): ids, templates, baseline."""
+
+    user_id: str
+    rule: Any
+    liveness: str
+    rid: str
+    base: dict
+    t0: float
+    templates: Any = None
+    baseline: dict | None = None
+    early: Decision | None = None
 
 
 class Smile2Pay:
@@ -181,33 +197,10 @@ class Smile2Pay:
                                code="REQUEST_INVALID")
         self.gallery._check_user_id(user_id)
         images = [self.pipeline.load(fr) for fr in frames]   # bad input is a typed error, whoever claims
-        rid = request_id or uuid.uuid4().hex
-        base = dict(user_id=user_id, rule=str(rule), model_pack=self.pipeline.pack.name,
-                    policy_version=self.policy.version, request_id=rid)
-
-        def finish(dec: Decision, count_failure: bool) -> Decision:
-            dec.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)
-            if count_failure or dec.approved:
-                self.guard.record(user_id, dec.approved)
-            self.guard.audit({"request_id": rid, "user_id": user_id, "approved": dec.approved,
-                              "reasons": dec.reasons, "rule": str(rule), "liveness": liveness,
-                              "identity_score": dec.identity.get("score"),
-                              "identity_threshold": dec.identity.get("threshold"),
-                              "frames": len(frames), "policy": self.policy.version})
-            return dec
-
-        if self.guard.locked_until(user_id) is not None:
-            return finish(Decision(False, [engine.LOCKED_OUT], **base), False)
-        if nonce is not None and not self.guard.use_nonce(nonce):
-            return finish(Decision(False, [engine.REPLAY], **base), False)
-        try:
-            _, _, templates = self.gallery.templates(user_id)
-        except GalleryError as e:
-            if e.code != "GALLERY_USER_NOT_FOUND":
-                raise
-            return finish(Decision(False, [engine.NOT_ENROLLED], **base), False)
-        stored = self.gallery.au_baseline(user_id)
-        baseline = stored["probs"] if stored else None
+        ctx = self._begin(user_id, rule, nonce, request_id, liveness=liveness, t0=t0)
+        if ctx.early is not None:
+            return self._finish(ctx, ctx.early, False, len(frames))
+        templates, baseline, base = ctx.templates, ctx.baseline, ctx.base
 
         obs: list[engine.FrameObs] = []
         t_frames = time.perf_counter()
@@ -227,7 +220,54 @@ class Smile2Pay:
                        frames=out.frames, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
                                                       "per_frame": round(t_pipe * 1000.0 / len(frames), 2)},
                        **base)
-        return finish(dec, True)
+        return self._finish(ctx, dec, True, len(frames))
+
+    # -- shared by verify() and stream sessions: one guard/audit path for every decision ---------
+    def _begin(self, user_id: str, rule, nonce: str | None, request_id: str | None, *, liveness: str,
+               t0: float | None = None) -> "_DecisionContext":
+        """Lockout, nonce and enrolment checks before any decision; ``early`` is set when they decide."""
+        rid = request_id or uuid.uuid4().hex
+        base = dict(user_id=user_id, rule=str(rule), model_pack=self.pipeline.pack.name,
+                    policy_version=self.policy.version, request_id=rid)
+        ctx = _DecisionContext(user_id=user_id, rule=rule, liveness=liveness, rid=rid, base=base,
+                               t0=time.perf_counter() if t0 is None else t0)
+        if self.guard.locked_until(user_id) is not None:
+            ctx.early = Decision(False, [engine.LOCKED_OUT], **base)
+        elif nonce is not None and not self.guard.use_nonce(nonce):
+            ctx.early = Decision(False, [engine.REPLAY], **base)
+        else:
+            try:
+                _, _, ctx.templates = self.gallery.templates(user_id)
+            except GalleryError as e:
+                if e.code != "GALLERY_USER_NOT_FOUND":
+                    raise
+                ctx.early = Decision(False, [engine.NOT_ENROLLED], **base)
+                return ctx
+            stored = self.gallery.au_baseline(user_id)
+            ctx.baseline = stored["probs"] if stored else None
+        return ctx
+
+    def _finish(self, ctx: "_DecisionContext", dec: Decision, count_failure: bool, n_frames: int,
+                extra_audit: dict | None = None) -> Decision:
+        dec.timings_ms["total"] = round((time.perf_counter() - ctx.t0) * 1000.0, 2)
+        if count_failure or dec.approved:
+            self.guard.record(ctx.user_id, dec.approved)
+        self.guard.audit({"request_id": ctx.rid, "user_id": ctx.user_id, "approved": dec.approved,
+                          "reasons": dec.reasons, "rule": str(ctx.rule), "liveness": ctx.liveness,
+                          "identity_score": dec.identity.get("score"),
+                          "identity_threshold": dec.identity.get("threshold"),
+                          "frames": n_frames, "policy": self.policy.version, **(extra_audit or {})})
+        return dec
+
+    def start_session(self, user_id: str, require: str = "AU6+AU12", nonce: str | None = None,
+                      request_id: str | None = None, **options):
+        """A live stream session (:class:`smile2pay.stream.StreamSession`): push camera frames, get
+        the state after each (WAITING_FOR_FACE, HOLD_NEUTRAL, SMILE_NOW, APPROVED, DECLINED) and the
+        Decision once final. ``options``: :class:`smile2pay.stream.StreamSettings` fields."""
+        from .stream import StreamSession, StreamSettings
+
+        return StreamSession(self, user_id, require=require, nonce=nonce, request_id=request_id,
+                             settings=StreamSettings(**options))
 
     # -- storage pass-throughs -----------------------------------------------------------------
     def remove(self, user_id: str) -> int:

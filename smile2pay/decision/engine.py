@@ -57,6 +57,28 @@ def _uniq(seq):
     return out
 
 
+def pattern_thresholds(rule: Rule, policy: Policy, baseline: dict[str, float] | None = None
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """Presence thresholds of the required AUs (raised to the user's neutral baseline + the policy's
+    minimum delta) and of the forbidden AUs."""
+    need = {a: policy.au_threshold(a) for a in rule.required}
+    if baseline:
+        need = {a: max(t, float(baseline.get(a, 0.0)) + policy.baseline_min_delta) for a, t in need.items()}
+    forbid = {a: policy.au_threshold(a) for a in rule.forbidden}
+    return need, forbid
+
+
+def classify_pattern(p: dict[str, float], rule: Rule, policy: Policy, need: dict[str, float],
+                     forbid: dict[str, float]) -> tuple[bool, bool]:
+    """(present, absent) of the rule in one frame's AU probabilities; a frame may be neither."""
+    pres = all(p.get(a, 0.0) >= t for a, t in need.items()) and not any(
+        p.get(a, 0.0) >= t for a, t in forbid.items())
+    # "absent": EVERY required AU below its absence threshold: a neutral face. (With "any", a
+    # smiling still whose AU6 flickers around its threshold would fake an onset.)
+    abs_ = all(p.get(a, 0.0) < policy.absent_threshold(a) for a in rule.required)
+    return pres, abs_ and not pres
+
+
 def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str = "burst",
            baseline: dict[str, float] | None = None, require_quality: bool = True) -> Outcome:
     reasons: list[str] = []
@@ -87,10 +109,7 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
                 "all_frames_match": bool(scores) and min(scores) >= thr and len(scores) == len(ok)}
 
     # 3. AU pattern per frame, against thresholds and the personal neutral baseline
-    need = {a: policy.au_threshold(a) for a in rule.required}
-    if baseline:
-        need = {a: max(t, float(baseline.get(a, 0.0)) + policy.baseline_min_delta) for a, t in need.items()}
-    forbid = {a: policy.au_threshold(a) for a in rule.forbidden}
+    need, forbid = pattern_thresholds(rule, policy, baseline)
     present, absent = [], []
     for d, f in zip(per_frame, frames):
         p = f.au_probs or {}
@@ -98,13 +117,9 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
             present.append(False)
             absent.append(False)
             continue
-        pres = all(p.get(a, 0.0) >= t for a, t in need.items()) and not any(
-            p.get(a, 0.0) >= t for a, t in forbid.items())
-        # "absent": EVERY required AU below its absence threshold: a neutral face. (With "any", a
-        # smiling still whose AU6 flickers around its threshold would fake an onset.)
-        abs_ = all(p.get(a, 0.0) < policy.absent_threshold(a) for a in rule.required)
+        pres, abs_ = classify_pattern(p, rule, policy, need, forbid)
         present.append(pres)
-        absent.append(abs_ and not pres)
+        absent.append(abs_)
         d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}
         d["pattern"] = "present" if pres else ("absent" if abs_ else "unclear")
     au = {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
