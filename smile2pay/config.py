@@ -109,7 +109,8 @@ class Settings:
             out.append(Path(self.models).expanduser())
         out.append(DEFAULT_MODEL_HOME.expanduser())
         out.append(PACKAGE_WEIGHTS)
-        return out
+        seen: set[Path] = set()
+        return [p for p in out if not (p in seen or seen.add(p))]   # each folder once, first wins
 
     def pack_name(self) -> str:
         if self.models and _looks_like_pack_name(self.models):

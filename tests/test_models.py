@@ -42,7 +42,9 @@ def test_store_resolution_order(tmp_path, models_dir, monkeypatch):
     s_env = Settings.from_env()
     assert s_env.model_dir_candidates()[0] == models_dir
     monkeypatch.delenv("SMILE2PAY_MODELS")
-    assert str(Settings.from_env().model_dir_candidates()[0]).endswith(".smile2pay/models")
+    home_first = Settings.from_env().model_dir_candidates()
+    assert str(home_first[0]).endswith(".smile2pay/models")
+    assert len(home_first) == len(set(home_first)), "each folder is searched (and reported) once"
     assert Settings.from_env(models="buffalo_l").pack_name() == "buffalo_l"
 
 
