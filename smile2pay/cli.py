@@ -161,7 +161,8 @@ def cmd_demo(args) -> tuple[Any, int]:
 
 # ---------------------------------------------------------------------------------- main
 #: modules that register further commands with @command (imported by build_parser)
-COMMAND_MODULES = ("smile2pay.cli_gallery", "smile2pay.cli_au", "smile2pay.cli_verify", "smile2pay.cli_bench")
+COMMAND_MODULES = ("smile2pay.cli_gallery", "smile2pay.cli_au", "smile2pay.cli_verify", "smile2pay.cli_bench",
+                   "smile2pay.cli_stream")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _, run = COMMANDS[args.command]
     with stdout_to_stderr() as out:
+        args._out = out   # commands that stream lines (watch) write them here; the result comes last
         try:
             payload, code = run(args)
         except Smile2PayError as e:

@@ -237,6 +237,21 @@ class StreamSession:
                 return self._emit(self._update(ts - self._t0, self._frames_in - 1))
         return None
 
+    def end(self, timestamp: float | None = None) -> StreamUpdate:
+        """The stream ended (end of a video, camera gone): decline with TIMEOUT if still undecided.
+        Frames offered but not yet processed are processed first."""
+        if self._worker is not None:
+            with self._cv:
+                while self._slot is not None and not self.final and not self._closed:
+                    self._cv.wait(0.5)
+        with self._lock:
+            if not self.final:
+                t = 0.0 if self._t0 is None else max(0.0, (time.monotonic() if timestamp is None
+                                                           else float(timestamp)) - self._t0)
+                self._timeout(t)
+                return self._emit(self._update(t, max(self._frames_in - 1, 0)))
+            return self._last or self._update(0.0, 0)
+
     def close(self) -> None:
         """Stop the worker; an unfinished session is left undecided (nothing audited)."""
         with self._cv:
@@ -407,6 +422,8 @@ class StreamSession:
             keys = set(raw) | set(self._ema)
             self._ema = {k: a * raw.get(k, 0.0) + (1.0 - a) * self._ema.get(k, 0.0) for k in keys}
         present, absent = engine.classify_pattern(self._ema, self.rule, self.policy, self.need, self.forbid)
+        # a neutral frame must be neutral now, not only on average (the EMA lags a fast onset)
+        absent = absent and engine.classify_pattern(raw, self.rule, self.policy, self.need, self.forbid)[1]
         obs = engine.FrameObs(identity_score=score, au_probs=dict(self._ema),
                               crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
                               quality_reasons=[])
