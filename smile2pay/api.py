@@ -26,7 +26,7 @@ from .decision.guard import Guard, GuardSettings
 from .decision.policy import DEFAULT_FAR, Policy
 from .decision.rules import parse_rule
 from .errors import FaceError, GalleryError, RequestError, Smile2PayError
-from .gallery import EnrollResult, Gallery, IdentityResult, Match, UserRecord
+from .gallery import EnrollResult, Gallery, IdentityResult, Match, UserRecord, open_gallery, open_guard
 from .types import Decision, Face
 
 MAX_FRAMES = 30
@@ -55,7 +55,8 @@ class Smile2Pay:
     """Face pipeline + gallery.
 
     Args:
-        gallery: gallery folder (created on first use).
+        gallery: gallery folder (created on first use), ``sqlite:///path``, or ``postgresql://...``
+            (the shared gallery of a fleet of servers, see :mod:`smile2pay.gallery.postgres`).
         models: model folder or pack name (default: SMILE2PAY_MODELS, then ~/.smile2pay/models).
         settings / gallery_settings: full settings objects (default: from the environment).
         key: gallery key (default: SMILE2PAY_GALLERY_KEY / SMILE2PAY_GALLERY_KEY_FILE).
@@ -79,10 +80,11 @@ class Smile2Pay:
             key=key, identity_threshold=identity_threshold, index=index)
         self.pipeline = pipeline or FacePipeline(self.settings)
         gs = self.gallery_settings
-        self.gallery = Gallery(gallery, fingerprint=self.pipeline.model_fingerprint,
-                               dim=getattr(self.pipeline.embedder, "dim", None) or 512,
-                               key=gs.key, identity_threshold=gs.identity_threshold, index=gs.index)
-        self.guard = Guard(self.gallery.path, guard_settings or GuardSettings())
+        # a folder / sqlite:///path (embedded) or postgresql://... (shared by a fleet; docs/deployment.md)
+        self.gallery = open_gallery(gallery, fingerprint=self.pipeline.model_fingerprint,
+                                    dim=getattr(self.pipeline.embedder, "dim", None) or 512,
+                                    key=gs.key, identity_threshold=gs.identity_threshold, index=gs.index)
+        self.guard = open_guard(self.gallery, guard_settings or GuardSettings())
         self.policy = self._load_policy(policy, far)
         self.allow_single_frame = bool(allow_single_frame)
 

@@ -217,3 +217,39 @@ def api_key_from_env(path: str | None = None, env: dict[str, str] | None = None)
         raise ConfigError("the server needs an API key of at least 16 characters: set SMILE2PAY_API_KEY "
                           "or pass --api-key-file", code="CONFIG_INVALID")
     return key
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """The PostgreSQL gallery of a fleet (``postgresql://`` gallery URLs; docs/deployment.md).
+
+    Environment: SMILE2PAY_PG_POOL_SIZE, SMILE2PAY_PG_MAX_STALENESS_S (how long identify / 1:1 keep
+    answering from the in-memory index while PostgreSQL is unreachable), SMILE2PAY_PG_POLL_S (the change
+    follower polls at least this often besides LISTEN/NOTIFY), SMILE2PAY_PG_CONNECT_TIMEOUT_S,
+    SMILE2PAY_PG_RETRY_AFTER_S (the Retry-After advice of a 503) and SMILE2PAY_PG_CHANGE_RETENTION_S
+    (change log kept by ``compact``; a server further behind rebuilds its index)."""
+
+    pool_size: int = 8
+    max_staleness_s: float = 60.0
+    poll_s: float = 1.0
+    connect_timeout_s: float = 3.0
+    retry_after_s: float = 2.0
+    change_retention_s: float = 86400.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "PostgresSettings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in dataclasses.fields(cls):
+            name = "SMILE2PAY_PG_" + f.name.upper()
+            if env.get(name):
+                try:
+                    values[f.name] = int(env[name]) if f.type in ("int", int) else float(env[name])
+                except ValueError:
+                    raise ConfigError(f"{name} must be a number, got {env[name]!r}", code="CONFIG_INVALID")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        s = cls(**values)
+        if s.pool_size < 1 or s.poll_s <= 0 or s.connect_timeout_s <= 0 or s.max_staleness_s < 0 \
+                or s.retry_after_s <= 0 or s.change_retention_s < 0:
+            raise ConfigError(f"invalid PostgreSQL settings: {s}", code="CONFIG_INVALID")
+        return s
