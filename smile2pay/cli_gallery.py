@@ -15,7 +15,8 @@ from .errors import RequestError
 
 
 def _gallery_args(p, threshold: bool = False):
-    p.add_argument("--gallery", required=True, help="gallery folder")
+    p.add_argument("--gallery", required=True,
+                   help="gallery folder, sqlite:///path, or postgresql://user@host:port/db[?schema=name] (fleet)")
     p.add_argument("--key-file", help="gallery key file (default: SMILE2PAY_GALLERY_KEY[_FILE])")
     if threshold:
         p.add_argument("--threshold", type=float, help="identity cosine threshold (default 0.42, uncalibrated)")
@@ -35,10 +36,11 @@ def _s2p(args, **kw):
 
 
 def _open_gallery(args, create: bool = False):
-    from .gallery import Gallery
+    from .gallery import open_gallery
 
     gs = _gsettings(args)
-    return Gallery(args.gallery, key=gs.key, identity_threshold=gs.identity_threshold, create=create)
+    kw = {"follow": False} if str(args.gallery).startswith(("postgresql://", "postgres://")) else {}
+    return open_gallery(args.gallery, key=gs.key, identity_threshold=gs.identity_threshold, create=create, **kw)
 
 
 # ------------------------------------------------------------------------------------ enroll

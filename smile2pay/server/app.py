@@ -6,7 +6,10 @@ Endpoints (all but /healthz need the API key in ``X-API-Key`` or ``Authorization
   or multipart (fields ``user_id``, ``require``, ``liveness``, ``nonce``; files ``frames``) -> Decision
 * ``POST /v1/enroll``  JSON ``{"user_id", "images": [base64...], "kind", "mode"}`` or multipart -> result
 * ``DELETE /v1/users/{user_id}``  erase a user (rows, vectors, baseline, lockout state; compacted)
-* ``GET /healthz``
+* ``POST /v1/identify``  JSON ``{"images": [one base64 image], "k"}`` -> open-set 1:N candidates
+* ``GET /healthz``  (with a PostgreSQL gallery: the change sequence position, lag and last contact)
+
+Gallery or guard database unreachable (PostgreSQL fleet): 503 with ``Retry-After``.
 
 Errors are JSON ``{"error": {"code", "message", ...}}`` with the SDK's stable codes. Request bodies
 and frame counts are bounded; model sessions are shared by the worker threads (onnxruntime's
@@ -44,7 +47,8 @@ _STATUS = {"GALLERY_USER_NOT_FOUND": 404, "GALLERY_DUPLICATE": 409, "GALLERY_USE
 def _status_for(e: Smile2PayError) -> int:
     if e.code in _STATUS:
         return _STATUS[e.code]
-    if type(e).__name__ in ("ModelError",) or e.code in ("GUARD_UNAVAILABLE", "GALLERY_IO"):
+    if type(e).__name__ in ("ModelError",) or e.code in ("GUARD_UNAVAILABLE", "GALLERY_IO",
+                                                         "GALLERY_UNAVAILABLE"):
         return 503
     return 400
 
@@ -69,7 +73,11 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
     expected = api_key.encode()
 
     def err(e: Smile2PayError) -> JSONResponse:
-        return JSONResponse(e.to_dict(), status_code=_status_for(e))
+        status = _status_for(e)
+        headers = None
+        if status == 503:   # a clean "try again": the shared gallery/guard database is unreachable
+            headers = {"Retry-After": str(max(1, int(round(float(e.details.get("retry_after_s") or 1)))))}
+        return JSONResponse(e.to_dict(), status_code=status, headers=headers)
 
     def authorised(request: Request) -> bool:
         got = request.headers.get("x-api-key") or ""
@@ -152,8 +160,30 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
 
     @app.get("/healthz")
     def healthz():
-        return {"ok": True, "users": s2p.count(), "model_pack": s2p.pipeline.pack.name,
-                "policy": s2p.policy.version}
+        out = {"ok": True, "model_pack": s2p.pipeline.pack.name, "policy": s2p.policy.version}
+        health = getattr(s2p.gallery, "health", None)
+        if health is not None:     # PostgreSQL gallery: change sequence position, lag, last contact
+            out["gallery"] = health()
+        try:
+            out["users"] = s2p.count()
+        except Smile2PayError as e:   # database down: still serving 1:N / 1:1 from the cached index
+            out["users"] = None
+            out["gallery_error"] = e.code
+        return out
+
+    @app.post("/v1/identify")
+    async def identify(request: Request):
+        """1:N: JSON ``{"images": [one base64 image], "k": 5}`` -> candidates (``match``: >= threshold)."""
+        data, images = await parse(request, "images")
+        if len(images) != 1:
+            raise RequestError("identify takes exactly one image", code="REQUEST_INVALID")
+        k = data.get("k", 5)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+            raise RequestError("'k' must be an integer in 1..100", code="REQUEST_INVALID")
+        matches = await run_in_threadpool(s2p.identify, images[0], k)
+        best = matches[0].user_id if matches and matches[0].match else None
+        return {"identified": best, "threshold": s2p.identity_threshold,
+                "candidates": [m.to_dict() for m in matches]}
 
     @app.post("/v1/verify")
     async def verify(request: Request):
