@@ -1,0 +1,216 @@
+"""Stream sessions and ``smile2pay watch`` on camera-like clips assembled from real CK+ stills
+(neutral first frame -> peak frame, upscaled on a 640x480 canvas with sensor-like noise).
+
+Clips are built in a tmp dir at test time; nothing of the datasets is committed.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from smile2pay import Smile2Pay
+from smile2pay.bench import clips
+from smile2pay.config import QualitySettings, Settings
+from smile2pay.errors import RequestError
+from smile2pay.stream import (APPROVED, DECLINED, HOLD_NEUTRAL, SECOND_FACE, SMILE_NOW, TIMEOUT,
+                              render_timeline)
+
+CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def ck_pipeline(models_dir):
+    from smile2pay.pipeline import FacePipeline
+
+    return FacePipeline(Settings.from_env(models=str(models_dir), quality=CK_QUALITY))
+
+
+@pytest.fixture(scope="module")
+def people(data_dir):
+    """Two CK+ subjects with an AU6+AU12 smile sequence: (subject, neutral image, peak image)."""
+    out, seen = [], set()
+    for r in clips.ck_pairs(data_dir):
+        if r["is_smile_au6_au12"] == "1" and r["subject"] not in seen:
+            seen.add(r["subject"])
+            out.append((r["subject"], clips.read(data_dir / r["neutral_path"]), clips.read(data_dir / r["peak_path"])))
+        if len(out) == 2:
+            return out
+    raise AssertionError("CK+ should hold two smiling subjects")
+
+
+@pytest.fixture()
+def s2p(tmp_path, ck_pipeline, people):
+    s = Smile2Pay(tmp_path / "g", pipeline=ck_pipeline)
+    for subj, neutral, _ in people:
+        s.enroll(subj, [clips.compose(neutral)], kind="neutral")
+    yield s
+    s.close()
+
+
+def run(session, frames, fps=FPS):
+    updates = []
+    for i, fr in enumerate(frames):
+        u = session.push(fr, i / fps)
+        updates.append(u)
+        if u.final:
+            break
+    else:
+        updates.append(session.end(len(frames) / fps))
+    return updates
+
+
+def test_neutral_to_smile_approves(s2p, people):
+    subj, neutral, peak = people[0]
+    with s2p.start_session(subj, nonce="till-1", record=True) as sess:
+        ups = run(sess, clips.clip_frames([(neutral, 6), (peak, 8)]))
+    states = [u.state for u in ups]
+    assert states[0] == HOLD_NEUTRAL and SMILE_NOW in states and states[-1] == APPROVED
+    d = ups[-1].decision
+    assert d.approved and d.reasons == [] and d.identity["all_frames_match"]
+    assert d.liveness["passed"] and d.liveness["onset_frame"] == 1
+    st = d.liveness["stream"]
+    assert st["neutral_t"] < 6 / FPS <= st["smile_t"]
+    # EMA smoothing: the first smiling frame's smoothed AU12 lags its raw value
+    first_smile = ups[6]
+    assert first_smile.au["AU12"] < first_smile.au_raw["AU12"]
+    assert ups[-1].box is not None and ups[-1].identity_score >= ups[-1].identity_threshold
+    # audited like verify, marked as a stream decision
+    rec = s2p.guard.audit_records()[-1]
+    assert rec["approved"] and rec["source"] == "stream" and rec["request_id"] == d.request_id
+    # the same nonce again: REPLAY before any frame
+    sess2 = s2p.start_session(subj, nonce="till-1")
+    assert sess2.final and sess2.decision.reasons == ["REPLAY"]
+    # pushing after the end returns the final state
+    assert sess.push(peak, 99.0).state == APPROVED
+
+
+def test_recording_has_no_images_and_renders(s2p, people, tmp_path):
+    subj, neutral, peak = people[0]
+    with s2p.start_session(subj, record=True) as sess:
+        run(sess, clips.clip_frames([(neutral, 4), (peak, 6)]))
+    rec = sess.recording()
+    text = json.dumps(rec)
+    assert rec["frames"] and rec["decision"]["approved"] is True
+    assert "embedding" not in text and len(text) < 20000     # states, AU probs, scores: no pixels
+    png = render_timeline(rec, tmp_path / "timeline.png")
+    assert png.stat().st_size > 10000
+
+
+def test_still_smile_repeated_declines(s2p, people):
+    subj, _, peak = people[0]
+    with s2p.start_session(subj, timeout_s=0.5) as sess:
+        ups = run(sess, clips.clip_frames([(peak, 20)]))
+    assert SMILE_NOW not in [u.state for u in ups]
+    d = ups[-1].decision
+    assert ups[-1].state == DECLINED and TIMEOUT in d.reasons and "NO_ONSET" in d.reasons
+
+
+def test_impostor_declines(s2p, people):
+    (a, _, _), (_, nb, pb) = people
+    with s2p.start_session(a, mismatch_frames=4) as sess:
+        ups = run(sess, clips.clip_frames([(nb, 6), (pb, 8)]))
+    d = ups[-1].decision
+    assert ups[-1].state == DECLINED and d.reasons == ["IDENTITY_MISMATCH"]
+    assert all(u.box is None for u in ups)           # the other person's face is never tracked
+    assert s2p.guard.audit_records()[-1]["reasons"] == ["IDENTITY_MISMATCH"]
+
+
+def test_no_smile_times_out(s2p, people):
+    subj, neutral, _ = people[0]
+    with s2p.start_session(subj, timeout_s=0.6) as sess:
+        ups = run(sess, clips.clip_frames([(neutral, 30)]))
+    d = ups[-1].decision
+    assert SMILE_NOW in [u.state for u in ups]
+    assert ups[-1].state == DECLINED and d.reasons[0] == TIMEOUT and "AU_PATTERN_ABSENT" in d.reasons
+    assert ups[-1].t <= 0.7
+
+
+def side_by_side(left, right):
+    import cv2
+
+    a, b = clips.compose(left, (320, 480), 0.6), clips.compose(right, (320, 480), 0.6)
+    return cv2.hconcat([a, b])
+
+
+def test_second_face_reported_not_used(s2p, people):
+    (a, na, pa), (_, nb, _) = people
+    frames = clips.clip_frames([(side_by_side(na, nb), 5), (side_by_side(pa, nb), 6)])
+    with s2p.start_session(a) as sess:
+        ups = run(sess, frames)
+    tracked = [u for u in ups if u.box is not None]
+    assert tracked and all(u.box[2] <= 330 for u in tracked)     # the claimed user's face (left half)
+    assert all(u.faces == 2 for u in ups)
+    assert any(SECOND_FACE in u.reasons for u in ups)
+    assert ups[-1].decision.liveness["stream"]["second_face_frames"] >= 1
+
+
+def test_offer_latest_frame_wins(s2p, people):
+    subj, neutral, peak = people[0]
+    frames = clips.clip_frames([(neutral, 40), (peak, 20)])
+    with s2p.start_session(subj, timeout_s=600) as sess:
+        seen = []
+        sess.add_listener(lambda u: seen.append(u.frame))
+        i = 0
+        while not sess.final and i < 20000:   # a producer faster than the pipeline (200 frames/s offered)
+            sess.offer(frames[min(i, len(frames) - 1)], i / 30.0)
+            time.sleep(0.005)
+            i += 1
+        dec = sess.wait(60)
+    assert dec is not None and dec.approved
+    assert sess.skipped > 0 and sess.processed + sess.skipped <= i
+    assert seen == sorted(seen)              # processed in order: always the newest waiting frame
+    assert dec.liveness["stream"]["skipped"] == sess.skipped
+
+
+def test_bad_options_are_typed_errors(s2p, people):
+    with pytest.raises(RequestError):
+        s2p.start_session(people[0][0], smoothing=0)
+    with pytest.raises(RequestError):
+        s2p.start_session(people[0][0], nonce="")
+    sess = s2p.start_session("nobody")
+    assert sess.final and sess.decision.reasons == ["NOT_ENROLLED"]
+
+
+# ------------------------------------------------------------------------------------------ watch CLI
+def _watch(*args):
+    p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "watch", *args, "--json"],
+                       capture_output=True, text=True, timeout=300)
+    lines = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+    return p.returncode, lines
+
+
+@pytest.fixture(scope="module")
+def watch_setup(tmp_path_factory, people, models_dir):
+    """A gallery with person A enrolled (default quality gates: the upscaled clip frames pass them)."""
+    d = tmp_path_factory.mktemp("watch")
+    (a, na, pa), (_, nb, pb) = people
+    with Smile2Pay(d / "g") as s:
+        s.enroll(a, [clips.compose(na)], kind="neutral")
+    genuine = clips.write_avi(clips.clip_frames([(na, 6), (pa, 10)]), d / "genuine.avi")
+    impostor = clips.write_avi(clips.clip_frames([(nb, 6), (pb, 10)]), d / "impostor.avi")
+    return d, a, genuine, impostor
+
+
+def test_watch_cli_exit_codes(watch_setup):
+    d, a, genuine, impostor = watch_setup
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(genuine), "--record", str(d / "r.json"))
+    assert rc == 0, lines[-1]
+    assert lines[-1]["final"] and lines[-1]["decision"]["approved"] is True
+    states = [x["state"] for x in lines[:-1]]
+    assert states[-1] == "APPROVED" and "SMILE_NOW" in states and len(states) >= 8
+    rec = json.loads((d / "r.json").read_text())
+    assert rec["frames"] and "embedding" not in (d / "r.json").read_text()
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(impostor))
+    assert rc == 1 and lines[-1]["decision"]["reasons"][0] in ("IDENTITY_MISMATCH", "TIMEOUT")
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(d / "missing.avi"))
+    assert rc == 2 and lines[-1]["error"]["code"] == "VIDEO_UNREADABLE"
+    (d / "junk.avi").write_bytes(b"not a video at all")
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(d / "junk.avi"))
+    assert rc == 2 and lines[-1]["error"]["code"] == "VIDEO_UNREADABLE"
+    p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "replay", str(d / "r.json"), "--png",
+                        str(d / "t.png"), "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and json.loads(p.stdout)["approved"] is True and (d / "t.png").stat().st_size > 0
