@@ -55,3 +55,19 @@ def pipeline():
 @pytest.fixture(scope="session")
 def t1_path(data_dir) -> Path:
     return data_dir / "samples" / "t1.jpg"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server for the session: initdb on a free port, unix socket and data in a
+    temporary folder, run as an unprivileged user when the tests run as root (fsync off: test speed)."""
+    from smile2pay.gallery.pg_cluster import TempCluster, find_bindir
+
+    require_system("PostgreSQL server (initdb)", find_bindir() is not None, "apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        require_system("psycopg 3", False, "pip install 'psycopg[binary]' (in the dev extra)")
+    pg = TempCluster(fsync=False).start()
+    yield pg
+    pg.cleanup()

@@ -1,0 +1,319 @@
+"""A fleet of verify servers sharing one PostgreSQL gallery: server processes for the tests and the
+benchmarks (benchmarks/fleet.py): propagation, faults, start-up.
+
+``python -m smile2pay.bench.fleet serve --gallery postgresql://... --port P`` runs one real verify
+server (uvicorn on 127.0.0.1) with the relaxed face-size gate the CK+ 48x48 crops need; the API key
+comes from SMILE2PAY_API_KEY, the gallery key from SMILE2PAY_GALLERY_KEY.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CK_QUALITY = dict(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
+API_KEY = "fleet-key-0123456789abcdef"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------ server process
+def serve_main(argv: list[str] | None = None) -> None:
+    import logging
+
+    import uvicorn
+
+    from smile2pay import Smile2Pay
+    from smile2pay.config import QualitySettings, Settings, api_key_from_env
+    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.server.app import create_app
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gallery", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--max-failures", type=int, default=5)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    s2p = Smile2Pay(a.gallery, settings=Settings.from_env(quality=QualitySettings(**CK_QUALITY)),
+                    guard_settings=GuardSettings(max_failures=a.max_failures))
+    app = create_app(s2p, api_key_from_env())
+    sys.stderr.write(json.dumps({"ready_s": time.perf_counter() - t0,
+                                 "gallery_open_s": getattr(s2p.gallery, "startup_s", None)}) + "\n")
+    sys.stderr.flush()
+    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
+
+
+class ServerProc:
+    """One verify server in its own process (real uvicorn on 127.0.0.1)."""
+
+    def __init__(self, gallery_url: str, *, env: dict[str, str] | None = None, max_failures: int = 5,
+                 log_path: str | os.PathLike | None = None, port: int | None = None) -> None:
+        self.url, self.max_failures = gallery_url, max_failures
+        self.port = port or _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "SMILE2PAY_API_KEY": API_KEY, **(env or {})}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> "ServerProc":
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "smile2pay.bench.fleet", "serve", "--gallery", self.url,
+                                      "--port", str(self.port), "--max-failures", str(self.max_failures)],
+                                     env=self.env, stdout=out, stderr=out)
+        return self
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Seconds from start() to the first healthy /healthz."""
+        import httpx
+
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server on port {self.port} exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started_at
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server on port {self.port} not ready after {timeout} s")
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def client(self, timeout: float = 120.0):
+        import httpx
+
+        return httpx.Client(base_url=self.base, headers={"X-API-Key": API_KEY}, timeout=timeout)
+
+
+def b64(path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def ck_smile_pairs(data: Path) -> list[dict]:
+    """CK+ neutral -> peak pairs labelled AU6+AU12 (one row per subject, first sequence)."""
+    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["is_smile_au6_au12"] == "1"]
+    out, seen = [], set()
+    for r in rows:
+        if r["subject"] not in seen:
+            seen.add(r["subject"])
+            out.append(r)
+    return out
+
+
+# ------------------------------------------------------------------------------------ measurements
+def _pct(a, q):
+    return float(np.percentile(np.asarray(a, float), q)) if len(a) else None
+
+
+def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512, seed: int = 0) -> dict[str, Any]:
+    """Time from an enrol/remove committed on gallery A to visible on gallery B (both in this process,
+    each with its own connections and follower thread, exactly as in two servers): ``n`` changes,
+    alternating enrol and remove of synthetic unit vectors. Visible = B's ``identify`` returns (enrol)
+    or no longer returns (remove) the user; polled every 0.2 ms."""
+    from smile2pay.gallery import open_gallery
+
+    rng = np.random.default_rng(seed)
+    a = open_gallery(url, fingerprint="bench:propagation", dim=dim, key=key)
+    b = open_gallery(url, fingerprint="bench:propagation", dim=dim, key=key)
+    enrol, remove = [], []
+    try:
+        for i in range(max(1, n // 2)):       # each round: one enrol and one remove
+            v = rng.normal(size=dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            uid = f"p{i:04d}"
+            a.enroll(uid, v, check_duplicates=False)
+            t0 = time.perf_counter()
+            while True:
+                m = b.identify(v, 1)
+                if m and m[0].user_id == uid:
+                    break
+                time.sleep(0.0002)
+            enrol.append((time.perf_counter() - t0) * 1000)
+            a.remove(uid)
+            t0 = time.perf_counter()
+            while True:
+                m = b.identify(v, 1)
+                if not m or m[0].user_id != uid:
+                    break
+                time.sleep(0.0002)
+            remove.append((time.perf_counter() - t0) * 1000)
+    finally:
+        a.close()
+        b.close()
+    both = enrol + remove
+    return {"changes": len(both), "enrol_ms": {"median": _pct(enrol, 50), "p95": _pct(enrol, 95), "max": max(enrol)},
+            "remove_ms": {"median": _pct(remove, 50), "p95": _pct(remove, 95), "max": max(remove)},
+            "all_ms": {"median": _pct(both, 50), "p95": _pct(both, 95), "max": max(both)},
+            "measured_from": "enroll()/remove() returned on A (committed) to visible in B's identify()"}
+
+
+def populate(url: str, n: int, key: bytes | None, fingerprint: str, dim: int = 512, seed: int = 1,
+             batch: int = 5000) -> float:
+    """Insert ``n`` synthetic unit vectors as ``n`` users (one template each), sealed exactly as
+    ``enroll`` seals them, in bulk (COPY). Returns seconds."""
+    from smile2pay.gallery.postgres import PostgresGallery
+
+    rng = np.random.default_rng(seed)
+    g = PostgresGallery(url, fingerprint=fingerprint, dim=dim, key=key, follow=False)
+    t0 = time.perf_counter()
+    try:
+        with g.pool.conn() as c:
+            done = 0
+            while done < n:
+                m = min(batch, n - done)
+                X = rng.normal(size=(m, dim)).astype(np.float32)
+                X /= np.linalg.norm(X, axis=1, keepdims=True)
+                now = time.time()
+                with c.transaction():
+                    c.execute("SELECT pg_advisory_xact_lock(%s)", (g._write_key,))
+                    with c.cursor().copy("COPY users(user_id, created, updated) FROM STDIN") as cp:
+                        for i in range(m):
+                            cp.write_row((f"u{done + i:07d}", now, now))
+                    ids = []
+                    with c.cursor().copy("COPY templates(user_id, kind, created, vec) FROM STDIN") as cp:
+                        for i in range(m):
+                            uid = f"u{done + i:07d}"
+                            cp.write_row((uid, "neutral", now, g._seal(uid, X[i])))
+                    ids = [r[0] for r in c.execute("SELECT id FROM templates WHERE user_id >= %s AND user_id <= %s",
+                                                   (f"u{done:07d}", f"u{done + m - 1:07d}"))]
+                    c.execute("INSERT INTO changes(op, template_id) SELECT 'add', unnest(%s::bigint[])", (ids,))
+                    c.execute("SELECT pg_notify(%s, '')", (g.channel,))
+                done += m
+    finally:
+        g.close()
+    return time.perf_counter() - t0
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class Load:
+    """``clients`` threads x ``requests`` verify requests spread round-robin over ``servers`` (each
+    client sends its own enrolled subject's real neutral -> smile burst). Every response is classified:
+    200 with the expected decision, 200 with a wrong decision, 503 with Retry-After (clean), other
+    errors (status or transport). A transport error to a killed server is retried once on another
+    server (what a load balancer does)."""
+
+    def __init__(self, servers: list[ServerProc], bodies: list[dict], expected: list[bool], clients: int = 8,
+                 requests: int = 200) -> None:
+        self.servers, self.bodies, self.expected = servers, bodies, expected
+        self.clients, self.requests = clients, requests
+        self.lock = threading.Lock()
+        self.outcomes: dict[str, int] = {}
+        self.by_server: dict[int, int] = {}
+        self.lat: list[float] = []
+        self.events: list[tuple[float, str]] = []
+        self.t0 = 0.0
+
+    def _count(self, key: str) -> None:
+        with self.lock:
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            self.events.append((time.perf_counter() - self.t0, key))
+
+    def _client(self, i: int) -> None:
+        import httpx
+
+        body, want = self.bodies[i % len(self.bodies)], self.expected[i % len(self.bodies)]
+        clients = [s.client(timeout=60) for s in self.servers]
+        try:
+            for j in range(self.requests):
+                s = (i + j) % len(self.servers)
+                t0 = time.perf_counter()
+                key = None
+                for attempt in range(2):
+                    try:
+                        r = clients[s].post("/v1/verify", json=body)
+                    except httpx.TransportError as e:
+                        if attempt == 0:          # the load balancer fails over to another server
+                            s = (s + 1) % len(self.servers)
+                            with self.lock:
+                                self.outcomes["failover_retries"] = self.outcomes.get("failover_retries", 0) + 1
+                            continue
+                        key = "transport_error:" + type(e).__name__
+                        break
+                    if r.status_code == 200:
+                        d = r.json()
+                        key = "ok" if bool(d["approved"]) == want else "WRONG_DECISION"
+                        if key == "ok" and not d["approved"]:
+                            key = "ok_declined:" + ",".join(d["reasons"])
+                    elif r.status_code == 503 and r.headers.get("retry-after"):
+                        key = "503_retry_after:" + r.json()["error"]["code"]
+                    else:
+                        key = f"http_{r.status_code}:" + str(r.json().get("error", {}).get("code"))
+                    break
+                with self.lock:
+                    self.lat.append((time.perf_counter() - t0) * 1000)
+                    self.by_server[s] = self.by_server.get(s, 0) + 1
+                self._count(key)
+        finally:
+            for c in clients:
+                c.close()
+
+    def run(self, during=None) -> dict[str, Any]:
+        """Run the load; ``during(load)`` runs in its own thread alongside (the fault injection)."""
+        self.t0 = time.perf_counter()
+        ths = [threading.Thread(target=self._client, args=(i,)) for i in range(self.clients)]
+        for t in ths:
+            t.start()
+        fault = None
+        if during is not None:
+            fault = threading.Thread(target=during, args=(self,))
+            fault.start()
+        for t in ths:
+            t.join()
+        if fault is not None:
+            fault.join()
+        wall = time.perf_counter() - self.t0
+        n = sum(v for k, v in self.outcomes.items() if k != "failover_retries")
+        return {"requests": n, "outcomes": dict(sorted(self.outcomes.items())), "by_server": self.by_server,
+                "wrong_decisions": self.outcomes.get("WRONG_DECISION", 0),
+                "latency_ms": {"median": _pct(self.lat, 50), "p95": _pct(self.lat, 95),
+                               "max": max(self.lat) if self.lat else None},
+                "wall_s": wall, "throughput_rps": n / wall if wall else None}
+
+
+if __name__ == "__main__":  # pragma: no cover - process entry point
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve_main(sys.argv[2:])
+    else:
+        sys.exit("usage: python -m smile2pay.bench.fleet serve --gallery URL --port P")

@@ -1,0 +1,329 @@
+"""The same gallery API on both backends (embedded SQLite, PostgreSQL), on real embeddings (LFW via the
+real pipeline); then what only the shared PostgreSQL gallery does: change following between two
+galleries, missed notifications, compacted change log, PostgreSQL down (cached index, typed errors),
+migrations, and no plaintext embedding anywhere in the database files or a pg_dump."""
+from __future__ import annotations
+
+import csv
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smile2pay.errors import GalleryError
+from smile2pay.gallery import DuplicateIdentityError, generate_key, open_gallery, open_guard
+
+FP = "w600k_mbf:test"
+
+
+@pytest.fixture(scope="session")
+def faces(pipeline, data_dir):
+    """{subject: (3, 512) real embeddings} for 8 LFW people with >= 3 images."""
+    by = defaultdict(list)
+    for r in csv.DictReader(open(data_dir / "lfw" / "manifest.csv")):
+        by[r["subject"]].append(r["path"])
+    people = sorted(s for s, p in by.items() if len(p) >= 3)[:8]
+    return {s: np.stack([pipeline.single(str(data_dir / p), pick="center").embedding for p in by[s][:3]])
+            for s in people}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A fresh gallery location: a sqlite:/// URL, or a new schema in the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'g'}"
+    pg = request.getfixturevalue("pg_cluster")
+    return pg.url(schema="t_" + uuid.uuid4().hex[:12])
+
+
+def _open(url, **kw):
+    kw.setdefault("fingerprint", FP)
+    return open_gallery(url, **kw)
+
+
+def _wait(cond, timeout=10.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+# ------------------------------------------------------------------------------------ both backends
+def test_enroll_identify_verify_remove_reopen(url, faces):
+    names = list(faces)
+    g = _open(url)
+    for s in names:
+        g.enroll(s, faces[s][0], kind="neutral")
+    assert g.count() == len(names) and g.list() == sorted(names) and g.template_count() == len(names)
+    assert sum(g.identify(faces[s][1], k=3)[0].user_id == s for s in names) >= len(names) - 1
+    r = g.verify_identity(names[0], faces[names[0]][2])
+    assert r.user_id == names[0] and r.kind == "neutral"
+    assert r.score == pytest.approx(float(faces[names[0]][0] @ faces[names[0]][2]), abs=1e-5)
+    assert not g.verify_identity(names[0], faces[names[1]][0]).match
+    assert g.remove(names[0]) == 1 and names[0] not in g
+    assert all(m.user_id != names[0] for m in g.identify(faces[names[0]][1], k=5))
+    for call in (lambda: g.remove(names[0]), lambda: g.verify_identity(names[0], faces[names[0]][1]),
+                 lambda: g.get(names[0])):
+        with pytest.raises(GalleryError) as e:
+            call()
+        assert e.value.code == "GALLERY_USER_NOT_FOUND"
+    assert g.check()["ok"]
+    g.close()
+    g2 = _open(url)     # the index is rebuilt from the store
+    assert g2.count() == len(names) - 1 and g2.check()["index"] == len(names) - 1
+    assert g2.identify(faces[names[1]][1], k=1)[0].user_id == names[1]
+    g2.close()
+
+
+def test_modes_duplicates_and_baseline(url, faces):
+    a, b = list(faces)[:2]
+    g = _open(url)
+    res = g.enroll(a, faces[a][:2], kind=["neutral", "smile"])
+    assert res.created and len(res.template_ids) == 2
+    probe = faces[a][2]
+    assert g.verify_identity(a, probe).score == pytest.approx(float(np.max(faces[a][:2] @ probe)), abs=1e-5)
+    assert [t.kind for t in g.get(a).templates] == ["neutral", "smile"]
+    with pytest.raises(GalleryError) as e:
+        g.enroll(a, faces[a][2])
+    assert e.value.code == "GALLERY_USER_EXISTS"
+    assert not g.enroll(a, faces[a][2], mode="append").created and len(g.get(a).templates) == 3
+    res = g.enroll(a, faces[a][0], mode="replace", kind="neutral")
+    assert res.replaced == 3 and g.template_count() == 1 and g.check()["index"] == 1
+    g.enroll(b, faces[b][0])
+    with pytest.raises(DuplicateIdentityError) as e:
+        g.enroll("someone_else", faces[a][1])
+    assert e.value.details["duplicate_of"] == a and "someone_else" not in g
+    g.set_au_baseline(a, {"AU6": 0.1, "AU12": 0.2}, embedding=np.ones(4))
+    assert g.au_baseline(a)["probs"] == {"AU6": 0.1, "AU12": 0.2} and g.au_baseline(b) is None
+    with pytest.raises(GalleryError) as e:
+        g.set_au_baseline("nobody", {"AU6": 0.1})
+    assert e.value.code == "GALLERY_USER_NOT_FOUND"
+    g.remove(a)
+    assert g.au_baseline(a) is None
+    g.close()
+
+
+def test_bad_inputs_are_typed(url):
+    g = _open(url, dim=8)
+    for uid, v in [("", np.ones(8)), ("a\nb", np.ones(8)), ("u", np.ones(7)), ("u", np.zeros(8)),
+                   ("u", np.full(8, np.nan))]:
+        with pytest.raises(GalleryError) as e:
+            g.enroll(uid, v)
+        assert e.value.code in ("GALLERY_BAD_USER_ID", "GALLERY_BAD_EMBEDDING")
+    with pytest.raises(GalleryError) as e:
+        g.enroll("u", np.ones(8), mode="merge")
+    assert e.value.code == "GALLERY_BAD_MODE"
+    with pytest.raises(GalleryError) as e:
+        g.identify(np.ones(8), k=0)
+    assert e.value.code == "GALLERY_BAD_K"
+    assert g.identify(np.ones(8), k=3) == []
+    g.close()
+    with pytest.raises(GalleryError) as e:
+        _open(url, fingerprint="sface:other", dim=8)
+    assert e.value.code == "GALLERY_MODEL_MISMATCH"
+
+
+def test_keys_wrong_key_and_rotation(url, faces):
+    k1, k2 = generate_key(), generate_key()
+    s0, s1 = list(faces)[:2]
+    g = _open(url, key=k1)
+    g.enroll(s0, faces[s0][0])
+    g.enroll(s1, faces[s1][0])
+    g.close()
+    for bad, code in ((generate_key(), "GALLERY_WRONG_KEY"), (None, "GALLERY_KEY_REQUIRED")):
+        with pytest.raises(GalleryError) as e:
+            _open(url, key=bad)
+        assert e.value.code == code
+    g = _open(url, key=k1)
+    assert g.rotate_key(k2) == 2
+    g.close()
+    with pytest.raises(GalleryError) as e:
+        _open(url, key=k1)
+    assert e.value.code == "GALLERY_WRONG_KEY"
+    g = _open(url, key=k2)
+    assert g.identify(faces[s0][1], k=1)[0].user_id == s0 and g.check()["ok"]
+    g.close()
+
+
+def test_facade_and_guard_on_both_backends(url, pipeline, data_dir):
+    """The Smile2Pay facade on real CK+ photos: enrol, verify (a real neutral -> smile burst), nonce
+    replay, lockout, erasure; the guard lives in the same backend."""
+    from smile2pay import Smile2Pay
+    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay.config import QualitySettings, Settings
+    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.pipeline import FacePipeline
+
+    pipe = FacePipeline(Settings.from_env(quality=QualitySettings(min_interocular_px=12, max_brightness=235,
+                                                                  max_clipped_fraction=0.4)))
+    pairs = ck_smile_pairs(data_dir)
+    r0, r1 = pairs[0], pairs[1]
+    with Smile2Pay(url, pipeline=pipe, guard_settings=GuardSettings(max_failures=2)) as s2p:
+        s2p.enroll(r0["subject"], str(data_dir / r0["neutral_path"]))
+        burst = [str(data_dir / r0["neutral_path"]), str(data_dir / r0["peak_path"])]
+        d = s2p.verify(r0["subject"], burst, nonce="n-1")
+        assert d.identity["all_frames_match"]
+        assert s2p.verify(r0["subject"], burst, nonce="n-1").reasons == ["REPLAY"]
+        impostor = [str(data_dir / r1["neutral_path"]), str(data_dir / r1["peak_path"])]
+        for _ in range(2):
+            assert not s2p.verify(r0["subject"], impostor).approved
+        assert s2p.verify(r0["subject"], burst).reasons == ["LOCKED_OUT"]
+        assert any(a["user_id"] == r0["subject"] for a in s2p.guard.audit_records())
+        s2p.remove(r0["subject"])
+        assert s2p.verify(r0["subject"], burst).reasons == ["NOT_ENROLLED"]
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL only
+@pytest.fixture()
+def pg_url(pg_cluster):
+    return pg_cluster.url(schema="t_" + uuid.uuid4().hex[:12])
+
+
+def test_two_galleries_follow_each_other(pg_url, faces):
+    names = list(faces)
+    a, b = _open(pg_url), _open(pg_url)
+    a.enroll(names[0], faces[names[0]][0])
+    assert _wait(lambda: b.identify(faces[names[0]][1], k=1)[0].user_id == names[0])
+    assert b.verify_identity(names[0], faces[names[0]][2]).match          # 1:1 reads PostgreSQL
+    with pytest.raises(DuplicateIdentityError):                             # duplicates across servers
+        b.enroll("impostor", faces[names[0]][1])
+    a.remove(names[0])
+    # 1:1 on B refuses at once (reads PostgreSQL); 1:N on B once the change is applied
+    with pytest.raises(GalleryError) as e:
+        b.verify_identity(names[0], faces[names[0]][2])
+    assert e.value.code == "GALLERY_USER_NOT_FOUND"
+    assert _wait(lambda: all(m.user_id != names[0] for m in b.identify(faces[names[0]][1], k=5)))
+    h = b.health()
+    assert h["backend"] == "postgresql" and h["last_seq"] == h["head_seq"] == 2 and h["follower_alive"]
+    a.close()
+    b.close()
+
+
+def test_missed_notifications_and_compacted_log(pg_url, faces, pg_cluster):
+    names = list(faces)
+    a = _open(pg_url)
+    quiet = _open(pg_url, follow=False)       # a server that hears nothing (no follower)
+    for s in names[:4]:
+        a.enroll(s, faces[s][0])
+    a.remove(names[0])
+    assert quiet.health()["last_seq"] == 0
+    assert quiet.sync() == 5 and quiet.check()["index"] == 3      # catches up exactly from the sequence
+    assert all(m.user_id != names[0] for m in quiet.identify(faces[names[0]][1], k=5))
+    # a server behind the retained change log rebuilds instead of applying a partial log
+    lagging = _open(pg_url, follow=False)
+    a.enroll(names[4], faces[names[4]][0])
+    a.remove(names[1])
+    from smile2pay.config import PostgresSettings
+
+    a.settings = PostgresSettings(change_retention_s=0)
+    assert a.compact()["changes_floor"] == 7
+    assert lagging.sync() == -1                  # -1: rebuilt from the tables
+    assert sorted(m.user_id for m in lagging.identify(faces[names[2]][0], k=10)) == sorted(names[2:5])
+    assert lagging.check()["ok"]
+    for g in (a, quiet, lagging):
+        g.close()
+
+
+def test_postgres_down_cached_reads_typed_errors_recovery(pg_url, faces, pg_cluster):
+    from smile2pay.config import PostgresSettings
+
+    names = list(faces)
+    a = _open(pg_url, pg=PostgresSettings(max_staleness_s=3.0, poll_s=0.2))
+    guard = open_guard(a)
+    a.enroll(names[0], faces[names[0]][0])
+    a.set_au_baseline(names[0], {"AU6": 0.3})
+    assert a.au_baseline(names[0])["probs"] == {"AU6": 0.3}
+    pg_cluster.stop()
+    try:
+        # reads keep working from the cached index
+        assert a.identify(faces[names[0]][1], k=1)[0].user_id == names[0]
+        assert a.verify_identity(names[0], faces[names[0]][2]).match
+        assert a.au_baseline(names[0])["probs"] == {"AU6": 0.3}
+        assert _wait(lambda: a.health()["serving_from_cache"], 5)
+        # writes and the guard fail clearly (fail closed)
+        for call, code in ((lambda: a.enroll(names[1], faces[names[1]][0]), "GALLERY_UNAVAILABLE"),
+                           (lambda: a.remove(names[0]), "GALLERY_UNAVAILABLE"),
+                           (lambda: guard.use_nonce("n"), "GUARD_UNAVAILABLE"),
+                           (lambda: guard.locked_until(names[0]), "GUARD_UNAVAILABLE")):
+            with pytest.raises(GalleryError) as e:
+                call()
+            assert e.value.code == code and e.value.details["retry_after_s"] > 0
+        # ... for a bounded time only
+        time.sleep(3.2)
+        with pytest.raises(GalleryError) as e:
+            a.identify(faces[names[0]][1], k=1)
+        assert e.value.code == "GALLERY_UNAVAILABLE"
+    finally:
+        pg_cluster.start()
+    assert _wait(lambda: a.health()["reachable"], 15)
+    a.enroll(names[1], faces[names[1]][0])                 # recovers by itself
+    assert a.identify(faces[names[1]][1], k=1)[0].user_id == names[1] and guard.use_nonce("n")
+    a.close()
+
+
+def test_migrations_are_recorded_once(pg_url, pg_cluster):
+    import psycopg
+
+    from smile2pay.gallery.postgres import SCHEMA_VERSION, parse_url
+
+    _open(pg_url, dim=8).close()
+    _open(pg_url, dim=8).close()
+    conninfo, schema = parse_url(pg_url)
+    with psycopg.connect(conninfo) as c:
+        rows = c.execute(f"SELECT version FROM {schema}.schema_version").fetchall()
+    assert rows == [(SCHEMA_VERSION,)]
+    with pytest.raises(GalleryError) as e:
+        open_gallery(pg_cluster.url(schema="t_missing_" + uuid.uuid4().hex[:6]), create=False)
+    assert e.value.code == "GALLERY_NOT_FOUND"
+
+
+def _needles(vec) -> list[bytes]:
+    b = np.asarray(vec, "<f4").tobytes()
+    return [b] + [b[i:i + 32] for i in range(0, len(b), 256)]
+
+
+def _scan_tree(root: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            blob = p.read_bytes()
+            hits += [f"{p.relative_to(root)}:{i}" for i, n in enumerate(needles) if n in blob]
+    return hits
+
+
+def test_postgres_never_sees_a_plaintext_embedding(pg_cluster, faces):
+    """Scan every file of the cluster (heap, WAL) and a pg_dump for the stored float bytes."""
+    import psycopg
+
+    names = list(faces)[:4]
+    # vectors no other test stores (other tests keep plaintext galleries in this cluster)
+    mixed = {s: np.stack([faces[s][0] + faces[s][2] * 0.5, faces[s][1] + faces[s][2] * 0.25]) for s in names}
+    enc_url = pg_cluster.url(schema="t_enc_" + uuid.uuid4().hex[:8])
+    g = _open(enc_url, key=generate_key())
+    for s in names:
+        g.enroll(s, mixed[s], kind=["neutral", "smile"], check_duplicates=False)
+    needles = [n for s in names for e in g.templates(s)[2] for n in _needles(e)]
+    plain_url = pg_cluster.url(schema="t_plain_" + uuid.uuid4().hex[:8])
+    p = _open(plain_url)
+    p.enroll(names[0], faces[names[0]][0] + faces[names[0]][1] * 0.125)
+    control = _needles(p.templates(names[0])[2][0])
+    with psycopg.connect(parse_conninfo(enc_url), autocommit=True) as c:
+        c.execute("CHECKPOINT")
+    files = _scan_tree(pg_cluster.data, needles)
+    dump = pg_cluster.psql_dump()
+    assert files == [] and not any(n in dump for n in needles)
+    # positive control: the same scan finds the plaintext gallery's bytes (WAL and/or heap)
+    assert _scan_tree(pg_cluster.data, control)
+    g.close()
+    p.close()
+
+
+def parse_conninfo(url):
+    from smile2pay.gallery.postgres import parse_url
+
+    return parse_url(url)[0]
