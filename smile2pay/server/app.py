@@ -29,6 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ..errors import GalleryError, RequestError, Smile2PayError
+from .stream_routes import add_stream_routes, is_public
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
-        if request.url.path != "/healthz" and not authorised(request):
+        if request.url.path != "/healthz" and not is_public(request.url.path) and not authorised(request):
             return JSONResponse({"error": {"code": "UNAUTHORIZED", "message": "missing or wrong API key"}},
                                 status_code=401)
         return await call_next(request)
@@ -213,6 +214,7 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
         s2p.compact()
         return {"removed": user_id, "templates": n}
 
+    add_stream_routes(app, s2p, expected, limits)   # /v1/stream (WebSocket) and the /kiosk page
     return app
 
 

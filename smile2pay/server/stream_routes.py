@@ -1,0 +1,208 @@
+"""Live stream over WebSocket (``/v1/stream``) and the kiosk page (``/kiosk``).
+
+Protocol (JSON text messages, frames as binary messages):
+
+1. the client connects to ``/v1/stream`` (browsers cannot set headers on a WebSocket, so the API
+   key travels in the first message or, for non-browser clients, in ``?key=``);
+2. client -> ``{"type": "start", "api_key": "...", "user_id": "alice", "require": "AU6+AU12",
+   "nonce": "order-42", "options": {"timeout_s": 15, "window_s": 5, "smoothing": 0.6}}``;
+   a wrong/missing key -> ``{"type": "error", "error": {"code": "UNAUTHORIZED", ...}}`` and close (4401);
+3. server -> ``{"type": "started", "request_id": ...}``;
+4. client -> binary messages, each one JPEG/PNG frame (at most ``Limits.max_frame_bytes``), as fast
+   as it likes: the server keeps only the latest frame waiting (a one-slot mailbox; the others are
+   counted as skipped), so nothing queues;
+5. server -> ``{"type": "update", ...}`` after each processed frame (state, prompt, reasons, box,
+   smoothed AU probabilities, thresholds, identity score), and finally
+   ``{"type": "final", ..., "decision": {...}}``, then closes (1000).
+   Client -> ``{"type": "end"}`` declines an undecided session (TIMEOUT) and gets the final message.
+
+The stream's timestamps are the server's receive times; a session that gets no frames still ends
+at its timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from ..errors import RequestError, Smile2PayError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+KIOSK_FILES = {"kiosk.js": "application/javascript", "kiosk.css": "text/css"}
+PUBLIC_PREFIXES = ("/kiosk",)
+#: options a client may set, with their allowed ranges
+CLIENT_OPTIONS = {"timeout_s": (1.0, 120.0), "window_s": (0.5, 30.0), "smoothing": (0.05, 1.0),
+                  "neutral_frames": (1, 30), "smile_frames": (1, 30), "mismatch_frames": (1, 300)}
+START_TIMEOUT_S = 10.0
+MAX_SESSIONS = 4
+
+
+def is_public(path: str) -> bool:
+    """Paths served without the API key: the kiosk page and its assets (they hold no secrets)."""
+    return path == "/kiosk" or path.startswith("/kiosk/")
+
+
+def _options(raw) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RequestError("'options' must be an object", code="REQUEST_INVALID")
+    out = {}
+    for k, v in raw.items():
+        if k not in CLIENT_OPTIONS:
+            raise RequestError(f"unknown option {k!r}; allowed: {sorted(CLIENT_OPTIONS)}", code="REQUEST_INVALID")
+        lo, hi = CLIENT_OPTIONS[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise RequestError(f"option {k} must be a number in [{lo}, {hi}]", code="REQUEST_INVALID")
+        out[k] = int(v) if isinstance(lo, int) else float(v)
+    return out
+
+
+def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
+    slots = asyncio.Semaphore(MAX_SESSIONS)
+
+    @app.get("/kiosk")
+    def kiosk_page():
+        return FileResponse(STATIC / "kiosk.html", media_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    @app.get("/kiosk/{name}")
+    def kiosk_asset(name: str):
+        if name not in KIOSK_FILES:
+            return JSONResponse({"error": {"code": "NOT_FOUND", "message": f"no kiosk file {name}"}},
+                                status_code=404)
+        return FileResponse(STATIC / name, media_type=KIOSK_FILES[name], headers={"Cache-Control": "no-store"})
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket):
+        await ws.accept()
+
+        async def fail(code: str, message: str, close_code: int = 4400):
+            try:
+                await ws.send_json({"type": "error", "error": {"code": code, "message": message}})
+                await ws.close(code=close_code)
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+
+        try:
+            first = await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return await fail("REQUEST_INVALID", "no start message", 4408)
+        except (WebSocketDisconnect, RuntimeError, KeyError):
+            return
+        try:
+            msg = json.loads(first)
+        except ValueError:
+            msg = None
+        key = ws.query_params.get("key") or (msg.get("api_key") if isinstance(msg, dict) else None) or ""
+        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), api_key):
+            return await fail("UNAUTHORIZED", "missing or wrong API key", 4401)
+        if not isinstance(msg, dict) or msg.get("type") != "start":
+            return await fail("REQUEST_INVALID", "the first message must be {\"type\": \"start\", ...}")
+        user_id, require, nonce = msg.get("user_id"), msg.get("require", "AU6+AU12"), msg.get("nonce")
+        if not isinstance(user_id, str) or not user_id or not isinstance(require, str):
+            return await fail("REQUEST_INVALID", "'user_id' (string) is required; 'require' must be a string")
+        if slots.locked():
+            return await fail("BUSY", f"at most {MAX_SESSIONS} live sessions at once; retry", 4429)
+        async with slots:
+            try:
+                opts = _options(msg.get("options"))
+                session = await run_in_threadpool(s2p.start_session, user_id, require=require, nonce=nonce, **opts)
+            except Smile2PayError as e:
+                return await fail(e.code, e.message)
+            await _run_session(ws, session, limits)
+
+    async def _run_session(ws: WebSocket, session, limits) -> None:
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue = asyncio.Queue(maxsize=32)
+
+        def on_update(u) -> None:   # worker thread -> event loop; non-final updates may be dropped
+            def put():
+                if u.final:
+                    while updates.full():
+                        updates.get_nowait()
+                    updates.put_nowait(u)
+                elif not updates.full():
+                    updates.put_nowait(u)
+            loop.call_soon_threadsafe(put)
+
+        session.add_listener(on_update)
+        await ws.send_json({"type": "started", "request_id": session._ctx.rid, "state": session.state,
+                            "user_id": session.user_id, "rule": str(session.rule)})
+        if session.final:
+            await _send_final(ws, session.latest() or session.end())
+            return
+
+        async def receive():
+            while not session.final:
+                m = await ws.receive()
+                if m["type"] == "websocket.disconnect":
+                    return "disconnect"
+                data = m.get("bytes")
+                if data is not None:
+                    if len(data) > limits.max_frame_bytes:
+                        return "too_large"
+                    session.offer(data, time.monotonic())
+                    continue
+                try:
+                    ctl = json.loads(m.get("text") or "null")
+                except ValueError:
+                    ctl = None
+                if isinstance(ctl, dict) and ctl.get("type") == "end":
+                    await run_in_threadpool(session.end)
+                    return "end"
+            return "final"
+
+        async def send():
+            while True:
+                try:
+                    u = await asyncio.wait_for(updates.get(), 0.5)
+                except asyncio.TimeoutError:
+                    await run_in_threadpool(session.expire)   # no frames coming: the timeout still ends it
+                    continue
+                if u.final:
+                    await _send_final(ws, u)
+                    return "sent"
+                d = u.to_dict()
+                d.pop("decision", None)
+                await ws.send_json({"type": "update", **d})
+
+        rx, tx = asyncio.create_task(receive()), asyncio.create_task(send())
+        try:
+            done, _ = await asyncio.wait({rx, tx}, return_when=asyncio.FIRST_COMPLETED)
+            if rx in done and not tx.done():
+                why = rx.result()
+                if why == "too_large":
+                    tx.cancel()
+                    await ws.send_json({"type": "error", "error": {
+                        "code": "REQUEST_TOO_LARGE", "message": f"a frame is larger than {limits.max_frame_bytes} bytes"}})
+                    await ws.close(code=4413)
+                elif why == "disconnect":
+                    tx.cancel()
+                else:
+                    await asyncio.wait_for(tx, 30)
+            if not rx.done():
+                rx.cancel()
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        except Exception:
+            log.exception("stream session failed")
+        finally:
+            for t in (rx, tx):
+                if not t.done():
+                    t.cancel()
+            session.close()   # an undecided session (client gone) is left unaudited
+
+    async def _send_final(ws: WebSocket, u) -> None:
+        d = u.to_dict()
+        await ws.send_json({"type": "final", **d})
+        await ws.close(code=1000)
