@@ -148,12 +148,13 @@ def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512
     rng = np.random.default_rng(seed)
     a = open_gallery(url, fingerprint="bench:propagation", dim=dim, key=key)
     b = open_gallery(url, fingerprint="bench:propagation", dim=dim, key=key)
-    enrol, remove = [], []
+    enrol, remove, enrol_call, remove_call = [], [], [], []
     try:
         for i in range(max(1, n // 2)):       # each round: one enrol and one remove
             v = rng.normal(size=dim).astype(np.float32)
             v /= np.linalg.norm(v)
             uid = f"p{i:04d}"
+            tc = time.perf_counter()
             a.enroll(uid, v, check_duplicates=False)
             t0 = time.perf_counter()
             while True:
@@ -162,6 +163,8 @@ def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512
                     break
                 time.sleep(0.0002)
             enrol.append((time.perf_counter() - t0) * 1000)
+            enrol_call.append((time.perf_counter() - tc) * 1000)
+            tc = time.perf_counter()
             a.remove(uid)
             t0 = time.perf_counter()
             while True:
@@ -170,6 +173,7 @@ def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512
                     break
                 time.sleep(0.0002)
             remove.append((time.perf_counter() - t0) * 1000)
+            remove_call.append((time.perf_counter() - tc) * 1000)
     finally:
         a.close()
         b.close()
@@ -177,7 +181,13 @@ def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512
     return {"changes": len(both), "enrol_ms": {"median": _pct(enrol, 50), "p95": _pct(enrol, 95), "max": max(enrol)},
             "remove_ms": {"median": _pct(remove, 50), "p95": _pct(remove, 95), "max": max(remove)},
             "all_ms": {"median": _pct(both, 50), "p95": _pct(both, 95), "max": max(both)},
-            "measured_from": "enroll()/remove() returned on A (committed) to visible in B's identify()"}
+            "measured_from": "enroll()/remove() returned on A (committed) to visible in B's identify()",
+            "from_call_ms": {"enrol_median": _pct(enrol_call, 50), "enrol_p95": _pct(enrol_call, 95),
+                             "remove_median": _pct(remove_call, 50), "remove_p95": _pct(remove_call, 95),
+                             "note": "upper bound: from calling enroll()/remove() on A (write + commit "
+                                     "included) to visible on B"},
+            "setup": "A and B: two PostgresGallery objects in one process, each with its own connections and "
+                     "follower thread (LISTEN/NOTIFY + sequence), exactly the code a server runs"}
 
 
 def populate(url: str, n: int, key: bytes | None, fingerprint: str, dim: int = 512, seed: int = 1,
@@ -310,6 +320,192 @@ class Load:
                 "latency_ms": {"median": _pct(self.lat, 50), "p95": _pct(self.lat, 95),
                                "max": max(self.lat) if self.lat else None},
                 "wall_s": wall, "throughput_rps": n / wall if wall else None}
+
+
+def _health(server: ServerProc) -> dict:
+    import httpx
+
+    return httpx.get(server.base + "/healthz", timeout=5).json()
+
+
+def run_startup(pg, n: int = 100_000, key: bytes | None = None, log_dir: str | None = None) -> dict[str, Any]:
+    """``n`` encrypted synthetic templates in PostgreSQL, then: the gallery rebuild in this process
+    (time, RSS growth) and a real verify server process from launch to healthy (models included)."""
+    import gc
+
+    from smile2pay.gallery.postgres import PostgresGallery
+    from smile2pay.pipeline import FacePipeline
+    from smile2pay.config import Settings
+
+    fp = FacePipeline(Settings.from_env()).model_fingerprint
+    url = pg.url(schema="startup")
+    fill_s = populate(url, n, key, fp)
+    rss0 = rss_mb(os.getpid())
+    t0 = time.perf_counter()
+    g = PostgresGallery(url, fingerprint=fp, key=key, follow=False)
+    open_s = time.perf_counter() - t0
+    rss1 = rss_mb(os.getpid())
+    ntot = g._index.ntotal
+    g.close()
+    del g
+    gc.collect()
+    env = {"SMILE2PAY_GALLERY_KEY": key.hex()} if key else {}
+    runs = []
+    for i in range(2):
+        s = ServerProc(url, env=env, log_path=os.path.join(log_dir, f"startup{i}.log") if log_dir else None).start()
+        ready = s.wait_ready(600)
+        h = _health(s)
+        runs.append({"ready_s": ready, "rss_mb": rss_mb(s.proc.pid), "index_templates": h["gallery"]["index_templates"]})
+        s.stop()
+    # the same server on an empty gallery: what the models alone cost
+    s = ServerProc(pg.url(schema="startup_empty"), env=env).start()
+    empty_ready = s.wait_ready(600)
+    empty_rss = rss_mb(s.proc.pid)
+    s.stop()
+    return {"templates": n, "indexed": ntot, "encrypted": key is not None, "populate_s": fill_s,
+            "gallery_open_in_process_s": open_s, "gallery_rss_growth_mb": (rss1 - rss0) if rss0 and rss1 else None,
+            "flat_index_bytes_theory_mb": n * 512 * 4 / 2**20,
+            "server_ready_s": [r["ready_s"] for r in runs], "server_rss_mb": [r["rss_mb"] for r in runs],
+            "empty_gallery_server_ready_s": empty_ready, "empty_gallery_server_rss_mb": empty_rss}
+
+
+def _enrol_people(url: str, data: Path, n: int, key: bytes | None) -> list[dict]:
+    from smile2pay import Smile2Pay
+    from smile2pay.config import QualitySettings, Settings
+    from smile2pay.errors import FaceError, GalleryError
+
+    users = []
+    with Smile2Pay(url, settings=Settings.from_env(quality=QualitySettings(**CK_QUALITY)), key=key) as s2p:
+        for r in ck_smile_pairs(data):
+            if len(users) == n:
+                break
+            try:
+                s2p.enroll(r["subject"], [str(data / r["neutral_path"])], kind="neutral")
+            except (FaceError, GalleryError):
+                continue
+            users.append(r)
+    return users
+
+
+def _audit_rows(url: str) -> int:
+    import psycopg
+
+    from smile2pay.gallery.postgres import parse_url
+
+    conninfo, schema = parse_url(url)
+    with psycopg.connect(conninfo) as c:
+        return int(c.execute(f"SELECT COUNT(*) FROM {schema}.audit").fetchone()[0])
+
+
+def run_faults(pg, data: Path, clients: int = 8, requests: int = 200, key: bytes | None = None,
+               log_dir: str | None = None, phases=("kill9", "pg_restart")) -> dict[str, Any]:
+    """Two servers, ``clients`` x ``requests`` verify requests over both; kill -9 of one server (then its
+    restart and catch-up), and a PostgreSQL restart, each during its own load run."""
+    url = pg.url(schema="faults")
+    env = {"SMILE2PAY_GALLERY_KEY": key.hex()} if key else {}
+    env["SMILE2PAY_PG_RETRY_AFTER_S"] = "1"
+    users = _enrol_people(url, data, clients, key)
+    lg = (lambda name: os.path.join(log_dir, name)) if log_dir else (lambda name: None)
+    servers = [ServerProc(url, env=env, max_failures=10 ** 9, log_path=lg(f"server{i}.log")).start() for i in range(2)]
+    for s in servers:
+        s.wait_ready(600)
+    bodies = [{"user_id": r["subject"], "frames": [b64(data / r["neutral_path"]), b64(data / r["peak_path"])]}
+              for r in users]
+    expected = []
+    with servers[0].client() as c:       # the reference decision of each body, on a calm fleet
+        for bd in bodies:
+            expected.append(bool(c.post("/v1/verify", json=bd).json()["approved"]))
+    out: dict[str, Any] = {"users": len(users), "expected_approved": sum(expected), "clients": clients,
+                           "requests_per_client": requests}
+    total = clients * requests
+    try:
+        if "kill9" in phases:
+            info: dict[str, Any] = {}
+            extra = next(r for r in ck_smile_pairs(data)[len(users) + 5:] if r["subject"] not in
+                         {u["subject"] for u in users})
+
+            def kill_and_restart(load: Load) -> None:
+                while sum(load.outcomes.values()) < total * 0.2:
+                    time.sleep(0.05)
+                victim = servers[0]
+                victim.kill9()
+                info["killed_at_s"] = time.perf_counter() - load.t0
+                # while it is down, the other server takes an enrolment the victim must catch up on
+                with servers[1].client() as c:
+                    r = c.post("/v1/enroll", json={"user_id": "late_" + extra["subject"],
+                                                   "images": [b64(data / extra["neutral_path"])]})
+                    info["enrol_while_down"] = r.status_code
+                time.sleep(2.0)
+                victim.start()
+                info["restart_ready_s"] = victim.wait_ready(600)
+                t0 = time.perf_counter()
+                head = _health(servers[1])["gallery"]["last_seq"]
+                while _health(victim)["gallery"]["last_seq"] < head:
+                    time.sleep(0.05)
+                info["caught_up_after_ready_s"] = time.perf_counter() - t0
+                info["victim_last_seq"] = _health(victim)["gallery"]["last_seq"]
+                info["fleet_head_seq"] = head
+                with victim.client() as c:
+                    m = c.post("/v1/identify", json={"images": [b64(data / extra["peak_path"])], "k": 1}).json()
+                    info["victim_identifies_late_enrolment"] = m["identified"] == "late_" + extra["subject"]
+
+            res = Load(servers, bodies, expected, clients, requests).run(during=kill_and_restart)
+            out["kill9"] = {**res, **info}
+        if "pg_restart" in phases:
+            info = {}
+            audit0 = _audit_rows(url)
+            marker = f"durable_{int(time.time())}"
+
+            def restart_pg(load: Load) -> None:
+                while sum(load.outcomes.values()) < total * 0.3:
+                    time.sleep(0.05)
+                # an enrolment committed just before the restart must survive it
+                with servers[1].client() as c:
+                    cand = [r for r in ck_smile_pairs(data) if r["subject"] not in {u["subject"] for u in users}]
+                    for r in cand[10:]:
+                        res = c.post("/v1/enroll", json={"user_id": marker, "images": [b64(data / r["neutral_path"])]})
+                        if res.status_code == 200:
+                            info["committed_before_restart"] = marker
+                            break
+                info["restart_at_s"] = time.perf_counter() - load.t0
+                info["pg_down_s"] = pg.restart("fast")
+                info["pg_up_at_s"] = time.perf_counter() - load.t0
+
+            load = Load(servers, bodies, expected, clients, requests)
+            res = load.run(during=restart_pg)
+            out["pg_restart"] = {**res, **info}
+            out["pg_restart"]["recovery"] = _recovery(load.events, info.get("restart_at_s", 0.0),
+                                                      info.get("pg_up_at_s", 0.0))
+            out["pg_restart"]["audit_rows_added"] = _audit_rows(url) - audit0
+            out["pg_restart"]["durable_enrolment_present"] = _user_exists(url, info.get("committed_before_restart"))
+    finally:
+        for s in servers:
+            s.stop()
+    return out
+
+
+def _recovery(events, down_at: float, up_at: float) -> dict[str, Any]:
+    """From the (completion time, outcome) events of a load: when errors started and stopped relative to
+    the PostgreSQL restart, and how long after PostgreSQL was back the first success came."""
+    bad = [t for t, k in events if not k.startswith("ok")]
+    ok_after = [t for t, k in events if k.startswith("ok") and t >= up_at]
+    return {"pg_stop_at_s": down_at, "pg_up_at_s": up_at,
+            "first_non_ok_s": min(bad) if bad else None, "last_non_ok_s": max(bad) if bad else None,
+            "first_ok_after_pg_up_s": (min(ok_after) - up_at) if ok_after else None,
+            "non_ok_after_pg_up": sum(1 for t in bad if t > up_at),
+            "last_non_ok_after_pg_up_s": (max(bad) - up_at) if bad and max(bad) > up_at else 0.0}
+
+
+def _user_exists(url: str, user_id: str | None) -> bool:
+    if not user_id:
+        return False
+    import psycopg
+
+    from smile2pay.gallery.postgres import parse_url
+
+    conninfo, schema = parse_url(url)
+    with psycopg.connect(conninfo) as c:
+        return c.execute(f"SELECT 1 FROM {schema}.users WHERE user_id=%s", (user_id,)).fetchone() is not None
 
 
 if __name__ == "__main__":  # pragma: no cover - process entry point
