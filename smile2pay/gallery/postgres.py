@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import zlib
@@ -368,8 +369,8 @@ class PostgresGallery:
                         for tid, uid, kind, blob in cur:
                             ids.append(tid)
                             vecs.append(self._unseal(uid, blob))
-                            owner[tid] = (uid, kind)
-                            if len(ids) >= 65536:
+                            owner[tid] = (uid, sys.intern(kind))
+                            if len(ids) >= 8192:      # small batches: a low peak over the index itself
                                 idx.add(np.array(ids, np.int64), np.stack(vecs))
                                 ids, vecs = [], []
                     if ids:
