@@ -327,3 +327,51 @@ def parse_conninfo(url):
     from smile2pay.gallery.postgres import parse_url
 
     return parse_url(url)[0]
+
+
+def test_cli_takes_a_postgres_url(pg_url, data_dir):
+    """enroll / identify / gallery info / check / remove through the CLI (subprocesses) on a PostgreSQL URL."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SMILE2PAY_GALLERY_KEY": "ab" * 32}
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "smile2pay.cli", *args, "--json"], capture_output=True, text=True,
+                           env=env, timeout=300)
+        return p.returncode, json.loads(p.stdout)
+
+    lfw = sorted((data_dir / "lfw" / "lfw-deepfunneled").glob("*/*_0001.jpg"))
+    person = next(p.parent for p in lfw if (p.parent / (p.parent.name + "_0002.jpg")).exists())
+    code, out = cli("enroll", "--gallery", pg_url, "alice", str(person / (person.name + "_0001.jpg")), "--pick", "center")
+    assert code == 0 and out["gallery_users"] == 1
+    code, out = cli("identify", "--gallery", pg_url, str(person / (person.name + "_0002.jpg")), "--pick", "center")
+    assert code == 0 and out["identified"] == "alice"
+    code, out = cli("gallery", "--gallery", pg_url, "info")
+    assert code == 0 and out["users"] == 1 and out["encrypted"] and out["model"].startswith("w600k_mbf:")
+    assert "postgresql://" in out["path"]
+    code, out = cli("gallery", "--gallery", pg_url, "check")
+    assert code == 0 and out["ok"]
+    code, out = cli("remove", "--gallery", pg_url, "alice")
+    assert code == 0 and out["templates"] == 1 and out["gallery_users"] == 0
+    code, out = cli("remove", "--gallery", pg_url, "alice")
+    assert code == 2 and out["error"]["code"] == "GALLERY_USER_NOT_FOUND"
+    dead = pg_url.replace(str(urlsplit_port(pg_url)), str(_closed_port()))
+    code, out = cli("gallery", "--gallery", dead, "info")
+    assert code == 2 and out["error"]["code"] == "GALLERY_UNAVAILABLE"
+
+
+def urlsplit_port(url):
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
