@@ -94,7 +94,7 @@ def watch_capture(session, cap, *, live: bool, realtime: bool = False, on_update
             last_ts = i / fps
             session.push(frame, last_ts)
         i += 1
-    if n_read == 0:
+    if n_read == 0 and not session.final:
         raise RequestError("the video source gave no frames", code="VIDEO_UNREADABLE")
     upd = session.end(last_ts if not live else None)
     return upd

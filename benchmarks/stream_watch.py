@@ -1,0 +1,44 @@
+"""Live till: ``watch --video`` on clips assembled from real CK+ and LFW stills (issue 8).
+
+A thin wrapper over :func:`smile2pay.bench.stream.run_clips` (the protocol is described there):
+
+    python benchmarks/stream_watch.py [--fps 15] [--max-lfw 60] [--max-other N] [--no-realtime]
+                                      [--out benchmarks/results/stream_watch.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from smile2pay.bench import stream  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", str(REPO.parent / "shared" / "models")))
+    ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--max-lfw", type=int, default=60)
+    ap.add_argument("--max-other", type=int, default=None, help="cap on CK+ non-smile expression clips")
+    ap.add_argument("--no-realtime", action="store_true", help="skip the 30 fps wall-clock replay of genuine clips")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_watch.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    res = stream.run_clips(Path(args.data), args.models, fps=args.fps, max_lfw=args.max_lfw,
+                           max_other=args.max_other, realtime=not args.no_realtime)
+    res["command"] = "python benchmarks/stream_watch.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    stream.write(res, Path(args.out))
+    print(json.dumps({"summary": res["summary"], "elapsed_s": res["elapsed_s"], "loadavg": res["loadavg"],
+                      "out": args.out}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
