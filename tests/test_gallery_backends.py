@@ -44,6 +44,11 @@ def _open(url, **kw):
     return open_gallery(url, **kw)
 
 
+def _top(g, v):
+    m = g.identify(v, k=1)
+    return m[0].user_id if m else None
+
+
 def _wait(cond, timeout=10.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -188,7 +193,7 @@ def test_two_galleries_follow_each_other(pg_url, faces):
     names = list(faces)
     a, b = _open(pg_url), _open(pg_url)
     a.enroll(names[0], faces[names[0]][0])
-    assert _wait(lambda: b.identify(faces[names[0]][1], k=1)[0].user_id == names[0])
+    assert _wait(lambda: _top(b, faces[names[0]][1]) == names[0])
     assert b.verify_identity(names[0], faces[names[0]][2]).match          # 1:1 reads PostgreSQL
     with pytest.raises(DuplicateIdentityError):                             # duplicates across servers
         b.enroll("impostor", faces[names[0]][1])

@@ -127,7 +127,12 @@ def redact(url: str) -> str:
 
 class PgPool:
     """A small connection pool (autocommit connections; explicit transactions). Broken connections
-    are dropped; every database failure becomes :class:`GalleryUnavailableError`."""
+    are dropped (all idle ones with them: after a server restart they are all dead); every database
+    failure becomes :class:`GalleryUnavailableError`. After a failed *connect* the pool fails fast for
+    ``BREAKER_S`` (no caller waits ``connect_timeout`` per request during an outage or a partition:
+    1:1 falls back to the cache at once); the follower keeps probing and closes the breaker."""
+
+    BREAKER_S = 1.0
 
     def __init__(self, url: str, schema: str, settings: PostgresSettings) -> None:
         self.url, self.schema, self.settings = url, schema, settings
@@ -135,9 +140,19 @@ class PgPool:
         self._mu = threading.Lock()
         self.last_contact = 0.0         # time.time() of the last successful round trip
         self.last_error: str | None = None
+        self._connect_failed_at = 0.0
 
     def connect(self):
         psycopg = _psycopg()
+        try:
+            c = self._connect(psycopg)
+        except psycopg.OperationalError:
+            self._connect_failed_at = time.monotonic()
+            raise
+        self._connect_failed_at = 0.0
+        return c
+
+    def _connect(self, psycopg):
         c = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.settings.connect_timeout_s)),
                             options=f"-c search_path={self.schema}", application_name="smile2pay",
                             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
@@ -154,16 +169,20 @@ class PgPool:
         psycopg = _psycopg()
         with self._mu:
             c = self._idle.pop() if self._idle else None
+        if c is None and self._connect_failed_at and time.monotonic() - self._connect_failed_at < self.BREAKER_S:
+            raise self.unavailable(psycopg.OperationalError("connection refused or timed out just before"))
         try:
             if c is None:
                 c = self.connect()
             yield c
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction) as e:
+            # ReadOnlySqlTransaction: connected to a standby (a failover in progress)
             if c is not None:
                 try:
                     c.close()
                 except Exception:  # pragma: no cover
                     pass
+            self.close()            # the other idle connections died with this one, most likely
             raise self.unavailable(e) from None
         except BaseException:
             self._release(c)
