@@ -214,3 +214,15 @@ def test_watch_cli_exit_codes(watch_setup):
     p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "replay", str(d / "r.json"), "--png",
                         str(d / "t.png"), "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and json.loads(p.stdout)["approved"] is True and (d / "t.png").stat().st_size > 0
+
+
+def test_stream_doc_example_runs(data_dir, capsys):
+    import re
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "docs" / "stream.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", src, re.S)[0]
+    block = block.replace('"../shared/data/"', repr(str(data_dir) + "/"))
+    exec(compile(block, "docs/stream.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert "SMILE_NOW" in "\n".join(out) and out[-1].startswith("True")
