@@ -1,7 +1,8 @@
 """A fleet of verify servers on one PostgreSQL gallery (issue 9): propagation, faults, start-up.
 
 Usage:
-    python benchmarks/fleet.py propagation [--changes 100]
+    python benchmarks/fleet.py propagation [--changes 100]        # two galleries, one process
+    python benchmarks/fleet.py propagation_http [--changes 100]   # two server processes, over HTTP
     python benchmarks/fleet.py startup [--templates 100000]
     python benchmarks/fleet.py faults [--clients 8] [--requests 200]
 
@@ -29,7 +30,7 @@ def main() -> int:
     from smile2pay.gallery.pg_cluster import TempCluster
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["propagation", "startup", "faults"])
+    ap.add_argument("what", choices=["propagation", "propagation_http", "startup", "faults"])
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--templates", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=8)
@@ -45,6 +46,8 @@ def main() -> int:
     with TempCluster(fsync=True) as pg:
         if args.what == "propagation":
             res = fleet.propagation(pg.url(schema="propagation"), n=args.changes, key=key)
+        elif args.what == "propagation_http":
+            res = fleet.propagation_http(pg, data, n=args.changes, key=key, log_dir=logs)
         elif args.what == "startup":
             res = fleet.run_startup(pg, n=args.templates, key=key, log_dir=logs)
         else:

@@ -190,6 +190,65 @@ def propagation(url: str, n: int = 100, key: bytes | None = None, dim: int = 512
                      "follower thread (LISTEN/NOTIFY + sequence), exactly the code a server runs"}
 
 
+def propagation_http(pg, data: Path, n: int = 100, key: bytes | None = None, log_dir: str | None = None
+                     ) -> dict[str, Any]:
+    """Propagation between two real server processes: enrol (then erase) a CK+ subject through server
+    A's HTTP API; from A's response (committed) to server B's ``/healthz`` showing the new index size
+    (polled back to back, ~1-3 ms per poll, so this is an upper bound that includes HTTP polling)."""
+    import httpx
+
+    url = pg.url(schema="propagation_http")
+    env = {"SMILE2PAY_GALLERY_KEY": key.hex()} if key else {}
+    lg = (lambda name: os.path.join(log_dir, name)) if log_dir else (lambda name: None)
+    a = ServerProc(url, env=env, log_path=lg("prop_a.log")).start()
+    a.wait_ready(600)
+    b = ServerProc(url, env=env, log_path=lg("prop_b.log")).start()
+    b.wait_ready(600)
+    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
+        subjects, seen = [], set()
+        for r in csv.DictReader(fh):
+            if r["subject"] not in seen:
+                seen.add(r["subject"])
+                subjects.append(r)
+    enrol, remove, skipped = [], [], 0
+    hb = httpx.Client(base_url=b.base, timeout=10)
+
+    def b_count() -> int:
+        return hb.get("/healthz").json()["gallery"]["index_templates"]
+
+    try:
+        with a.client() as ca:
+            base_n = b_count()
+            for r in subjects:
+                if len(enrol) >= n // 2:
+                    break
+                res = ca.post("/v1/enroll", json={"user_id": "h_" + r["subject"],
+                                                  "images": [b64(data / r["neutral_path"])]})
+                t0 = time.perf_counter()
+                if res.status_code != 200:
+                    skipped += 1
+                    continue
+                while b_count() != base_n + 1:
+                    pass
+                enrol.append((time.perf_counter() - t0) * 1000)
+                ca.delete(f"/v1/users/h_{r['subject']}")
+                t0 = time.perf_counter()
+                while b_count() != base_n:
+                    pass
+                remove.append((time.perf_counter() - t0) * 1000)
+    finally:
+        hb.close()
+        a.stop()
+        b.stop()
+    both = enrol + remove
+    return {"changes": len(both), "skipped_enrolments": skipped,
+            "enrol_ms": {"median": _pct(enrol, 50), "p95": _pct(enrol, 95), "max": max(enrol)},
+            "remove_ms": {"median": _pct(remove, 50), "p95": _pct(remove, 95), "max": max(remove)},
+            "all_ms": {"median": _pct(both, 50), "p95": _pct(both, 95), "max": max(both)},
+            "measured_from": "HTTP response of POST /v1/enroll or DELETE /v1/users on server A to server B's "
+                             "/healthz index size reflecting it (two server processes, polling B over HTTP)"}
+
+
 def populate(url: str, n: int, key: bytes | None, fingerprint: str, dim: int = 512, seed: int = 1,
              batch: int = 5000) -> float:
     """Insert ``n`` synthetic unit vectors as ``n`` users (one template each), sealed exactly as
