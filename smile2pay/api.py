@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import GallerySettings, Settings
 from .decision import engine
-from .decision.guard import Guard, GuardSettings
+from .decision.guard import GuardSettings
 from .decision.policy import DEFAULT_FAR, Policy
 from .decision.rules import parse_rule
 from .errors import FaceError, GalleryError, RequestError, Smile2PayError
