@@ -301,7 +301,8 @@ class Load:
     client sends its own enrolled subject's real neutral -> smile burst). Every response is classified:
     200 with the expected decision, 200 with a wrong decision, 503 with Retry-After (clean), other
     errors (status or transport). A transport error to a killed server is retried once on another
-    server (what a load balancer does)."""
+    server (what a load balancer does); after a 503 the client waits ``Retry-After`` before its next
+    request."""
 
     def __init__(self, servers: list[ServerProc], bodies: list[dict], expected: list[bool], clients: int = 8,
                  requests: int = 200) -> None:
@@ -329,6 +330,7 @@ class Load:
                 s = (i + j) % len(self.servers)
                 t0 = time.perf_counter()
                 key = None
+                retry_after = 0.0
                 for attempt in range(2):
                     try:
                         r = clients[s].post("/v1/verify", json=body)
@@ -347,6 +349,7 @@ class Load:
                             key = "ok_declined:" + ",".join(d["reasons"])
                     elif r.status_code == 503 and r.headers.get("retry-after"):
                         key = "503_retry_after:" + r.json()["error"]["code"]
+                        retry_after = float(r.headers["retry-after"])
                     else:
                         key = f"http_{r.status_code}:" + str(r.json().get("error", {}).get("code"))
                     break
@@ -354,6 +357,8 @@ class Load:
                     self.lat.append((time.perf_counter() - t0) * 1000)
                     self.by_server[s] = self.by_server.get(s, 0) + 1
                 self._count(key)
+                if retry_after:           # a well-behaved client honours the advice
+                    time.sleep(retry_after)
         finally:
             for c in clients:
                 c.close()

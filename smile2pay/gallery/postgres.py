@@ -129,10 +129,10 @@ class PgPool:
     """A small connection pool (autocommit connections; explicit transactions). Broken connections
     are dropped (all idle ones with them: after a server restart they are all dead); every database
     failure becomes :class:`GalleryUnavailableError`. After a failed *connect* the pool fails fast for
-    ``BREAKER_S`` (no caller waits ``connect_timeout`` per request during an outage or a partition:
+    ``BREAKER_S`` (0.5 s; no caller waits ``connect_timeout`` per request during an outage or a partition:
     1:1 falls back to the cache at once); the follower keeps probing and closes the breaker."""
 
-    BREAKER_S = 1.0
+    BREAKER_S = 0.5
 
     def __init__(self, url: str, schema: str, settings: PostgresSettings) -> None:
         self.url, self.schema, self.settings = url, schema, settings
