@@ -125,9 +125,11 @@ class TempCluster:
         u = f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
         return u + (f"?schema={schema}" if schema else "")
 
-    def psql_dump(self, dbname: str = "postgres") -> bytes:
-        """``pg_dump`` of the database (plain SQL) as bytes."""
+    def psql_dump(self, dbname: str = "postgres", schema: str | None = None) -> bytes:
+        """``pg_dump`` of the database (or one schema of it; plain SQL) as bytes."""
         cmd = [str(self.bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", dbname]
+        if schema:
+            cmd += ["-n", schema]
         return subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
 
     def cleanup(self) -> None:
