@@ -432,9 +432,10 @@ class PostgresGallery:
         floor = int(bytes(c.execute("SELECT value FROM meta WHERE key='changes_floor'").fetchone()[0]).decode())
         if self._last_seq < floor:
             return None
+        top = c.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
         rows = c.execute("SELECT seq, op, template_id FROM changes WHERE seq > %s ORDER BY seq LIMIT 100000",
                          (self._last_seq,)).fetchall()
-        head = rows[-1][0] if rows else self._last_seq
+        head = (rows[-1][0] if rows else self._last_seq, top)
         final: dict[int, str] = {}
         for _, op, tid in rows:
             final[tid] = op
@@ -447,8 +448,10 @@ class PostgresGallery:
         return rows, fetched, head
 
     def _apply(self, rows, fetched, head) -> None:
+        applied, top = head          # last seq read, and the log's head when it was read
         with self._lock:
             self._last_sync = time.time()
+            self._head_seq = max(self._head_seq, int(top))
             if not rows:
                 return
             final: dict[int, str] = {}
@@ -472,7 +475,7 @@ class PostgresGallery:
                     uid, kind, _ = fetched[t]
                     self._owner[t] = (uid, kind)
                     self._by_user.setdefault(uid, []).append(t)
-            self._last_seq = max(self._last_seq, int(head))
+            self._last_seq = max(self._last_seq, int(applied))
             self._head_seq = max(self._head_seq, self._last_seq)
 
     def _follow(self) -> None:
