@@ -24,9 +24,11 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", str(REPO.parent / "shared" / "models")))
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--offer-fps", type=float, default=30.0, help="producer rate of the offer() run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_throughput.json"))
     args = ap.parse_args(argv)
-    res = stream.run_throughput(Path(args.data), args.models, n_push=args.frames, offer_s=args.seconds)
+    res = stream.run_throughput(Path(args.data), args.models, n_push=args.frames, offer_s=args.seconds,
+                                offer_fps=args.offer_fps)
     res["command"] = "python benchmarks/stream_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     stream.write(res, Path(args.out))
     short = {k: v for k, v in res.items() if k != "offer"}

@@ -29,13 +29,26 @@ def main(argv=None) -> int:
     ap.add_argument("--max-other", type=int, default=None, help="cap on CK+ non-smile expression clips")
     ap.add_argument("--no-realtime", action="store_true", help="skip the 30 fps wall-clock replay of genuine clips")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_watch.json"))
+    ap.add_argument("--no-burst-check", action="store_true",
+                    help="skip verify() on the same stills (agreement of burst and stream outcomes)")
+    ap.add_argument("--resummarize", action="store_true",
+                    help="do not run clips: recompute the summary (and the burst check) of the --out file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    res = stream.run_clips(Path(args.data), args.models, fps=args.fps, max_lfw=args.max_lfw,
-                           max_other=args.max_other, realtime=not args.no_realtime)
-    res["command"] = "python benchmarks/stream_watch.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python benchmarks/stream_watch.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.resummarize:
+        res = json.loads(Path(args.out).read_text())
+        res["summary"] = stream.summarize(res["clips"], res["realtime"])
+        res["resummarized_by"] = cmd
+    else:
+        res = stream.run_clips(Path(args.data), args.models, fps=args.fps, max_lfw=args.max_lfw,
+                               max_other=args.max_other, realtime=not args.no_realtime)
+        res["command"] = cmd
+    if not args.no_burst_check:
+        res["burst_agreement"] = stream.burst_agreement(Path(args.data), args.models, res["clips"])
+        res["summary"]["burst_agreement"] = res["burst_agreement"]
     stream.write(res, Path(args.out))
-    print(json.dumps({"summary": res["summary"], "elapsed_s": res["elapsed_s"], "loadavg": res["loadavg"],
+    print(json.dumps({"summary": res["summary"], "elapsed_s": res.get("elapsed_s"), "loadavg": res.get("loadavg"),
                       "out": args.out}, indent=1))
     return 0
 

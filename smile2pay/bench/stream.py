@@ -106,6 +106,78 @@ def _run_realtime(s2p, user, frames, fps, smile_start, timeout_s):
         return dec, wall, sess.skipped, sess.processed
 
 
+def summarize(rows: list[dict], rt_rows: list[dict]) -> dict:
+    """Approval counts per dataset and clip kind; latency (first smiling frame -> APPROVED) over the
+    approved **genuine smile** clips only."""
+    summary = {}
+    for ds in ("ckplus", "lfw"):
+        per = {}
+        for kind in ("genuine_smile", "impostor_smile", "other_expression", "no_smile"):
+            rs = [r for r in rows if r["dataset"] == ds and r["kind"] == kind]
+            if not rs:
+                continue
+            n_ok = sum(r["approved"] for r in rs)
+            reasons = defaultdict(int)
+            for r in rs:
+                if not r["approved"]:
+                    reasons[",".join(r["reasons"])] += 1
+            per[kind] = {"clips": len(rs), "approved": n_ok, "rate": round(n_ok / len(rs), 4),
+                         "decline_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+        lat = [r["latency_stream_s"] for r in rows if r["dataset"] == ds and r["kind"] == "genuine_smile"
+               and r.get("latency_stream_s") is not None]
+        rt = [r for r in rt_rows if r["dataset"] == ds]
+        wall = [r["wall_latency_s"] for r in rt if r.get("wall_latency_s") is not None]
+        per["latency_stream_s"] = _summ(lat)
+        per["realtime"] = {"clips": len(rt), "approved": sum(r["approved"] for r in rt),
+                           "wall_latency_s": _summ(wall),
+                           "skipped_frames_median": _pct([r["skipped"] for r in rt], 50)}
+        summary[ds] = per
+    return summary
+
+
+def burst_agreement(data: Path, models: str | None, rows: list[dict]) -> dict:
+    """verify() (the burst API) on the same two stills of every genuine-smile / other-expression clip
+    (composed on the same canvas, no noise): how often burst and stream reach the same outcome."""
+    from ..api import Smile2Pay
+    from ..pipeline import FacePipeline
+
+    data = Path(data)
+    tmp = Path(tempfile.mkdtemp(prefix="s2p-stream-burst-"))
+    out = {}
+    try:
+        for ds in ("ckplus", "lfw"):
+            quality = CK_QUALITY if ds == "ckplus" else QualitySettings()
+            s2p = Smile2Pay(tmp / ds, pipeline=FacePipeline(Settings.from_env(models=models, quality=quality)),
+                            guard_settings=NO_LOCKOUT)
+            ds_rows = [r for r in rows if r["dataset"] == ds]
+            n_lfw = sum(r["kind"] == "genuine_smile" for r in ds_rows)
+            cases = _ck_cases(data, s2p, None) if ds == "ckplus" else _lfw_cases(data, s2p, n_lfw)
+            if len(cases) != len(ds_rows) or any(c["claim"] != r["claim"] or c["kind"] != r["kind"]
+                                                 for c, r in zip(cases, ds_rows)):
+                raise RuntimeError(f"{ds}: the clip list does not match the results (other data or options)")
+            for c, r in zip(cases, ds_rows):      # the clip's two stills, in the order the clips ran
+                r.setdefault("neutral", c["neutral"])
+                r.setdefault("smile", c["smile"])
+            agree, n, both, burst_only, stream_only = 0, 0, 0, 0, 0
+            for r in ds_rows:
+                if r["kind"] not in ("genuine_smile", "other_expression") or not r.get("smile"):
+                    continue
+                d = s2p.verify(r["claim"], [clips.compose(clips.read(data / r["neutral"])),
+                                            clips.compose(clips.read(data / r["smile"]))])
+                r["burst_approved"] = d.approved
+                n += 1
+                agree += d.approved == r["approved"]
+                both += d.approved and r["approved"]
+                burst_only += d.approved and not r["approved"]
+                stream_only += r["approved"] and not d.approved
+            out[ds] = {"clips": n, "same_outcome": agree, "both_approved": both, "burst_only": burst_only,
+                       "stream_only": stream_only}
+            s2p.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutral_s: float = 0.6,
               smile_s: float = 1.4, max_lfw: int = 60, max_other: int | None = None, realtime: bool = True,
               progress: bool = True) -> dict:
@@ -135,7 +207,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
                 dec, upd = _run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)
                 st = dec.liveness.get("stream") or {}
                 r = {"dataset": ds, "kind": c["kind"], "claim": c["claim"], "clip_subject": c["subject"],
-                     "approved": dec.approved, "reasons": dec.reasons, "t_decision": st.get("t"),
+                     "neutral": c["neutral"], "smile": c["smile"], "approved": dec.approved, "reasons": dec.reasons, "t_decision": st.get("t"),
                      "processed": st.get("processed")}
                 if dec.approved and smile is not None:
                     r["latency_stream_s"] = round(st["t"] - n1 / fps, 4)
@@ -154,27 +226,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
             s2p.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = {}
-    for ds in ("ckplus", "lfw"):
-        per = {}
-        for kind in ("genuine_smile", "impostor_smile", "other_expression", "no_smile"):
-            rs = [r for r in rows if r["dataset"] == ds and r["kind"] == kind]
-            if not rs:
-                continue
-            n_ok = sum(r["approved"] for r in rs)
-            reasons = defaultdict(int)
-            for r in rs:
-                if not r["approved"]:
-                    reasons[",".join(r["reasons"])] += 1
-            per[kind] = {"clips": len(rs), "approved": n_ok, "rate": round(n_ok / len(rs), 4),
-                         "decline_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
-        lat = [r["latency_stream_s"] for r in rows if r["dataset"] == ds and r.get("latency_stream_s") is not None]
-        rt = [r for r in rt_rows if r["dataset"] == ds]
-        per["latency_stream_s"] = _summ(lat)
-        per["realtime"] = {"clips": len(rt), "approved": sum(r["approved"] for r in rt),
-                           "wall_latency_s": _summ(wall[ds]),
-                           "skipped_frames_median": _pct([r["skipped"] for r in rt], 50)}
-        summary[ds] = per
+    summary = summarize(rows, rt_rows)
     return {"protocol": {"fps": fps, "neutral_s": neutral_s, "smile_s": smile_s, "timeout_s": timeout,
                          "realtime_fps": 30.0, "rule": "AU6+AU12", "stream_settings": "defaults "
                          "(smoothing 0.6, neutral_frames 3, smile_frames 2, window 5 s)",
