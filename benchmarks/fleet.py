@@ -4,6 +4,7 @@ Usage:
     python benchmarks/fleet.py propagation [--changes 100]        # two galleries, one process
     python benchmarks/fleet.py propagation_http [--changes 100]   # two server processes, over HTTP
     python benchmarks/fleet.py startup [--templates 100000]
+    python benchmarks/fleet.py dbpath [--verifies 2000]           # PostgreSQL's share of a verify, no models
     python benchmarks/fleet.py faults [--clients 8] [--requests 200]
 
 Each run starts its own PostgreSQL (Debian's server binaries, initdb on a free port, fsync on) and,
@@ -30,12 +31,13 @@ def main() -> int:
     from smile2pay.gallery.pg_cluster import TempCluster
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["propagation", "propagation_http", "startup", "faults"])
+    ap.add_argument("what", choices=["propagation", "propagation_http", "startup", "faults", "dbpath"])
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--templates", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--phases", default="kill9,pg_restart")
+    ap.add_argument("--verifies", type=int, default=2000, help="dbpath: verifies (4 threads)")
     ap.add_argument("--out")
     args = ap.parse_args()
     data = Path(os.environ.get("SMILE2PAY_DATA", REPO.parent / "shared" / "data"))
@@ -48,6 +50,8 @@ def main() -> int:
             res = fleet.propagation(pg.url(schema="propagation"), n=args.changes, key=key)
         elif args.what == "propagation_http":
             res = fleet.propagation_http(pg, data, n=args.changes, key=key, log_dir=logs)
+        elif args.what == "dbpath":
+            res = fleet.db_path(pg.url(schema="dbpath"), n=args.verifies, key=key)
         elif args.what == "startup":
             res = fleet.run_startup(pg, n=args.templates, key=key, log_dir=logs)
         else:

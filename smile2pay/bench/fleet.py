@@ -249,6 +249,52 @@ def propagation_http(pg, data: Path, n: int = 100, key: bytes | None = None, log
                              "/healthz index size reflecting it (two server processes, polling B over HTTP)"}
 
 
+def db_path(url: str, n: int = 2000, threads: int = 4, key: bytes | None = None, users: int = 1000,
+            dim: int = 512) -> dict[str, Any]:
+    """PostgreSQL's share of a payment verify, without the models: lockout check, nonce, the claimed
+    user's templates (decrypt), AU baseline, failure/success record, audit record: ``n`` verifies from
+    ``threads`` threads on one gallery + guard (one server's connection pool)."""
+    from smile2pay.gallery import open_gallery, open_guard
+
+    rng = np.random.default_rng(2)
+    g = open_gallery(url, fingerprint="bench:dbpath", dim=dim, key=key)
+    guard = open_guard(g)
+    populate_n = users
+    X = rng.normal(size=(populate_n, dim)).astype(np.float32)
+    for i in range(populate_n):
+        g.enroll(f"d{i:05d}", X[i], check_duplicates=False)
+        g.set_au_baseline(f"d{i:05d}", {"AU6": 0.1, "AU12": 0.1})
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def work(t: int) -> None:
+        for j in range(n // threads):
+            uid = f"d{(t * 7919 + j * 104729) % populate_n:05d}"
+            t0 = time.perf_counter()
+            guard.locked_until(uid)
+            guard.use_nonce(f"dbpath-{t}-{j}-{time.time_ns()}")
+            _, _, tpl = g.templates(uid)
+            g.au_baseline(uid)
+            guard.record(uid, True)
+            guard.audit({"request_id": f"{t}-{j}", "user_id": uid, "approved": True, "reasons": []})
+            with lock:
+                lat.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    wall = time.perf_counter() - t0
+    g.close()
+    return {"verifies": len(lat), "threads": threads, "enrolled_users": populate_n,
+            "db_part_ms": {"median": _pct(lat, 50), "p95": _pct(lat, 95), "max": max(lat)},
+            "verifies_per_s": len(lat) / wall, "wall_s": wall,
+            "what": "per verify: locked_until, use_nonce (txn), templates (decrypt), au_baseline, record, audit: "
+                    "the PostgreSQL work of one payment decision, no models; client and PostgreSQL share the machine"}
+
+
 def populate(url: str, n: int, key: bytes | None, fingerprint: str, dim: int = 512, seed: int = 1,
              batch: int = 5000) -> float:
     """Insert ``n`` synthetic unit vectors as ``n`` users (one template each), sealed exactly as
