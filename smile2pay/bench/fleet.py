@@ -450,6 +450,14 @@ def run_startup(pg, n: int = 100_000, key: bytes | None = None, log_dir: str | N
     fp = FacePipeline(Settings.from_env()).model_fingerprint
     url = pg.url(schema="startup")
     fill_s = populate(url, n, key, fp)
+    import psycopg
+
+    from smile2pay.gallery.postgres import parse_url
+
+    with psycopg.connect(parse_url(url)[0], autocommit=True) as c:
+        c.execute("VACUUM ANALYZE startup.templates")
+        tpl_bytes = c.execute("SELECT pg_total_relation_size('startup.templates')").fetchone()[0]
+        db_bytes = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     rss0 = rss_mb(os.getpid())
     t0 = time.perf_counter()
     g = PostgresGallery(url, fingerprint=fp, key=key, follow=False)
@@ -473,6 +481,8 @@ def run_startup(pg, n: int = 100_000, key: bytes | None = None, log_dir: str | N
     empty_rss = rss_mb(s.proc.pid)
     s.stop()
     return {"templates": n, "indexed": ntot, "encrypted": key is not None, "populate_s": fill_s,
+            "pg_templates_table_mb": tpl_bytes / 2**20, "pg_bytes_per_template": tpl_bytes / n,
+            "pg_database_mb": db_bytes / 2**20,
             "gallery_open_in_process_s": open_s, "gallery_rss_growth_mb": (rss1 - rss0) if rss0 and rss1 else None,
             "flat_index_bytes_theory_mb": n * 512 * 4 / 2**20,
             "server_ready_s": [r["ready_s"] for r in runs], "server_rss_mb": [r["rss_mb"] for r in runs],
