@@ -12,6 +12,7 @@ import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import pytest
@@ -225,7 +226,12 @@ def test_kiosk_in_headless_chromium(server, people, tmp_path):
     assert final and final["approved"] is True, (final, states[-5:])
     assert "SMILE_NOW" in states and "approved" in text.lower()
     assert shot is not None and shot.stat().st_size > 5000
-    print(f"\nkiosk screenshot at the smile step: {shot}")
+    # keep a copy where pytest's tmp-dir rotation does not delete it (git-ignored: it shows a dataset face)
+    keep = Path(__file__).resolve().parents[1] / "results" / "kiosk"
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in tmp_path.glob("kiosk_*.png"):
+        shutil.copy(f, keep / f.name)
+    print(f"\nkiosk screenshot at the smile step: {shot} (copy: {keep / shot.name})")
 
     final, hist, _, text = _kiosk_run(base, a, impostor, tmp_path, "impostor", 15)
     assert final and final["approved"] is False and final["reasons"] == ["IDENTITY_MISMATCH"], final
@@ -234,3 +240,5 @@ def test_kiosk_in_headless_chromium(server, people, tmp_path):
     final, hist, _, text = _kiosk_run(base, a, nosmile, tmp_path, "nosmile", 3)
     assert final and final["approved"] is False and final["reasons"][0] == "TIMEOUT", final
     assert "SMILE_NOW" in [h["state"] for h in hist]
+    for f in tmp_path.glob("kiosk_*_final.png"):
+        shutil.copy(f, keep / f.name)
