@@ -147,3 +147,13 @@ def test_postgres_restart_gives_clean_503s_then_recovers(fleet, people, data_dir
             "user_id": r2["subject"], "images": [b64(data_dir / r2["neutral_path"])],
             "mode": "append"}).status_code == 200)
     assert _wait(lambda: _identified(b, data_dir, r2) == r2["subject"])
+
+
+def test_identify_endpoint_rejects_bad_requests(fleet, people, data_dir):
+    a, _ = fleet
+    img = b64(data_dir / people[0]["peak_path"])
+    with a.client() as ca:
+        for body in ({"images": [img], "k": 0}, {"images": [img, img]}, {"images": [img], "k": "3"}, {"k": 3}):
+            r = ca.post("/v1/identify", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "REQUEST_INVALID", (body, r.text)
+    assert httpx.post(a.base + "/v1/identify", json={"images": [img]}).status_code == 401

@@ -457,3 +457,20 @@ def test_nonce_race_and_erasure_leaves_no_user_data(pg_url, pg_cluster, faces):
     assert lines and all('"approved": false' in ln for ln in lines)     # the audit record only
     a.close()
     b.close()
+
+
+def test_gallery_urls_are_validated(tmp_path):
+    from smile2pay.gallery.postgres import parse_url, redact
+
+    with pytest.raises(GalleryError) as e:
+        open_gallery("sqlite://")
+    assert e.value.code == "GALLERY_BAD_URL"
+    with pytest.raises(GalleryError) as e:
+        parse_url("postgresql://u@h/db?schema=Robert');DROP")
+    assert e.value.code == "GALLERY_BAD_URL"
+    assert parse_url("postgresql://u@h:5/db?schema=s1&sslmode=require") == ("postgresql://u@h:5/db?sslmode=require", "s1")
+    assert parse_url("postgresql://u@h/db")[1] == "smile2pay"
+    assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    g = open_gallery(tmp_path / "plain_path", fingerprint=FP, dim=8)      # a plain path is the embedded gallery
+    assert (tmp_path / "plain_path" / "gallery.db").exists() and not hasattr(g, "pool")
+    g.close()
