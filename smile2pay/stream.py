@@ -568,14 +568,14 @@ def render_timeline(record: dict, out_png, title: str | None = None):
             ax1.axhline(ab, color=c, ls="-.", lw=0.6, alpha=0.6)
     ax1.set_ylim(-0.02, 1.02)
     ax1.set_ylabel("AU probability")
-    ax1.legend(loc="upper left", fontsize=7, ncol=2)
+    ax1.legend(loc="center left", fontsize=7, ncol=2, framealpha=0.8)
     xi = [f["t"] for f in frames if f.get("identity_score") is not None]
     yi = [f["identity_score"] for f in frames if f.get("identity_score") is not None]
     ax2.plot(xi, yi, "-o", ms=2.5, color="tab:purple", label="identity score")
     ax2.axhline(record.get("identity_threshold", 0.0), color="tab:purple", ls="--", lw=0.8, label="threshold")
     ax2.set_ylabel("identity (cosine)")
     ax2.set_xlabel("stream time (s)")
-    ax2.legend(loc="lower right", fontsize=7)
+    ax2.legend(loc="lower left", fontsize=7)
     prev = None
     for f in frames:
         if f["state"] != prev and prev is not None:
@@ -590,8 +590,8 @@ def render_timeline(record: dict, out_png, title: str | None = None):
         tend = ts[-1] if ts else 0.0
         for ax in (ax1, ax2):
             ax.axvline(tend, color="green" if ok else "red", lw=1.5)
-        ax2.text(tend, ax2.get_ylim()[0], label, fontsize=7, color="green" if ok else "red", ha="right",
-                 va="bottom")
+        ax2.text(tend, ax2.get_ylim()[1], label + " ", fontsize=8, color="green" if ok else "red", ha="right",
+                 va="top", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     fig.suptitle(title or f"stream session: {record.get('user_id')} ({record.get('rule')})", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
