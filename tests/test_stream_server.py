@@ -6,7 +6,6 @@ The Chromium test skips locally when chromium/chromedriver are missing and fails
 """
 import base64
 import json
-import os
 import shutil
 import socket
 import tempfile

@@ -108,7 +108,14 @@
     } else if (m.type === "update" || m.type === "final") {
       lastUpdate = m;
       window.smile2pay.history.push({ state: m.state, t: m.t, au: m.au, reasons: m.reasons });
-      setState(m.state, m.prompt);
+      let prompt = m.prompt;
+      const rs = m.reasons || [];
+      if (m.type === "update") {
+        if (rs.includes("SECOND_FACE")) prompt += " (one person only, please)";
+        else if (rs.includes("IDENTITY_MISMATCH") && m.state === "WAITING_FOR_FACE") prompt = "Face not recognised";
+        else if (rs.includes("LOW_QUALITY")) prompt += " (move closer, face the light)";
+      }
+      setState(m.state, prompt);
       bars(m); drawBox(m);
       if (m.type === "final") {
         window.smile2pay.final = m.decision;
