@@ -266,8 +266,14 @@ class Smile2Pay:
         """A live stream session (:class:`smile2pay.stream.StreamSession`): push camera frames, get
         the state after each (WAITING_FOR_FACE, HOLD_NEUTRAL, SMILE_NOW, APPROVED, DECLINED) and the
         Decision once final. ``options``: :class:`smile2pay.stream.StreamSettings` fields."""
+        from dataclasses import fields
+
         from .stream import StreamSession, StreamSettings
 
+        known = {f.name for f in fields(StreamSettings)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise RequestError(f"unknown stream option(s) {unknown}; known: {sorted(known)}", code="REQUEST_INVALID")
         return StreamSession(self, user_id, require=require, nonce=nonce, request_id=request_id,
                              settings=StreamSettings(**options))
 

@@ -170,6 +170,8 @@ def test_bad_options_are_typed_errors(s2p, people):
         s2p.start_session(people[0][0], smoothing=0)
     with pytest.raises(RequestError):
         s2p.start_session(people[0][0], nonce="")
+    with pytest.raises(RequestError):
+        s2p.start_session(people[0][0], smoothnes=0.5)
     sess = s2p.start_session("nobody")
     assert sess.final and sess.decision.reasons == ["NOT_ENROLLED"]
 
