@@ -15,7 +15,7 @@ from smile2pay.bench import clips
 from smile2pay.config import QualitySettings, Settings
 from smile2pay.errors import RequestError
 from smile2pay.stream import (APPROVED, DECLINED, HOLD_NEUTRAL, SECOND_FACE, SMILE_NOW, TIMEOUT,
-                              render_timeline)
+                              WINDOW_EXPIRED, render_timeline)
 
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
 FPS = 30.0
@@ -126,6 +126,18 @@ def test_no_smile_times_out(s2p, people):
     assert SMILE_NOW in [u.state for u in ups]
     assert ups[-1].state == DECLINED and d.reasons[0] == TIMEOUT and "AU_PATTERN_ABSENT" in d.reasons
     assert ups[-1].t <= 0.7
+
+
+def test_smile_must_follow_neutral_within_the_window(s2p, people):
+    subj, neutral, peak = people[0]
+    nf, sf = clips.clip_frames([(neutral, 4)], seed=1), clips.clip_frames([(peak, 4)], seed=2)
+    with s2p.start_session(subj, window_s=1.0) as sess:
+        ups = [sess.push(f, i / 30) for i, f in enumerate(nf)]               # neutral at t = 0 .. 0.1 s
+        assert ups[-1].state == SMILE_NOW
+        late = sess.push(sf[0], 2.0)                                         # the smile comes 1.9 s later
+        assert WINDOW_EXPIRED in late.reasons and late.state == HOLD_NEUTRAL and not late.final
+        ups = [sess.push(f, 3.0 + i / 30) for i, f in enumerate(nf + sf)]   # neutral again, then smile in time
+    assert ups[-1].state == APPROVED or any(u.state == APPROVED for u in ups)
 
 
 def side_by_side(left, right):
