@@ -199,6 +199,8 @@ class StreamSession:
             return False
         ts = time.monotonic() if timestamp is None else float(timestamp)
         with self._cv:
+            if self.final or self._closed:
+                return False
             idx = self._frames_in
             self._frames_in += 1
             if self._slot is not None:
@@ -500,9 +502,12 @@ class StreamSession:
                         **self._ctx.base)
 
     def _finalize(self, dec: Decision, *, count_failure: bool, t: float) -> None:
-        self.decision = self.s2p._finish(self._ctx, dec, count_failure, self.processed,
-                                         extra_audit={"source": "stream", "stream_t": round(t, 3),
-                                                      "skipped": self.skipped})
+        dec = self.s2p._finish(self._ctx, dec, count_failure, self.processed,
+                               extra_audit={"source": "stream", "stream_t": round(t, 3), "skipped": self.skipped})
+        with self._cv:          # offer() checks final under this lock: nothing is counted after the end
+            self.decision = dec
+            if isinstance(dec.liveness.get("stream"), dict):
+                dec.liveness["stream"]["skipped"] = self.skipped
         self.state = APPROVED if dec.approved else DECLINED
         self._event(t, self.state, reasons=list(dec.reasons))
         log.info("stream session %s for %s: %s %s", self._ctx.rid, self.user_id, self.state, dec.reasons)

@@ -94,7 +94,12 @@ def stream(port, start: dict, frames, url_suffix="", max_s=60.0):
         while time.monotonic() < t_end:
             try:
                 ws.send(data[min(i, len(data) - 1)])
-            except Exception:
+            except Exception:       # the server closed (after its final message): read what is left
+                try:
+                    while True:
+                        msgs.append(json.loads(ws.recv(timeout=5)))
+                except Exception:
+                    pass
                 break
             i += 1
             try:

@@ -22,6 +22,7 @@ at its timeout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -123,16 +124,16 @@ def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
 
     async def _run_session(ws: WebSocket, session, limits) -> None:
         loop = asyncio.get_running_loop()
-        updates: asyncio.Queue = asyncio.Queue(maxsize=32)
+        # updates from the worker thread; the oldest non-final ones are dropped if the client reads slowly.
+        # The final update is the session's last one, so it is never dropped. (No Queue + wait_for: on
+        # Python < 3.12 a timed-out wait_for(queue.get()) can swallow an item.)
+        pending: collections.deque = collections.deque(maxlen=32)
+        ready = asyncio.Event()
 
-        def on_update(u) -> None:   # worker thread -> event loop; non-final updates may be dropped
+        def on_update(u) -> None:   # worker thread -> event loop
             def put():
-                if u.final:
-                    while updates.full():
-                        updates.get_nowait()
-                    updates.put_nowait(u)
-                elif not updates.full():
-                    updates.put_nowait(u)
+                pending.append(u)
+                ready.set()
             loop.call_soon_threadsafe(put)
 
         session.add_listener(on_update)
@@ -164,11 +165,14 @@ def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
 
         async def send():
             while True:
-                try:
-                    u = await asyncio.wait_for(updates.get(), 0.5)
-                except asyncio.TimeoutError:
-                    await run_in_threadpool(session.expire)   # no frames coming: the timeout still ends it
+                if not pending:
+                    ready.clear()
+                    try:
+                        await asyncio.wait_for(ready.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        await run_in_threadpool(session.expire)   # no frames coming: the timeout still ends it
                     continue
+                u = pending.popleft()
                 if u.final:
                     await _send_final(ws, u)
                     return "sent"
