@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--max-lfw", type=int, default=60)
     ap.add_argument("--max-other", type=int, default=None, help="cap on CK+ non-smile expression clips")
+    ap.add_argument("--kinds", help="comma-separated clip kinds to run (genuine_smile, impostor_smile, "
+                    "other_expression, no_smile); default all")
     ap.add_argument("--no-realtime", action="store_true", help="skip the 30 fps wall-clock replay of genuine clips")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "stream_watch.json"))
     ap.add_argument("--no-burst-check", action="store_true",
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
         res["resummarized_by"] = cmd
     else:
         res = stream.run_clips(Path(args.data), args.models, fps=args.fps, max_lfw=args.max_lfw,
-                               max_other=args.max_other, realtime=not args.no_realtime)
+                               max_other=args.max_other, realtime=not args.no_realtime,
+                               kinds=tuple(args.kinds.split(",")) if args.kinds else None)
         res["command"] = cmd
     if not args.no_burst_check:
         res["burst_agreement"] = stream.burst_agreement(Path(args.data), args.models, res["clips"])

@@ -180,7 +180,7 @@ def burst_agreement(data: Path, models: str | None, rows: list[dict]) -> dict:
 
 def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutral_s: float = 0.6,
               smile_s: float = 1.4, max_lfw: int = 60, max_other: int | None = None, realtime: bool = True,
-              progress: bool = True) -> dict:
+              progress: bool = True, kinds: tuple[str, ...] | None = None) -> dict:
     from ..api import Smile2Pay
     from ..pipeline import FacePipeline
 
@@ -199,6 +199,8 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
             # lockout off: each clip is one independent attempt (lockout is tested elsewhere)
             s2p = Smile2Pay(tmp / f"g_{ds}", pipeline=pipe, guard_settings=NO_LOCKOUT)
             cases = _ck_cases(data, s2p, max_other) if ds == "ckplus" else _lfw_cases(data, s2p, max_lfw)
+            if kinds:
+                cases = [c for c in cases if c["kind"] in kinds]
             log.info("%s: %d clips", ds, len(cases))
             for k, c in enumerate(cases):
                 neutral, smile = clips.read(data / c["neutral"]), (clips.read(data / c["smile"]) if c["smile"] else None)
