@@ -98,9 +98,7 @@ def _run_realtime(s2p, user, frames, fps, smile_start, timeout_s):
                 t_smile = time.perf_counter()
             if not sess.offer(fr, i / fps):
                 break
-        done.wait(10)
-        if not sess.final:
-            sess.end(len(frames) / fps)
+        sess.end(len(frames) / fps)   # waits for the frame in the mailbox; declines if still undecided
         dec = sess.decision
         wall = (t_final.get("t", time.perf_counter()) - t_smile) if (t_smile and dec.approved) else None
         return dec, wall, sess.skipped, sess.processed
