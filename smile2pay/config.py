@@ -226,8 +226,9 @@ class PostgresSettings:
     Environment: SMILE2PAY_PG_POOL_SIZE, SMILE2PAY_PG_MAX_STALENESS_S (how long identify / 1:1 keep
     answering from the in-memory index while PostgreSQL is unreachable), SMILE2PAY_PG_POLL_S (the change
     follower polls at least this often besides LISTEN/NOTIFY), SMILE2PAY_PG_CONNECT_TIMEOUT_S,
-    SMILE2PAY_PG_RETRY_AFTER_S (the Retry-After advice of a 503) and SMILE2PAY_PG_CHANGE_RETENTION_S
-    (change log kept by ``compact``; a server further behind rebuilds its index)."""
+    SMILE2PAY_PG_RETRY_AFTER_S (the Retry-After advice of a 503), SMILE2PAY_PG_CHANGE_RETENTION_S
+    (change log kept by ``compact``; a server further behind rebuilds its index), SMILE2PAY_PG_OUTAGE_VERIFY
+    and SMILE2PAY_PG_SPOOL_DIR (payment verify during an outage: ``closed`` or ``local``)."""
 
     pool_size: int = 8
     max_staleness_s: float = 60.0
@@ -235,6 +236,11 @@ class PostgresSettings:
     connect_timeout_s: float = 3.0
     retry_after_s: float = 2.0
     change_retention_s: float = 86400.0
+    #: payment verify while PostgreSQL is unreachable: "closed" (default: 503, nothing decided) or
+    #: "local" (for at most max_staleness_s: lockout, nonces and audit kept on this server in
+    #: ``spool_dir`` and written to PostgreSQL when it is back; see docs/deployment.md)
+    outage_verify: str = "closed"
+    spool_dir: str = "~/.smile2pay/pg-spool"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "PostgresSettings":
@@ -243,6 +249,9 @@ class PostgresSettings:
         for f in dataclasses.fields(cls):
             name = "SMILE2PAY_PG_" + f.name.upper()
             if env.get(name):
+                if f.type in ("str", str):
+                    values[f.name] = env[name]
+                    continue
                 try:
                     values[f.name] = int(env[name]) if f.type in ("int", int) else float(env[name])
                 except ValueError:
@@ -252,4 +261,7 @@ class PostgresSettings:
         if s.pool_size < 1 or s.poll_s <= 0 or s.connect_timeout_s <= 0 or s.max_staleness_s < 0 \
                 or s.retry_after_s <= 0 or s.change_retention_s < 0:
             raise ConfigError(f"invalid PostgreSQL settings: {s}", code="CONFIG_INVALID")
+        if s.outage_verify not in ("closed", "local"):
+            raise ConfigError(f"SMILE2PAY_PG_OUTAGE_VERIFY must be 'closed' or 'local', got {s.outage_verify!r}",
+                              code="CONFIG_INVALID")
         return s

@@ -474,3 +474,51 @@ def test_gallery_urls_are_validated(tmp_path):
     g = open_gallery(tmp_path / "plain_path", fingerprint=FP, dim=8)      # a plain path is the embedded gallery
     assert (tmp_path / "plain_path" / "gallery.db").exists() and not hasattr(g, "pool")
     g.close()
+
+
+def test_outage_mode_local_keeps_payments_deciding_then_flushes(pg_url, pg_cluster, pipeline, data_dir,
+                                                               tmp_path, monkeypatch):
+    """SMILE2PAY_PG_OUTAGE_VERIFY=local: with PostgreSQL stopped, a real burst is still decided from the
+    cached templates (nonce, lockout and audit kept on this server), a second server's nonce reused
+    during the outage is caught at the flush, and the spool is written to PostgreSQL and emptied."""
+    from smile2pay import Smile2Pay
+    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay.config import QualitySettings, Settings
+    from smile2pay.pipeline import FacePipeline
+
+    monkeypatch.setenv("SMILE2PAY_PG_OUTAGE_VERIFY", "local")
+    monkeypatch.setenv("SMILE2PAY_PG_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("SMILE2PAY_PG_MAX_STALENESS_S", "20")
+    monkeypatch.setenv("SMILE2PAY_PG_POLL_S", "0.2")
+    pipe = FacePipeline(Settings.from_env(quality=QualitySettings(min_interocular_px=12, max_brightness=235,
+                                                                  max_clipped_fraction=0.4)))
+    r0, r1 = ck_smile_pairs(data_dir)[:2]
+    burst = [str(data_dir / r0["neutral_path"]), str(data_dir / r0["peak_path"])]
+    impostor = [str(data_dir / r1["neutral_path"]), str(data_dir / r1["peak_path"])]
+    s2p = Smile2Pay(pg_url, pipeline=pipe)
+    monkeypatch.setenv("SMILE2PAY_PG_SPOOL_DIR", str(tmp_path / "spool-other"))   # another machine
+    with s2p, Smile2Pay(pg_url, pipeline=pipe) as other:
+        s2p.enroll(r0["subject"], burst[0])
+        online = s2p.verify(r0["subject"], burst, nonce="before")
+        assert other.guard.use_nonce("taken-elsewhere")          # another server, before the outage
+        pg_cluster.stop()
+        try:
+            d = s2p.verify(r0["subject"], burst, nonce="during")  # decided from the cache, same outcome
+            assert d.approved == online.approved and d.identity["all_frames_match"]
+            assert s2p.verify(r0["subject"], burst, nonce="during").reasons == ["REPLAY"]
+            assert not s2p.verify(r0["subject"], impostor, nonce="taken-elsewhere").approved
+            with pytest.raises(GalleryError) as e:                 # enrolment still fails clearly
+                s2p.enroll(r1["subject"], impostor[0])
+            assert e.value.code == "GALLERY_UNAVAILABLE"
+            spooled = [r for r in s2p.guard._spool.audit_records() if r.get("user_id") == r0["subject"]]
+            assert len(spooled) == 3 and all(r["outage_fallback"] for r in spooled)
+        finally:
+            pg_cluster.start()
+        assert _wait(lambda: s2p.gallery.health()["reachable"], 15)
+        assert not s2p.guard.use_nonce("during")                  # flushed: refused fleet-wide now
+        assert not other.guard.use_nonce("during")
+        assert s2p.guard._spool.audit_records() == []
+        recs = other.guard.audit_records()
+        assert sum(1 for r in recs if r.get("outage_fallback")) == 3
+        assert [r["event"] for r in recs if r.get("event")] == ["NONCE_REUSED_DURING_OUTAGE"]
+        assert not any(len(str(v)) > 200 for r in recs for v in r.values())   # no embeddings in the audit

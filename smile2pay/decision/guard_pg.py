@@ -9,17 +9,30 @@ Fail closed: when PostgreSQL cannot be reached, every guard call raises ``GUARD_
 or write its audit record is not made: a replayed request can never be approved twice, and an
 attacker cannot use an outage to try faces without counting. (Identification and 1:1 identity checks
 keep working from the cached index: :class:`smile2pay.gallery.postgres.PostgresGallery`.)
+
+Outage mode ``local`` (``SMILE2PAY_PG_OUTAGE_VERIFY=local``, opt-in): while PostgreSQL is unreachable
+and the last contact is at most ``max_staleness_s`` old, lockout, nonces and audit records are kept on
+this server (a :class:`~smile2pay.decision.guard.Guard` in ``spool_dir``: SQLite + fsynced JSONL, so a
+crash loses nothing) and payment verify keeps deciding from the cached templates. When PostgreSQL
+answers again the spool is written to it in one transaction (failures, nonces, audit records marked
+``outage_fallback``) and emptied. What is weaker during those seconds: a nonce is unique on this server
+only and a lockout counts only this server's failures; a nonce that another server also accepted is
+found at the flush and audited as ``NONCE_REUSED_DURING_OUTAGE``. Past ``max_staleness_s`` it fails
+closed again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..errors import GalleryError
-from .guard import GuardSettings
+from .guard import Guard, GuardSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,90 @@ class PostgresGuard:
         self.pool = pool
         self.settings = settings
         self.folder = None
+        ps = getattr(pool, "settings", None)
+        self.outage_mode = getattr(ps, "outage_verify", "closed")
+        self._spool: Guard | None = None
+        self._spool_mu = threading.Lock()
+        self._pending = False
+        if self.outage_mode == "local":
+            folder = Path(ps.spool_dir).expanduser() / str(getattr(pool, "schema", "public"))
+            self._spool = Guard(folder, settings)
+            with self._spool._lock:
+                n = sum(self._spool._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                        for t in ("failures", "nonces"))
+            self._pending = bool(n) or bool(self._spool.audit_records())
+
+    # -- outage mode "local" -----------------------------------------------------------------
+    def _or_local(self, remote, local, what: str, retry: bool = True):
+        """``remote`` in PostgreSQL; in outage mode ``local`` and within the staleness bound,
+        ``local`` on this server's spool instead of failing."""
+        if self._pending:
+            try:
+                self.flush()
+            except GuardUnavailableError:
+                pass
+        if self._spool is None:
+            return self._run(remote, retry=retry)
+        try:
+            # retried once even where the closed mode does not retry: a pooled connection may have died
+            # with a restart, and a spurious REPLAY / an extra failure is safer than a local decision
+            return self._run(remote, retry=True)
+        except GuardUnavailableError:
+            age = time.time() - self.pool.last_contact
+            limit = self.pool.settings.max_staleness_s
+            if not self.pool.last_contact or age > limit:
+                raise GuardUnavailableError(
+                    f"lockout/nonce/audit store unreachable for {age:.0f} s (more than {limit:g} s): the "
+                    "payment decision is declined until it is back",
+                    retry_after_s=self.pool.settings.retry_after_s) from None
+            self._pending = True
+            log.warning("PostgreSQL unreachable: %s kept on this server until it is back (outage mode 'local')",
+                        what)
+            return local()
+
+    def flush(self) -> dict:
+        """Write the outage spool to PostgreSQL in one transaction, then empty it. Returns counts."""
+        if self._spool is None:
+            return {"nonces": 0, "failures": 0, "audit": 0, "reused_nonces": 0}
+        with self._spool_mu:
+            sp = self._spool
+            with sp._lock:
+                nonces = sp._db.execute("SELECT nonce_hash, ts FROM nonces").fetchall()
+                fails = sp._db.execute("SELECT user_id, ts FROM failures").fetchall()
+            lines = sp.audit_records()
+            reused: list[str] = []
+
+            def q(c):
+                reused.clear()
+                with c.transaction():
+                    for h, ts in nonces:
+                        if c.execute("INSERT INTO nonces(nonce_hash, ts) VALUES (%s, %s) ON CONFLICT DO NOTHING "
+                                     "RETURNING 1", (h, ts)).fetchone() is None:
+                            reused.append(h)
+                    for u, ts in fails:
+                        c.execute("INSERT INTO failures(user_id, ts) VALUES (%s, %s)", (u, ts))
+                    for rec in lines:
+                        c.execute("INSERT INTO audit(ts, record) VALUES (%s, %s::jsonb)",
+                                  (rec.get("ts", time.time()), json.dumps(rec, sort_keys=True, default=str)))
+                    for h in reused:
+                        rec = {"ts": time.time(), "event": "NONCE_REUSED_DURING_OUTAGE", "nonce_sha256": h[:16]}
+                        c.execute("INSERT INTO audit(ts, record) VALUES (%s, %s::jsonb)",
+                                  (rec["ts"], json.dumps(rec, sort_keys=True)))
+
+            self._run(q, retry=False)
+            with sp._lock:                      # committed in PostgreSQL: empty the spool
+                sp._db.execute("DELETE FROM nonces")
+                sp._db.execute("DELETE FROM failures")
+                fd = os.open(sp._audit_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._pending = False
+        if reused:
+            log.warning("%d nonce(s) accepted here during the outage had also been used elsewhere "
+                        "(audited as NONCE_REUSED_DURING_OUTAGE)", len(reused))
+        return {"nonces": len(nonces), "failures": len(fails), "audit": len(lines), "reused_nonces": len(reused)}
 
     @contextmanager
     def _conn(self):
@@ -61,8 +158,11 @@ class PostgresGuard:
     def locked_until(self, user_id: str, now: float | None = None) -> float | None:
         now = time.time() if now is None else now
         s = self.settings
-        rows = self._run(lambda c: c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts DESC LIMIT %s",
-                                             (user_id, s.max_failures)).fetchall())
+        rows = self._or_local(lambda c: c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts DESC "
+                                                  "LIMIT %s", (user_id, s.max_failures)).fetchall(),
+                              lambda: None, "the lockout check")
+        if rows is None:                                    # outage mode "local": this server's count
+            return self._spool.locked_until(user_id, now)
         if len(rows) < s.max_failures:
             return None
         last, oldest = rows[0][0], rows[-1][0]
@@ -73,13 +173,16 @@ class PostgresGuard:
     def record(self, user_id: str, approved: bool, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if approved:
-            self._run(lambda c: c.execute("DELETE FROM failures WHERE user_id=%s", (user_id,)))
+            self._or_local(lambda c: c.execute("DELETE FROM failures WHERE user_id=%s", (user_id,)),
+                           lambda: self._spool.record(user_id, True, now), "a lockout reset")
         else:
-            self._run(lambda c: c.execute("INSERT INTO failures(user_id, ts) VALUES (%s, %s)", (user_id, now)),
-                      retry=False)
+            self._or_local(lambda c: c.execute("INSERT INTO failures(user_id, ts) VALUES (%s, %s)", (user_id, now)),
+                           lambda: self._spool.record(user_id, False, now), "a failure", retry=False)
 
     def reset(self, user_id: str) -> None:
         self._run(lambda c: c.execute("DELETE FROM failures WHERE user_id=%s", (user_id,)))
+        if self._spool is not None:
+            self._spool.reset(user_id)
 
     # -- nonces ----------------------------------------------------------------------------
     def use_nonce(self, nonce: str, now: float | None = None) -> bool:
@@ -95,7 +198,7 @@ class PostgresGuard:
 
         # not retried: if the commit's outcome is unknown, the nonce may be spent; the client retries
         # with a new nonce (fail closed)
-        return self._run(q, retry=False)
+        return self._or_local(q, lambda: self._spool.use_nonce(nonce, now), "a nonce", retry=False)
 
     # -- audit -----------------------------------------------------------------------------
     def audit(self, record: dict) -> None:
@@ -104,8 +207,9 @@ class PostgresGuard:
                 raise ValueError(f"audit field {k!r} looks like an array; audit records hold no biometrics")
         ts = time.time()
         line = json.dumps({"ts": ts, **record}, sort_keys=True, default=str)
-        self._run(lambda c: c.execute("INSERT INTO audit(ts, record) VALUES (%s, %s::jsonb)", (ts, line)),
-                  retry=False)
+        self._or_local(lambda c: c.execute("INSERT INTO audit(ts, record) VALUES (%s, %s::jsonb)", (ts, line)),
+                       lambda: self._spool.audit({**record, "outage_fallback": True}), "an audit record",
+                       retry=False)
 
     def audit_records(self) -> list[dict]:
         rows = self._run(lambda c: c.execute("SELECT record::text FROM audit ORDER BY id").fetchall())
@@ -115,4 +219,5 @@ class PostgresGuard:
         self.reset(user_id)
 
     def close(self) -> None:   # the pool belongs to the gallery
-        return None
+        if self._spool is not None:
+            self._spool.close()
