@@ -51,7 +51,7 @@ from ..errors import GalleryError
 from .crypto import TemplateCipher
 from .index import make_index
 from .store import (MODES, DuplicateIdentityError, EnrollResult, Gallery, IdentityResult, Match, TemplateInfo,
-                    UserRecord)
+                    UserRecord, check_meta)
 
 log = logging.getLogger(__name__)
 
@@ -346,26 +346,8 @@ class PostgresGallery:
             if fingerprint and not stored_fp:
                 c.execute("UPDATE meta SET value=%s WHERE key='fingerprint'", (fingerprint.encode(),))
                 stored_fp = fingerprint
-        if fingerprint and stored_fp != fingerprint:
-            raise GalleryError("this gallery was made with another identity model; re-enrol with this model "
-                               "or open it with the model that made it", code="GALLERY_MODEL_MISMATCH",
-                               gallery_model=stored_fp, current_model=fingerprint)
-        self.fingerprint = stored_fp
-        self.dim = int(meta["dim"])
-        if fingerprint and dim != self.dim:
-            raise GalleryError(f"gallery holds {self.dim}-d vectors, model gives {dim}-d",
-                               code="GALLERY_MODEL_MISMATCH")
-        self.index_kind = str(meta.get("index", "flat"))
-        encrypted = meta["cipher"] != "none"
-        if encrypted and key is None:
-            raise GalleryError("this gallery is encrypted: set SMILE2PAY_GALLERY_KEY or "
-                               "SMILE2PAY_GALLERY_KEY_FILE", code="GALLERY_KEY_REQUIRED")
-        if not encrypted and key is not None:
-            raise GalleryError("a key was given but this gallery is not encrypted; encrypt it with "
-                               "rotate_key (smile2pay gallery-rotate-key)", code="GALLERY_NOT_ENCRYPTED")
-        self._cipher = TemplateCipher(key)
-        if encrypted:
-            self._cipher.verify_key_check(meta["key_check"])
+        self.fingerprint, self.dim, self.index_kind, self._cipher = check_meta(meta, stored_fp, fingerprint,
+                                                                               dim, key)
 
     @property
     def encrypted(self) -> bool:

@@ -68,6 +68,31 @@ CREATE TABLE IF NOT EXISTS au_baselines (
 """
 
 
+def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, key: bytes | None
+               ) -> tuple[str, int, str, TemplateCipher]:
+    """Check a gallery's stored metadata (either backend) against the identity model and key:
+    ``(fingerprint, dim, index kind, cipher)`` or a typed ``GalleryError``."""
+    if fingerprint and stored_fp != fingerprint:
+        raise GalleryError("this gallery was made with another identity model; re-enrol with this model "
+                           "or open it with the model that made it", code="GALLERY_MODEL_MISMATCH",
+                           gallery_model=stored_fp, current_model=fingerprint)
+    stored_dim = int(meta["dim"])
+    if fingerprint and dim != stored_dim:
+        raise GalleryError(f"gallery holds {stored_dim}-d vectors, model gives {dim}-d",
+                           code="GALLERY_MODEL_MISMATCH")
+    encrypted = meta["cipher"] != "none"
+    if encrypted and key is None:
+        raise GalleryError("this gallery is encrypted: set SMILE2PAY_GALLERY_KEY or "
+                           "SMILE2PAY_GALLERY_KEY_FILE", code="GALLERY_KEY_REQUIRED")
+    if not encrypted and key is not None:
+        raise GalleryError("a key was given but this gallery is not encrypted; encrypt it with "
+                           "rotate_key (smile2pay gallery-rotate-key)", code="GALLERY_NOT_ENCRYPTED")
+    cipher = TemplateCipher(key)
+    if encrypted:
+        cipher.verify_key_check(bytes(meta["key_check"]))
+    return stored_fp, stored_dim, str(meta.get("index", "flat")), cipher
+
+
 class DuplicateIdentityError(GalleryError):
     """The face already matches another enrolled user above the identity threshold."""
 
@@ -241,26 +266,8 @@ class Gallery:
         if fingerprint and not stored_fp:
             c.execute("UPDATE meta SET value=? WHERE key='fingerprint'", (fingerprint,))
             stored_fp = fingerprint
-        if fingerprint and stored_fp != fingerprint:
-            raise GalleryError("this gallery was made with another identity model; re-enrol with this model "
-                               "or open it with the model that made it", code="GALLERY_MODEL_MISMATCH",
-                               gallery_model=stored_fp, current_model=fingerprint)
-        self.fingerprint = stored_fp
-        self.dim = int(meta["dim"])
-        if fingerprint and dim != self.dim:
-            raise GalleryError(f"gallery holds {self.dim}-d vectors, model gives {dim}-d",
-                               code="GALLERY_MODEL_MISMATCH")
-        self.index_kind = str(meta.get("index", "flat"))
-        encrypted = meta["cipher"] != "none"
-        if encrypted and key is None:
-            raise GalleryError("this gallery is encrypted: set SMILE2PAY_GALLERY_KEY or "
-                               "SMILE2PAY_GALLERY_KEY_FILE", code="GALLERY_KEY_REQUIRED")
-        if not encrypted and key is not None:
-            raise GalleryError("a key was given but this gallery is not encrypted; encrypt it with "
-                               "rotate_key (smile2pay gallery-rotate-key)", code="GALLERY_NOT_ENCRYPTED")
-        self._cipher = TemplateCipher(key)
-        if encrypted:
-            self._cipher.verify_key_check(bytes(meta["key_check"]))
+        self.fingerprint, self.dim, self.index_kind, self._cipher = check_meta(meta, stored_fp, fingerprint,
+                                                                               dim, key)
 
     @property
     def encrypted(self) -> bool:
