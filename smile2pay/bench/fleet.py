@@ -27,11 +27,9 @@ API_KEY = "fleet-key-0123456789abcdef"
 
 
 def _free_port() -> int:
-    import socket
+    from ..gallery.pg_cluster import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 # ------------------------------------------------------------------------------------ server process

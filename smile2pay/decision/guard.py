@@ -35,6 +35,18 @@ class GuardSettings:
     nonce_ttl_s: float = 7 * 86400.0
 
 
+
+def lockout_end(failures_newest_first: list[float], s: GuardSettings, now: float) -> float | None:
+    """End time of a lockout given the user's last ``max_failures`` failure times (newest first), or
+    None: locked when that many consecutive failures fall within ``window_s`` and the last is under
+    ``lockout_s`` old. Shared by the SQLite and PostgreSQL guards."""
+    if len(failures_newest_first) < s.max_failures:
+        return None
+    last, oldest = failures_newest_first[0], failures_newest_first[s.max_failures - 1]
+    if last - oldest <= s.window_s and now < last + s.lockout_s:
+        return last + s.lockout_s
+    return None
+
 class Guard:
     def __init__(self, folder: str | os.PathLike, settings: GuardSettings = GuardSettings()) -> None:
         self.folder = Path(folder)
@@ -60,12 +72,7 @@ class Guard:
         with self._lock:
             rows = self._db.execute("SELECT ts FROM failures WHERE user_id=? ORDER BY ts DESC LIMIT ?",
                                     (user_id, s.max_failures)).fetchall()
-        if len(rows) < s.max_failures:
-            return None
-        last, oldest = rows[0][0], rows[-1][0]
-        if last - oldest <= s.window_s and now < last + s.lockout_s:
-            return last + s.lockout_s
-        return None
+        return lockout_end([r[0] for r in rows], s, now)
 
     def record(self, user_id: str, approved: bool, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import GalleryError
-from .guard import Guard, GuardSettings
+from .guard import Guard, GuardSettings, lockout_end
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +158,11 @@ class PostgresGuard:
     def locked_until(self, user_id: str, now: float | None = None) -> float | None:
         now = time.time() if now is None else now
         s = self.settings
-        rows = self._or_local(lambda c: c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts DESC "
-                                                  "LIMIT %s", (user_id, s.max_failures)).fetchall(),
-                              lambda: None, "the lockout check")
-        if rows is None:                                    # outage mode "local": this server's count
-            return self._spool.locked_until(user_id, now)
-        if len(rows) < s.max_failures:
-            return None
-        last, oldest = rows[0][0], rows[-1][0]
-        if last - oldest <= s.window_s and now < last + s.lockout_s:
-            return last + s.lockout_s
-        return None
+        return self._or_local(
+            lambda c: lockout_end([r[0] for r in c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts "
+                                                           "DESC LIMIT %s", (user_id, s.max_failures))], s, now),
+            lambda: self._spool.locked_until(user_id, now),      # outage mode "local": this server's count
+            "the lockout check")
 
     def record(self, user_id: str, approved: bool, now: float | None = None) -> None:
         now = time.time() if now is None else now

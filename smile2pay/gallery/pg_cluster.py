@@ -38,7 +38,8 @@ def find_bindir() -> Path | None:
     return Path(w).parent if w else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (tests, benchmarks)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,7 +59,7 @@ class TempCluster:
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.logfile = self.root / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._user = None
         if os.geteuid() == 0:
             for name in ("postgres", "nobody"):

@@ -50,8 +50,8 @@ from ..config import DEFAULT_IDENTITY_THRESHOLD, PostgresSettings
 from ..errors import GalleryError
 from .crypto import TemplateCipher
 from .index import make_index
-from .store import (MODES, DuplicateIdentityError, EnrollResult, Gallery, IdentityResult, Match, TemplateInfo,
-                    UserRecord, check_meta)
+from .store import (MODES, DuplicateIdentityError, EnrollResult, Gallery, Match, TemplateInfo,
+                    UserRecord, check_meta, top_users)
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ class PostgresGallery:
     _seal = Gallery._seal
     _unseal = Gallery._unseal
     _baseline_aad = Gallery._baseline_aad
+    verify_identity = Gallery.verify_identity       # over this backend's templates()
 
     def __init__(self, url: str, *, fingerprint: str | None = None, dim: int = 512, key: bytes | None = None,
                  identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD, index: str = "flat", create: bool = True,
@@ -533,28 +534,8 @@ class PostgresGallery:
 
     def _search_users(self, v: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[str, float, int, str]]:
         with self._lock:
-            idx = self._index
-            n = idx.ntotal
-            if n == 0:
-                return []
-            kk = min(n, max(4 * k, 16))
-            while True:
-                D, I = idx.search(v[None, :], kk)
-                best: dict[str, tuple[float, int, str]] = {}
-                for s, t in zip(D[0], I[0]):
-                    t = int(t)
-                    if t < 0 or t not in self._owner:
-                        continue
-                    uid, kind = self._owner[t]
-                    if uid == exclude:
-                        continue
-                    if uid not in best or s > best[uid][0]:
-                        best[uid] = (float(s), t, kind)
-                if len(best) >= k or kk >= n:
-                    break
-                kk = min(n, kk * 4)
-        out = sorted(((u, s, t, kd) for u, (s, t, kd) in best.items()), key=lambda r: -r[1])
-        return out[:k]
+            return top_users(self._index, v, k, lambda tids: {t: self._owner[t] for t in tids if t in self._owner},
+                             exclude)
 
     def enroll(self, user_id: str, embeddings, kind: str | Sequence[str] = "neutral", *, mode: str = "new",
                check_duplicates: bool = True, threshold: float | None = None) -> EnrollResult:
@@ -691,17 +672,6 @@ class PostgresGallery:
             tids = sorted(self._by_user.get(user_id, []))
             store = self._index.index           # IndexIDMap2 (flat; HNSW; IVF's exact store)
             return [(t, self._owner[t][1], np.asarray(store.reconstruct(int(t)), np.float32)) for t in tids]
-
-    def verify_identity(self, user_id: str, embedding, *, threshold: float | None = None) -> IdentityResult:
-        v = self._vectors(embedding)
-        if len(v) != 1:
-            raise GalleryError("verify_identity takes one embedding", code="GALLERY_BAD_EMBEDDING")
-        ids, kinds, t = self.templates(user_id)
-        s = t @ v[0]
-        j = int(np.argmax(s))
-        thr = self._threshold(threshold)
-        return IdentityResult(user_id=user_id, score=float(s[j]), threshold=thr, match=bool(s[j] >= thr),
-                              template_id=int(ids[j]), kind=kinds[j])
 
     def identify(self, embedding, k: int = 5, *, threshold: float | None = None) -> list[Match]:
         """1:N on this server's in-memory index (current to the last applied change; see ``health``)."""

@@ -93,6 +93,34 @@ def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, ke
     return stored_fp, stored_dim, str(meta.get("index", "flat")), cipher
 
 
+def top_users(index, v: np.ndarray, k: int, owners_of, exclude: str | None = None
+              ) -> list[tuple[str, float, int, str]]:
+    """The ``k`` best users (best template each) of a FAISS index wrapper: ``(user, score, template id,
+    kind)``, highest first. ``owners_of(template_ids)`` maps ids to ``(user, kind)`` (ids it does not
+    know are skipped). The search widens until it has ``k`` distinct users or has seen every vector."""
+    n = index.ntotal
+    if n == 0:
+        return []
+    kk = min(n, max(4 * k, 16))
+    while True:
+        D, I = index.search(v[None, :], kk)
+        owners = owners_of([int(t) for t in I[0] if t >= 0])
+        best: dict[str, tuple[float, int, str]] = {}
+        for s, t in zip(D[0], I[0]):
+            t = int(t)
+            if t < 0 or t not in owners:
+                continue
+            uid, kind = owners[t]
+            if uid == exclude:
+                continue
+            if uid not in best or s > best[uid][0]:
+                best[uid] = (float(s), t, kind)
+        if len(best) >= k or kk >= n:
+            break
+        kk = min(n, kk * 4)
+    return sorted(((u, s, t, kd) for u, (s, t, kd) in best.items()), key=lambda r: -r[1])[:k]
+
+
 class DuplicateIdentityError(GalleryError):
     """The face already matches another enrolled user above the identity threshold."""
 
@@ -399,30 +427,7 @@ class Gallery:
 
     def _search_users(self, v: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[str, float, int, str]]:
         """Top-k users by best template score (index must be in sync; caller holds the lock)."""
-        idx = self._index
-        n = idx.ntotal
-        if n == 0:
-            return []
-        kk = min(n, max(4 * k, 16))
-        while True:
-            D, I = idx.search(v[None, :], kk)
-            tids = [int(t) for t in I[0] if t >= 0]
-            owners = self._users_of(tids)
-            best: dict[str, tuple[float, int, str]] = {}
-            for s, t in zip(D[0], I[0]):
-                t = int(t)
-                if t < 0 or t not in owners:
-                    continue
-                uid, kind = owners[t]
-                if uid == exclude:
-                    continue
-                if uid not in best or s > best[uid][0]:
-                    best[uid] = (float(s), t, kind)
-            if len(best) >= k or kk >= n:
-                break
-            kk = min(n, kk * 4)
-        out = sorted(((u, s, t, kd) for u, (s, t, kd) in best.items()), key=lambda r: -r[1])
-        return out[:k]
+        return top_users(self._index, v, k, self._users_of, exclude)
 
     # -- public API ----------------------------------------------------------------------------
     def enroll(self, user_id: str, embeddings, kind: str | Sequence[str] = "neutral", *, mode: str = "new",
@@ -556,8 +561,8 @@ class Gallery:
         return [r[0] for r in rows], [r[1] for r in rows], np.stack([self._unseal(user_id, r[2]) for r in rows])
 
     def verify_identity(self, user_id: str, embedding, *, threshold: float | None = None) -> IdentityResult:
-        """1:1: best cosine between ``embedding`` and the claimed user's templates (read from SQLite
-        in one snapshot, so it never sees a half-written enrolment)."""
+        """1:1: best cosine between ``embedding`` and the claimed user's templates (as :meth:`templates`
+        reads them: for SQLite one snapshot, so it never sees a half-written enrolment)."""
         v = self._vectors(embedding)
         if len(v) != 1:
             raise GalleryError("verify_identity takes one embedding", code="GALLERY_BAD_EMBEDDING")
