@@ -4,6 +4,7 @@ The pipeline is loaded once per test session. Tests never download anything.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,6 +33,36 @@ def require_system(what: str, found: bool, hint: str) -> None:
     if os.environ.get("SMILE2PAY_REQUIRE_SYSTEM_DEPS") == "1":
         pytest.fail(msg + "; .ci/run installs it", pytrace=False)
     pytest.skip(msg)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """A real uvicorn server for ``app`` on a free 127.0.0.1 port, in a daemon thread, ready (its
+    /healthz answers) when this yields ``(base_url, port)``; stopped on exit."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from smile2pay.gallery.pg_cluster import free_port
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    try:
+        yield base, port
+    finally:
+        srv.should_exit = True
+        th.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

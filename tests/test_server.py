@@ -1,9 +1,6 @@
 """The HTTP service: a real uvicorn server on 127.0.0.1 and a real HTTP client (httpx)."""
 import base64
 import csv
-import socket
-import threading
-import time
 
 import pytest
 
@@ -13,13 +10,9 @@ uvicorn = pytest.importorskip("uvicorn")
 from smile2pay import Smile2Pay  # noqa: E402
 from smile2pay.server.app import Limits, create_app  # noqa: E402
 
+from conftest import serve_in_thread  # noqa: E402
+
 KEY = "test-key-0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +24,8 @@ def server(tmp_path_factory, models_dir):
         min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)))
     s2p = Smile2Pay(tmp_path_factory.mktemp("srv") / "g", pipeline=pipe)
     app = create_app(s2p, KEY, Limits(max_body_bytes=2_000_000, max_frames=8))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield base, s2p
-    srv.should_exit = True
-    th.join(timeout=10)
+    with serve_in_thread(app) as (base, _):
+        yield base, s2p
     s2p.close()
 
 

@@ -31,14 +31,7 @@ def ck_pipeline(models_dir):
 @pytest.fixture(scope="module")
 def people(data_dir):
     """Two CK+ subjects with an AU6+AU12 smile sequence: (subject, neutral image, peak image)."""
-    out, seen = [], set()
-    for r in clips.ck_pairs(data_dir):
-        if r["is_smile_au6_au12"] == "1" and r["subject"] not in seen:
-            seen.add(r["subject"])
-            out.append((r["subject"], clips.read(data_dir / r["neutral_path"]), clips.read(data_dir / r["peak_path"])))
-        if len(out) == 2:
-            return out
-    raise AssertionError("CK+ should hold two smiling subjects")
+    return clips.smiling_people(data_dir, 2)
 
 
 @pytest.fixture()

@@ -7,9 +7,7 @@ The Chromium test skips locally when chromium/chromedriver are missing and fails
 import base64
 import json
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 ws_sync = pytest.importorskip("websockets.sync.client")
 
-from conftest import require_system  # noqa: E402
+from conftest import require_system, serve_in_thread  # noqa: E402
 from smile2pay import Smile2Pay  # noqa: E402
 from smile2pay.bench import clips  # noqa: E402
 from smile2pay.server.app import Limits, create_app  # noqa: E402
@@ -29,21 +27,9 @@ KEY = "stream-key-0123456789abcdef"
 H = {"X-API-Key": KEY}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def people(data_dir):
-    out, seen = [], set()
-    for r in clips.ck_pairs(data_dir):
-        if r["is_smile_au6_au12"] == "1" and r["subject"] not in seen:
-            seen.add(r["subject"])
-            out.append((r["subject"], clips.read(data_dir / r["neutral_path"]), clips.read(data_dir / r["peak_path"])))
-        if len(out) == 2:
-            return out
+    return clips.smiling_people(data_dir, 2)
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +40,15 @@ def server(tmp_path_factory, models_dir, people):
     pipe = FacePipeline(Settings.from_env(models=str(models_dir)))
     s2p = Smile2Pay(tmp_path_factory.mktemp("srv") / "g", pipeline=pipe)
     app = create_app(s2p, KEY, Limits(max_body_bytes=4_000_000, max_frames=8, max_frame_bytes=1_000_000))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    # enrol person A through the API (the upscaled neutral still, as a till's enrolment photo)
-    subj, neutral, _ = people[0]
-    ok, buf = cv2.imencode(".jpg", clips.compose(neutral), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    r = httpx.post(base + "/v1/enroll", headers=H, timeout=60,
-                   json={"user_id": subj, "images": [base64.b64encode(buf.tobytes()).decode()], "kind": "neutral"})
-    assert r.status_code == 200, r.text
-    yield base, port, s2p
-    srv.should_exit = True
-    th.join(timeout=10)
+    with serve_in_thread(app) as (base, port):
+        # enrol person A through the API (the upscaled neutral still, as a till's enrolment photo)
+        subj, neutral, _ = people[0]
+        ok, buf = cv2.imencode(".jpg", clips.compose(neutral), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        r = httpx.post(base + "/v1/enroll", headers=H, timeout=60,
+                       json={"user_id": subj, "images": [base64.b64encode(buf.tobytes()).decode()],
+                             "kind": "neutral"})
+        assert r.status_code == 200, r.text
+        yield base, port, s2p
     s2p.close()
 
 

@@ -83,6 +83,18 @@ def ck_pairs(data: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def smiling_people(data: Path, n: int = 2) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first ``n`` CK+ subjects with an AU6+AU12 sequence: ``(subject, neutral image, peak image)``."""
+    out, seen = [], set()
+    for r in ck_pairs(data):
+        if r["is_smile_au6_au12"] == "1" and r["subject"] not in seen:
+            seen.add(r["subject"])
+            out.append((r["subject"], read(data / r["neutral_path"]), read(data / r["peak_path"])))
+            if len(out) == n:
+                return out
+    raise ValueError(f"CK+ holds fewer than {n} subjects with an AU6+AU12 sequence")
+
+
 def lfw_expression_people(data: Path, min_neutral: int = 2) -> list[dict]:
     """LFW people with >= ``min_neutral`` neutral and >= 1 happy photo (muxspace labels, agreeing
     with the Morishita smile label where it exists): [{subject, neutral: [...], happy: [...]}]."""
