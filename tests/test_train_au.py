@@ -82,3 +82,46 @@ def test_losses():
     easy = focal_bce(torch.full((5, 3), 8.0), torch.ones(5, 3), w)
     hard = focal_bce(torch.full((5, 3), -8.0), torch.ones(5, 3), w)
     assert float(easy) < 1e-4 < float(hard)
+
+
+def test_seed_ensemble_onnx_is_the_mean_of_its_members(smoke, tmp_path, data_dir, models_dir, pipeline):
+    """Two real (smoke-trained) members with different seeds -> one ONNX: probabilities are the members'
+    mean, the embedding their unit-norm concatenation; members that do not fit together are refused."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from smile2pay.datasets import load_ckplus_neutral_peak
+    from smile2pay.train.ensemble import combine_au_onnx
+    from smile2pay.train.run import run
+
+    out0, _ = smoke
+    out1 = tmp_path / "seed1"
+    shutil.copytree(out0 / "cache", out1 / "cache")
+    run(data_dir, models_dir, out1, smoke=True, lfw_n=8, progress=False, seed=1)
+    members = [out0 / "au_mobile.onnx", out1 / "au_mobile.onnx"]
+    ens = combine_au_onnx(members, tmp_path / "ens.onnx")
+    crops = [pipeline.single(s.path, pick="largest", embed=False, au=False).crop("au", 112)
+             for s in load_ckplus_neutral_peak(data_dir)[:4]]
+    size = 32
+    from smile2pay.train.au_train import plain_batch
+
+    x = plain_batch(np.stack(crops), size)
+    outs = [ort.InferenceSession(str(p)).run(["au_probs", "au_embedding"], {"input": x}) for p in members]
+    assert not np.allclose(outs[0][0], outs[1][0])                     # two different members
+    p, e = ort.InferenceSession(str(ens)).run(["au_probs", "au_embedding"], {"input": x})
+    np.testing.assert_allclose(p, (outs[0][0] + outs[1][0]) / 2, atol=1e-6)
+    np.testing.assert_allclose(e, np.hstack([outs[0][1], outs[1][1]]) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="input size"):
+        combine_au_onnx([members[0], _shipped_au()], tmp_path / "bad.onnx")   # 32 px smoke vs 64 px
+    with pytest.raises(ValueError, match="at least two"):
+        combine_au_onnx(members[:1], tmp_path / "one.onnx")
+
+
+def _shipped_au():
+    from pathlib import Path
+
+    import smile2pay
+
+    return Path(smile2pay.__file__).parent / "models" / "weights" / "au_mobile.onnx"

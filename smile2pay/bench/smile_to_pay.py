@@ -11,9 +11,12 @@ Protocol (ckplus_neutral_peak48: 309 neutral -> peak sequences of 117 subjects, 
   - genuine non-smile: the subject's own other sequences        -> should not pay
   - impostor smile: every other subject's smile sequence, claimed as this subject -> should not pay
   - still smile: the subject's own peak smile frame repeated 3 times            -> should not pay
-* AU probabilities are **out-of-fold**: each subject is judged by the AU model of the 5-fold
-  cross-validation fold that never saw that subject (`results/au_train/cv/fold*/checkpoint.pt`,
+* AU probabilities are **out-of-fold**: each image is judged by the AU model of the 5-fold
+  cross-validation fold that never saw its subject (`results/au_train24/cv/fold*/checkpoint.pt`,
   exported to ONNX here); per-AU thresholds are chosen on the other folds' out-of-fold predictions.
+  With several ``--cv-dir`` (CV runs of one recipe with different seeds, hence different subject
+  splits) each image gets the mean of the runs' fold models that never saw its subject: the out-of-fold
+  twin of the shipped seed ensemble. Claims, enrolment and thresholds follow the first run's folds.
 * the decision is ``smile2pay.decision.engine.decide`` -- the function ``Smile2Pay.verify`` calls --
   on per-frame observations computed once per image by the real pipeline (identity: det_500m +
   w600k_mbf; AU: the fold's ONNX model on the padded AU crop), so ~7,000 impostor claims stay cheap.
@@ -110,8 +113,9 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--far", type=float, default=1e-4)
-    p.add_argument("--cv-dir", default="results/au_train24/cv",
-                   help="cross-validation folder of the shipped recipe (smile2pay train-au --cv 5)")
+    p.add_argument("--cv-dir", nargs="+", default=["results/au_train24/cv"],
+                   help="cross-validation folder(s) of the shipped recipe (smile2pay train-au --cv 5 [--seed S]); "
+                        "several = a seed ensemble, averaged")
     p.add_argument("--gt-cache", default="results/au_train24/cache/gt.npz")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--backend", choices=["model", "both"], default="model",
@@ -132,7 +136,8 @@ def run(args) -> dict:
     from smile2pay.vision.align import norm_crop
     from smile2pay.vision.au import AUModel
 
-    cv_dir = Path(args.cv_dir)
+    cv_dirs = [Path(d) for d in ([args.cv_dir] if isinstance(args.cv_dir, str) else args.cv_dir)]
+    cv_dir = cv_dirs[0]
 
     def pipe_store_path(name):
         from smile2pay.models.store import ModelStore
@@ -144,18 +149,23 @@ def run(args) -> dict:
     del st
     import torch
 
-    seed = torch.load(cv_dir / "fold0" / "checkpoint.pt", weights_only=False, map_location="cpu")["config"]["seed"]
-    fold_of = subject_folds(list(gt["subject"]), k=args.folds, seed=seed)
-    onnx_paths = export_folds(cv_dir, args.folds)
+    run_folds = [subject_folds(list(gt["subject"]), k=args.folds, seed=torch.load(
+        d / "fold0" / "checkpoint.pt", weights_only=False, map_location="cpu")["config"]["seed"]) for d in cv_dirs]
+    fold_of = run_folds[0]
+    run_onnx = [export_folds(d, args.folds) for d in cv_dirs]
+    onnx_paths = run_onnx[0]
 
     # out-of-fold predictions of the training rows -> per-fold AU thresholds (chosen on other folds)
     n = len(gt["subject"])
     sample = AUModel(get_spec("au_mobile"), create_session(onnx_paths[0], name="fold0")[0])
     au_names = list(sample.au_names)
-    oof = np.full((n, len(au_names)), np.nan, np.float32)
-    for f in range(args.folds):
-        z = np.load(cv_dir / f"fold{f}" / "oof.npz")
-        oof[z["idx"]] = z["probs"]
+    oof = np.zeros((n, len(au_names)), np.float32)
+    for d in cv_dirs:
+        one = np.full((n, len(au_names)), np.nan, np.float32)
+        for f in range(args.folds):
+            z = np.load(d / f"fold{f}" / "oof.npz")
+            one[z["idx"]] = z["probs"]
+        oof += one / len(cv_dirs)
     fold_row = np.array([fold_of[s] for s in gt["subject"]])
     final = AUModel(get_spec("au_mobile"), create_session(pipe_store_path("au_mobile"), name="au_final")[0])
     if args.backend == "both":
@@ -185,8 +195,11 @@ def run(args) -> dict:
     pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY,
                                           au_backend="both" if args.backend == "both" else "model"))
     teacher = pipe.au_analyzer.teacher if args.backend == "both" else None
-    fold_models = [AUModel(get_spec("au_mobile"), create_session(p, name=f"au_fold{i}")[0])
-                   for i, p in enumerate(onnx_paths)]
+    run_models = [[AUModel(get_spec("au_mobile"), create_session(p, name=f"au_run{r}_fold{i}")[0])
+                   for i, p in enumerate(paths)] for r, paths in enumerate(run_onnx)]
+    subject_of = {}
+    for r in seqs:
+        subject_of[r["neutral_path"]] = subject_of[r["peak_path"]] = r["subject"]
     base_policy = Policy.from_calibration(far=args.far, model_fingerprint=pipe.model_fingerprint)
 
     images = sorted({r["neutral_path"] for r in seqs} | {r["peak_path"] for r in seqs})
@@ -203,12 +216,15 @@ def run(args) -> dict:
         f = faces[0]
         pipe.embed([f])
         crop = norm_crop(img, f.landmarks, size=112, pad=0.15)
-        probs = [dict(zip(m.au_names, map(float, m.run([crop])[0][0]))) for m in fold_models]
+        # the fold model of each run that never saw this image's subject; mean over runs
+        s = subject_of[rel]
+        pv = np.mean([models[folds[s]].run([crop])[0][0] for models, folds in zip(run_models, run_folds)], axis=0)
+        probs = dict(zip(au_names, map(float, pv)))
         if teacher is not None:
             from smile2pay.vision.au import combine
 
             t = teacher.predict(img, f.bbox, f.landmarks).probs
-            probs = [combine(p, t, final.teacher_calibration, final.teacher_aus) for p in probs]
+            probs = combine(probs, t, final.teacher_calibration, final.teacher_aus)
         obs[rel] = {"emb": f.embedding, "crop": f._identity_crop, "lm": f.landmarks, "q": list(f.quality.reasons),
                     "probs": probs}
 
@@ -238,9 +254,9 @@ def run(args) -> dict:
             if "error" in o:
                 fos.append(engine.FrameObs(error=o["error"]))
                 continue
-            fos.append(engine.FrameObs(identity_score=float(o["emb"] @ e["emb"]), au_probs=o["probs"][f],
+            fos.append(engine.FrameObs(identity_score=float(o["emb"] @ e["emb"]), au_probs=o["probs"],
                                        crop=o["crop"], landmarks=o["lm"], quality_reasons=o["q"]))
-        out = engine.decide(fos, RULE, pol, baseline=e["probs"][f] if "probs" in e else None)
+        out = engine.decide(fos, RULE, pol, baseline=e.get("probs"))
         st = stats[kind]
         if kind == "genuine_smile" and not out.approved:
             failures.append({"subject": claim, "frames": frames, "reasons": out.reasons, "au": out.au,
@@ -279,7 +295,8 @@ def run(args) -> dict:
         table[k] = {"accepted": st["accepted"], "total": st["total"],
                     "rate": st["accepted"] / st["total"] if st["total"] else None, "rate_ci95": [lo, hi],
                     "reasons": dict(sorted(st["reasons"].items(), key=lambda x: -x[1]))}
-    res = {"date": time.strftime("%Y-%m-%d"), "au_backend": args.backend, "command": getattr(args, "command_line", None) or "smile2pay bench smile-to-pay " + " ".join(sys.argv[3:]),
+    res = {"date": time.strftime("%Y-%m-%d"), "au_backend": args.backend, "cv_dirs": [str(d) for d in cv_dirs],
+           "command": getattr(args, "command_line", None) or "smile2pay bench smile-to-pay " + " ".join(sys.argv[3:]),
            "identity": {"far": base_policy.identity_far, "threshold": base_policy.identity_threshold,
                         "source": base_policy.identity_source},
            "au_thresholds_per_fold": thresholds, "baseline_min_delta_per_fold": deltas,
