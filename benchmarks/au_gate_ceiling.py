@@ -91,15 +91,26 @@ def main(argv=None) -> int:
     seq = {"peak": np.array(peak), "smile": np.array(smile), "fold": np.array(fold)}
     if len(runs) > 1:
         runs[f"mean of {len(runs)} runs"] = np.mean(list(runs.values()), axis=0)
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    codes = [set(str(c).split(";")) for c in gt["aus"]]
     results = {}
     for name, p in runs.items():
         r = results[name] = gate_report(p, seq, j6, j12)
+        frames = {}
+        for au, j in (("AU6", j6), ("AU12", j12)):     # every CK+ frame (neutral first frames included)
+            yt = np.array([au[2:] in c for c in codes])
+            frames[au] = {"auc": round(float(roc_auc_score(yt, p[:, j])), 4),
+                          "f1_at_0.5": round(float(f1_score(yt, p[:, j] >= 0.5)), 4), "positives": int(yt.sum())}
+        r["frames"] = frames
         print(f"{name:18s} AUC {r['auc']:.4f} (AU6 {r['auc_au6']:.4f})  nested: smile {r['smile_accepted']}/"
               f"{r['smiles']}, non-smile {r['non_smile_accepted']}/{r['non_smiles']}  oracle: TPR@2% "
-              f"{100 * r['oracle_tpr_at_fpr_2pct']:.1f}%, non-smile@95% {100 * r['oracle_fpr_at_tpr_95pct']:.2f}%")
+              f"{100 * r['oracle_tpr_at_fpr_2pct']:.1f}%, non-smile@95% {100 * r['oracle_fpr_at_tpr_95pct']:.2f}%  frames: "
+              f"AU6 AUC {frames['AU6']['auc']:.4f} F1 {frames['AU6']['f1_at_0.5']:.3f}, "
+              f"AU12 AUC {frames['AU12']['auc']:.4f} F1 {frames['AU12']['f1_at_0.5']:.3f}")
     res = {"date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/au_gate_ceiling.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "sequences": len(peak), "smiles": int(seq["smile"].sum()), "max_fpr": MAX_FPR, "results": results,
+           "frames": int(len(gt["aus"])), "sequences": len(peak), "smiles": int(seq["smile"].sum()), "max_fpr": MAX_FPR, "results": results,
            "seconds": round(time.perf_counter() - t0, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))

@@ -31,6 +31,9 @@ def _cfg_train_au(p):
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--smoke", action="store_true", help="tiny data, tiny net, 1 epoch: seconds (CI)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--ensemble-of", nargs="+", metavar="ONNX",
+                   help="combine these trained AU models (same recipe, other seeds) into one ONNX file at "
+                        "--export (mean probabilities, concatenated unit-norm embedding) and exit")
 
 
 @command("train-au", _cfg_train_au)
@@ -47,6 +50,19 @@ def cmd_train_au(args) -> tuple[Any, int]:
 
     settings = Settings.from_env(models=getattr(args, "models", None))
     models_dir = settings.model_dir_candidates()[0]
+    if args.ensemble_of:
+        import hashlib
+
+        from .train.ensemble import combine_au_onnx
+
+        if not args.export:
+            raise Smile2PayError("--ensemble-of needs --export FILE", code="REQUEST_INVALID")
+        try:
+            path = combine_au_onnx(args.ensemble_of, args.export, note="smile2pay train-au --ensemble-of")
+        except (ValueError, OSError) as e:
+            raise Smile2PayError(f"cannot combine {args.ensemble_of}: {e}", code="MODEL_LOAD_FAILED") from e
+        return {"onnx": str(path), "members": len(args.ensemble_of), "bytes": path.stat().st_size,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}, 0
     if args.report_only:
         from .train.run import report_from_folds
 

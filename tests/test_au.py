@@ -37,7 +37,7 @@ def test_pipeline_fills_au_probs_and_embedding(pipeline, data_dir, smile_pairs):
     for f in (peak, neutral):
         assert set(f.au_probs) >= {"AU6", "AU12"}
         assert all(0.0 <= v <= 1.0 for v in f.au_probs.values())
-        assert f.au_embedding.shape == (128,)
+        assert f.au_embedding.shape == (get_spec("au_mobile").embedding_size,)
         assert abs(float(np.linalg.norm(f.au_embedding)) - 1.0) < 1e-4
     assert "au_probs" in peak.to_dict()
 

@@ -125,3 +125,26 @@ def _shipped_au():
     import smile2pay
 
     return Path(smile2pay.__file__).parent / "models" / "weights" / "au_mobile.onnx"
+
+
+def test_cli_ensemble_of(smoke, tmp_path):
+    """`smile2pay train-au --ensemble-of A B --export OUT --json`: a file and its sha256; bad input -> exit 2."""
+    import hashlib
+    import subprocess
+    import sys
+
+    out0, _ = smoke
+    member = str(out0 / "au_mobile.onnx")
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "train-au", *args, "--json"],
+                           capture_output=True, text=True, timeout=300)
+        return p.returncode, json.loads(p.stdout)
+
+    code, d = cli("--ensemble-of", member, member, "--export", str(tmp_path / "e.onnx"))
+    assert code == 0 and d["members"] == 2
+    assert d["sha256"] == hashlib.sha256((tmp_path / "e.onnx").read_bytes()).hexdigest()
+    code, d = cli("--ensemble-of", member, str(_shipped_au()), "--export", str(tmp_path / "bad.onnx"))
+    assert code == 2 and d["error"]["code"] == "MODEL_LOAD_FAILED"
+    code, d = cli("--ensemble-of", member, member)
+    assert code == 2 and d["error"]["code"] == "REQUEST_INVALID"
