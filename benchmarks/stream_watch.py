@@ -47,6 +47,7 @@ def main(argv=None) -> int:
                                max_other=args.max_other, realtime=not args.no_realtime,
                                kinds=tuple(args.kinds.split(",")) if args.kinds else None)
         res["command"] = cmd
+        stream.write(res, Path(args.out))          # the clips' results are kept even if the burst check fails
     if not args.no_burst_check:
         res["burst_agreement"] = stream.burst_agreement(Path(args.data), args.models, res["clips"])
         res["summary"]["burst_agreement"] = res["burst_agreement"]
