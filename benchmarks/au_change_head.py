@@ -28,7 +28,6 @@ Checkpoints and out-of-fold features go under ``ROOT/change/`` (git-ignored ``re
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from au_pair_gate import MAX_FPR, threshold_at  # noqa: E402
+from au_pair_gate import MAX_FPR, neutral_peak_sequences, threshold_at  # noqa: E402
 
 EPOCHS, BATCH, LR = 8, 64, 1e-3
 
@@ -155,17 +154,9 @@ def evaluate(root: Path, data: Path, k: int = 5) -> dict:
         feats[z["idx"]] = z["feats"]
         heads[f] = (z["W"], z["b"], z["Ws"], z["bs"])
         seconds[f] = json.loads((root / "change" / f"fold{f}" / "info.json").read_text())["seconds"]
-    row = {str(p).split("/ckplus_neutral_peak48/", 1)[-1]: i for i, p in enumerate(gt["path"])
-           if "/ckplus_neutral_peak48/" in str(p)}
-    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", newline="") as fh:
-        seqs = list(csv.DictReader(fh))
-    pairs = []
-    for r in seqs:
-        a = row.get(r["neutral_path"].split("ckplus_neutral_peak48/", 1)[-1])
-        b = row.get(r["peak_path"].split("ckplus_neutral_peak48/", 1)[-1])
-        if a is not None and b is not None:
-            pairs.append({"n": a, "p": b, "smile": r["is_smile_au6_au12"] == "1", "fold": int(row_fold[b]),
-                          "subject": r["subject"], "label": r["peak_label"], "au_codes": r["au_codes"]})
+    pairs = [{"n": q["neutral"], "p": q["peak"], "smile": q["smile"], "fold": int(row_fold[q["peak"]]),
+              "subject": q["subject"], "label": q["peak_label"], "au_codes": q["au_codes"]}
+             for q in neutral_peak_sequences(gt, data)]
     y = np.array([p["smile"] for p in pairs])
     fold = np.array([p["fold"] for p in pairs])
     change, single, single_n = (np.zeros((len(pairs), len(aus))) for _ in range(3))
@@ -225,6 +216,7 @@ def main(argv=None) -> int:
     if args.train_fold is not None:
         train_fold(root, args.train_fold, args.epochs)
         return 0
+    from smile2pay.bench.common import write_json
     from smile2pay.config import data_dir
 
     t0 = time.perf_counter()
@@ -234,8 +226,7 @@ def main(argv=None) -> int:
            "protocol": "CV fold models fine-tuned with a change head on the other folds' subjects; scores "
                        "out-of-fold; thresholds from the other folds at <= 2% non-smile", **res,
            "seconds": round(time.perf_counter() - t0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     print(f"wrote {args.out}")
     return 0
 

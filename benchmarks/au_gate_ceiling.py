@@ -18,8 +18,6 @@ seeds split subjects differently, so the average is still subject-held-out for e
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from au_pair_gate import MAX_FPR, threshold_at  # noqa: E402
+from au_pair_gate import MAX_FPR, neutral_peak_sequences, threshold_at  # noqa: E402
 
 
 def gate_report(probs: np.ndarray, seq: dict, j6: int, j12: int) -> dict:
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "au_gate_ceiling.json"))
     args = ap.parse_args(argv)
 
-    from smile2pay.bench.common import load_oof
+    from smile2pay.bench.common import load_oof, write_json
     from smile2pay.config import data_dir
     from smile2pay.datasets import subject_folds
     from smile2pay.train.au_train import MODEL_AUS
@@ -78,16 +76,10 @@ def main(argv=None) -> int:
     aus = [f"AU{a}" for a in MODEL_AUS]
     j6, j12 = aus.index("AU6"), aus.index("AU12")
     fold_of = subject_folds(list(gt["subject"]), k=5, seed=0)
-    row = {str(p).split("/ckplus_neutral_peak48/", 1)[-1]: i for i, p in enumerate(gt["path"])
-           if "/ckplus_neutral_peak48/" in str(p)}
-    peak, smile, fold = [], [], []
-    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            b = row.get(r["peak_path"].split("ckplus_neutral_peak48/", 1)[-1])
-            if b is not None and r["neutral_path"].split("ckplus_neutral_peak48/", 1)[-1] in row:
-                peak.append(b)
-                smile.append(r["is_smile_au6_au12"] == "1")
-                fold.append(fold_of[r["subject"]])
+    seqs = neutral_peak_sequences(gt, data)
+    peak = [q["peak"] for q in seqs]
+    smile = [q["smile"] for q in seqs]
+    fold = [fold_of[q["subject"]] for q in seqs]
     seq = {"peak": np.array(peak), "smile": np.array(smile), "fold": np.array(fold)}
     if len(runs) > 1:
         runs[f"mean of {len(runs)} runs"] = np.mean(list(runs.values()), axis=0)
@@ -112,8 +104,7 @@ def main(argv=None) -> int:
            "command": "python benchmarks/au_gate_ceiling.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "frames": int(len(gt["aus"])), "sequences": len(peak), "smiles": int(seq["smile"].sum()), "max_fpr": MAX_FPR, "results": results,
            "seconds": round(time.perf_counter() - t0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     print(f"wrote {args.out}")
     return 0
 

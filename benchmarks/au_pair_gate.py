@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,20 @@ def threshold_at(scores: np.ndarray, y: np.ndarray, max_fpr: float = MAX_FPR) ->
     neg = np.sort(scores[~y])[::-1]
     allowed = int(np.floor(max_fpr * len(neg)))          # negatives we may accept
     return float(neg[allowed]) + 1e-9 if allowed < len(neg) else float(-np.inf)
+
+
+def neutral_peak_sequences(gt: dict, data: Path) -> list[dict]:
+    """The ``ckplus_neutral_peak48`` sequences whose two frames are both rows of the AU cache ``gt``:
+    each the CSV row plus ``neutral`` / ``peak`` (cache row indices) and ``smile`` (coded AU6+AU12)."""
+    key = "ckplus_neutral_peak48/"
+    row = {str(p).split("/" + key, 1)[-1]: i for i, p in enumerate(gt["path"]) if "/" + key in str(p)}
+    out = []
+    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            a, b = row.get(r["neutral_path"].split(key, 1)[-1]), row.get(r["peak_path"].split(key, 1)[-1])
+            if a is not None and b is not None:
+                out.append({**r, "neutral": a, "peak": b, "smile": r["is_smile_au6_au12"] == "1"})
+    return out
 
 
 def nested_eval(X: np.ndarray | None, y: np.ndarray, fold: np.ndarray, base: np.ndarray, C: float) -> dict:
@@ -83,7 +96,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from smile2pay.bench.common import load_oof
+    from smile2pay.bench.common import load_oof, write_json
     from smile2pay.config import data_dir
     from smile2pay.datasets import subject_folds
     from smile2pay.vision.au import BLENDSHAPE_NAMES  # noqa: F401  (names of the 52 columns)
@@ -96,17 +109,9 @@ def main(argv=None) -> int:
     aus = [f"AU{a}" for a in cfg["aus"]]
     j6, j12 = aus.index("AU6"), aus.index("AU12")
     fold_of = subject_folds(list(gt["subject"]), k=5, seed=cfg["seed"])
-    row = {str(p).split("/ckplus_neutral_peak48/", 1)[-1]: i for i, p in enumerate(gt["path"])
-           if "/ckplus_neutral_peak48/" in str(p)}
-    with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
-        seqs = [r for r in csv.DictReader(fh)]
-    pairs = []
-    for r in seqs:
-        a = row.get(r["neutral_path"].split("ckplus_neutral_peak48/", 1)[-1])
-        b = row.get(r["peak_path"].split("ckplus_neutral_peak48/", 1)[-1])
-        if a is not None and b is not None and not np.isnan(probs[b, 0]) and not np.isnan(probs[a, 0]):
-            pairs.append((a, b, r["is_smile_au6_au12"] == "1", fold_of[r["subject"]], r["peak_label"],
-                          r["subject"], r["au_codes"]))
+    pairs = [(q["neutral"], q["peak"], q["smile"], fold_of[q["subject"]], q["peak_label"], q["subject"],
+              q["au_codes"]) for q in neutral_peak_sequences(gt, data)
+             if not np.isnan(probs[q["peak"], 0]) and not np.isnan(probs[q["neutral"], 0])]
     n = np.array([p[0] for p in pairs])
     k = np.array([p[1] for p in pairs])
     y = np.array([p[2] for p in pairs])
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
     feats = {"min": None,
              "p": np.hstack([lp[k], lp[k] - lp[n]]),
              "p+bs": np.hstack([lp[k], lp[k] - lp[n], bs[k], bs[k] - bs[n]])}
-    rows, detail = [], {}
+    rows = []
     for name, X in feats.items():
         for C in ([None] if X is None else [0.03, 0.1, 0.3, 1.0]):
             r = nested_eval(X, y, fold, base, C or 1.0)
@@ -138,8 +143,7 @@ def main(argv=None) -> int:
                        "threshold from the other folds' inner out-of-fold scores",
            "happy_sequences_not_coded_au6_au12": happy_neg, "results": rows,
            "seconds": round(time.perf_counter() - t0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     print(f"'happy' sequences not coded AU6+AU12 (counted as non-smiles): {happy_neg}")
     print(f"wrote {args.out}")
     return 0
