@@ -17,7 +17,6 @@ import csv
 import json
 import multiprocessing as mp
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -51,7 +50,9 @@ def main() -> int:
     import httpx
 
     from smile2pay import Smile2Pay
+    from smile2pay.bench.common import wait_healthy
     from smile2pay.config import QualitySettings, Settings
+    from smile2pay.gallery.pg_cluster import free_port
 
     data = Path(os.environ.get("SMILE2PAY_DATA", REPO.parent / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,20 +78,13 @@ def main() -> int:
             except FaceError:   # enrolment image fails the quality gates: take the next subject
                 continue
             users.append(r)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=_serve, args=(gallery, port, ready), daemon=True)
     proc.start()
     base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
+    wait_healthy(base, timeout=60.0, interval=0.1)
     bodies = [{"user_id": r["subject"],
                "frames": [base64.b64encode((data / r[k]).read_bytes()).decode() for k in ("neutral_path", "peak_path")]}
               for r in users]

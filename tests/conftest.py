@@ -40,11 +40,10 @@ def serve_in_thread(app):
     """A real uvicorn server for ``app`` on a free 127.0.0.1 port, in a daemon thread, ready (its
     /healthz answers) when this yields ``(base_url, port)``; stopped on exit."""
     import threading
-    import time
 
-    import httpx
     import uvicorn
 
+    from smile2pay.bench.common import wait_healthy
     from smile2pay.gallery.pg_cluster import free_port
 
     port = free_port()
@@ -52,12 +51,7 @@ def serve_in_thread(app):
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    wait_healthy(base, timeout=10.0)
     try:
         yield base, port
     finally:

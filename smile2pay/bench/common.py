@@ -271,6 +271,25 @@ def embed_paths(pipe, paths: list[str], data_root: Path | str | None, *, au: boo
             "detections": dets}
 
 
+def wait_healthy(base: str, timeout: float, interval: float = 0.05, check=None) -> bool:
+    """Poll ``base + "/healthz"`` until it answers 200 (True) or ``timeout`` seconds pass (False).
+    ``check()``, when given, runs before every try (e.g. raise if the server process has exited)."""
+    import httpx
+
+    deadline = time.perf_counter() + timeout
+    while True:
+        if check is not None:
+            check()
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        if time.perf_counter() >= deadline:
+            return False
+        time.sleep(interval)
+
+
 def write_json(path: Path | str, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -82,18 +82,14 @@ class ServerProc:
 
     def wait_ready(self, timeout: float = 180.0) -> float:
         """Seconds from start() to the first healthy /healthz."""
-        import httpx
+        from .common import wait_healthy
 
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
+        def alive():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server on port {self.port} exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started_at
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+
+        if wait_healthy(self.base, timeout, check=alive):
+            return time.perf_counter() - self.started_at
         raise TimeoutError(f"server on port {self.port} not ready after {timeout} s")
 
     def kill9(self) -> None:
