@@ -51,8 +51,7 @@ def cmd_train_au(args) -> tuple[Any, int]:
     settings = Settings.from_env(models=getattr(args, "models", None))
     models_dir = settings.model_dir_candidates()[0]
     if args.ensemble_of:
-        import hashlib
-
+        from .models.store import sha256_file
         from .train.ensemble import combine_au_onnx
 
         if not args.export:
@@ -62,7 +61,7 @@ def cmd_train_au(args) -> tuple[Any, int]:
         except (ValueError, OSError) as e:
             raise Smile2PayError(f"cannot combine {args.ensemble_of}: {e}", code="MODEL_LOAD_FAILED") from e
         return {"onnx": str(path), "members": len(args.ensemble_of), "bytes": path.stat().st_size,
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}, 0
+                "sha256": sha256_file(path)}, 0
     if args.report_only:
         from .train.run import report_from_folds
 

@@ -13,7 +13,6 @@ each member's sha256).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 def combine_au_onnx(paths: list[str | Path], out: str | Path, note: str = "") -> Path:
     import onnx
     from onnx import TensorProto, helper
+
+    from ..models.store import sha256_file
 
     if len(paths) < 2:
         raise ValueError("an ensemble needs at least two member models")
@@ -61,8 +62,7 @@ def combine_au_onnx(paths: list[str | Path], out: str | Path, note: str = "") ->
     model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="smile2pay.train.ensemble")
     model.ir_version = first.ir_version
     meta = dict(meta0)
-    meta["ensemble"] = json.dumps({"members": M, "note": note, "member_sha256": [
-        hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]})
+    meta["ensemble"] = json.dumps({"members": M, "note": note, "member_sha256": [sha256_file(p) for p in paths]})
     onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     out = Path(out)
