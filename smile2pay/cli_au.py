@@ -31,6 +31,13 @@ def _cfg_train_au(p):
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--smoke", action="store_true", help="tiny data, tiny net, 1 epoch: seconds (CI)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--recipe", choices=["v2", "v3"], default="v3",
+                   help="v3 (default, shipped): base on FER+ and LFW, then CK+ fine-tunes (see smile2pay.train.au_mix); "
+                        "v2: the CK+-only recipe of the earlier model")
+    p.add_argument("--workers", type=int, default=2, help="v3: processes that build the FER+/LFW caches")
+    p.add_argument("--skip-base", action="store_true", help="v3: reuse OUT/base/checkpoint.pt as it is")
+    p.add_argument("--base-epochs", type=int)
+    p.add_argument("--fine-epochs", type=int)
     p.add_argument("--ensemble-of", nargs="+", metavar="ONNX",
                    help="combine these trained AU models (same recipe, other seeds) into one ONNX file at "
                         "--export (mean probabilities, concatenated unit-norm embedding) and exit")
@@ -66,6 +73,14 @@ def cmd_train_au(args) -> tuple[Any, int]:
         from .train.run import report_from_folds
 
         return report_from_folds(args.data or data_dir(), models_dir, args.out, k=args.cv or 5), 0
+    if args.recipe == "v3" and not args.smoke:
+        from .train.au_mix import run_mix
+
+        return run_mix(args.data or data_dir(), models_dir, args.out, cv=args.cv, folds=args.folds,
+                       skip_final=args.skip_final, skip_base=args.skip_base, resume=not args.no_resume,
+                       export=args.export, progress=not args.json, workers=args.workers,
+                       base_epochs=args.base_epochs, fine_epochs=args.fine_epochs, input_size=args.input_size,
+                       batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads), 0
     summary = run(args.data or data_dir(), models_dir, args.out, cv=args.cv, lfw_n=args.lfw, smoke=args.smoke,
                   resume=not args.no_resume, export=args.export, extra_csv=args.csv,
                   ckplus_original=args.ckplus_original, folds=args.folds, skip_final=args.skip_final,

@@ -102,3 +102,19 @@ def cmd_calibrate(args) -> tuple[Any, int]:
     if not args.json:
         return calibrate.summary(res), 0
     return res, 0
+
+
+def _cfg_calibrate_au(p: argparse.ArgumentParser) -> None:
+    from .bench import calibrate_au
+
+    calibrate_au.configure(p)
+
+
+@command("calibrate-au", _cfg_calibrate_au)
+def cmd_calibrate_au(args) -> tuple[Any, int]:
+    from .bench import calibrate_au
+
+    res = calibrate_au.run(args)
+    if not args.json:
+        return calibrate_au.summary(res), 0
+    return res, 0

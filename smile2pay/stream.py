@@ -426,6 +426,11 @@ class StreamSession:
         present, absent = engine.classify_pattern(self._ema, self.rule, self.policy, self.need, self.forbid)
         # a neutral frame must be neutral now, not only on average (the EMA lags a fast onset)
         absent = absent and engine.classify_pattern(raw, self.rule, self.policy, self.need, self.forbid)[1]
+        if present and self._neutral is not None and self.policy.burst_min_delta > 0:
+            # the smile must be a change from this session's neutral frame (the same rule as a burst)
+            ref = self._neutral[0].au_probs or {}
+            present = all(self._ema.get(a, 0.0) - ref.get(a, 0.0) >= self.policy.burst_min_delta
+                          for a in self.rule.required)
         obs = engine.FrameObs(identity_score=score, au_probs=dict(self._ema),
                               crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
                               quality_reasons=[])

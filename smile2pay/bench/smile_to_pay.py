@@ -60,10 +60,16 @@ def export_folds(cv_dir: Path, k: int) -> list[Path]:
         onnx_path = cv_dir / f"fold{f}" / "au.onnx"
         if not onnx_path.exists() or onnx_path.stat().st_mtime < ck.stat().st_mtime:
             st = torch.load(ck, weights_only=False, map_location="cpu")
-            cfg = TrainConfig(**st["config"])
-            net = AUNet(len(cfg.aus), cfg.emb_dim, cfg.input_size, cfg.width)
-            net.load_state_dict(st["net"])
-            export_onnx(net.eval(), onnx_path, cfg)
+            if "sig" in st:        # recipe v3 (smile2pay.train.au_mix)
+                from smile2pay.train.au_mix import _export_cfg, load_net
+
+                net, mcfg, _ = load_net(ck)
+                export_onnx(net, onnx_path, _export_cfg(mcfg))
+            else:
+                cfg = TrainConfig(**st["config"])
+                net = AUNet(len(cfg.aus), cfg.emb_dim, cfg.input_size, cfg.width)
+                net.load_state_dict(st["net"])
+                export_onnx(net.eval(), onnx_path, cfg)
         out.append(onnx_path)
     return out
 
@@ -111,6 +117,26 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
     return best[2], best[3], {"pairs": int(len(y)), "smiles": int(y.sum()), "tpr": best[0], "fpr": best[1]}
 
 
+def _mix_calibration_inputs(args, data: Path) -> list:
+    """FER+ Valid frames and LFW calibration-people pairs scored by the run's final model (none of them
+    trained on); the CK+ part of the mix is added per fold from the out-of-fold predictions."""
+    from smile2pay.bench.au_population import lfw_pairs, model_scores, probes_of
+    from smile2pay.train.au_mix import fer_smile_target, load_sources, source_masks
+
+    run = Path(args.mix_run)
+    _, fer, lfw = load_sources(str(data), Settings.from_env().model_dir_candidates()[0], run / "cache", progress=False)
+    masks = source_masks(fer, lfw)
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    pv, names = model_scores(run / "au_mobile.onnx", fer["crops"][fv])
+    fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
+    pl, _ = model_scores(run / "au_mobile.onnx", lfw["crops"])
+    lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
+    lfw_pr = probes_of("lfw_calib_pairs", pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
+                       [a for a, _, _ in lc])
+    return [fer_pr, lfw_pr]
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--far", type=float, default=1e-4)
     p.add_argument("--cv-dir", nargs="+", default=["results/au_train24/cv"],
@@ -120,6 +146,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--backend", choices=["model", "both"], default="model",
                    help="AU backend: the model alone, or averaged with the calibrated MediaPipe teacher")
+    p.add_argument("--mix-run", help="a train-au --recipe v3 folder: per fold, calibrate the gate on the mix (the other "
+                                     "folds' CK+ out-of-fold pairs, FER+ Valid, LFW calibration people) with "
+                                     "smile2pay.decision.au_calibration instead of CK+ alone")
+    p.add_argument("--max-fpr", type=float, default=0.015, help="--mix-run: other-expression pass rate allowed "
+                                                                "on each calibration population")
     p.add_argument("--out", default="bench_out/smile_to_pay.json", help="JSON file to write")
 
 
@@ -185,10 +216,24 @@ def run(args) -> dict:
     row_of_path = {str(p).split("/ckplus_neutral_peak48/", 1)[-1]: i for i, p in enumerate(gt["path"])
                    if "/ckplus_neutral_peak48/" in str(p)}
     row_of_path = {"ckplus_neutral_peak48/" + k: v for k, v in row_of_path.items()}
-    thresholds, deltas, op_info = {}, {}, {}
+    thresholds, deltas, op_info, absent_thr, burst_deltas = {}, {}, {}, {}, {}
+    mix = _mix_calibration_inputs(args, data) if getattr(args, "mix_run", None) else None
     for f in range(args.folds):
-        t, d, info = burst_operating_point(oof, row_of_path, fold_of, au_names, seqs, f)
         thresholds[f] = fold_thresholds(oof, fold_row, present, au_names, f)
+        if mix is not None:
+            from smile2pay.bench.au_population import ck_pairs, probes_of
+            from smile2pay.decision.au_calibration import calibrate
+
+            ckp = [(a, b, y) for a, b, y in ck_pairs(gt, data) if fold_of.get(str(gt["subject"][b])) != f]
+            ckpr = probes_of("ckplus_oof_pairs_other_folds", oof, au_names, [b for _, b, _ in ckp],
+                             [y for _, _, y in ckp], [a for a, _, _ in ckp])
+            cal = calibrate([ckpr] + mix, max_fpr=args.max_fpr)
+            thresholds[f].update(cal["thresholds"])
+            deltas[f] = burst_deltas[f] = cal["delta"]
+            absent_thr[f] = {a: cal["absent_threshold"] for a in cal["thresholds"]}
+            op_info[f] = cal["populations"]
+            continue
+        t, d, info = burst_operating_point(oof, row_of_path, fold_of, au_names, seqs, f)
         thresholds[f].update({"AU6": t, "AU12": t})
         deltas[f], op_info[f] = d, info
 
@@ -246,8 +291,9 @@ def run(args) -> dict:
         f = fold_of.get(claim, 0)
         pol = Policy(identity_threshold=base_policy.identity_threshold, identity_far=base_policy.identity_far,
                      identity_source=base_policy.identity_source, au_thresholds=thresholds[f],
-                     absent_thresholds=base_policy.absent_thresholds,
-                     baseline_min_delta=deltas[f], liveness=base_policy.liveness)
+                     absent_thresholds=absent_thr.get(f, base_policy.absent_thresholds),
+                     baseline_min_delta=deltas[f], burst_min_delta=burst_deltas.get(f, 0.0),
+                     liveness=base_policy.liveness)
         fos = []
         for rel in frames:
             o = obs[rel]
@@ -300,6 +346,8 @@ def run(args) -> dict:
            "identity": {"far": base_policy.identity_far, "threshold": base_policy.identity_threshold,
                         "source": base_policy.identity_source},
            "au_thresholds_per_fold": thresholds, "baseline_min_delta_per_fold": deltas,
+           "burst_min_delta_per_fold": burst_deltas, "absent_thresholds_per_fold": absent_thr,
+           "mix_run": getattr(args, "mix_run", None),
            "operating_point_on_other_folds": op_info,
            "subjects": len(by_subj), "sequences": len(seqs),
            "failure_to_enrol": {"subjects": len(fte), "detail": fte,

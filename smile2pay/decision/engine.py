@@ -79,6 +79,36 @@ def classify_pattern(p: dict[str, float], rule: Rule, policy: Policy, need: dict
     return pres, abs_ and not pres
 
 
+def judge_frames(probs: list[dict[str, float] | None], rule: Rule, policy: Policy,
+                 baseline: dict[str, float] | None = None) -> tuple[list[bool], list[bool], dict[str, float]]:
+    """The AU judgement of a burst on its own: per frame (present, absent).
+
+    A frame shows the pattern when every required AU reaches its calibrated threshold, is at least
+    ``policy.baseline_min_delta`` above the user's enrolled neutral baseline, and at least
+    ``policy.burst_min_delta`` above its own lowest value in the earlier frames of the same burst
+    (the smile is a change from this capture's neutral frame, not only an absolute score), and no
+    forbidden AU reaches its threshold. Frames without probabilities are neither present nor absent.
+    Returns (present, absent, the baseline-raised thresholds)."""
+    need, forbid = pattern_thresholds(rule, policy, baseline)
+    present, absent = [], []
+    low: dict[str, float] = {}
+    for p in probs:
+        if not p:
+            present.append(False)
+            absent.append(False)
+            continue
+        need_i = dict(need)
+        if policy.burst_min_delta > 0 and low:
+            need_i = {a: max(t, low[a] + policy.burst_min_delta) if a in low else t for a, t in need_i.items()}
+        pres, abs_ = classify_pattern(p, rule, policy, need_i, forbid)
+        present.append(pres)
+        absent.append(abs_)
+        for a in rule.required:
+            v = float(p.get(a, 0.0))
+            low[a] = min(low.get(a, v), v)
+    return present, absent, need
+
+
 def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str = "burst",
            baseline: dict[str, float] | None = None, require_quality: bool = True) -> Outcome:
     reasons: list[str] = []
@@ -110,20 +140,17 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
 
     # 3. AU pattern per frame, against thresholds and the personal neutral baseline
     need, forbid = pattern_thresholds(rule, policy, baseline)
-    present, absent = [], []
-    for d, f in zip(per_frame, frames):
+    present, absent, _ = judge_frames([None if f.error else (f.au_probs or None) for f in frames], rule, policy,
+                                      baseline)
+    for d, f, pres, abs_ in zip(per_frame, frames, present, absent):
         p = f.au_probs or {}
         if f.error or not p:
-            present.append(False)
-            absent.append(False)
             continue
-        pres, abs_ = classify_pattern(p, rule, policy, need, forbid)
-        present.append(pres)
-        absent.append(abs_)
         d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}
         d["pattern"] = "present" if pres else ("absent" if abs_ else "unclear")
     au = {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
           "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
+          "burst_min_delta": policy.burst_min_delta, "baseline_min_delta": policy.baseline_min_delta,
           "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
           "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
           "present_frames": [i for i, v in enumerate(present) if v]}

@@ -8,7 +8,8 @@ Thresholds come from a calibration file (written by ``smile2pay calibrate``)::
      "identity": {"operating_points": [
          {"far": 1e-4, "threshold": 0.31, "impostors": 29000000, "false_accepts": 2900,
           "far_ci95": [..], "threshold_ci95": [..]}, ...]},
-     "au": {"AU6": {"threshold": 0.5, ...}, "AU12": {...}}}
+     "au": {"AU6": {"threshold": 0.5, "absent_threshold": 0.3, ...}, "AU12": {...}},
+     "au_change": {"baseline_min_delta": 0.2, "burst_min_delta": 0.2}}   # written by calibrate-au
 
 A default for the mobile pack ships in ``smile2pay/decision/calibration/mobile.json``. Payments use
 a strict default operating point, FAR 1e-4 (NIST SP 800-63B asks biometric comparison to reach
@@ -46,6 +47,9 @@ class Policy:
     #: the smile must be a change from the user's own neutral baseline: each required AU's
     #: probability must exceed the baseline's by at least this much
     baseline_min_delta: float = 0.25
+    #: the smile must also be a change within the burst: in frame i each required AU must exceed its
+    #: lowest value in the frames before i by at least this much (0: off)
+    burst_min_delta: float = 0.0
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     version: str = ""
 
@@ -72,10 +76,14 @@ class Policy:
         au = {k: float(v["threshold"]) for k, v in (cal.get("au") or {}).items() if "threshold" in v}
         absent = {k: float(v["absent_threshold"]) for k, v in (cal.get("au") or {}).items()
                   if "absent_threshold" in v}
+        change = cal.get("au_change") or {}
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
                   identity_source=f"{path.name}@{digest}", au_thresholds=au, absent_thresholds=absent,
                   version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
+        for k in ("baseline_min_delta", "burst_min_delta"):
+            if k in change:
+                kw[k] = float(change[k])
         kw.update(overrides)
         return cls(**kw)
 

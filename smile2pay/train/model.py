@@ -40,9 +40,14 @@ class AUNet(nn.Module):
     the ArcFace head) and ``au_logits`` (linear, one logit per AU).
     """
 
-    def __init__(self, n_aus: int, emb_dim: int = 128, input_size: int = 64, width: int = 32, feat: int = 256):
+    def __init__(self, n_aus: int, emb_dim: int = 128, input_size: int = 64, width: int = 32, feat: int = 256,
+                 grey: bool = False):
         super().__init__()
         w = width
+        #: ``grey``: the first op turns the RGB input into luminance (ITU-R BT.601) copied to 3 channels, so a
+        #: colour camera and a grey training image look alike to the network (most AU data is grey)
+        self.grey = bool(grey)
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(ConvBN(3, w, 3, 2), ConvBN(w, w, 3, 1, groups=w))           # S/2
         cfg = [(w * 3 // 2, 2, 2), (w * 2, 2, 3), (w * 3, 1, 2), (w * 4, 2, 2)]              # -> S/16
         blocks, cin = [], w
@@ -59,6 +64,8 @@ class AUNet(nn.Module):
         self.au = nn.Linear(feat, n_aus)
 
     def features(self, x):
+        if self.grey:
+            x = (x * self.luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         x = self.conv_last(self.blocks(self.stem(x)))
         return self.gdc(x).flatten(1)
 

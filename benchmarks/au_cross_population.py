@@ -1,0 +1,10 @@
+"""Cross-population protocol of the smile gate: see smile2pay/bench/au_population.py.
+
+    python benchmarks/au_cross_population.py --run results/au3 [--onnx FILE] [--write-calibration FILE]
+"""
+import _common  # noqa: F401  (puts the repository on sys.path)
+
+from smile2pay.bench.au_population import main
+
+if __name__ == "__main__":
+    main()
