@@ -24,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--pin", action="store_true", help="pin the process to one CPU core")
+    ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
     if a.pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -46,6 +47,9 @@ def main(argv=None):
     path = a.model or str(PACKAGE_WEIGHTS / spec.file)
     model = AUModel(spec, create_session(path, threads=1, name="au")[0])
     teacher = make_teacher(a.models, threads=1)
+    from smile2pay.vision.fer import FERClassifier
+
+    fer = FERClassifier(create_session(Path(a.models) / "fer_emotion_minixception.onnx", threads=1, name="fer")[0])
 
     def bench(fn):
         for i in range(10):
@@ -64,10 +68,14 @@ def main(argv=None):
         "au_model (incl. norm_crop)": bench(lambda i: model.run([au_crop(faces[i % len(faces)][0],
                                                                          faces[i % len(faces)][2])])),
         "blendshape_teacher": bench(lambda i: teacher.blendshapes(*faces[i % len(faces)])),
+        "fer_classifier (crop given)": bench(lambda i: fer.run([crops[i % len(crops)]])),
         "threads": 1, "pinned": bool(a.pin), "faces": len(faces), "model": path,
         "input_size": model.size,
     }
+    out["date"] = time.strftime("%Y-%m-%d")
     print(json.dumps(out, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ user's own neutral baseline, then expression-change liveness over the burst.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,6 +139,8 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
                 "all_frames_match": bool(scores) and min(scores) >= thr and len(scores) == len(ok)}
 
     # 3. AU pattern per frame, against thresholds and the personal neutral baseline
+    if liveness == "none" and policy.single_frame_au_thresholds:
+        policy = replace(policy, au_thresholds={**policy.au_thresholds, **policy.single_frame_au_thresholds})
     need, forbid = pattern_thresholds(rule, policy, baseline)
     present, absent, _ = judge_frames([None if f.error else (f.au_probs or None) for f in frames], rule, policy,
                                       baseline)

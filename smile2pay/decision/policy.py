@@ -50,6 +50,9 @@ class Policy:
     #: the smile must also be a change within the burst: in frame i each required AU must exceed its
     #: lowest value in the frames before i by at least this much (0: off)
     burst_min_delta: float = 0.0
+    #: thresholds for single-frame mode (``liveness="none"``: no neutral frame to judge a change from),
+    #: calibrated on single frames; empty = the burst thresholds
+    single_frame_au_thresholds: dict[str, float] = field(default_factory=dict)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     version: str = ""
 
@@ -77,9 +80,12 @@ class Policy:
         absent = {k: float(v["absent_threshold"]) for k, v in (cal.get("au") or {}).items()
                   if "absent_threshold" in v}
         change = cal.get("au_change") or {}
+        single = {k: float(v["threshold"]) for k, v in (cal.get("au_single_frame") or {}).items()
+                  if isinstance(v, dict) and "threshold" in v}
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
                   identity_source=f"{path.name}@{digest}", au_thresholds=au, absent_thresholds=absent,
+                  single_frame_au_thresholds=single,
                   version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
         for k in ("baseline_min_delta", "burst_min_delta"):
             if k in change:

@@ -79,18 +79,19 @@ MODELS: dict[str, ModelSpec] = {
     # The project's own AU network, shipped in smile2pay/models/weights (docs/model_cards/au_mobile.md).
     "au_mobile": ModelSpec(
         name="au_mobile", file="au_mobile.onnx", task="au",
-        sha256="4f2643a22dc1695948dad63276dd98facafc2641804e4f5b3ce04526b480d92d", size=2556809,
-        licence="smile2pay weights trained on CK+ (research-only, no commercial use, no redistribution of the "
-                "data) and on LFW faces pseudo-labelled by MediaPipe (Apache-2.0): research/evaluation use only "
-                "until re-trained on licensed data",
-        source="trained with `smile2pay train-au` (smile2pay.train), shipped in the package weights folder",
+        sha256="d4c7f7608f4a593c7c1cd424c880840e0f16433a5aea1626a353fc46e9c162d2", size=1279131,
+        licence="smile2pay weights (v3) trained on FER2013 faces with FER+ votes (FER2013: research use; FER+ labels "
+                "MIT), CK+ (research-only, no commercial use, no redistribution of the data) and LFW (research use; "
+                "photographers keep copyright) with MediaPipe teacher pseudo-labels (Apache-2.0): research/evaluation "
+                "use only until re-trained on licensed data",
+        source="trained with `smile2pay train-au --recipe v3` (smile2pay.train.au_mix), shipped in the package "
+               "weights folder",
         input_size=(64, 64), color="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
-        embedding_size=256,
-        notes="a seed ensemble of two AU networks of one recipe in one graph (smile2pay train-au --ensemble-of); "
+        embedding_size=128,
+        notes="v3: one AU network (grey inside the graph), base trained in the wild (FER+, LFW) then CK+ heads; "
               "input: AU crop norm_crop(pad=0.15, size=112) resized to 64x64 with cv2.INTER_AREA, BGR->RGB, "
-              "(x-127.5)/127.5, NCHW; outputs au_probs [N,17] (the members' mean sigmoid) and au_embedding "
-              "[N,256] (the members' L2-normalised 128-d embeddings concatenated / sqrt(2): unit norm, cosine = "
-              "mean of the members' cosines); AU names in the ONNX metadata 'au_names'"),
+              "(x-127.5)/127.5, NCHW; outputs au_probs [N,17] (sigmoid) and au_embedding [N,128] (L2-normalised); "
+              "AU names in the ONNX metadata 'au_names'"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(

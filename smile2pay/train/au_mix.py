@@ -66,9 +66,11 @@ class MixConfig:
     base_fer_per_epoch: int = 16000
     # stage 2 (fine)
     fine_epochs: int = 6
-    fine_lr: float = 1.5e-3
-    fine_fer_per_epoch: int = 4000
-    ck_repeat: int = 2                  # CK+ AU frames drawn this many times per fine epoch
+    fine_lr: float = 2e-3               # heads only (fine_freeze); the base keeps what it learned in the wild
+    fine_fer_per_epoch: int = 8000
+    ck_repeat: int = 1                  # CK+ AU frames drawn this many times per fine epoch
+    arc_weight: float = 0.5             # ArcFace (AU-combination) loss weight in the fine stage
+    fine_freeze: bool = True            # fine stage trains the heads only, on the base's frozen features
     # label weights
     fer_weight: float = 1.0             # FER+ happiness share -> AU12
     fer_au6_weight: float = 0.6         # ... -> AU6 (happiness is AU6+AU12 only in its prototype)
@@ -258,9 +260,27 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
             log.warning("%s was written for another run; starting afresh", ckpt)
     t0 = time.time()
     use_arc = stage == "fine" and bool(ms.class_keys)
-    for epoch in range(start, epochs):
+    frozen = stage == "fine" and cfg.fine_freeze
+    if frozen:      # the backbone stays the base's: only the embedding and AU heads learn (see module doc)
+        for n_, p_ in net.named_parameters():
+            p_.requires_grad_(n_.startswith(("emb.", "au.")))
+
+    def set_train():
         net.train()
         head.train()
+        if frozen:
+            for m in (net.stem, net.blocks, net.conv_last, net.gdc):
+                m.eval()
+
+    def forward(x):
+        if not frozen:
+            return net(x)
+        with torch.no_grad():
+            f = net.features(x)
+        return net.emb(f), net.au(net.drop(f))
+
+    for epoch in range(start, epochs):
+        set_train()
         order = _epoch_order(ms, cfg, stage, rng)
         n_steps = len(order) // cfg.batch
         sums = np.zeros(3)
@@ -270,14 +290,14 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
             b = order[step * cfg.batch:(step + 1) * cfg.batch]
             x = torch.from_numpy(to_blob(np.stack([augment(ms.crops[i], rng, cfg.input_size) for i in b])))
             x = x.contiguous(memory_format=torch.channels_last)
-            emb, logits = net(x)
+            emb, logits = forward(x)
             l_au = focal_bce(logits, torch.from_numpy(ms.targets[b]), torch.from_numpy(ms.weights[b]),
                              cfg.focal_alpha, cfg.focal_gamma)
             c = torch.from_numpy(ms.cls[b])
             has = c >= 0
             l_arc = (focal_softmax_loss(head(emb[has], c[has]), c[has], cfg.focal_alpha, cfg.focal_gamma)
                      if use_arc and bool(has.any()) else torch.zeros(()))
-            loss = l_arc + cfg.au_loss_weight * l_au
+            loss = cfg.arc_weight * l_arc + cfg.au_loss_weight * l_au
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
