@@ -93,3 +93,66 @@ def test_calibrate_keeps_every_population_under_max_fpr():
     assert set(au) == {"AU6", "AU12"} and change["burst_min_delta"] == res["delta"]
     with pytest.raises(ValueError):
         calibrate([])
+
+
+def _ck_frames_csv(tmp_path, data_dir, n_subjects=14):
+    """path,subject,label rows from CK+ neutral -> peak sequences (real images, paths absolute)."""
+    import csv
+
+    rows = list(csv.DictReader(open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", encoding="utf-8")))
+    smiles = [r for r in rows if r["is_smile_au6_au12"] == "1"][:n_subjects]
+    subj = {r["subject"] for r in smiles}
+    others = [r for r in rows if r["is_smile_au6_au12"] != "1" and r["subject"] in subj][:n_subjects]
+    out = tmp_path / "frames.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "subject", "label", "burst"])
+        for r in smiles + others:
+            lab = "smile" if r["is_smile_au6_au12"] == "1" else "other"
+            w.writerow([data_dir / r["neutral_path"], r["subject"], "neutral", r["sequence"] + r["subject"]])
+            w.writerow([data_dir / r["peak_path"], r["subject"], lab, r["sequence"] + r["subject"]])
+    return out
+
+
+def test_calibrate_au_cli_on_real_frames(tmp_path, data_dir, models_dir, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from smile2pay.decision.policy import Policy
+
+    frames = _ck_frames_csv(tmp_path, data_dir)
+    out = tmp_path / "cal.json"
+    env = {**__import__("os").environ, "SMILE2PAY_MODELS": str(models_dir)}
+    r = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate-au", "--frames", str(frames), "--out", str(out),
+                        "--max-fpr", "0.1", "--json", "--no-progress"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["smiles"] > 0 and res["probes"] > res["smiles"]
+    rate = next(iter(res["rates"].values()))
+    assert rate["fpr"] <= 0.1 and rate["tpr"] > 0.5           # CK+ smiles are easy for the shipped model
+    pol = Policy.from_calibration(out)
+    assert pol.au_threshold("AU12") == pytest.approx(res["thresholds"]["AU12"])
+    assert pol.burst_min_delta == pytest.approx(res["delta"]) and pol.baseline_min_delta == pytest.approx(res["delta"])
+    # bad input: a typed error and exit 2, JSON on stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,subject,label\nx.png,s1,grin\n")
+    r = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate-au", "--frames", str(bad), "--out",
+                        str(tmp_path / "x.json"), "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["code"] == "DATASET_INVALID"
+    r = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate-au", "--frames", str(tmp_path / "none.csv"),
+                        "--out", str(tmp_path / "x.json"), "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_shipped_calibration_has_the_gate_sections():
+    from smile2pay.decision.policy import CALIBRATION_DIR, Policy, load_calibration
+
+    cal = load_calibration(CALIBRATION_DIR / "mobile.json")
+    assert {"AU6", "AU12"} <= set(cal["au"]) and "burst_min_delta" in cal["au_change"]
+    pol = Policy.from_calibration()
+    assert pol.au_thresholds["AU12"] == cal["au"]["AU12"]["threshold"]
+    assert pol.single_frame_au_thresholds["AU12"] == cal["au_single_frame"]["AU12"]["threshold"]
+    # each population it was chosen on is recorded with its rates
+    assert set(cal["au"]["AU12"]["chosen_at"]) == {"ckplus_oof_pairs", "lfw_calib_pairs"}

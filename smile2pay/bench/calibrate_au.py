@@ -80,7 +80,7 @@ def run(args) -> dict:
     rows = read_frames(args.frames)
     cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
     cal = load_calibration(cal_in)
-    pipe = FacePipeline(Settings.from_env())
+    pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     probs: dict[int, dict] = {}
     skipped: dict[str, int] = defaultdict(int)
     for i, r in enumerate(tqdm(rows, desc="frames", disable=args.no_progress, mininterval=2)):
