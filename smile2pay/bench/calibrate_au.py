@@ -11,9 +11,9 @@ smile/other frame of it: the neutral frame is the burst's neutral frame and the 
 till. A smile/other frame with no neutral frame of its subject is judged absolutely.
 
 The operating point is chosen by :func:`smile2pay.decision.au_calibration.calibrate`: the most smiles
-passed with at most ``--max-fpr`` of other expressions; with ``--keep-shipped`` the shipped mix's
-populations (recorded in the input calibration) are not re-measured, so prefer a CSV with a few hundred
-probes of each kind.
+passed with at most ``--max-fpr`` of other expressions on these frames alone (the shipped mix is not
+re-measured), so prefer a CSV with a few hundred probes of each kind. The identity section and any
+single-frame AU thresholds of the input file are kept as they are.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 
 from smile2pay.errors import RequestError, Smile2PayError
 

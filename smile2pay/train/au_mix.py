@@ -159,7 +159,6 @@ def teacher_pseudo(bs: np.ndarray, calib: dict, names, cfg: MixConfig) -> tuple[
 def build_mix(ck: dict | None, ck_mask: np.ndarray | None, fer: dict | None, fer_mask, lfw: dict | None,
               lfw_mask, cfg: MixConfig, teacher: bool) -> MixSet:
     names = au_names(cfg.aus)
-    K = len(names)
     crops, targets, weights, cls, group = [], [], [], [], []
     info: dict = {}
     class_keys: list = []
@@ -359,7 +358,7 @@ def smile_eval_fn(sets: dict, cfg: MixConfig):
     return fn
 
 
-def replace(cfg: MixConfig, **kw) -> MixConfig:
+def with_overrides(cfg: MixConfig, **kw) -> MixConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
@@ -406,7 +405,7 @@ def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_fina
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = replace(MixConfig(), **overrides)
+    cfg = with_overrides(MixConfig(), **overrides)
     t_all = time.time()
     ck, fer, lfw = load_sources(data_dir, models_dir, out / "cache", workers=workers, progress=progress)
     masks = source_masks(fer, lfw)
