@@ -47,7 +47,8 @@ def _auc(y, s):
     return round(float(roc_auc_score(y, s)), 4) if 0 < y.sum() < len(y) else None
 
 
-def model_scores(onnx_path, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray, list[str]]:
+def load_au_model(onnx_path):
+    """An :class:`~smile2pay.vision.au.AUModel` on any AU ONNX file (input size read from the graph)."""
     from ..models.manifest import ModelSpec
     from ..models.runtime import create_session
     from ..vision.au import AUModel
@@ -56,9 +57,31 @@ def model_scores(onnx_path, crops: np.ndarray, batch: int = 512) -> tuple[np.nda
     size = int(sess.get_inputs()[0].shape[2])
     spec = ModelSpec(name="au", file=str(onnx_path), task="au", sha256=None, size=None, licence="", source="",
                      input_size=(size, size))
-    m = AUModel(spec, sess)
+    return AUModel(spec, sess)
+
+
+def model_scores(model, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray, list[str]]:
+    """(N, K) AU probabilities and the AU names; ``model`` is an AUModel or an ONNX path."""
+    m = model if hasattr(model, "au_names") else load_au_model(model)
     out = [m.run(list(crops[i:i + batch]))[0] for i in range(0, len(crops), batch)]
     return np.concatenate(out), list(m.au_names)
+
+
+def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None) -> list:
+    """The held-out calibration populations of the gate, scored by ``model`` (trained on none of them): FER+ Valid
+    single frames and LFW calibration-people neutral -> probe pairs. ``lfw_probs``: the model's probabilities on
+    every LFW face when already computed."""
+    from ..train.au_mix import fer_smile_target
+
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    pv, names = model_scores(model, fer["crops"][fv])
+    fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
+    pl = lfw_probs if lfw_probs is not None else model_scores(model, lfw["crops"])[0]
+    lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
+    lfw_pr = probes_of("lfw_calib_pairs", pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
+                       [a for a, _, _ in lc])
+    return [fer_pr, lfw_pr]
 
 
 def fer_scores(models_dir, crops: np.ndarray, pad_from: float = 0.15, pad_to: float = 0.0) -> dict:
@@ -186,18 +209,16 @@ def run(args) -> dict:
     lt = np.flatnonzero(masks["lfw_test"] & (lfw["smile"] >= 0))
     sets["lfw_test_people"] = dict(idx=lt, y=lfw["smile"][lt] == 1, src=lfw)
 
-    names = None
+    if oof is None:
+        raise SystemExit(f"{run_dir}/cv/fold*/oof.npz missing: run train-au --recipe v3 --cv 5 first")
+    model = load_au_model(onnx)
+    names = list(model.au_names)
+    Pl, _ = model_scores(model, lfw["crops"])           # every LFW face once: test people here, calibration below
     scored = {}
     for k, s in sets.items():
         src, idx = s["src"], s["idx"]
         crops = src["crops"][idx]
-        if k.startswith("ckplus"):
-            if oof is None:
-                raise SystemExit(f"{run_dir}/cv/fold*/oof.npz missing: run train-au --recipe v3 --cv 5 first")
-            P = oof[idx]
-            _, names = model_scores(onnx, crops[:1])
-        else:
-            P, names = model_scores(onnx, crops)
+        P = oof[idx] if k.startswith("ckplus") else Pl[idx] if k.startswith("lfw") else model_scores(model, crops)[0]
         j6, j12 = names.index("AU6"), names.index("AU12")
         sc = {"model_min_AU6_AU12": np.minimum(P[:, j6], P[:, j12]), "model_AU12": P[:, j12]}
         t = teacher_scores(src["blendshapes"][idx])
@@ -245,13 +266,7 @@ def run(args) -> dict:
     ckp = ck_pairs(ck, args.data)
     ck_probes = probes_of("ckplus_oof_pairs", oof, names, [b for _, b, _ in ckp], [s for _, _, s in ckp],
                           [a for a, _, _ in ckp])
-    fv = np.flatnonzero(masks["fer_valid"] & usable)
-    Pv, _ = model_scores(onnx, fer["crops"][fv])
-    fer_probes = probes_of("ferplus_valid", Pv, names, np.arange(len(fv)), fer_major[fv] == 1)
-    Pl, _ = model_scores(onnx, lfw["crops"])
-    lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
-    lfw_cal = probes_of("lfw_calib_pairs", Pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
-                        [a for a, _, _ in lc])
+    fer_probes, lfw_cal = calibration_populations(model, fer, lfw, masks, Pl)
     # a payment is a burst (a neutral frame, then the smile, and the enrolled baseline): its operating point is
     # chosen on the paired populations; single-frame mode (no neutral reference) gets its own, on FER+ Valid
     cal = calibrate([ck_probes, lfw_cal], max_fpr=args.max_fpr)

@@ -120,21 +120,12 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
 def _mix_calibration_inputs(args, data: Path) -> list:
     """FER+ Valid frames and LFW calibration-people pairs scored by the run's final model (none of them
     trained on); the CK+ part of the mix is added per fold from the out-of-fold predictions."""
-    from smile2pay.bench.au_population import lfw_pairs, model_scores, probes_of
-    from smile2pay.train.au_mix import fer_smile_target, load_sources, source_masks
+    from smile2pay.bench.au_population import calibration_populations
+    from smile2pay.train.au_mix import load_sources, source_masks
 
     run = Path(args.mix_run)
     _, fer, lfw = load_sources(str(data), Settings.from_env().model_dir_candidates()[0], run / "cache", progress=False)
-    masks = source_masks(fer, lfw)
-    _, usable = fer_smile_target(fer["votes"])
-    fv = np.flatnonzero(masks["fer_valid"] & usable)
-    pv, names = model_scores(run / "au_mobile.onnx", fer["crops"][fv])
-    fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
-    pl, _ = model_scores(run / "au_mobile.onnx", lfw["crops"])
-    lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
-    lfw_pr = probes_of("lfw_calib_pairs", pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
-                       [a for a, _, _ in lc])
-    return [fer_pr, lfw_pr]
+    return calibration_populations(run / "au_mobile.onnx", fer, lfw, source_masks(fer, lfw))
 
 
 def configure(p: argparse.ArgumentParser) -> None:

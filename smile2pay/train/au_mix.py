@@ -30,14 +30,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .au_train import MODEL_AUS, _seed_all, au_matrix, au_names, augment, calibrate_teacher, combo_keys, to_blob
+from .au_train import (MODEL_AUS, _seed_all, au_matrix, au_names, batch_losses, calibrate_teacher, combo_keys,
+                       restore_checkpoint, save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,15 @@ def fer_smile_target(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return share.astype(np.float32), usable
 
 
+def _smile_rows(y: np.ndarray, K: int, j6: int, j12: int, w6: float, w12: float) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, weights) rows that label AU6 and AU12 with ``y`` and leave every other AU unlabelled."""
+    t = np.zeros((len(y), K), np.float32)
+    w = np.zeros((len(y), K), np.float32)
+    t[:, j12] = t[:, j6] = y
+    w[:, j12], w[:, j6] = w12, w6
+    return t, w
+
+
 def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None, lfw_mask: np.ndarray | None,
                  cfg: MixConfig):
     """Targets/weights for AU6 and AU12 (plus all-AU negatives for clear neutrals) from human labels."""
@@ -118,12 +127,7 @@ def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None
         idx = np.flatnonzero(fer_mask)
         share, usable = fer_smile_target(fer["votes"][idx])
         idx, share = idx[usable], share[usable]
-        t = np.zeros((len(idx), K), np.float32)
-        w = np.zeros((len(idx), K), np.float32)
-        t[:, j12] = share
-        t[:, j6] = share
-        w[:, j12] = cfg.fer_weight
-        w[:, j6] = cfg.fer_au6_weight
+        t, w = _smile_rows(share, K, j6, j12, cfg.fer_au6_weight, cfg.fer_weight)
         neutral = fer["votes"][idx, 0] >= 7
         w[neutral] = np.maximum(w[neutral], cfg.fer_neutral_weight)
         out.append(("fer", idx, t, w))
@@ -134,12 +138,7 @@ def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None
         known = (smile >= 0) | np.isin(lab, ["happiness", "neutral", "surprise", "anger", "sadness", "disgust",
                                              "fear", "contempt"])
         idx, y = idx[known], y[known]
-        t = np.zeros((len(idx), K), np.float32)
-        w = np.zeros((len(idx), K), np.float32)
-        t[:, j12] = y
-        t[:, j6] = y
-        w[:, j12] = cfg.lfw_weight
-        w[:, j6] = cfg.lfw_weight
+        t, w = _smile_rows(y, K, j6, j12, cfg.lfw_weight, cfg.lfw_weight)
         out.append(("lfw", idx, t, w))
     return out
 
@@ -222,7 +221,7 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
     import torch
     from tqdm import tqdm
 
-    from .model import ArcFaceHead, AUNet, focal_bce, focal_softmax_loss
+    from .model import ArcFaceHead, AUNet
 
     torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed + (0 if stage == "base" else 1))
@@ -240,23 +239,12 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
     steps = len(_epoch_order(ms, cfg, stage, np.random.RandomState(0))) // cfg.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps * epochs),
                                                 pct_start=0.15 if stage == "base" else 0.05)
-    out_dir = Path(out_dir)
-    ckpt = out_dir / "checkpoint.pt"
+    ckpt = Path(out_dir) / "checkpoint.pt"
+    state = {"net": net, "head": head, "opt": opt, "sched": sched}
     start, history = 0, []
     sig = {"config": cfg.to_dict(), "stage": stage, "n": int(len(ms.crops)), "init": str(init) if init else None}
     if resume and ckpt.is_file():
-        st = torch.load(ckpt, weights_only=False, map_location="cpu")
-        if st.get("sig") == sig:
-            net.load_state_dict(st["net"])
-            head.load_state_dict(st["head"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            rng.set_state(st["rng"])
-            torch.set_rng_state(st["torch_rng"])
-            start, history = st["epoch"], st["history"]
-            log.info("resumed %s at epoch %d", ckpt, start)
-        else:
-            log.warning("%s was written for another run; starting afresh", ckpt)
+        start, history = restore_checkpoint(ckpt, lambda st: st.get("sig") == sig, state, rng)
     t0 = time.time()
     use_arc = stage == "fine" and bool(ms.class_keys)
     frozen = stage == "fine" and cfg.fine_freeze
@@ -287,15 +275,7 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
                    mininterval=5)
         for step in bar:
             b = order[step * cfg.batch:(step + 1) * cfg.batch]
-            x = torch.from_numpy(to_blob(np.stack([augment(ms.crops[i], rng, cfg.input_size) for i in b])))
-            x = x.contiguous(memory_format=torch.channels_last)
-            emb, logits = forward(x)
-            l_au = focal_bce(logits, torch.from_numpy(ms.targets[b]), torch.from_numpy(ms.weights[b]),
-                             cfg.focal_alpha, cfg.focal_gamma)
-            c = torch.from_numpy(ms.cls[b])
-            has = c >= 0
-            l_arc = (focal_softmax_loss(head(emb[has], c[has]), c[has], cfg.focal_alpha, cfg.focal_gamma)
-                     if use_arc and bool(has.any()) else torch.zeros(()))
+            l_arc, l_au = batch_losses(forward, head, ms.crops, ms.targets, ms.weights, ms.cls, b, rng, cfg, use_arc)
             loss = cfg.arc_weight * l_arc + cfg.au_loss_weight * l_au
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -316,13 +296,8 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
         log.info("epoch %s", json.dumps(rec))
         if progress:
             print(json.dumps(rec), flush=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch + 1, "history": history, "sig": sig, "config": cfg.to_dict(),
-                    "class_keys": ms.class_keys, "info": ms.info}, tmp)
-        os.replace(tmp, ckpt)
+        save_checkpoint(ckpt, state, rng, epoch + 1, history, sig=sig, config=cfg.to_dict(),
+                        class_keys=ms.class_keys, info=ms.info)
     net.eval()
     return net, history
 

@@ -232,13 +232,59 @@ def _seed_all(seed: int):
     torch.manual_seed(seed)
 
 
+def restore_checkpoint(ckpt: Path, matches, state: dict, rng: np.random.RandomState) -> tuple[int, list]:
+    """Resume ``state`` (name -> object with ``load_state_dict``: net, head, opt, sched) and ``rng`` from
+    ``ckpt`` when ``matches(saved)`` holds; returns (start epoch, history), (0, []) when it was written for
+    another run (logged). Shared by both recipes."""
+    import torch
+
+    st = torch.load(ckpt, weights_only=False, map_location="cpu")
+    if not matches(st):
+        log.warning("%s was written for another run; starting afresh", ckpt)
+        return 0, []
+    for k, obj in state.items():
+        obj.load_state_dict(st[k])
+    rng.set_state(st["rng"])
+    torch.set_rng_state(st["torch_rng"])
+    log.info("resumed from %s at epoch %d", ckpt, st["epoch"])
+    return st["epoch"], st["history"]
+
+
+def save_checkpoint(ckpt: Path, state: dict, rng: np.random.RandomState, epoch: int, history: list, **extra) -> None:
+    """Atomic checkpoint (temp file + rename) of ``state``'s state dicts, both RNGs and ``extra``."""
+    import torch
+
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save({**{k: obj.state_dict() for k, obj in state.items()}, "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, **extra}, tmp)
+    os.replace(tmp, ckpt)
+
+
+def batch_losses(forward, head, crops, targets, weights, cls, b, rng, cfg, use_arc: bool):
+    """One batch ``b``: augment, forward, (ArcFace focal loss over the samples with a class, per-AU focal BCE)."""
+    import torch
+
+    from .model import focal_bce, focal_softmax_loss
+
+    x = torch.from_numpy(to_blob(np.stack([augment(crops[i], rng, cfg.input_size) for i in b])))
+    emb, logits = forward(x.contiguous(memory_format=torch.channels_last))
+    l_au = focal_bce(logits, torch.from_numpy(targets[b]), torch.from_numpy(weights[b]), cfg.focal_alpha,
+                     cfg.focal_gamma)
+    c = torch.from_numpy(cls[b])
+    has = c >= 0
+    l_arc = (focal_softmax_loss(head(emb[has], c[has]), c[has], cfg.focal_alpha, cfg.focal_gamma)
+             if use_arc and bool(has.any()) else torch.zeros(()))
+    return l_arc, l_au
+
+
 def train_model(ts: TrainSet, cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, eval_fn=None):
     """Train on ``ts`` (minus ``ts.val_idx``); returns the torch AUNet (eval mode) and a history."""
     import torch
     from tqdm import tqdm
 
-    from .model import ArcFaceHead, AUNet, focal_bce, focal_softmax_loss
+    from .model import ArcFaceHead, AUNet
 
     torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed)
@@ -256,21 +302,11 @@ def train_model(ts: TrainSet, cfg: TrainConfig, out_dir: str | Path | None = Non
     steps_per_epoch = max(1, n_epoch // cfg.batch)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
-    start_epoch, history = 0, []
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir else None
+    state = {"net": net, "head": head, "opt": opt, "sched": sched}
+    start_epoch, history = 0, []
     if ckpt is not None and resume and ckpt.is_file():
-        st = torch.load(ckpt, weights_only=False)
-        if st.get("config") == cfg.to_dict():
-            net.load_state_dict(st["net"])
-            head.load_state_dict(st["head"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            rng.set_state(st["rng"])
-            torch.set_rng_state(st["torch_rng"])
-            start_epoch, history = st["epoch"], st["history"]
-            log.info("resumed from %s at epoch %d", ckpt, start_epoch)
-        else:
-            log.warning("%s was written with another config; starting afresh", ckpt)
+        start_epoch, history = restore_checkpoint(ckpt, lambda st: st.get("config") == cfg.to_dict(), state, rng)
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
@@ -283,15 +319,8 @@ def train_model(ts: TrainSet, cfg: TrainConfig, out_dir: str | Path | None = Non
                    leave=False, mininterval=2)
         for step in bar:
             b = order[step * cfg.batch:(step + 1) * cfg.batch]
-            x = torch.from_numpy(to_blob(np.stack([augment(ts.crops[i], rng, cfg.input_size) for i in b])))
-            x = x.contiguous(memory_format=torch.channels_last)
-            emb, logits = net(x)
-            l_au = focal_bce(logits, torch.from_numpy(ts.targets[b]), torch.from_numpy(ts.weights[b]),
-                             cfg.focal_alpha, cfg.focal_gamma)
-            c = torch.from_numpy(ts.cls[b])
-            has = c >= 0
-            l_arc = (focal_softmax_loss(head(emb[has], c[has]), c[has], cfg.focal_alpha, cfg.focal_gamma)
-                     if bool(has.any()) and ts.class_keys else torch.zeros(()))
+            l_arc, l_au = batch_losses(net, head, ts.crops, ts.targets, ts.weights, ts.cls, b, rng, cfg,
+                                       bool(ts.class_keys))
             loss = l_arc + cfg.au_loss_weight * l_au
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -310,13 +339,7 @@ def train_model(ts: TrainSet, cfg: TrainConfig, out_dir: str | Path | None = Non
         if progress:
             print(json.dumps(rec), flush=True)
         if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                        "epoch": epoch + 1, "history": history, "config": cfg.to_dict(),
-                        "class_keys": ts.class_keys}, tmp)
-            os.replace(tmp, ckpt)
+            save_checkpoint(ckpt, state, rng, epoch + 1, history, config=cfg.to_dict(), class_keys=ts.class_keys)
     net.eval()
     return net, history
 

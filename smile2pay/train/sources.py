@@ -108,36 +108,48 @@ def _join(cache: dict, rows: list[dict], data_dir: Path, cols) -> dict:
     return cache
 
 
-def ferplus_cache(data_dir, models_dir, cache_dir, workers: int = 2, progress: bool = True) -> dict:
+def _source_cache(data_dir: Path, models_dir, path: Path, rows: list[dict], sample, cols, workers: int,
+                  progress: bool) -> dict:
+    """Build ``path`` from ``rows`` (``sample(row)`` -> AUSample) once, load it, join the label ``cols`` back."""
     from .cache import load_cache
 
+    if not path.is_file():
+        build_parallel([sample(r) for r in rows], path, models_dir, workers, teacher=True, progress=progress)
+    c = _join(load_cache(path), rows, data_dir, cols)
+    c["n_requested"] = len(rows)
+    return c
+
+
+def ferplus_cache(data_dir, models_dir, cache_dir, workers: int = 2, progress: bool = True) -> dict:
     data_dir = Path(data_dir)
     path = Path(cache_dir) / "ferplus.npz"
-    rows = ferplus_rows(data_dir)
-    if not path.is_file():
-        s = [AUSample(str(data_dir / r["path"]), "", frozenset(), "ferplus", "", r["ferplus_majority"]) for r in rows]
-        build_parallel(s, path, models_dir, workers, teacher=True, progress=progress)
-    c = _join(load_cache(path), rows, data_dir, ["split"] + [f"votes_{v}" for v in FER_VOTES])
+    c = _source_cache(data_dir, models_dir, path, ferplus_rows(data_dir),
+                      lambda r: AUSample(str(data_dir / r["path"]), "", frozenset(), "ferplus", "", r["ferplus_majority"]),
+                      ["split"] + [f"votes_{v}" for v in FER_VOTES], workers, progress)
     c["votes"] = np.stack([c.pop(f"votes_{v}").astype(np.float32) for v in FER_VOTES], 1)
-    c["pixel_md5"] = np.array([pixel_md5(p) for p in c["path"]])
-    c["n_requested"] = len(rows)
+    c["pixel_md5"] = _pixel_md5s(path.with_name("ferplus_md5.npz"), c["path"])
     return c
 
 
 def lfw_cache(data_dir, models_dir, cache_dir, workers: int = 2, progress: bool = True) -> dict:
-    from .cache import load_cache
-
     data_dir = Path(data_dir)
-    path = Path(cache_dir) / "lfw_all.npz"
-    rows = lfw_rows(data_dir)
-    if not path.is_file():
-        s = [AUSample(str(data_dir / r["path"]), r["subject"], frozenset(), "lfw", "", r["label"]) for r in rows]
-        build_parallel(s, path, models_dir, workers, teacher=True, progress=progress)
-    c = _join(load_cache(path), rows, data_dir, ["smile_morishita"])
+    c = _source_cache(data_dir, models_dir, Path(cache_dir) / "lfw_all.npz", lfw_rows(data_dir),
+                      lambda r: AUSample(str(data_dir / r["path"]), r["subject"], frozenset(), "lfw", "", r["label"]),
+                      ["smile_morishita"], workers, progress)
     c["smile"] = np.array([int(v) if v in ("0", "1") else -1 for v in c.pop("smile_morishita")])
     c["role"] = np.array([lfw_role(s) for s in c["subject"]])
-    c["n_requested"] = len(rows)
     return c
+
+
+def _pixel_md5s(store: Path, paths: np.ndarray) -> np.ndarray:
+    """md5 of each image's decoded pixels, kept beside the cache (every load would otherwise re-read every file)."""
+    if store.is_file():
+        with np.load(store, allow_pickle=False) as z:
+            if np.array_equal(z["path"], paths):
+                return z["md5"]
+    md5 = np.array([pixel_md5(p) for p in paths])
+    np.savez(store, path=paths, md5=md5)
+    return md5
 
 
 def pixel_md5(path: str) -> str:
