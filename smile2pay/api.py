@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 
 from .config import GallerySettings, Settings
 from .decision import engine
+from .decision import population as population_mod
 from .decision.guard import GuardSettings
 from .decision.policy import DEFAULT_FAR, Policy
 from .decision.rules import parse_rule
@@ -60,19 +62,24 @@ class Smile2Pay:
         models: model folder or pack name (default: SMILE2PAY_MODELS, then ~/.smile2pay/models).
         settings / gallery_settings: full settings objects (default: from the environment).
         key: gallery key (default: SMILE2PAY_GALLERY_KEY / SMILE2PAY_GALLERY_KEY_FILE).
-        identity_threshold: cosine for "same person" (default 0.42, strict and uncalibrated; see
-            :data:`smile2pay.config.DEFAULT_IDENTITY_THRESHOLD`).
+        identity_threshold: pin the cosine for "same person" (default: none; the threshold comes from
+            the calibration file, adjusted to the gallery's own population, see below).
         pipeline: an already-loaded FacePipeline to share (its fingerprint must match the gallery's).
         policy: calibration file (``smile2pay calibrate``) or a :class:`Policy`; default: the file
             shipped for the mobile pack. ``far``: the operating point taken from it (default 1e-4).
         guard_settings: lockout settings; ``allow_single_frame``: permit ``liveness="none"``.
+        self_calibrate: adjust the identity threshold to the gallery's own population (default on;
+            :mod:`smile2pay.decision.population`). One threshold serves the duplicate check at
+            enrolment, ``identify``, ``verify_identity``, ``verify`` and stream sessions:
+            :meth:`identity_operating_point` says which and why.
     """
 
     def __init__(self, gallery: str | os.PathLike, models: str | None = None, *,
                  settings: Settings | None = None, gallery_settings: GallerySettings | None = None,
                  key: bytes | None = None, identity_threshold: float | None = None, index: str | None = None,
                  pipeline=None, policy: str | os.PathLike | Policy | None = None, far: float = DEFAULT_FAR,
-                 guard_settings: GuardSettings | None = None, allow_single_frame: bool = False) -> None:
+                 guard_settings: GuardSettings | None = None, allow_single_frame: bool = False,
+                 self_calibrate: bool = True) -> None:
         from .pipeline import FacePipeline
 
         self.settings = settings or Settings.from_env(models=models)
@@ -87,15 +94,58 @@ class Smile2Pay:
         self.guard = open_guard(self.gallery, guard_settings or GuardSettings())
         self.policy = self._load_policy(policy, far)
         self.allow_single_frame = bool(allow_single_frame)
+        self.self_calibrate = bool(self_calibrate)
+        self._op: population_mod.PopulationEstimate | None = None
+        self._op_lock = threading.Lock()
 
     def _load_policy(self, policy, far: float) -> Policy:
         if isinstance(policy, Policy):
             return policy
         return Policy.from_calibration(policy, far=far, model_fingerprint=self.pipeline.model_fingerprint)
 
+    # -- the one identity threshold ---------------------------------------------------------------
+    def identity_operating_point(self, refresh: bool = False) -> population_mod.PopulationEstimate:
+        """The identity threshold in use and where it comes from: pinned by ``identity_threshold`` /
+        SMILE2PAY_IDENTITY_THRESHOLD (``configured``), else the calibration file's threshold at the
+        policy's FAR adjusted to this gallery's population (``shipped`` or ``self-calibrated``).
+        Re-estimated when the number of enrolled users has changed by 10% (or by one, below ten)."""
+        pinned = self.gallery_settings.identity_threshold
+        far = float(self.policy.identity_far or population_mod.DEFAULT_FAR)
+        if pinned is not None:
+            return population_mod.PopulationEstimate(
+                far=far, users=-1, users_used=0, pairs=0, shipped=self.policy.identity_threshold,
+                floor=self.policy.identity_threshold, z=0.0, threshold=float(pinned), source="configured",
+                note="pinned by identity_threshold / SMILE2PAY_IDENTITY_THRESHOLD; self-calibration off")
+        if not self.self_calibrate:
+            return population_mod.PopulationEstimate(
+                far=far, users=-1, users_used=0, pairs=0, shipped=self.policy.identity_threshold,
+                floor=self.policy.identity_threshold, z=0.0, threshold=self.policy.identity_threshold,
+                source="shipped", note="self-calibration off")
+        with self._op_lock:
+            op = self._op
+            try:
+                n = self.gallery.count()
+            except Smile2PayError:      # database unreachable: keep the last estimate if there is one
+                if op is None:
+                    raise
+                return op
+            if refresh or op is None or abs(n - op.users) >= max(1, 0.1 * op.users):
+                op = self._op = population_mod.for_gallery(self.gallery, self.policy)
+                log.info("identity threshold %.4f (%s) for %d users", op.threshold, op.source, op.users)
+            return op
+
     @property
     def identity_threshold(self) -> float:
-        return self.gallery.identity_threshold
+        """The cosine at or above which a face is the claimed / found user, for every identity check."""
+        return self.identity_operating_point().threshold
+
+    def payment_policy(self) -> Policy:
+        """The decision policy with the identity threshold in use (what ``verify`` and sessions judge by)."""
+        from dataclasses import replace
+
+        op = self.identity_operating_point()
+        return replace(self.policy, identity_threshold=op.threshold,
+                       identity_population=population_mod.summary(op))
 
     # -- images -> faces -----------------------------------------------------------------------
     def face(self, image_or_face, *, pick: str = "error") -> Face:
@@ -148,7 +198,8 @@ class Smile2Pay:
             code = last_err.code if (len(images) == 1 and last_err is not None) else LOW_QUALITY
             raise FaceError(f"no usable face in the {len(images)} image(s) given for enrolment", code=code,
                             user_id=user_id, rejected=rejected)
-        res = self.gallery.enroll(user_id, np.stack(embs), ok_kinds, mode=mode, check_duplicates=check_duplicates)
+        res = self.gallery.enroll(user_id, np.stack(embs), ok_kinds, mode=mode, check_duplicates=check_duplicates,
+                                  threshold=self.identity_threshold if check_duplicates else None)
         res.rejected = rejected
         if neutral_au:
             # the personal AU baseline: mean neutral AU probabilities (and AU embedding) of this user
@@ -166,13 +217,14 @@ class Smile2Pay:
     def identify(self, image_or_face, k: int = 5, *, threshold: float | None = None,
                  pick: str = "error") -> list[Match]:
         """1:N open-set identification: top-k users; ``Match.match`` marks scores >= threshold."""
-        return self.gallery.identify(self.face(image_or_face, pick=pick).embedding, k, threshold=threshold)
+        thr = self.identity_threshold if threshold is None else threshold
+        return self.gallery.identify(self.face(image_or_face, pick=pick).embedding, k, threshold=thr)
 
     def verify_identity(self, user_id: str, image_or_face, *, threshold: float | None = None,
                         pick: str = "error") -> IdentityResult:
         """1:1: does this face belong to the claimed ``user_id``?"""
-        return self.gallery.verify_identity(user_id, self.face(image_or_face, pick=pick).embedding,
-                                            threshold=threshold)
+        thr = self.identity_threshold if threshold is None else threshold
+        return self.gallery.verify_identity(user_id, self.face(image_or_face, pick=pick).embedding, threshold=thr)
 
     # -- the payment decision ------------------------------------------------------------------
     def verify(self, user_id: str, frames: Sequence[Any], require: str = "AU6+AU12", liveness: str = "burst",
@@ -217,7 +269,7 @@ class Smile2Pay:
                                        crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
                                        quality_reasons=list(f.quality.reasons)))
         t_pipe = time.perf_counter() - t_frames
-        out = engine.decide(obs, rule, self.policy, liveness=liveness, baseline=baseline)
+        out = engine.decide(obs, rule, self.payment_policy(), liveness=liveness, baseline=baseline)
         dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
                        frames=out.frames, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
                                                       "per_frame": round(t_pipe * 1000.0 / len(frames), 2)},

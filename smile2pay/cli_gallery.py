@@ -19,7 +19,8 @@ def _gallery_args(p, threshold: bool = False):
                    help="gallery folder, sqlite:///path, or postgresql://user@host:port/db[?schema=name] (fleet)")
     p.add_argument("--key-file", help="gallery key file (default: SMILE2PAY_GALLERY_KEY[_FILE])")
     if threshold:
-        p.add_argument("--threshold", type=float, help="identity cosine threshold (default 0.42, uncalibrated)")
+        p.add_argument("--threshold", type=float, help="pin the identity cosine threshold (default: the calibrated threshold "
+                       "adjusted to this gallery's population)")
 
 
 def _gsettings(args, **kw):
@@ -171,7 +172,24 @@ def cmd_gallery(args) -> tuple[Any, int]:
         if args.user:
             return g.get(args.user).to_dict(), 0
         return {"path": str(g.path), "users": g.count(), "templates": g.template_count(), "encrypted": g.encrypted,
-                "model": g.fingerprint, "index": g.index_kind, "identity_threshold": g.identity_threshold}, 0
+                "model": g.fingerprint, "index": g.index_kind, "identity": _identity_info(args, g)}, 0
+
+
+def _identity_info(args, g) -> dict:
+    """The identity threshold this gallery's population gets (what verify/identify use), as in /healthz."""
+    from .decision import population
+    from .decision.policy import DEFAULT_FAR, Policy
+    from .errors import ConfigError
+
+    pinned = _gsettings(args).identity_threshold
+    if pinned is not None:
+        return {"threshold": pinned, "source": "configured"}
+    try:
+        policy = Policy.from_calibration(getattr(args, "policy", None), far=getattr(args, "far", None) or DEFAULT_FAR,
+                                         model_fingerprint=g.fingerprint)
+    except ConfigError as e:
+        return {"error": {"code": e.code, "message": str(e)}}
+    return population.summary(population.for_gallery(g, policy))
 
 
 def _cfg_rotate(p):

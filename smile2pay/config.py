@@ -144,7 +144,9 @@ class GallerySettings:
     (SMILE2PAY_IDENTITY_THRESHOLD) and the index kind for new galleries (SMILE2PAY_GALLERY_INDEX)."""
 
     key: bytes | None = field(default=None, repr=False)
-    identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD
+    #: None: the calibrated, population-aware threshold (Smile2Pay.identity_operating_point); a number
+    #: pins it for every identity check
+    identity_threshold: float | None = None
     index: str = "flat"    # "flat" (exact), "hnsw" (soft-delete + rebuild) or "ivf" (IVF-PQ + exact re-rank)
 
     @classmethod
@@ -171,7 +173,7 @@ class GallerySettings:
             values["index"] = env["SMILE2PAY_GALLERY_INDEX"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         s = cls(**values)
-        if not (-1.0 <= s.identity_threshold <= 1.0):
+        if s.identity_threshold is not None and not (-1.0 <= s.identity_threshold <= 1.0):
             raise ConfigError(f"identity_threshold must be a cosine in [-1, 1], got {s.identity_threshold!r}")
         if s.index not in ("flat", "hnsw", "ivf"):
             raise ConfigError(f"gallery index must be 'flat', 'hnsw' or 'ivf', got {s.index!r}")

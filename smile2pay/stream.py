@@ -140,7 +140,7 @@ class StreamSession:
             raise RequestError("nonce must be a non-empty string of at most 256 characters", code="REQUEST_INVALID")
         self.s2p = s2p
         self.pipeline = s2p.pipeline
-        self.policy = s2p.policy
+        self.policy = s2p.payment_policy()
         self.rule = parse_rule(require)
         s2p.gallery._check_user_id(user_id)
         self.user_id = user_id
@@ -392,7 +392,9 @@ class StreamSession:
             out = engine.Outcome(False, [engine.IDENTITY_MISMATCH], identity={
                 "score": None if self._best_score is None else round(self._best_score, 5),
                 "threshold": self.thr, "far": self.policy.identity_far, "source": self.policy.identity_source,
-                "all_frames_match": False}, au={}, liveness={"mode": "stream", "checked": False}, frames=[])
+                "all_frames_match": False,
+                **({"population": self.policy.identity_population} if self.policy.identity_population else {})},
+                au={}, liveness={"mode": "stream", "checked": False}, frames=[])
             self._finalize(self._decision_from(out, t), count_failure=True, t=t)
         return self._emit(self._update(t, idx, reasons=reasons, score=score, raw=raw, **upd_extra))
 

@@ -129,6 +129,7 @@ def test_cli_gallery_commands(tmp_path, people):
     env2 = {"SMILE2PAY_GALLERY_KEY_FILE": str(tmp_path / "k2")}
     code, out, _ = _cli("gallery", "--gallery", g, "info", "--json", env=env2)
     assert code == 0 and out["users"] == 1 and out["encrypted"] and out["model"].startswith("w600k_mbf:")
+    assert out["identity"]["source"] == "shipped" and out["identity"]["users"] == 1   # one user: not lowered
     code, out, _ = _cli("remove", "--gallery", g, "alice", "--json", env=env2)
     assert code == 0 and out["templates"] == 2 and out["gallery_users"] == 0
     code, out, _ = _cli("remove", "--gallery", g, "alice", "--json", env=env2)

@@ -45,7 +45,12 @@ H = {"X-API-Key": KEY}
 
 def test_health_and_auth(server):
     base, _ = server
-    assert httpx.get(base + "/healthz").json()["ok"] is True
+    h = httpx.get(base + "/healthz").json()
+    assert h["ok"] is True
+    # the one identity threshold in use, where it comes from, and the population estimate behind it
+    assert h["identity"]["threshold"] >= h["identity"]["floor"] and h["identity"]["source"] in ("shipped",
+                                                                                                 "self-calibrated")
+    assert h["identity"]["users"] == h["users"]
     r = httpx.post(base + "/v1/verify", json={})
     assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED"
     r = httpx.post(base + "/v1/verify", json={}, headers={"Authorization": "Bearer wrong-key-xxxxxxxx"})

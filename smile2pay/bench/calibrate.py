@@ -115,6 +115,14 @@ def au_thresholds(probs: np.ndarray, present: np.ndarray, *, fpr: float = 0.05, 
             "absent_below_absent_threshold": below_neg, "absent_recall": below_neg / int((~y).sum())}
 
 
+def tail_shape_section(shapes: dict, fars) -> dict:
+    """The calibration's ``identity.tail_shape``: per FAR the heaviest reference tail (largest ``z``),
+    read by the gallery self-calibration (:mod:`smile2pay.decision.population`)."""
+    return {"statistic": "z = (threshold - median) / (half the 15.9-84.1 percentile range) of impostor scores",
+            "z": {f"{f:g}": max(float(s["z"][f"{f:g}"]) for s in shapes.values()) for f in fars},
+            "per_population": shapes}
+
+
 def _identity_dataset(pipe, spec: str, fars, args) -> dict:
     from smile2pay.config import data_dir
     from smile2pay.datasets_id import load_dataset
@@ -254,6 +262,9 @@ def run(args) -> dict:
             op["per_population"] = {name: p["operating_points"][i]["threshold"] for name, p in pops.items()}
             default_ops.append(op)
         cal["identity"] = {"operating_points": default_ops, "populations": pops}
+        shapes = {name: p["tail_shape"] for name, p in pops.items() if "tail_shape" in p}
+        if shapes:
+            cal["identity"]["tail_shape"] = tail_shape_section(shapes, fars)
     elif prev.get("identity"):
         cal["identity"] = prev["identity"]
         cal["model"] = prev.get("model", cal["model"])

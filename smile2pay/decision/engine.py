@@ -137,6 +137,8 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
     identity = {"score": round(float(min(scores)), 5) if scores else None, "threshold": thr,
                 "far": policy.identity_far, "source": policy.identity_source,
                 "all_frames_match": bool(scores) and min(scores) >= thr and len(scores) == len(ok)}
+    if policy.identity_population is not None:
+        identity["population"] = policy.identity_population
 
     # 3. AU pattern per frame, against thresholds and the personal neutral baseline
     if liveness == "none" and policy.single_frame_au_thresholds:

@@ -55,6 +55,14 @@ class Policy:
     single_frame_au_thresholds: dict[str, float] = field(default_factory=dict)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     version: str = ""
+    #: gallery self-calibration (:mod:`smile2pay.decision.population`): the most lenient reference
+    #: population's threshold at this FAR (the estimate never goes below it) and the heaviest
+    #: reference tail shape ``z``; None = no self-calibration data in the file (threshold only raised)
+    identity_floor: float | None = None
+    identity_tail_z: float | None = None
+    #: where the threshold in use came from (the gallery self-calibration's summary), reported in
+    #: every Decision's identity section; None for a policy used outside a gallery
+    identity_population: dict | None = None
 
     def au_threshold(self, au: str) -> float:
         return float(self.au_thresholds.get(au, self.default_au_threshold))
@@ -64,7 +72,8 @@ class Policy:
 
     def with_far(self, far: float, calibration: dict) -> "Policy":
         op = pick_operating_point(calibration, far)
-        return replace(self, identity_threshold=float(op["threshold"]), identity_far=float(op["far"]))
+        return replace(self, identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
+                       **_self_calibration_fields(calibration, op))
 
     @classmethod
     def from_calibration(cls, path: str | Path | None = None, far: float = DEFAULT_FAR, *,
@@ -83,15 +92,25 @@ class Policy:
         single = {k: float(v["threshold"]) for k, v in (cal.get("au_single_frame") or {}).items()
                   if isinstance(v, dict) and "threshold" in v}
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
         kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
                   identity_source=f"{path.name}@{digest}", au_thresholds=au, absent_thresholds=absent,
                   single_frame_au_thresholds=single,
+                  **_self_calibration_fields(cal, op),
                   version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
         for k in ("baseline_min_delta", "burst_min_delta"):
             if k in change:
                 kw[k] = float(change[k])
         kw.update(overrides)
         return cls(**kw)
+
+
+def _self_calibration_fields(cal: dict, op: dict) -> dict:
+    """``identity_floor`` (most lenient population at this FAR) and ``identity_tail_z`` of an operating point."""
+    per_pop = [float(v) for v in (op.get("per_population") or {}).values() if isinstance(v, (int, float))]
+    z = ((cal["identity"].get("tail_shape") or {}).get("z") or {}).get(f"{float(op['far']):g}")
+    return {"identity_floor": min(per_pop) if per_pop else None,
+            "identity_tail_z": float(z) if isinstance(z, (int, float)) else None}
 
 
 def load_calibration(path: str | Path) -> dict:

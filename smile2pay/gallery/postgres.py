@@ -279,7 +279,7 @@ class PostgresGallery:
     verify_identity = Gallery.verify_identity       # over this backend's templates()
 
     def __init__(self, url: str, *, fingerprint: str | None = None, dim: int = 512, key: bytes | None = None,
-                 identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD, index: str = "flat", create: bool = True,
+                 identity_threshold: float | None = None, index: str = "flat", create: bool = True,
                  index_params: dict | None = None, search_threads: int | None = 1,
                  pg: PostgresSettings | None = None, follow: bool = True) -> None:
         if search_threads:
@@ -290,7 +290,8 @@ class PostgresGallery:
         self.path = redact(url)            # what tools print as the gallery's location
         conninfo, self.schema = parse_url(url)
         self.settings = pg or PostgresSettings.from_env()
-        self.identity_threshold = float(identity_threshold)
+        self.identity_threshold = (DEFAULT_IDENTITY_THRESHOLD if identity_threshold is None
+                                   else float(identity_threshold))
         self._index_params = index_params or {}
         self._lock = threading.RLock()          # the in-memory index, owner map and caches
         self._sync_lock = threading.Lock()      # one catch-up at a time

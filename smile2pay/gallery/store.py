@@ -215,7 +215,7 @@ class Gallery:
     """
 
     def __init__(self, path: str | os.PathLike, *, fingerprint: str | None = None, dim: int = 512,
-                 key: bytes | None = None, identity_threshold: float = DEFAULT_IDENTITY_THRESHOLD,
+                 key: bytes | None = None, identity_threshold: float | None = None,
                  index: str = "flat", create: bool = True, index_params: dict | None = None,
                  search_threads: int | None = 1) -> None:
         self.path = Path(path)
@@ -226,7 +226,8 @@ class Gallery:
             import faiss
 
             faiss.omp_set_num_threads(int(search_threads))
-        self.identity_threshold = float(identity_threshold)
+        self.identity_threshold = (DEFAULT_IDENTITY_THRESHOLD if identity_threshold is None
+                                   else float(identity_threshold))
         self._lock = threading.RLock()
         self._index_params = index_params or {}
         if not self.path.is_dir():

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .tail import tail_shape
 from .verification import clopper_pearson, far_upper_bound, min_impostors
 
 
@@ -132,4 +133,5 @@ def calibrate(emb: np.ndarray, subjects, fars=(1e-3, 1e-4, 1e-5), *, bootstrap: 
     res = operating_points(gen, imp, fars, imp_sa=sa, imp_sb=sb, bootstrap=bootstrap, seed=seed,
                            confidence=confidence)
     res["images"] = int(np.asarray(emb).shape[0])
+    res["tail_shape"] = tail_shape(imp, fars)   # for the gallery self-calibration (decision.population)
     return res

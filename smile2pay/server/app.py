@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ..decision import population
 from ..errors import GalleryError, RequestError, Smile2PayError
 from .stream_routes import add_stream_routes, is_public
 
@@ -162,6 +163,10 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
     @app.get("/healthz")
     def healthz():
         out = {"ok": True, "model_pack": s2p.pipeline.pack.name, "policy": s2p.policy.version}
+        try:
+            out["identity"] = population.summary(s2p.identity_operating_point())
+        except Smile2PayError:
+            pass           # database down: reported below with the gallery's own state
         health = getattr(s2p.gallery, "health", None)
         if health is not None:     # PostgreSQL gallery: change sequence position, lag, last contact
             out["gallery"] = health()
