@@ -157,3 +157,36 @@ def test_two_users_give_no_bound_and_json_safe_report():
     r = P.estimate(e, np.array(["a", "b"]), far=1e-4, shipped=0.41, floor=0.28, z=4.5)
     assert r.threshold == 0.41 and r.pairs == 1
     json.dumps(P.summary(r), allow_nan=False)        # no inf / NaN reaches /healthz or a Decision
+
+
+def test_calibrate_dataset_writes_the_tail_shape_the_policy_reads(tmp_path, data_dir, models_dir):
+    """``smile2pay calibrate --dataset CSV`` records each population's impostor tail shape; the policy
+    loads it for the gallery self-calibration."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rows = [r for r in csv.DictReader(open(data_dir / "ckplus48" / "manifest.csv"))]
+    by = {}
+    for r in rows:
+        by.setdefault(r["subject"], []).append(r)
+    pick = [r for s in sorted(by)[:12] for r in by[s][:3]]
+    man = tmp_path / "pop.csv"
+    with open(man, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "subject", "expression"])
+        for r in pick:
+            w.writerow([str(data_dir / r["path"]), r["subject"], r["label"]])
+    out = tmp_path / "cal.json"
+    env = {**os.environ, "SMILE2PAY_MODELS": str(models_dir), "SMILE2PAY_DATA": str(data_dir)}
+    p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate", "--dataset", str(man), "--far", "1e-2",
+                        "--bootstrap", "5", "--out", str(out), "--no-cache", "--no-progress", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    cal = json.loads(out.read_text())
+    shape = cal["identity"]["tail_shape"]
+    assert set(shape["per_population"]) == {"pop"} and shape["z"]["0.01"] > 1.0
+    pol = Policy.from_calibration(out, far=1e-2)
+    assert pol.identity_tail_z == pytest.approx(shape["z"]["0.01"])
+    assert pol.identity_floor == pol.identity_threshold      # one population: floor = its own threshold
