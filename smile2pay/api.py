@@ -36,6 +36,7 @@ MAX_FRAMES = 30
 log = logging.getLogger(__name__)
 
 LOW_QUALITY = "LOW_QUALITY"
+NOT_NEUTRAL = "NOT_NEUTRAL"
 
 
 @dataclass
@@ -51,17 +52,20 @@ class _DecisionContext:
     templates: Any = None
     baseline: dict | None = None
     early: Decision | None = None
+    reservation: Any = None      # the lockout slot this attempt holds (Guard.reserve)
 
 
 class Smile2Pay:
     """Face pipeline + gallery.
 
     Args:
-        gallery: gallery folder (created on first use), ``sqlite:///path``, or ``postgresql://...``
+        gallery: gallery folder (created unless ``create=False``), ``sqlite:///path``, or ``postgresql://...``
             (the shared gallery of a fleet of servers, see :mod:`smile2pay.gallery.postgres`).
         models: model folder or pack name (default: SMILE2PAY_MODELS, then ~/.smile2pay/models).
         settings / gallery_settings: full settings objects (default: from the environment).
-        key: gallery key (default: SMILE2PAY_GALLERY_KEY / SMILE2PAY_GALLERY_KEY_FILE).
+        key: gallery key (default: SMILE2PAY_GALLERY_KEY / SMILE2PAY_GALLERY_KEY_FILE; else a folder gallery
+            uses the key file beside it, generated on creation). ``plaintext=True`` stores templates
+            unencrypted (only by name; logged as a warning).
         identity_threshold: pin the cosine for "same person" (default: none; the threshold comes from
             the calibration file, adjusted to the gallery's own population, see below).
         pipeline: an already-loaded FacePipeline to share (its fingerprint must match the gallery's).
@@ -77,20 +81,22 @@ class Smile2Pay:
     def __init__(self, gallery: str | os.PathLike, models: str | None = None, *,
                  settings: Settings | None = None, gallery_settings: GallerySettings | None = None,
                  key: bytes | None = None, identity_threshold: float | None = None, index: str | None = None,
-                 pipeline=None, policy: str | os.PathLike | Policy | None = None, far: float = DEFAULT_FAR,
+                 plaintext: bool | None = None, create: bool = True, pipeline=None,
+                 policy: str | os.PathLike | Policy | None = None, far: float = DEFAULT_FAR,
                  guard_settings: GuardSettings | None = None, allow_single_frame: bool = False,
                  self_calibrate: bool = True) -> None:
         from .pipeline import FacePipeline
 
         self.settings = settings or Settings.from_env(models=models)
         self.gallery_settings = gallery_settings or GallerySettings.from_env(
-            key=key, identity_threshold=identity_threshold, index=index)
+            key=key, identity_threshold=identity_threshold, index=index, plaintext=plaintext)
         self.pipeline = pipeline or FacePipeline(self.settings)
         gs = self.gallery_settings
         # a folder / sqlite:///path (embedded) or postgresql://... (shared by a fleet; docs/deployment.md)
         self.gallery = open_gallery(gallery, fingerprint=self.pipeline.model_fingerprint,
                                     dim=getattr(self.pipeline.embedder, "dim", None) or 512,
-                                    key=gs.key, identity_threshold=gs.identity_threshold, index=gs.index)
+                                    key=gs.key, identity_threshold=gs.identity_threshold, index=gs.index,
+                                    plaintext=gs.plaintext, create=create)
         self.guard = open_guard(self.gallery, guard_settings or GuardSettings())
         self.policy = self._load_policy(policy, far)
         self.allow_single_frame = bool(allow_single_frame)
@@ -190,28 +196,36 @@ class Smile2Pay:
             if require_quality and not f.quality.passed:
                 rejected.append({"image": label, "code": LOW_QUALITY, "reasons": list(f.quality.reasons)})
                 continue
+            if kd == "neutral" and self.shows_smile(f.au_probs):
+                # a smiling "neutral" template would become the baseline and block every payment
+                rejected.append({"image": label, "code": NOT_NEUTRAL, "reasons": [NOT_NEUTRAL]})
+                continue
             embs.append(f.embedding)
             ok_kinds.append(kd)
             if kd == "neutral" and f.au_probs:
                 neutral_au.append((f.au_probs, f.au_embedding))
         if not embs:
             code = last_err.code if (len(images) == 1 and last_err is not None) else LOW_QUALITY
+            if len(images) == 1 and rejected and rejected[0]["code"] == NOT_NEUTRAL:
+                code = NOT_NEUTRAL
             raise FaceError(f"no usable face in the {len(images)} image(s) given for enrolment", code=code,
                             user_id=user_id, rejected=rejected)
+        from .gallery.batch import neutral_baseline
+
+        # the personal AU baseline (mean of the neutral faces), written in the same transaction as the templates
+        baseline = neutral_baseline(neutral_au)
         res = self.gallery.enroll(user_id, np.stack(embs), ok_kinds, mode=mode, check_duplicates=check_duplicates,
-                                  threshold=self.identity_threshold if check_duplicates else None)
+                                  threshold=self.identity_threshold if check_duplicates else None, baseline=baseline)
         res.rejected = rejected
-        if neutral_au:
-            # the personal AU baseline: mean neutral AU probabilities (and AU embedding) of this user
-            keys = sorted(set().union(*(p for p, _ in neutral_au)))
-            probs = {k: float(np.mean([p.get(k, 0.0) for p, _ in neutral_au])) for k in keys}
-            au_embs = [e for _, e in neutral_au if e is not None]
-            emb = None
-            if au_embs:
-                m = np.mean(au_embs, axis=0)
-                emb = m / max(float(np.linalg.norm(m)), 1e-12)
-            self.gallery.set_au_baseline(user_id, probs, emb)
         return res
+
+    def shows_smile(self, au_probs: dict | None) -> bool:
+        """The smile pattern (AU6 and AU12 at the single-frame thresholds) in one face."""
+        if not au_probs:
+            return False
+        thr = {**self.policy.au_thresholds, **self.policy.single_frame_au_thresholds}
+        return all(float(au_probs.get(a, 0.0)) >= float(thr.get(a, self.policy.default_au_threshold))
+                   for a in ("AU6", "AU12"))
 
     # -- queries -------------------------------------------------------------------------------
     def identify(self, image_or_face, k: int = 5, *, threshold: float | None = None,
@@ -285,7 +299,8 @@ class Smile2Pay:
                     policy_version=self.policy.version, request_id=rid)
         ctx = _DecisionContext(user_id=user_id, rule=rule, liveness=liveness, rid=rid, base=base,
                                t0=time.perf_counter() if t0 is None else t0)
-        if self.guard.locked_until(user_id) is not None:
+        locked, ctx.reservation = self.guard.reserve(user_id)   # counted before the work: no race
+        if locked is not None:
             ctx.early = Decision(False, [engine.LOCKED_OUT], **base)
         elif nonce is not None and not self.guard.use_nonce(nonce):
             ctx.early = Decision(False, [engine.REPLAY], **base)
@@ -305,7 +320,9 @@ class Smile2Pay:
                 extra_audit: dict | None = None) -> Decision:
         dec.timings_ms["total"] = round((time.perf_counter() - ctx.t0) * 1000.0, 2)
         if count_failure or dec.approved:
-            self.guard.record(ctx.user_id, dec.approved)
+            self.guard.record(ctx.user_id, dec.approved, reservation=ctx.reservation)
+        else:
+            self.guard.release(ctx.reservation)
         self.guard.audit({"request_id": ctx.rid, "user_id": ctx.user_id, "approved": dec.approved,
                           "reasons": dec.reasons, "rule": str(ctx.rule), "liveness": ctx.liveness,
                           "identity_score": dec.identity.get("score"),
@@ -329,10 +346,22 @@ class Smile2Pay:
         return StreamSession(self, user_id, require=require, nonce=nonce, request_id=request_id,
                              settings=StreamSettings(**options))
 
+    def unlock(self, user_id: str) -> dict:
+        """Lift a lockout early (an operator's action, audited): clears the user's failure count."""
+        self.gallery._check_user_id(user_id)
+        was = self.guard.locked_until(user_id) is not None
+        self.guard.reset(user_id)
+        self.guard.audit({"event": "unlock", "user_id": user_id, "was_locked": was})
+        return {"user_id": user_id, "was_locked": was}
+
     # -- storage pass-throughs -----------------------------------------------------------------
-    def remove(self, user_id: str) -> int:
+    def remove(self, user_id: str, *, compact: bool = True) -> int:
+        """Erase a user: templates, AU baseline and lockout state, then (by default) compact so that no
+        byte of them stays in a WAL or free page; the audit log keeps only ids and outcomes."""
         n = self.gallery.remove(user_id)
         self.guard.forget_user(user_id)
+        if compact:
+            self.gallery.compact()
         return n
 
     def get(self, user_id: str) -> UserRecord:

@@ -14,10 +14,16 @@ from .cli import command, settings_from
 from .errors import RequestError
 
 
-def _gallery_args(p, threshold: bool = False):
+def _gallery_args(p, threshold: bool = False, create: bool = False):
     p.add_argument("--gallery", required=True,
                    help="gallery folder, sqlite:///path, or postgresql://user@host:port/db[?schema=name] (fleet)")
-    p.add_argument("--key-file", help="gallery key file (default: SMILE2PAY_GALLERY_KEY[_FILE])")
+    p.add_argument("--key-file", help="gallery key file (default: SMILE2PAY_GALLERY_KEY[_FILE]; else the "
+                                      "gallery.key beside a folder gallery)")
+    p.add_argument("--plaintext", action="store_true", default=None,
+                   help="store / read templates unencrypted (default: encrypted; SMILE2PAY_GALLERY_PLAINTEXT=1)")
+    if create:
+        p.add_argument("--create", action="store_true",
+                       help="create the gallery if it does not exist (default: a missing gallery is an error)")
     if threshold:
         p.add_argument("--threshold", type=float, help="pin the identity cosine threshold (default: the calibrated threshold "
                        "adjusted to this gallery's population)")
@@ -27,13 +33,15 @@ def _gsettings(args, **kw):
     from .config import GallerySettings
 
     return GallerySettings.from_env(key_file=getattr(args, "key_file", None),
-                                    identity_threshold=getattr(args, "threshold", None), **kw)
+                                    identity_threshold=getattr(args, "threshold", None),
+                                    plaintext=getattr(args, "plaintext", None), **kw)
 
 
 def _s2p(args, **kw):
     from .api import Smile2Pay
 
-    return Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args, **kw))
+    return Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args, **kw),
+                     create=bool(getattr(args, "create", False)))
 
 
 def _open_gallery(args, create: bool = False):
@@ -41,12 +49,13 @@ def _open_gallery(args, create: bool = False):
 
     gs = _gsettings(args)
     kw = {"follow": False} if str(args.gallery).startswith(("postgresql://", "postgres://")) else {}
-    return open_gallery(args.gallery, key=gs.key, identity_threshold=gs.identity_threshold, create=create, **kw)
+    return open_gallery(args.gallery, key=gs.key, identity_threshold=gs.identity_threshold, create=create,
+                        plaintext=gs.plaintext, **kw)
 
 
 # ------------------------------------------------------------------------------------ enroll
 def _cfg_enroll(p):
-    _gallery_args(p, threshold=True)
+    _gallery_args(p, threshold=True, create=True)
     p.add_argument("user_id")
     p.add_argument("images", nargs="+")
     p.add_argument("--kind", action="append", help="template kind (neutral, smile, ...): once, or once per image")
@@ -71,7 +80,7 @@ def cmd_enroll(args) -> tuple[Any, int]:
 
 # ------------------------------------------------------------------------------------ enroll-batch
 def _cfg_enroll_batch(p):
-    _gallery_args(p, threshold=True)
+    _gallery_args(p, threshold=True, create=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", help="one sub-folder per user")
     src.add_argument("--manifest", help="CSV: user_id,image_path[,kind]")
@@ -98,7 +107,8 @@ def cmd_enroll_batch(args) -> tuple[Any, int]:
     with _s2p(args) as s2p:
         report = run_batch(s2p.gallery, tasks, s2p.settings, workers=args.workers, pick=args.pick, mode=args.mode,
                            require_quality=not args.no_quality_gate, check_duplicates=not args.allow_duplicate,
-                           progress=not args.no_progress, limit=args.limit)
+                           progress=not args.no_progress, limit=args.limit, threshold=s2p.identity_threshold,
+                           shows_smile=s2p.shows_smile)
     report["source"] = args.folder or args.manifest
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -146,8 +156,15 @@ def _cfg_remove(p):
 
 @command("remove", _cfg_remove)
 def cmd_remove(args) -> tuple[Any, int]:
+    from .gallery import open_guard
+
     with _open_gallery(args) as g:
         n = g.remove(args.user_id)
+        guard = open_guard(g)          # erasure covers the lockout state too, as Smile2Pay.remove does
+        try:
+            guard.forget_user(args.user_id)
+        finally:
+            guard.close()
         out: dict[str, Any] = {"removed": args.user_id, "templates": n, "gallery_users": g.count()}
         if not args.no_compact:
             out["compact"] = g.compact()
@@ -172,6 +189,7 @@ def cmd_gallery(args) -> tuple[Any, int]:
         if args.user:
             return g.get(args.user).to_dict(), 0
         return {"path": str(g.path), "users": g.count(), "templates": g.template_count(), "encrypted": g.encrypted,
+                "plaintext": not g.encrypted, "key_source": getattr(g, "key_source", None),
                 "model": g.fingerprint, "index": g.index_kind, "identity": _identity_info(args, g)}, 0
 
 

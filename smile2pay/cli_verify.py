@@ -29,7 +29,8 @@ def cmd_verify(args) -> tuple[Any, int]:
     from .api import Smile2Pay
 
     with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
-                   policy=args.policy, far=args.far, allow_single_frame=args.allow_single_frame) as s2p:
+                   policy=args.policy, far=args.far, allow_single_frame=args.allow_single_frame,
+                   create=False) as s2p:
         d = s2p.verify(args.user_id, args.images, require=args.require, liveness=args.liveness, nonce=args.nonce)
     return d.to_dict(), 0 if d.approved else 1
 

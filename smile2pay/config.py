@@ -147,6 +147,9 @@ class GallerySettings:
     #: None: the calibrated, population-aware threshold (Smile2Pay.identity_operating_point); a number
     #: pins it for every identity check
     identity_threshold: float | None = None
+    #: store templates unencrypted (SMILE2PAY_GALLERY_PLAINTEXT=1): only by name; the default encrypts
+    #: (with the configured key, or a key generated beside a new folder gallery)
+    plaintext: bool = False
     index: str = "flat"    # "flat" (exact), "hnsw" (soft-delete + rebuild) or "ivf" (IVF-PQ + exact re-rank)
 
     @classmethod
@@ -169,6 +172,8 @@ class GallerySettings:
                 values["identity_threshold"] = float(env["SMILE2PAY_IDENTITY_THRESHOLD"])
             except ValueError:
                 raise ConfigError("SMILE2PAY_IDENTITY_THRESHOLD must be a number", code="CONFIG_INVALID")
+        if env.get("SMILE2PAY_GALLERY_PLAINTEXT", "").strip().lower() in ("1", "true", "yes"):
+            values["plaintext"] = True
         if env.get("SMILE2PAY_GALLERY_INDEX"):
             values["index"] = env["SMILE2PAY_GALLERY_INDEX"]
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -35,17 +35,20 @@ def run_demo(data: str | Path | None = None, models: str | None = None, gallery:
     with open(manifest) as fh:
         for row in csv.DictReader(fh):
             by_subject[row["subject"]].append(root / row["path"])
+    from .gallery import generate_key
+
     with tempfile.TemporaryDirectory(prefix="smile2pay-demo-") as tmp:
-        s2p = Smile2Pay(gallery or Path(tmp) / "gallery", models=models)
+        # throwaway galleries, encrypted with a key that lives only in this process
+        s2p = Smile2Pay(gallery or Path(tmp) / "gallery", models=models, key=None if gallery else generate_key())
         try:
             out = _run(s2p, by_subject, progress)
         finally:
             s2p.close()
-        out["smile_to_pay"] = _smile_demo(root, models, Path(tmp) / "smile-gallery")
+        out["smile_to_pay"] = _smile_demo(root, models, Path(tmp) / "smile-gallery", key=generate_key())
     return out
 
 
-def _smile_demo(root: Path, models: str | None, gallery: Path, n: int = 3) -> dict:
+def _smile_demo(root: Path, models: str | None, gallery: Path, n: int = 3, key: bytes | None = None) -> dict:
     """verify() on CK+ neutral -> smile bursts (48x48 crops: the face-size gate is lowered to 12 px)."""
     from .api import Smile2Pay
     from .config import QualitySettings, Settings
@@ -58,7 +61,7 @@ def _smile_demo(root: Path, models: str | None, gallery: Path, n: int = 3) -> di
     settings = Settings.from_env(models=models, quality=QualitySettings(
         min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4))
     cases = []
-    with Smile2Pay(gallery, settings=settings) as s2p:
+    with Smile2Pay(gallery, settings=settings, key=key) as s2p:
         people = []
         for r in smiles:
             if len(people) == n or any(p["subject"] == r["subject"] for p in people):
@@ -89,7 +92,12 @@ def _run(s2p, by_subject: dict[str, list[Path]], progress: bool) -> dict:
     enrolled, enrol_failed = {}, {}
     for subject, paths in sorted(by_subject.items()):
         try:
-            s2p.enroll(subject, [paths[0]], kind="neutral", pick="largest")
+            try:
+                s2p.enroll(subject, [paths[0]], kind="neutral", pick="largest")
+            except Smile2PayError as e:   # a smiling first photo is enrolled as a smile template
+                if e.code != "NOT_NEUTRAL":
+                    raise
+                s2p.enroll(subject, [paths[0]], kind="smile", pick="largest")
             enrolled[subject] = paths[0].name
         except Smile2PayError as e:
             enrol_failed[subject] = e.code

@@ -255,13 +255,17 @@ class StreamSession:
             return self._last or self._update(0.0, 0)
 
     def close(self) -> None:
-        """Stop the worker; an unfinished session is left undecided (nothing audited)."""
+        """Stop the worker; an unfinished session is left undecided (nothing audited) and its lockout
+        reservation is released (an undecided session can never approve, so it is no attempt)."""
         with self._cv:
             self._closed = True
             self._slot = None
             self._cv.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=5)
+        if self.decision is None and self._ctx.reservation is not None:
+            self.s2p.guard.release(self._ctx.reservation)
+            self._ctx.reservation = None
 
     def __enter__(self) -> "StreamSession":
         return self

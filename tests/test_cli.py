@@ -87,7 +87,8 @@ def test_verify_cli_exit_codes(tmp_path, data_dir):
     reverse order does not (exit 1), a missing frame is a JSON error (exit 2)."""
     d = data_dir / "lfw" / "lfw-deepfunneled" / "Gerhard_Schroeder"
     g = str(tmp_path / "g")
-    code, out, err = run("enroll", "--gallery", g, "gerhard", str(d / "Gerhard_Schroeder_0032.jpg"), "--json")
+    code, out, err = run("enroll", "--gallery", g, "gerhard", str(d / "Gerhard_Schroeder_0032.jpg"), "--create",
+                         "--json")
     assert code == 0, err
     burst = [str(d / "Gerhard_Schroeder_0045.jpg"), str(d / "Gerhard_Schroeder_0017.jpg")]  # neutral, smiling
     code, out, _ = run("verify", "--gallery", g, "gerhard", *burst, "--json")

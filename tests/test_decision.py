@@ -260,3 +260,33 @@ def test_calibration_threshold_and_counts_hand_case():
     assert op["tar"] == 1.0 and op["supported"] is False            # 24 < 3 / 0.1
     lo, hi = op["threshold_ci95_subject_bootstrap"]
     assert lo <= hi
+
+
+# -- the decision function is total: nothing non-finite or missing approves (issue 16) -------------
+def test_nan_identity_score_declines():
+    """min() with a NaN first would skip the threshold comparison and approve."""
+    out = decide([_frame(float("nan"), 0.1, 0.05, 1), _frame(0.65, 0.9, 0.95, 2)], RULE, POLICY)
+    assert not out.approved and "INVALID_OBSERVATION" in out.reasons
+    out = decide([_frame(0.7, 0.1, 0.05, 1), _frame(float("inf"), 0.9, 0.95, 2)], RULE, POLICY)
+    assert not out.approved and "INVALID_OBSERVATION" in out.reasons
+
+
+def test_nan_au_probability_declines():
+    f = _frame(0.7, 0.1, 0.05, 1)
+    g = _frame(0.65, 0.9, 0.95, 2)
+    g.au_probs["AU4"] = float("nan")          # a forbidden AU that no comparison would catch
+    out = decide([f, g], parse_rule("AU6+AU12-AU4"), POLICY)
+    assert not out.approved and "INVALID_OBSERVATION" in out.reasons
+
+
+def test_frame_without_crop_fails_liveness():
+    f, g = _frame(0.7, 0.1, 0.05, 1), _frame(0.65, 0.9, 0.95, 2)
+    g.crop = None
+    out = decide([f, g], RULE, POLICY)
+    assert not out.approved and "LIVENESS_FAILED" in out.reasons
+
+
+def test_no_frames_declines_in_every_mode():
+    for mode in ("burst", "none"):
+        out = decide([], RULE, POLICY, liveness=mode)
+        assert not out.approved and "INVALID_OBSERVATION" in out.reasons

@@ -79,11 +79,12 @@ def test_cli_enroll_batch_manifest_two_workers(tmp_path, people, data_dir):
     with open(m, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["user_id", "image_path", "kind"])
-        for s in ("id02", "id03", "id06", "id07"):
-            w.writerow([s, people[s][0], "neutral"])
+        for s, kind in (("id02", "smile"), ("id03", "neutral"), ("id06", "smile"), ("id07", "smile")):
+            w.writerow([s, people[s][0], kind])
         w.writerow(["missing", str(tmp_path / "gone.jpg"), "neutral"])
+        w.writerow(["grin", people["id08"][0], "neutral"])       # a smiling photo is no neutral template
     report = tmp_path / "report.json"
-    p = subprocess.run([sys.executable, str(REPO / "enrollment" / "enroll_batch.py"), "--gallery", str(tmp_path / "g"),
+    p = subprocess.run([sys.executable, str(REPO / "enrollment" / "enroll_batch.py"), "--gallery", str(tmp_path / "g"), "--create",
                         "--manifest", str(m), "--workers", "2", "--report", str(report), "--json"],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert p.returncode == 0, p.stderr[-2000:]
@@ -92,4 +93,5 @@ def test_cli_enroll_batch_manifest_two_workers(tmp_path, people, data_dir):
     assert out["counts"]["enrolled"] == 4 and out["gallery_users"] == 4
     assert out["rejected"][0]["user_id"] == "missing"
     assert out["rejected"][0]["images"][0]["reasons"] == ["IMAGE_NOT_FOUND"]
+    assert out["rejected"][1]["user_id"] == "grin" and "NOT_NEUTRAL" in out["rejected"][1]["images"][0]["reasons"]
     assert "enrol" in p.stderr  # tqdm progress on stderr, not stdout

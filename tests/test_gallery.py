@@ -161,7 +161,7 @@ def test_encryption_no_plaintext_and_wrong_key(tmp_path, lfw_people):
     g.close()
     assert _scan(tmp_path / "g", needles) == []
     # positive control: the scan finds plaintext in an unencrypted gallery
-    p = Gallery(tmp_path / "plain", fingerprint=FP)
+    p = Gallery(tmp_path / "plain", fingerprint=FP, plaintext=True)
     p.enroll(s0, vecs[s0][0])
     assert _scan(tmp_path / "plain", _needles(p.templates(s0)[2][0]))   # the bytes as stored (normalised)
     p.close()

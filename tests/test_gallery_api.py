@@ -33,10 +33,10 @@ def s2p(tmp_path, pipeline):
 
 
 def test_enroll_identify_verify_remove(s2p, people, pipeline):
-    res = s2p.enroll("alice", people["id00"][:2], kind=["neutral", "smile"])
+    res = s2p.enroll("alice", [people["id00"][1], people["id00"][0]], kind=["neutral", "smile"])
     assert res.created and len(res.template_ids) == 2 and res.rejected == []
     s2p.enroll("bob", people["id03"][0])
-    s2p.enroll("carol", people["id05"][0])
+    s2p.enroll("carol", people["id05"][0], kind="smile")     # a smiling photo: not a neutral template
     assert s2p.count() == 3 and s2p.list() == ["alice", "bob", "carol"]
     top = s2p.identify(people["id00"][3], k=3)
     assert top[0].user_id == "alice" and top[0].match and not top[1].match
@@ -57,9 +57,12 @@ def test_enroll_identify_verify_remove(s2p, people, pipeline):
 
 
 def test_enrolment_rejections_and_duplicates(s2p, people, data_dir, t1_path):
-    s2p.enroll("alice", people["id00"][0])
+    with pytest.raises(FaceError) as e:                     # a smiling photo is no neutral template
+        s2p.enroll("alice", people["id00"][0])
+    assert e.value.code == "NOT_NEUTRAL" and "alice" not in s2p.gallery
+    s2p.enroll("alice", people["id00"][1])
     with pytest.raises(DuplicateIdentityError) as e:
-        s2p.enroll("mallory", people["id00"][1])
+        s2p.enroll("mallory", people["id00"][0], kind="smile")
     assert e.value.details["duplicate_of"] == "alice" and "mallory" not in s2p.gallery
     with pytest.raises(FaceError) as e:
         s2p.enroll("group", str(t1_path))
@@ -110,6 +113,10 @@ def test_cli_gallery_commands(tmp_path, people):
     env = {"SMILE2PAY_GALLERY_KEY_FILE": str(key)}
     code, out, err = _cli("enroll", "--gallery", g, "alice", people["id00"][0], people["id00"][1],
                           "--kind", "neutral", "--kind", "smile", "--json", env=env)
+    assert code == 2 and out["error"]["code"] == "GALLERY_NOT_FOUND"          # a typo'd path is not created
+    assert not (tmp_path / "g").exists()
+    code, out, err = _cli("enroll", "--gallery", g, "alice", people["id00"][1], people["id00"][0],
+                          "--kind", "neutral", "--kind", "smile", "--create", "--json", env=env)
     assert code == 0, err
     assert out["enrolled"]["user_id"] == "alice" and out["enrolled"]["kinds"] == ["neutral", "smile"]
     code, out, _ = _cli("identify", "--gallery", g, people["id00"][3], "--json", env=env)

@@ -17,6 +17,8 @@ from smile2pay.errors import GalleryError
 from smile2pay.gallery import DuplicateIdentityError, generate_key, open_gallery, open_guard
 
 FP = "w600k_mbf:test"
+#: galleries are encrypted by default (issue 16): the tests' galleries use this key unless they say otherwise
+KEY = bytes.fromhex("3c" * 32)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,8 @@ def url(request, tmp_path):
 
 def _open(url, **kw):
     kw.setdefault("fingerprint", FP)
+    if "key" not in kw and not kw.get("plaintext"):
+        kw["key"] = KEY
     return open_gallery(url, **kw)
 
 
@@ -168,7 +172,7 @@ def test_facade_and_guard_on_both_backends(url, pipeline, data_dir):
                                                                   max_clipped_fraction=0.4)))
     pairs = ck_smile_pairs(data_dir)
     r0, r1 = pairs[0], pairs[1]
-    with Smile2Pay(url, pipeline=pipe, guard_settings=GuardSettings(max_failures=2)) as s2p:
+    with Smile2Pay(url, pipeline=pipe, key=KEY, guard_settings=GuardSettings(max_failures=2)) as s2p:
         s2p.enroll(r0["subject"], str(data_dir / r0["neutral_path"]))
         burst = [str(data_dir / r0["neutral_path"]), str(data_dir / r0["peak_path"])]
         d = s2p.verify(r0["subject"], burst, nonce="n-1")
@@ -314,7 +318,7 @@ def test_postgres_never_sees_a_plaintext_embedding(pg_cluster, faces):
         g.enroll(s, mixed[s], kind=["neutral", "smile"], check_duplicates=False)
     needles = [n for s in names for e in g.templates(s)[2] for n in _needles(e)]
     plain_url = pg_cluster.url(schema="t_plain_" + uuid.uuid4().hex[:8])
-    p = _open(plain_url)
+    p = _open(plain_url, plaintext=True)
     p.enroll(names[0], faces[names[0]][0] + faces[names[0]][1] * 0.125)
     control = _needles(p.templates(names[0])[2][0])
     with psycopg.connect(parse_conninfo(enc_url), autocommit=True) as c:
@@ -350,7 +354,8 @@ def test_cli_takes_a_postgres_url(pg_url, data_dir):
 
     lfw = sorted((data_dir / "lfw" / "lfw-deepfunneled").glob("*/*_0001.jpg"))
     person = next(p.parent for p in lfw if (p.parent / (p.parent.name + "_0002.jpg")).exists())
-    code, out = cli("enroll", "--gallery", pg_url, "alice", str(person / (person.name + "_0001.jpg")), "--pick", "center")
+    code, out = cli("enroll", "--gallery", pg_url, "alice", str(person / (person.name + "_0001.jpg")), "--pick", "center",
+                    "--kind", "smile", "--create")
     assert code == 0 and out["gallery_users"] == 1
     code, out = cli("identify", "--gallery", pg_url, str(person / (person.name + "_0002.jpg")), "--pick", "center")
     assert code == 0 and out["identified"] == "alice"
@@ -495,9 +500,9 @@ def test_outage_mode_local_keeps_payments_deciding_then_flushes(pg_url, pg_clust
     r0, r1 = ck_smile_pairs(data_dir)[:2]
     burst = [str(data_dir / r0["neutral_path"]), str(data_dir / r0["peak_path"])]
     impostor = [str(data_dir / r1["neutral_path"]), str(data_dir / r1["peak_path"])]
-    s2p = Smile2Pay(pg_url, pipeline=pipe)
+    s2p = Smile2Pay(pg_url, pipeline=pipe, key=KEY)
     monkeypatch.setenv("SMILE2PAY_PG_SPOOL_DIR", str(tmp_path / "spool-other"))   # another machine
-    with s2p, Smile2Pay(pg_url, pipeline=pipe) as other:
+    with s2p, Smile2Pay(pg_url, pipeline=pipe, key=KEY) as other:
         s2p.enroll(r0["subject"], burst[0])
         online = s2p.verify(r0["subject"], burst, nonce="before")
         assert other.guard.use_nonce("taken-elsewhere")          # another server, before the outage

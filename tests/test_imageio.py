@@ -144,6 +144,69 @@ def test_exif_rotation(tmp_path, face_bgr):
     assert out.shape[:2] == (face_bgr.shape[1], face_bgr.shape[0])
 
 
+def _pattern(h=48, w=80):
+    """An asymmetric BGR pattern of flat 16x16 blocks (JPEG-friendly): every flip/rotation differs."""
+    img = np.zeros((h, w, 3), np.uint8)
+    for i in range(h // 16):
+        for j in range(w // 16):
+            img[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = (40 * j + 20, 80 * i + 30, (70 * (i * 5 + j)) % 256)
+    return img
+
+
+#: EXIF orientation -> what makes the stored pixels upright (EXIF 2.3 / ImageOps.exif_transpose)
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],                    # mirrored horizontally
+    3: lambda a: np.rot90(a, 2),                # rotated 180
+    4: lambda a: a[::-1],                       # mirrored vertically
+    5: lambda a: np.transpose(a, (1, 0, 2)),    # transpose
+    6: lambda a: np.rot90(a, -1),               # rotate 90 clockwise
+    7: lambda a: np.rot90(np.transpose(a, (1, 0, 2)), 2),  # transverse
+    8: lambda a: np.rot90(a, 1),                # rotate 90 counter-clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientations_all(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    stored = _pattern()
+    im = Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{orientation}.jpg"
+    im.save(p, exif=exif, quality=95, subsampling=0)
+    expected = np.ascontiguousarray(UPRIGHT[orientation](stored))
+    # the table agrees with Pillow's own reading of the tag
+    with Image.open(p) as check:
+        ref = cv2.cvtColor(np.asarray(ImageOps.exif_transpose(check)), cv2.COLOR_RGB2BGR)
+    assert ref.shape == expected.shape and np.abs(ref.astype(int) - expected).mean() < 3
+    for src in (p, p.read_bytes()):
+        out = load_image(src)
+        assert out.shape == expected.shape, (orientation, out.shape, expected.shape)
+        err = np.abs(out.astype(int) - expected.astype(int)).mean()
+        assert err < 3, (orientation, err)
+        # and it is not any of the other seven candidates
+        for o, op in UPRIGHT.items():
+            other = op(stored)
+            if o != orientation and other.shape == out.shape and not np.array_equal(other, expected):
+                assert np.abs(out.astype(int) - other.astype(int)).mean() > 10, (orientation, o)
+
+
+def test_malformed_orientation_ignored(tmp_path):
+    from PIL import Image
+
+    stored = _pattern()
+    for value in (0, 9, 300):
+        im = Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB))
+        exif = im.getexif()
+        exif[0x0112] = value
+        p = tmp_path / f"bad{value}.jpg"
+        im.save(p, exif=exif, quality=95, subsampling=0)
+        out = load_image(p)
+        assert out.shape == stored.shape and np.abs(out.astype(int) - stored).mean() < 3
+
+
 def test_pipeline_rejects_bad_input_with_typed_error(pipeline, tmp_path):
     p = tmp_path / "x.jpg"
     p.write_bytes(b"\xff\xd8\xff\xe0garbage")

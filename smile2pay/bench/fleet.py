@@ -41,7 +41,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings, api_key_from_env
     from smile2pay.decision.guard import GuardSettings
-    from smile2pay.server.app import create_app
+    from smile2pay.server.app import Limits, create_app
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--gallery", required=True)
@@ -52,7 +52,8 @@ def serve_main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     s2p = Smile2Pay(a.gallery, settings=Settings.from_env(quality=QualitySettings(**CK_QUALITY)),
                     guard_settings=GuardSettings(max_failures=a.max_failures))
-    app = create_app(s2p, api_key_from_env())
+    # the load clients share one key and address: no per-client rate limit on this benchmark server
+    app = create_app(s2p, api_key_from_env(), Limits(verify_per_minute=0))
     sys.stderr.write(json.dumps({"ready_s": time.perf_counter() - t0,
                                  "gallery_open_s": getattr(s2p.gallery, "startup_s", None)}) + "\n")
     sys.stderr.flush()

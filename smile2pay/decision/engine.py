@@ -6,6 +6,8 @@ user's own neutral baseline, then expression-change liveness over the burst.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,6 +25,8 @@ MULTIPLE_FACES = "MULTIPLE_FACES"
 NOT_ENROLLED = "NOT_ENROLLED"
 LOCKED_OUT = "LOCKED_OUT"
 REPLAY = "REPLAY"
+#: an observation the decision cannot trust (NaN / infinite score or probability, no frames): declined
+INVALID_OBSERVATION = "INVALID_OBSERVATION"
 
 LIVENESS_MODES = ("burst", "none")
 
@@ -124,6 +128,15 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
             d["quality_reasons"] = list(f.quality_reasons)
         per_frame.append(d)
     ok = [f for f in frames if not f.error]
+    if not frames:
+        reasons.append(INVALID_OBSERVATION)
+    # the decision is total: a NaN or infinite number never compares its way to an approval
+    bad = [f for f in ok if (f.identity_score is not None and not math.isfinite(float(f.identity_score)))
+           or any(not math.isfinite(float(v)) for v in (f.au_probs or {}).values())]
+    if bad:
+        reasons.append(INVALID_OBSERVATION)
+        bad_ids = {id(f) for f in bad}
+        ok = [f for f in ok if id(f) not in bad_ids]
 
     # 2. identity in every frame (the claimed user, at the calibrated threshold)
     thr = policy.identity_threshold
@@ -178,8 +191,11 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
                 reasons.extend(lr.reasons)
         else:
             live["passed"] = False
-            if len(frames) < policy.liveness.min_frames:
+            missing_crop = len(ok) == len(frames) and any(f.crop is None for f in ok)
+            if len(frames) < policy.liveness.min_frames or missing_crop:
                 reasons.append(LIVENESS_FAILED)
+                if missing_crop:
+                    live["note"] = "a frame came without its aligned crop: the replay check could not run"
     else:
         live["note"] = "single-frame mode: liveness was NOT checked"
 

@@ -58,6 +58,7 @@ class Guard:
                                        isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")       # erased rows are zeroed, not left in free pages
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise GalleryError(f"cannot open guard database in {self.folder}: {e}", code="GUARD_UNAVAILABLE") from e
@@ -74,12 +75,43 @@ class Guard:
                                     (user_id, s.max_failures)).fetchall()
         return lockout_end([r[0] for r in rows], s, now)
 
-    def record(self, user_id: str, approved: bool, now: float | None = None) -> None:
+    def reserve(self, user_id: str, now: float | None = None) -> tuple[float | None, int | None]:
+        """Check the lockout and count this attempt as a failure *before* the work, atomically:
+        ``(locked_until, None)`` when locked, else ``(None, reservation)``. Concurrent attempts each
+        hold a reservation, so at most ``max_failures`` of them are ever evaluated. The attempt's
+        outcome then goes to :meth:`record` (the reservation is the failure) or :meth:`release`."""
+        now = time.time() if now is None else now
+        s = self.settings
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")      # other processes on this gallery wait here
+            try:
+                rows = self._db.execute("SELECT ts FROM failures WHERE user_id=? ORDER BY ts DESC LIMIT ?",
+                                        (user_id, s.max_failures)).fetchall()
+                end = lockout_end([r[0] for r in rows], s, now)
+                rid = None
+                if end is None:
+                    rid = self._db.execute("INSERT INTO failures(user_id, ts) VALUES (?, ?)", (user_id, now)).lastrowid
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return end, rid
+
+    def release(self, reservation) -> None:
+        """The reserved attempt did not count (e.g. a replayed nonce): drop its reservation."""
+        if reservation is None:
+            return
+        with self._lock:
+            self._db.execute("DELETE FROM failures WHERE rowid=?", (int(reservation),))
+
+    def record(self, user_id: str, approved: bool, now: float | None = None, reservation=None) -> None:
+        """An attempt's outcome: approval clears the user's failures; a failure is recorded (it already is
+        when the attempt holds a ``reservation`` from :meth:`reserve`)."""
         now = time.time() if now is None else now
         with self._lock:
             if approved:
                 self._db.execute("DELETE FROM failures WHERE user_id=?", (user_id,))
-            else:
+            elif reservation is None:
                 self._db.execute("INSERT INTO failures(user_id, ts) VALUES (?, ?)", (user_id, now))
 
     def reset(self, user_id: str) -> None:
@@ -121,8 +153,12 @@ class Guard:
             return [json.loads(line) for line in fh if line.strip()]
 
     def forget_user(self, user_id: str) -> None:
-        """Erasure: drop the user's lockout state (audit lines keep only the id and outcome)."""
+        """Erasure: drop the user's lockout state (audit lines keep only the id and outcome). The rows
+        are zeroed (secure_delete) and the WAL is checkpointed and truncated, so the id leaves every
+        file but the audit log."""
         self.reset(user_id)
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

@@ -164,12 +164,49 @@ class PostgresGuard:
             lambda: self._spool.locked_until(user_id, now),      # outage mode "local": this server's count
             "the lockout check")
 
-    def record(self, user_id: str, approved: bool, now: float | None = None) -> None:
+    def reserve(self, user_id: str, now: float | None = None) -> tuple[float | None, object]:
+        """As :meth:`Guard.reserve`, fleet-wide: a per-user advisory lock makes check + insert atomic
+        across servers. The reservation is the failure row's timestamp (jittered to be unique)."""
+        import random
+
+        now = time.time() if now is None else now
+        ts = now + random.random() * 1e-4
+        s = self.settings
+        key = int.from_bytes(hashlib.sha256(("lockout:" + user_id).encode()).digest()[:8], "big", signed=True)
+
+        def q(c):
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                end = lockout_end([r[0] for r in c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts "
+                                                          "DESC LIMIT %s", (user_id, s.max_failures))], s, now)
+                if end is not None:
+                    return end, None
+                c.execute("INSERT INTO failures(user_id, ts) VALUES (%s, %s)", (user_id, ts))
+                return None, ("pg", user_id, ts)
+
+        def local():
+            end, rid = self._spool.reserve(user_id, now)
+            return end, (None if rid is None else ("local", rid))
+
+        return self._or_local(q, local, "the lockout check")
+
+    def release(self, reservation) -> None:
+        if reservation is None:
+            return
+        if reservation[0] == "local":
+            if self._spool is not None:
+                self._spool.release(reservation[1])
+            return
+        _, user_id, ts = reservation
+        self._or_local(lambda c: c.execute("DELETE FROM failures WHERE user_id=%s AND ts=%s", (user_id, ts)),
+                       lambda: None, "a released attempt")
+
+    def record(self, user_id: str, approved: bool, now: float | None = None, reservation=None) -> None:
         now = time.time() if now is None else now
         if approved:
             self._or_local(lambda c: c.execute("DELETE FROM failures WHERE user_id=%s", (user_id,)),
                            lambda: self._spool.record(user_id, True, now), "a lockout reset")
-        else:
+        elif reservation is None:
             self._or_local(lambda c: c.execute("INSERT INTO failures(user_id, ts) VALUES (%s, %s)", (user_id, now)),
                            lambda: self._spool.record(user_id, False, now), "a failure", retry=False)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def load_calibration(path: str | Path) -> dict:
 
 
 def pick_operating_point(cal: dict, far: float) -> dict:
+    if not isinstance(far, (int, float)) or isinstance(far, bool) or not math.isfinite(far) or not 0 < far < 1:
+        raise ConfigError(f"far must be a number in (0, 1), got {far!r}", code="FAR_INVALID", far=str(far))
     ops = cal["identity"]["operating_points"]
     for o in ops:
         if abs(float(o["far"]) - far) <= 1e-12 * max(1.0, far):

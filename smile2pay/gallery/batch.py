@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from ..errors import FaceError, ImageError, RequestError, Smile2PayError
 from .store import DuplicateIdentityError, Gallery
 
@@ -95,6 +97,8 @@ def _embed_user(task: UserTask) -> tuple[str, list[dict]]:
             f = _PIPE.single(path, pick=_PICK)
             r["reasons"] = list(f.quality.reasons)
             r["embedding"] = f.embedding
+            r["au_probs"] = dict(f.au_probs or {})
+            r["au_embedding"] = None if f.au_embedding is None else np.asarray(f.au_embedding, np.float32)
         except (FaceError, ImageError) as e:
             r["code"], r["reasons"] = e.code, [e.code]
         out.append(r)
@@ -102,11 +106,29 @@ def _embed_user(task: UserTask) -> tuple[str, list[dict]]:
     return task.user_id, out
 
 
+def neutral_baseline(neutral_au: list[tuple[dict, Any]]) -> tuple[dict, Any] | None:
+    """The personal AU baseline from a user's neutral faces: mean AU probabilities and the normalised
+    mean AU embedding (None when there is none)."""
+    if not neutral_au:
+        return None
+    keys = sorted(set().union(*(p for p, _ in neutral_au)))
+    probs = {k: float(np.mean([p.get(k, 0.0) for p, _ in neutral_au])) for k in keys}
+    au_embs = [e for _, e in neutral_au if e is not None]
+    emb = None
+    if au_embs:
+        m = np.mean(au_embs, axis=0)
+        emb = m / max(float(np.linalg.norm(m)), 1e-12)
+    return probs, emb
+
+
 def run_batch(gallery: Gallery, tasks: list[UserTask], settings, *, workers: int = 2, pick: str = "error",
               mode: str = "new", require_quality: bool = True, check_duplicates: bool = True,
               progress: bool = True, limit: int | None = None,
-              on_user: Callable[[str, str], None] | None = None) -> dict[str, Any]:
-    """Enrol ``tasks`` into ``gallery``; returns the JSON summary report."""
+              on_user: Callable[[str, str], None] | None = None, threshold: float | None = None,
+              shows_smile: Callable[[dict], bool] | None = None) -> dict[str, Any]:
+    """Enrol ``tasks`` into ``gallery``; returns the JSON summary report. Each user's templates and AU
+    baseline (from the neutral images) are written in one transaction; with ``shows_smile`` a "neutral"
+    image that shows the smile pattern is rejected (``NOT_NEUTRAL``). ``threshold``: the duplicate check's."""
     import dataclasses
 
     settings = dataclasses.replace(settings, threads=1)
@@ -135,6 +157,11 @@ def run_batch(gallery: Gallery, tasks: list[UserTask], settings, *, workers: int
         for uid, imgs in results:
             cpu_s += imgs[-1].pop("_cpu_s", 0.0)
             bar.update(len(imgs))
+            for r in imgs:
+                if ("embedding" in r and r["kind"] == "neutral" and shows_smile is not None
+                        and shows_smile(r.get("au_probs"))):
+                    r["reasons"] = list(r.get("reasons", [])) + ["NOT_NEUTRAL"]
+                    del r["embedding"]
             good = [r for r in imgs if "embedding" in r and (not require_quality or not r["reasons"])]
             bad = [{"image": r["image"], "reasons": r["reasons"]} for r in imgs if r not in good]
             if not good:
@@ -144,8 +171,11 @@ def run_batch(gallery: Gallery, tasks: list[UserTask], settings, *, workers: int
                 import numpy as np
 
                 try:
+                    base = neutral_baseline([(r["au_probs"], r.get("au_embedding")) for r in good
+                                             if r["kind"] == "neutral" and r.get("au_probs")])
                     res = gallery.enroll(uid, np.stack([r["embedding"] for r in good]), [r["kind"] for r in good],
-                                         mode=mode, check_duplicates=check_duplicates)
+                                         mode=mode, check_duplicates=check_duplicates, threshold=threshold,
+                                         baseline=base)
                     report["enrolled"].append({"user_id": uid, "templates": len(res.template_ids),
                                                "rejected_images": bad})
                     outcome = "enrolled"

@@ -276,12 +276,15 @@ class PostgresGallery:
     _seal = Gallery._seal
     _unseal = Gallery._unseal
     _baseline_aad = Gallery._baseline_aad
+    _baseline_blob = Gallery._baseline_blob
     verify_identity = Gallery.verify_identity       # over this backend's templates()
 
     def __init__(self, url: str, *, fingerprint: str | None = None, dim: int = 512, key: bytes | None = None,
                  identity_threshold: float | None = None, index: str = "flat", create: bool = True,
                  index_params: dict | None = None, search_threads: int | None = 1,
-                 pg: PostgresSettings | None = None, follow: bool = True) -> None:
+                 pg: PostgresSettings | None = None, follow: bool = True, plaintext: bool = False) -> None:
+        if plaintext and key is not None:
+            raise GalleryError("give a key or plaintext=True, not both", code="GALLERY_KEY_CONFLICT")
         if search_threads:
             import faiss
 
@@ -309,7 +312,7 @@ class PostgresGallery:
         self._follower: threading.Thread | None = None
         self._notified = 0
         try:
-            self.pool.run(lambda c: self._open(c, fingerprint, dim, key, index, create), retry=False)
+            self.pool.run(lambda c: self._open(c, fingerprint, dim, key, index, create, plaintext), retry=False)
             t0 = time.perf_counter()
             self._rebuild()
             self.startup_s = time.perf_counter() - t0
@@ -323,7 +326,7 @@ class PostgresGallery:
             self._follower.start()
 
     # -- opening -------------------------------------------------------------------------------
-    def _open(self, c, fingerprint, dim, key, index, create) -> None:
+    def _open(self, c, fingerprint, dim, key, index, create, plaintext=False) -> None:
         exists = c.execute("SELECT 1 FROM pg_namespace WHERE nspname=%s", (self.schema,)).fetchone() is not None
         if not exists and not create:
             raise GalleryError(f"no gallery in schema {self.schema!r} at {self.path}", code="GALLERY_NOT_FOUND",
@@ -334,6 +337,10 @@ class PostgresGallery:
             meta = {k: bytes(v).decode() if k != "key_check" else bytes(v)
                     for k, v in c.execute("SELECT key, value FROM meta").fetchall()}
             if not meta:
+                if key is None and not plaintext:
+                    raise GalleryError("a fleet gallery needs its servers' shared key: set SMILE2PAY_GALLERY_KEY or "
+                                       "SMILE2PAY_GALLERY_KEY_FILE (or plaintext=True to store templates in the "
+                                       "clear)", code="GALLERY_KEY_REQUIRED")
                 cipher = TemplateCipher(key)
                 rows = {"fingerprint": fingerprint or "", "dim": str(int(dim)), "cipher": cipher.name,
                         "index": index, "created": str(time.time()), "changes_floor": "0"}
@@ -349,7 +356,7 @@ class PostgresGallery:
                 c.execute("UPDATE meta SET value=%s WHERE key='fingerprint'", (fingerprint.encode(),))
                 stored_fp = fingerprint
         self.fingerprint, self.dim, self.index_kind, self._cipher = check_meta(meta, stored_fp, fingerprint,
-                                                                               dim, key)
+                                                                               dim, key, plaintext)
 
     @property
     def encrypted(self) -> bool:
@@ -539,7 +546,8 @@ class PostgresGallery:
                              exclude)
 
     def enroll(self, user_id: str, embeddings, kind: str | Sequence[str] = "neutral", *, mode: str = "new",
-               check_duplicates: bool = True, threshold: float | None = None) -> EnrollResult:
+               check_duplicates: bool = True, threshold: float | None = None,
+               baseline: tuple[dict, Any] | None = None) -> EnrollResult:
         """As :meth:`Gallery.enroll`; the duplicate check runs under the fleet-wide write lock after
         catching up, so it sees every enrolment committed by any server."""
         self._check_user_id(user_id)
@@ -581,6 +589,13 @@ class PostgresGallery:
                 tids.append(int(c.execute("INSERT INTO templates(user_id, kind, created, vec) VALUES (%s, %s, %s, %s) "
                                           "RETURNING id", (user_id, kd, now, self._seal(user_id, v))).fetchone()[0]))
             c.execute("INSERT INTO changes(op, template_id) SELECT 'add', unnest(%s::bigint[])", (tids,))
+            if baseline is not None:
+                c.execute("INSERT INTO au_baselines(user_id, updated, blob) VALUES (%s, %s, %s) ON CONFLICT (user_id) "
+                          "DO UPDATE SET updated=EXCLUDED.updated, blob=EXCLUDED.blob",
+                          (user_id, now, self._baseline_blob(user_id, *baseline)))
+        if baseline is not None:
+            with self._lock:
+                self._baselines.pop(user_id, None)
         self._after_write()
         log.info("enrolled %d template(s) (mode=%s)", len(tids), mode)
         return EnrollResult(user_id=user_id, mode=mode, template_ids=tids, kinds=kinds, replaced=replaced,
@@ -615,9 +630,7 @@ class PostgresGallery:
     # -- AU baseline ---------------------------------------------------------------------------
     def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
         self._check_user_id(user_id)
-        payload = {"probs": {str(k): float(v) for k, v in probs.items()},
-                   "embedding": None if embedding is None else [float(x) for x in np.asarray(embedding).ravel()]}
-        blob = self._cipher.seal(json.dumps(payload).encode(), self._baseline_aad(user_id))
+        blob = self._baseline_blob(user_id, probs, embedding)
         with self._write_txn() as c:
             if c.execute("SELECT 1 FROM users WHERE user_id=%s", (user_id,)).fetchone() is None:
                 raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND",

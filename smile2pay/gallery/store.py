@@ -68,10 +68,11 @@ CREATE TABLE IF NOT EXISTS au_baselines (
 """
 
 
-def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, key: bytes | None
-               ) -> tuple[str, int, str, TemplateCipher]:
+def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, key: bytes | None,
+               plaintext: bool = False) -> tuple[str, int, str, TemplateCipher]:
     """Check a gallery's stored metadata (either backend) against the identity model and key:
-    ``(fingerprint, dim, index kind, cipher)`` or a typed ``GalleryError``."""
+    ``(fingerprint, dim, index kind, cipher)`` or a typed ``GalleryError``. A plaintext gallery opens
+    only when the caller says ``plaintext=True``."""
     if fingerprint and stored_fp != fingerprint:
         raise GalleryError("this gallery was made with another identity model; re-enrol with this model "
                            "or open it with the model that made it", code="GALLERY_MODEL_MISMATCH",
@@ -87,10 +88,52 @@ def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, ke
     if not encrypted and key is not None:
         raise GalleryError("a key was given but this gallery is not encrypted; encrypt it with "
                            "rotate_key (smile2pay gallery-rotate-key)", code="GALLERY_NOT_ENCRYPTED")
+    if not encrypted and not plaintext:
+        raise GalleryError("this gallery stores templates in PLAINTEXT; open it with plaintext=True "
+                           "(SMILE2PAY_GALLERY_PLAINTEXT=1, --plaintext) and encrypt it with "
+                           "smile2pay gallery-rotate-key --generate-new-key FILE", code="GALLERY_PLAINTEXT")
+    if not encrypted:
+        log.warning("gallery templates are stored in PLAINTEXT (plaintext=True)")
     cipher = TemplateCipher(key)
     if encrypted:
         cipher.verify_key_check(bytes(meta["key_check"]))
     return stored_fp, stored_dim, str(meta.get("index", "flat")), cipher
+
+
+#: the key generated for a new folder gallery when none is configured (mode 0600, beside gallery.db)
+KEY_FILE_NAME = "gallery.key"
+
+
+def _folder_key(folder: Path, creating: bool) -> tuple[bytes | None, str | None]:
+    """The key of a folder gallery opened without one: read ``gallery.key`` beside it, or create it
+    (0600) for a new gallery. Returns (key, where) or (None, None)."""
+    from ..config import parse_gallery_key
+
+    kf = folder / KEY_FILE_NAME
+    if kf.is_file():
+        try:
+            return parse_gallery_key(kf.read_bytes()), str(kf)
+        except Exception as e:   # noqa: BLE001 - a damaged key file is a typed error
+            raise GalleryError(f"cannot read the gallery key file {kf}: {e}", code="GALLERY_KEY_FILE",
+                               path=str(kf)) from None
+    if not creating:
+        return None, None
+    from .crypto import generate_key
+
+    key = generate_key()
+    try:
+        fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key.hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise GalleryError(f"cannot write the gallery key file {kf}: {e.strerror}", code="GALLERY_IO",
+                           path=str(kf)) from None
+    log.warning("new gallery %s: templates are encrypted with a generated key stored in %s (mode 0600); keep a "
+                "copy of it elsewhere, or move it out and pass it as SMILE2PAY_GALLERY_KEY_FILE", folder, kf)
+    return key, str(kf)
 
 
 def top_users(index, v: np.ndarray, k: int, owners_of, exclude: str | None = None
@@ -217,8 +260,10 @@ class Gallery:
     def __init__(self, path: str | os.PathLike, *, fingerprint: str | None = None, dim: int = 512,
                  key: bytes | None = None, identity_threshold: float | None = None,
                  index: str = "flat", create: bool = True, index_params: dict | None = None,
-                 search_threads: int | None = 1) -> None:
+                 search_threads: int | None = 1, plaintext: bool = False) -> None:
         self.path = Path(path)
+        if plaintext and key is not None:
+            raise GalleryError("give a key or plaintext=True, not both", code="GALLERY_KEY_CONFLICT")
         if search_threads:
             # FAISS single queries are fastest on one OpenMP thread (MEASURING.md; here 0.36 ms vs 17 ms
             # for 1.5k templates with 2 threads on a busy 2-core machine). Process-wide: pass None to keep
@@ -241,6 +286,9 @@ class Gallery:
         db = self.path / DB_NAME
         if not db.exists() and not create:
             raise GalleryError(f"no gallery at {self.path}", code="GALLERY_NOT_FOUND", path=str(self.path))
+        self.key_source = "given" if key is not None else None
+        if key is None and not plaintext:
+            key, self.key_source = _folder_key(self.path, creating=not db.exists())
         self._lockfile = open(self.path / LOCK_NAME, "a+b")
         try:
             self._conn = sqlite3.connect(str(db), timeout=60.0, isolation_level=None,
@@ -252,7 +300,7 @@ class Gallery:
             c.execute("PRAGMA temp_store=MEMORY")
             c.execute("PRAGMA foreign_keys=ON")
             with self._write():
-                self._init_meta(fingerprint, dim, key, index)
+                self._init_meta(fingerprint, dim, key, index, plaintext)
         except sqlite3.DatabaseError as e:
             self._close_handles()
             raise GalleryError(f"gallery database is unreadable: {e}", code="GALLERY_CORRUPT",
@@ -266,7 +314,7 @@ class Gallery:
         self._sync()
 
     # -- opening -------------------------------------------------------------------------------
-    def _init_meta(self, fingerprint, dim, key, index) -> None:
+    def _init_meta(self, fingerprint, dim, key, index, plaintext=False) -> None:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -296,7 +344,7 @@ class Gallery:
             c.execute("UPDATE meta SET value=? WHERE key='fingerprint'", (fingerprint,))
             stored_fp = fingerprint
         self.fingerprint, self.dim, self.index_kind, self._cipher = check_meta(meta, stored_fp, fingerprint,
-                                                                               dim, key)
+                                                                               dim, key, plaintext)
 
     @property
     def encrypted(self) -> bool:
@@ -432,14 +480,16 @@ class Gallery:
 
     # -- public API ----------------------------------------------------------------------------
     def enroll(self, user_id: str, embeddings, kind: str | Sequence[str] = "neutral", *, mode: str = "new",
-               check_duplicates: bool = True, threshold: float | None = None) -> EnrollResult:
+               check_duplicates: bool = True, threshold: float | None = None,
+               baseline: tuple[dict, Any] | None = None) -> EnrollResult:
         """Store templates for ``user_id``.
 
         mode: ``"new"`` (the user must not exist: ``GALLERY_USER_EXISTS``), ``"append"`` (add to an
         existing or new user) or ``"replace"`` (drop the user's templates, then add).
         With ``check_duplicates`` a face matching *another* user at or above the threshold raises
         :class:`DuplicateIdentityError` (``GALLERY_DUPLICATE``, details ``duplicate_of``, ``score``)
-        and nothing is written.
+        and nothing is written. ``baseline`` = ``(probs, au_embedding)``: the user's neutral AU
+        baseline, written in the same transaction as the templates (a crash leaves both or neither).
         """
         self._check_user_id(user_id)
         if mode not in MODES:
@@ -482,6 +532,9 @@ class Gallery:
                                     (user_id, kd, now, self._seal(user_id, v)))
                     tids.append(int(cur.lastrowid))
                 c.executemany("INSERT INTO changes(op, template_id) VALUES ('add', ?)", [(t,) for t in tids])
+                if baseline is not None:
+                    c.execute("INSERT OR REPLACE INTO au_baselines(user_id, updated, blob) VALUES (?, ?, ?)",
+                              (user_id, now, self._baseline_blob(user_id, *baseline)))
             self._sync()
         log.info("enrolled %d template(s) (mode=%s)", len(tids), mode)
         return EnrollResult(user_id=user_id, mode=mode, template_ids=tids, kinds=kinds, replaced=replaced,
@@ -521,14 +574,17 @@ class Gallery:
     def _baseline_aad(self, user_id: str) -> bytes:
         return f"{user_id}\x00au-baseline\x00{self.fingerprint}".encode()
 
-    def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
-        """Store the user's neutral AU probabilities (and AU embedding), sealed like templates."""
+    def _baseline_blob(self, user_id: str, probs: dict[str, float], embedding=None) -> bytes:
         import json
 
-        self._check_user_id(user_id)
         payload = {"probs": {str(k): float(v) for k, v in probs.items()},
                    "embedding": None if embedding is None else [float(x) for x in np.asarray(embedding).ravel()]}
-        blob = self._cipher.seal(json.dumps(payload).encode(), self._baseline_aad(user_id))
+        return self._cipher.seal(json.dumps(payload).encode(), self._baseline_aad(user_id))
+
+    def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
+        """Store the user's neutral AU probabilities (and AU embedding), sealed like templates."""
+        self._check_user_id(user_id)
+        blob = self._baseline_blob(user_id, probs, embedding)
         with self._write():
             with self._txn() as c:
                 if c.execute("SELECT 1 FROM users WHERE user_id=?", (user_id,)).fetchone() is None:
@@ -674,9 +730,29 @@ class Gallery:
                 else:
                     c.execute("DELETE FROM meta WHERE key='key_check'")
             self._cipher = new
+            self._rekey_file(new_key)
         self.compact()
         log.info("gallery key rotated (%d templates, cipher=%s)", len(rows), new.name)
         return len(rows)
+
+    def _rekey_file(self, new_key: bytes | None) -> None:
+        """Keep ``gallery.key`` (if the gallery uses one) in step with a rotation: the new key replaces it
+        atomically; decrypting the gallery removes it."""
+        kf = self.path / KEY_FILE_NAME
+        if not kf.exists():
+            return
+        if new_key is None:
+            kf.unlink()
+            self.key_source = None
+            return
+        tmp = kf.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, new_key.hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, kf)
 
     def close(self) -> None:
         with self._lock:

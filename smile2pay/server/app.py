@@ -1,32 +1,49 @@
 """HTTP service for payment backends (FastAPI; ``pip install smile2pay[server]``).
 
-Endpoints (all but /healthz need the API key in ``X-API-Key`` or ``Authorization: Bearer``):
+Endpoints (all but /healthz need an API key in ``X-API-Key`` or ``Authorization: Bearer``). Two
+scopes: the admin key (``create_app``'s ``api_key``; SMILE2PAY_API_KEY) may do everything; the optional
+kiosk key (``kiosk_api_key``; SMILE2PAY_KIOSK_API_KEY) may only verify (``POST /v1/verify`` and the
+``/v1/stream`` WebSocket), any other route answers 403 FORBIDDEN to it.
 
 * ``POST /v1/verify``  JSON ``{"user_id", "frames": [base64 JPEG/PNG...], "require", "liveness", "nonce"}``
   or multipart (fields ``user_id``, ``require``, ``liveness``, ``nonce``; files ``frames``) -> Decision
 * ``POST /v1/enroll``  JSON ``{"user_id", "images": [base64...], "kind", "mode"}`` or multipart -> result
 * ``DELETE /v1/users/{user_id}``  erase a user (rows, vectors, baseline, lockout state; compacted)
+* ``POST /v1/users/{user_id}/unlock``  lift a lockout early -> ``{"user_id", "was_locked"}`` (admin)
 * ``POST /v1/identify``  JSON ``{"images": [one base64 image], "k"}`` -> open-set 1:N candidates
 * ``GET /healthz``  (with a PostgreSQL gallery: the change sequence position, lag and last contact)
 
 Gallery or guard database unreachable (PostgreSQL fleet): 503 with ``Retry-After``.
 
 Errors are JSON ``{"error": {"code", "message", ...}}`` with the SDK's stable codes. Request bodies
-and frame counts are bounded; model sessions are shared by the worker threads (onnxruntime's
-``run`` is thread-safe; the gallery and guard lock their own state).
+are bounded by the bytes actually read (chunked uploads too, JSON and multipart alike), each frame by
+``Limits.max_frame_bytes``, frame counts by ``Limits.max_frames``; verify (and stream starts) are
+rate-limited per client (API key + remote address): 429 RATE_LIMITED with ``Retry-After``. Model
+sessions are shared by the worker threads (onnxruntime's ``run`` is thread-safe; the gallery and
+guard lock their own state).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hmac
+import json
 import logging
+import math
+import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..decision import population
 from ..errors import GalleryError, RequestError, Smile2PayError
@@ -37,13 +54,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 25 * 1024 * 1024
+    max_body_bytes: int = 25 * 1024 * 1024   # bytes read from any request body (chunked or not)
     max_frames: int = 30
-    max_frame_bytes: int = 8 * 1024 * 1024
+    max_frame_bytes: int = 8 * 1024 * 1024   # each frame / image, base64 or multipart file
+    #: verify requests (POST /v1/verify and /v1/stream starts) per minute per client, a client being
+    #: the API key's scope + the remote address; bursts up to this many. 0: no limit.
+    verify_per_minute: int = 60
+    #: clients the rate limiter remembers (the least recently seen are forgotten beyond this)
+    max_rate_clients: int = 10_000
+    max_field_bytes: int = 64 * 1024         # a multipart text field (user_id, nonce...)
 
 
 _STATUS = {"GALLERY_USER_NOT_FOUND": 404, "GALLERY_DUPLICATE": 409, "GALLERY_USER_EXISTS": 409,
-           "REQUEST_TOO_LARGE": 413, "UNAUTHORIZED": 401}
+           "REQUEST_TOO_LARGE": 413, "UNAUTHORIZED": 401, "FORBIDDEN": 403, "RATE_LIMITED": 429}
+#: what the kiosk key may call; every other authenticated route is the admin key's
+KIOSK_ROUTES = frozenset({("POST", "/v1/verify")})
+ADMIN, KIOSK = "admin", "kiosk"
 
 
 def _status_for(e: Smile2PayError) -> int:
@@ -53,6 +79,81 @@ def _status_for(e: Smile2PayError) -> int:
                                                          "GALLERY_UNAVAILABLE"):
         return 503
     return 400
+
+
+#: answers that may leave a request body unread: the connection is closed after them, so the server
+#: stops receiving (without ``Connection: close`` uvicorn would read and discard the rest of the body)
+_CLOSE_AFTER = frozenset({401, 403, 413, 429})
+
+
+def _headers_for(status: int, headers: dict | None) -> dict | None:
+    if status in _CLOSE_AFTER:
+        return {**(headers or {}), "Connection": "close"}
+    return headers
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=_headers_for(status, headers))
+
+
+class RateLimiter:
+    """Token bucket per client: ``per_minute`` tokens, refilled continuously (one every 60/per_minute
+    seconds). ``check(client)`` takes a token and returns 0.0, or the seconds until one is available
+    (nothing taken). Bounded memory: the ``max_clients`` most recently seen clients are kept."""
+
+    def __init__(self, per_minute: int, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = float(max(0, per_minute))
+        self.rate = self.burst / 60.0
+        self.max_clients = max(1, max_clients)
+        self.clock = clock
+        self._buckets: collections.OrderedDict[Any, tuple[float, float]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, client) -> float:
+        if self.burst <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - then) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        return wait
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class ApiKeys:
+    """The admin key and the optional kiosk key; ``scope(key)`` compares against both in constant time."""
+
+    def __init__(self, admin: str, kiosk: str | None = None) -> None:
+        if not isinstance(admin, str) or len(admin) < 16:
+            raise RequestError("the server needs an API key of at least 16 characters", code="CONFIG_INVALID")
+        if kiosk is not None:
+            if not isinstance(kiosk, str) or len(kiosk) < 16:
+                raise RequestError("the kiosk API key needs at least 16 characters", code="CONFIG_INVALID")
+            if hmac.compare_digest(kiosk.encode(), admin.encode()):
+                raise RequestError("the kiosk API key must differ from the admin key", code="CONFIG_INVALID")
+        self._admin = admin.encode()
+        self._kiosk = kiosk.encode() if kiosk is not None else None
+
+    def scope(self, key) -> str | None:
+        """ADMIN, KIOSK or None (missing or wrong key)."""
+        if not isinstance(key, str):
+            return None
+        got = key.encode("utf-8", "surrogatepass")   # a JSON "\\ud800" is a wrong key, not a crash
+        is_admin = hmac.compare_digest(got, self._admin)   # both compared, each in constant time
+        is_kiosk = self._kiosk is not None and hmac.compare_digest(got, self._kiosk)
+        return ADMIN if is_admin else KIOSK if is_kiosk else None
 
 
 def _b64(item: Any, what: str, limits: Limits) -> bytes:
@@ -68,54 +169,83 @@ def _b64(item: Any, what: str, limits: Limits) -> bytes:
         raise RequestError(f"{what} must be valid base64", code="REQUEST_INVALID") from None
 
 
-def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
-    if not api_key or len(api_key) < 16:
-        raise RequestError("the server needs an API key of at least 16 characters", code="CONFIG_INVALID")
+def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: str | None = None) -> FastAPI:
+    """The HTTP service. ``api_key``: the admin key (every route); ``kiosk_api_key`` (optional): a key
+    that may only verify (POST /v1/verify, the /v1/stream WebSocket)."""
+    keys = ApiKeys(api_key, kiosk_api_key)
     app = FastAPI(title="smile2pay", version="1", docs_url=None, redoc_url=None)
-    expected = api_key.encode()
+    rate = RateLimiter(limits.verify_per_minute, limits.max_rate_clients)
 
     def err(e: Smile2PayError) -> JSONResponse:
         status = _status_for(e)
         headers = None
         if status == 503:   # a clean "try again": the shared gallery/guard database is unreachable
             headers = {"Retry-After": str(max(1, int(round(float(e.details.get("retry_after_s") or 1)))))}
-        return JSONResponse(e.to_dict(), status_code=status, headers=headers)
+        return JSONResponse(e.to_dict(), status_code=status, headers=_headers_for(status, headers))
 
-    def authorised(request: Request) -> bool:
+    def key_of(request: Request) -> str:
         got = request.headers.get("x-api-key") or ""
         auth = request.headers.get("authorization") or ""
         if not got and auth.lower().startswith("bearer "):
             got = auth[7:]
-        return hmac.compare_digest(got.encode(), expected)
+        return got
+
+    def rate_check(scope: str, host: str | None) -> float:
+        """0.0 (go ahead, counted) or the seconds to wait: one budget per (key scope, remote address)."""
+        return rate.check((scope, host or "?"))
+
+    def too_large() -> RequestError:
+        return RequestError(f"request body over {limits.max_body_bytes} bytes", code="REQUEST_TOO_LARGE")
 
     async def body_of(request: Request) -> bytes:
+        """The body, refused as soon as more than ``max_body_bytes`` arrived (whatever the framing)."""
         cl = request.headers.get("content-length")
         if cl and cl.isdigit() and int(cl) > limits.max_body_bytes:
-            raise RequestError(f"request body over {limits.max_body_bytes} bytes", code="REQUEST_TOO_LARGE")
+            raise too_large()
         buf = bytearray()
         async for chunk in request.stream():
             buf += chunk
             if len(buf) > limits.max_body_bytes:
-                raise RequestError(f"request body over {limits.max_body_bytes} bytes", code="REQUEST_TOO_LARGE")
+                raise too_large()
         return bytes(buf)
 
-    async def parse(request: Request, list_field: str) -> tuple[dict, list[bytes]]:
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-            cl = request.headers.get("content-length")
-            if cl and cl.isdigit() and int(cl) > limits.max_body_bytes:
-                raise RequestError(f"request body over {limits.max_body_bytes} bytes", code="REQUEST_TOO_LARGE")
-            form = await request.form(max_files=limits.max_frames + 1, max_fields=32)
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            files = [await f.read() for f in form.getlist(list_field) if not isinstance(f, str)]
-            return fields, files
-        raw = await body_of(request)
-        import json
+    async def multipart(request: Request, raw: bytes, list_field: str) -> tuple[dict, list[bytes]]:
+        async def chunks():   # the buffered body to the parser, 1 MiB at a time
+            view = memoryview(raw)
+            for i in range(0, len(raw), 1 << 20):
+                yield bytes(view[i:i + (1 << 20)])
 
+        parser = MultiPartParser(request.headers, chunks(), max_files=limits.max_frames + 1, max_fields=32,
+                                 max_part_size=limits.max_field_bytes)
+        try:
+            form = await parser.parse()
+        except MultiPartException as e:
+            raise RequestError(f"malformed multipart body: {e.message}", code="REQUEST_INVALID") from None
+        try:
+            fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            uploads = [f for f in form.getlist(list_field) if isinstance(f, UploadFile)]
+            if not uploads:
+                raise RequestError(f"'{list_field}' must hold at least one image file", code="REQUEST_INVALID")
+            if len(uploads) > limits.max_frames:
+                raise RequestError(f"at most {limits.max_frames} {list_field}", code="REQUEST_INVALID")
+            for f in uploads:
+                if (f.size or 0) > limits.max_frame_bytes:
+                    raise RequestError(f"a {list_field[:-1]} is larger than {limits.max_frame_bytes} bytes",
+                                       code="REQUEST_TOO_LARGE")
+            files = [await f.read() for f in uploads]
+        finally:
+            await form.close()
+        return fields, files
+
+    async def parse(request: Request, list_field: str) -> tuple[dict, list[bytes]]:
+        raw = await body_of(request)   # bounded for every content type, before any parsing
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return await multipart(request, raw, list_field)
         try:
             data = json.loads(raw or b"null")
-        except ValueError:
-            raise RequestError("body must be JSON or multipart/form-data", code="REQUEST_INVALID") from None
+        except (ValueError, RecursionError):   # RecursionError: hostile nesting ([[[[...]]]])
+            raise RequestError("body must be JSON or multipart/form-data (JSON nested at most ~900 deep)",
+                               code="REQUEST_INVALID") from None
         if not isinstance(data, dict):
             raise RequestError("JSON body must be an object", code="REQUEST_INVALID")
         items = data.get(list_field)
@@ -135,9 +265,22 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
-        if request.url.path != "/healthz" and not is_public(request.url.path) and not authorised(request):
-            return JSONResponse({"error": {"code": "UNAUTHORIZED", "message": "missing or wrong API key"}},
-                                status_code=401)
+        path = request.url.path
+        if path == "/healthz" or is_public(path):
+            return await call_next(request)
+        scope = keys.scope(key_of(request))
+        if scope is None:
+            return _error(401, "UNAUTHORIZED", "missing or wrong API key")
+        route = (request.method, path)
+        if scope != ADMIN and route not in KIOSK_ROUTES:
+            return _error(403, "FORBIDDEN", "this API key may only verify; enrol, delete, identify and "
+                                            "unlock need the admin key")
+        if route == ("POST", "/v1/verify"):
+            wait = rate_check(scope, request.client.host if request.client else None)
+            if wait > 0:   # refused before the body is read
+                return _error(429, "RATE_LIMITED",
+                              f"over {limits.verify_per_minute} verify requests a minute from this client",
+                              headers={"Retry-After": str(max(1, math.ceil(wait)))})
         return await call_next(request)
 
     @app.exception_handler(Smile2PayError)
@@ -147,18 +290,27 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
     @app.exception_handler(Exception)
     async def on_internal(request: Request, e: Exception):  # never leak internals; log server-side
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse({"error": {"code": "INTERNAL", "message": "internal error; retry later"}},
-                            status_code=500, headers={"Retry-After": "1"})
+        return _error(500, "INTERNAL", "internal error; retry later", headers={"Retry-After": "1"})
 
     @app.exception_handler(404)
     async def on_404(request: Request, e):
-        return JSONResponse({"error": {"code": "NOT_FOUND", "message": f"no route {request.url.path}"}},
-                            status_code=404)
+        return _error(404, "NOT_FOUND", f"no route {request.url.path}")
 
     @app.exception_handler(405)
     async def on_405(request: Request, e):
-        return JSONResponse({"error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed"}},
-                            status_code=405)
+        return _error(405, "METHOD_NOT_ALLOWED", "method not allowed")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, e: StarletteHTTPException):   # the framework's own: typed too
+        status = e.status_code
+        code = {400: "REQUEST_INVALID", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 413: "REQUEST_TOO_LARGE",
+                429: "RATE_LIMITED"}.get(status, "REQUEST_INVALID" if 400 <= status < 500 else "INTERNAL")
+        msg = e.detail if isinstance(e.detail, str) else "request refused"
+        return _error(status, code, msg, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, e: RequestValidationError):
+        return _error(400, "REQUEST_INVALID", "invalid request parameters")
 
     @app.get("/healthz")
     def healthz():
@@ -219,7 +371,13 @@ def create_app(s2p, api_key: str, limits: Limits = Limits()) -> FastAPI:
         s2p.compact()
         return {"removed": user_id, "templates": n}
 
-    add_stream_routes(app, s2p, expected, limits)   # /v1/stream (WebSocket) and the /kiosk page
+    @app.post("/v1/users/{user_id}/unlock")
+    async def unlock(user_id: str):
+        """Lift a user's lockout early (an operator's action; audited by the SDK)."""
+        return await run_in_threadpool(s2p.unlock, user_id)
+
+    # /v1/stream (WebSocket: either key; a session start counts against the verify rate limit) and /kiosk
+    add_stream_routes(app, s2p, keys.scope, limits, rate_check)
     return app
 
 
@@ -233,5 +391,12 @@ def serve(args) -> None:  # pragma: no cover - exercised through a real server i
 
     s2p = Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
                     policy=args.policy, far=args.far)
-    app = create_app(s2p, api_key_from_env(args.api_key_file))
+    kiosk = os.environ.get("SMILE2PAY_KIOSK_API_KEY", "").strip() or None   # verify-only key for kiosks
+    per_min = os.environ.get("SMILE2PAY_VERIFY_PER_MINUTE", "").strip()
+    try:
+        limits = Limits(verify_per_minute=int(per_min)) if per_min else Limits()
+    except ValueError:
+        raise RequestError(f"SMILE2PAY_VERIFY_PER_MINUTE must be an integer, got {per_min!r}",
+                           code="CONFIG_INVALID") from None
+    app = create_app(s2p, api_key_from_env(args.api_key_file), limits, kiosk_api_key=kiosk)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -6,7 +6,10 @@ Protocol (JSON text messages, frames as binary messages):
    key travels in the first message or, for non-browser clients, in ``?key=``);
 2. client -> ``{"type": "start", "api_key": "...", "user_id": "alice", "require": "AU6+AU12",
    "nonce": "order-42", "options": {"timeout_s": 15, "window_s": 5, "smoothing": 0.6}}``;
-   a wrong/missing key -> ``{"type": "error", "error": {"code": "UNAUTHORIZED", ...}}`` and close (4401);
+   a wrong/missing key -> ``{"type": "error", "error": {"code": "UNAUTHORIZED", ...}}`` and close (4401).
+   The admin key and the kiosk (verify-only) key are both accepted. A session start counts against
+   the client's verify rate limit (same budget as ``POST /v1/verify``): over it ->
+   ``{"type": "error", "error": {"code": "RATE_LIMITED", "retry_after_s": ...}}`` and close (4429);
 3. server -> ``{"type": "started", "request_id": ...}``;
 4. client -> binary messages, each one JPEG/PNG frame (at most ``Limits.max_frame_bytes``), as fast
    as it likes: the server keeps only the latest frame waiting (a one-slot mailbox; the others are
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import json
 import logging
+import math
 import time
 from pathlib import Path
+from typing import Callable
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -68,7 +72,10 @@ def _options(raw) -> dict:
     return out
 
 
-def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
+def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], limits,
+                      rate_check: Callable[[str, str | None], float] | None = None) -> None:
+    """``scope_of(key)``: the key's scope (``"admin"``/``"kiosk"``) or None for a wrong key (constant-time
+    comparison); ``rate_check(scope, host)``: 0.0 or the seconds to wait (the verify rate limit)."""
     slots = asyncio.Semaphore(MAX_SESSIONS)
 
     @app.get("/kiosk")
@@ -87,9 +94,9 @@ def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
     async def stream(ws: WebSocket):
         await ws.accept()
 
-        async def fail(code: str, message: str, close_code: int = 4400):
+        async def fail(code: str, message: str, close_code: int = 4400, **extra):
             try:
-                await ws.send_json({"type": "error", "error": {"code": code, "message": message}})
+                await ws.send_json({"type": "error", "error": {"code": code, "message": message, **extra}})
                 await ws.close(code=close_code)
             except (WebSocketDisconnect, RuntimeError):
                 pass
@@ -105,13 +112,18 @@ def add_stream_routes(app: FastAPI, s2p, api_key: bytes, limits) -> None:
         except ValueError:
             msg = None
         key = ws.query_params.get("key") or (msg.get("api_key") if isinstance(msg, dict) else None) or ""
-        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), api_key):
+        scope = scope_of(key) if isinstance(key, str) else None
+        if scope is None:
             return await fail("UNAUTHORIZED", "missing or wrong API key", 4401)
         if not isinstance(msg, dict) or msg.get("type") != "start":
             return await fail("REQUEST_INVALID", "the first message must be {\"type\": \"start\", ...}")
         user_id, require, nonce = msg.get("user_id"), msg.get("require", "AU6+AU12"), msg.get("nonce")
         if not isinstance(user_id, str) or not user_id or not isinstance(require, str):
             return await fail("REQUEST_INVALID", "'user_id' (string) is required; 'require' must be a string")
+        wait = rate_check(scope, ws.client.host if ws.client else None) if rate_check else 0.0
+        if wait > 0:
+            return await fail("RATE_LIMITED", "too many verify attempts from this client; retry later", 4429,
+                              retry_after_s=max(1, math.ceil(wait)))
         if slots.locked():
             return await fail("BUSY", f"at most {MAX_SESSIONS} live sessions at once; retry", 4429)
         async with slots:
