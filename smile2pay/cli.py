@@ -2,7 +2,8 @@
 
 Results go to stdout (pure JSON with ``--json``), logs to stderr. Exit codes:
 0 success, 1 a negative result (e.g. a check failed, no face), 2 bad input or setup
-(with a JSON error object on stdout when ``--json`` is given).
+(with a JSON error object on stdout when ``--json`` is given), including a missing optional
+extra (``EXTRA_MISSING``, naming the extra to install).
 
 Third-party libraries print to stdout (insightface notices, onnxruntime warnings); while a
 command runs, file descriptor 1 is pointed at stderr so that only our result reaches stdout.
@@ -70,6 +71,81 @@ def settings_from(args, **extra):
             kw[k] = getattr(args, k)
     kw.update(extra)
     return Settings.from_env(**kw)
+
+
+# ---------------------------------------------------------------------------------- optional extras
+#: optional packages (top-level import name) -> the extra in setup.cfg that installs them
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "fastapi": "server", "starlette": "server", "uvicorn": "server", "multipart": "server",
+    "python_multipart": "server", "websockets": "server",
+    "torch": "train", "onnxscript": "train",
+    "matplotlib": "viz",
+    "psycopg": "postgres",
+    "httpx": "dev", "selenium": "dev",
+}
+#: commands that cannot run at all without an extra: checked before the command starts (no model is
+#: loaded, no data read first). Anything else that imports an optional package is caught in main().
+COMMAND_NEEDS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn"),      # server
+    "train-au": ("torch",),               # train
+    "replay": ("matplotlib",),            # viz
+}
+
+
+class ExtraMissingError(Smile2PayError):
+    """A command needs an optional extra that is not installed (exit 2, code EXTRA_MISSING)."""
+
+    code = "EXTRA_MISSING"
+
+
+def install_hints(extra: str) -> list[str]:
+    """How to add an extra. smile2pay is not on a public index: install from the source folder or a wheel."""
+    return [f"pip install '.[{extra}]'",
+            f"pip install 'path/to/smile2pay-{__version__}-py3-none-any.whl[{extra}]'"]
+
+
+def extra_missing(module: str, command: str | None = None) -> ExtraMissingError | None:
+    """The typed error for an optional package that cannot be imported; None if ``module`` is not one."""
+    top = (module or "").split(".")[0]
+    extra = OPTIONAL_PACKAGES.get(top)
+    if extra is None:
+        return None
+    what = f"smile2pay {command}" if command else "this command"
+    hints = install_hints(extra)
+    return ExtraMissingError(f"{what} needs the optional extra '{extra}' ({top} is not installed): "
+                             f"run {hints[0]} in the smile2pay source folder, or {hints[1]} with a built wheel",
+                             extra=extra, module=top, command=command, install=hints)
+
+
+def require(modules, command: str | None = None) -> None:
+    """Raise :class:`ExtraMissingError` unless every module can be found (found, not imported)."""
+    import importlib.util
+
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise extra_missing(m, command) or ExtraMissingError(
+                f"{command or 'this command'} needs {m}, which is not installed", module=m, command=command)
+
+
+def _needs(args) -> tuple[str, ...]:
+    needs = COMMAND_NEEDS.get(args.command, ())
+    if args.command == "train-au" and (getattr(args, "ensemble_of", None) or getattr(args, "report_only", False)):
+        needs = ()   # combining ONNX files / rebuilding a report needs no torch
+    if str(getattr(args, "gallery", None) or "").startswith(("postgresql://", "postgres://")):
+        needs += ("psycopg",)   # a fleet gallery: the postgres extra
+    return needs
+
+
+def _as_extra_missing(e: BaseException, command: str | None) -> Smile2PayError | None:
+    """A raw ModuleNotFoundError (or a typed error wrapping one) of an optional package -> EXTRA_MISSING."""
+    cause = e if isinstance(e, ModuleNotFoundError) else e.__cause__
+    if isinstance(cause, ModuleNotFoundError) and cause.name:
+        return extra_missing(cause.name, command)
+    return None
 
 
 # ---------------------------------------------------------------------------------- models
@@ -204,10 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     with stdout_to_stderr() as out:
         args._out = out   # commands that stream lines (watch) write them here; the result comes last
         try:
+            require(_needs(args), args.command)
             payload, code = run(args)
         except Smile2PayError as e:
+            if e.code == "DEPENDENCY_MISSING":
+                e = _as_extra_missing(e, args.command) or e
             payload, code = e.to_dict(), e.exit_code
             log.error("%s", e)
+        except ModuleNotFoundError as e:   # an optional package imported deep inside a command
+            err = _as_extra_missing(e, args.command)
+            if err is None:
+                raise
+            payload, code = err.to_dict(), err.exit_code
+            log.error("%s", err)
         except KeyboardInterrupt:
             payload, code = {"error": {"type": "Interrupted", "code": "INTERRUPTED", "message": "interrupted"}}, 130
         if args.json:

@@ -1,6 +1,6 @@
 """``smile2pay train-au``: train, evaluate (k-fold by subject) and export the AU network.
 
-Needs the ``train`` extra (``pip install smile2pay[train]``: torch, onnx, onnxscript).
+Needs the ``train`` extra (``pip install '.[train]'`` from the source folder: torch, onnx, onnxscript).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def cmd_train_au(args) -> tuple[Any, int]:
     try:
         from .train.run import run
     except ImportError as e:  # torch / onnx missing
-        raise Smile2PayError(f"train-au needs the train extra (pip install 'smile2pay[train]'): {e}",
+        raise Smile2PayError(f"train-au needs the train extra (pip install '.[train]' from the source folder, or the wheel path with [train]): {e}",
                              code="DEPENDENCY_MISSING") from e
     from .config import Settings
 

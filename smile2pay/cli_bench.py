@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from .cli import command
+from .cli import command, extra_missing, require
 from .errors import Smile2PayError
 
 #: bench name -> module (imported when the parser is built; a missing module fails at call time)
@@ -24,7 +24,15 @@ BENCHES = {
 }
 
 
+#: bench name -> optional packages it cannot run without (the extra is named by cli.OPTIONAL_PACKAGES);
+#: a bench that writes plots also needs matplotlib (viz) unless --no-plots
+BENCH_NEEDS: dict[str, tuple[str, ...]] = {
+    "smile-to-pay": ("torch",),
+}
+
 _BROKEN: dict[str, str] = {}
+#: bench name -> the optional package its module failed to import (-> EXTRA_MISSING, not BENCH_UNAVAILABLE)
+_MISSING: dict[str, str] = {}
 
 
 def _module(name: str):
@@ -36,6 +44,10 @@ def _module(name: str):
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not installed in this version"
         m = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name and extra_missing(e.name) is not None:
+            _MISSING[name] = e.name
+        return f"{mod} cannot be imported: {type(e).__name__}: {e}"
     except Exception as e:  # an optional dependency (faiss, torch) missing or a broken module
         return f"{mod} cannot be imported: {type(e).__name__}: {e}"
     if not hasattr(m, "configure") or not hasattr(m, "run"):
@@ -77,6 +89,12 @@ def _summary(name: str, res: dict) -> str:
 @command("bench", _cfg_bench)
 def cmd_bench(args) -> tuple[Any, int]:
     m = _module(args.bench)
+    if args.bench in _MISSING:
+        raise extra_missing(_MISSING[args.bench], f"bench {args.bench}")
+    needs = BENCH_NEEDS.get(args.bench, ())
+    if getattr(args, "no_plots", None) is False:
+        needs += ("matplotlib",)
+    require(needs, f"bench {args.bench}")   # before a long run, not after it
     if isinstance(m, str):
         raise Smile2PayError(f"bench {args.bench} is not available: {m}", code="BENCH_UNAVAILABLE",
                              bench=args.bench)

@@ -29,12 +29,16 @@ def _gallery_args(p, threshold: bool = False, create: bool = False):
                        "adjusted to this gallery's population)")
 
 
-def _gsettings(args, **kw):
+def gallery_settings_from(args, **kw):
+    """GallerySettings from the common gallery options (--key-file, --threshold, --plaintext) and the environment."""
     from .config import GallerySettings
 
     return GallerySettings.from_env(key_file=getattr(args, "key_file", None),
                                     identity_threshold=getattr(args, "threshold", None),
                                     plaintext=getattr(args, "plaintext", None), **kw)
+
+
+_gsettings = gallery_settings_from
 
 
 def _s2p(args, **kw):

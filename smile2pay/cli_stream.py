@@ -7,7 +7,8 @@ With ``--json`` every state update is one JSON line on stdout, then the final li
 A video file is processed frame by frame in stream time (its own timestamps) unless ``--realtime``
 (frames are offered at the file's frame rate and skipped when the pipeline is slower, as a camera's
 are). ``--record FILE`` writes per-frame states, AU probabilities and identity scores (no images, no
-embeddings) as JSON; ``smile2pay replay FILE --png OUT`` renders it.
+embeddings) as JSON; ``smile2pay replay FILE --png OUT`` renders it (needs the ``viz`` extra, matplotlib:
+without it, exit 2 with ``EXTRA_MISSING``, checked in :func:`smile2pay.cli.main` before the command runs).
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def cmd_watch(args) -> tuple[Any, int]:
     cap = open_capture(args.camera, args.video)   # bad source: exit 2 before loading any model
     try:
         with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
-                       policy=args.policy, far=args.far) as s2p:
+                       policy=args.policy, far=args.far, create=False) as s2p:
             with s2p.start_session(args.user, require=args.require, nonce=args.nonce, timeout_s=args.timeout,
                                    window_s=args.window, smoothing=args.smoothing,
                                    record=bool(args.record)) as session:

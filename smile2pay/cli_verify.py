@@ -36,7 +36,7 @@ def cmd_verify(args) -> tuple[Any, int]:
 
 
 def _cfg_serve(p):
-    _gallery_args(p)
+    _gallery_args(p, create=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key-file", help="file holding the API key (default: SMILE2PAY_API_KEY)")

@@ -2,7 +2,7 @@
 
 ``PostgresGallery`` has the public API of :class:`smile2pay.gallery.store.Gallery` (the embedded
 SQLite gallery, which stays the default); :func:`smile2pay.gallery.open_gallery` picks one by URL:
-``postgresql://user@host:port/db?schema=smile2pay`` (psycopg 3, ``pip install smile2pay[postgres]``).
+``postgresql://user@host:port/db?schema=smile2pay`` (psycopg 3, ``pip install '.[postgres]'``).
 
 Data
     Tables live in one PostgreSQL schema (``?schema=``, default ``smile2pay``): ``meta``, ``users``,
@@ -95,7 +95,7 @@ def _psycopg():
     try:
         import psycopg
     except ImportError:  # pragma: no cover - depends on the install
-        raise GalleryError("a postgresql:// gallery needs psycopg 3: pip install 'smile2pay[postgres]'",
+        raise GalleryError("a postgresql:// gallery needs psycopg 3: pip install '.[postgres]' (source folder) or 'smile2pay-*.whl[postgres]'",
                            code="GALLERY_BACKEND_MISSING") from None
     return psycopg
 

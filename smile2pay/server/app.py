@@ -1,4 +1,4 @@
-"""HTTP service for payment backends (FastAPI; ``pip install smile2pay[server]``).
+"""HTTP service for payment backends (FastAPI; ``pip install '.[server]'``).
 
 Endpoints (all but /healthz need an API key in ``X-API-Key`` or ``Authorization: Bearer``). Two
 scopes: the admin key (``create_app``'s ``api_key``; SMILE2PAY_API_KEY) may do everything; the optional
@@ -387,10 +387,10 @@ def serve(args) -> None:  # pragma: no cover - exercised through a real server i
     from ..api import Smile2Pay
     from ..cli import settings_from
     from ..config import api_key_from_env
-    from ..cli_gallery import _gsettings
+    from ..cli_gallery import gallery_settings_from as _gsettings
 
     s2p = Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
-                    policy=args.policy, far=args.far)
+                    policy=args.policy, far=args.far, create=bool(getattr(args, "create", False)))
     kiosk = os.environ.get("SMILE2PAY_KIOSK_API_KEY", "").strip() or None   # verify-only key for kiosks
     per_min = os.environ.get("SMILE2PAY_VERIFY_PER_MINUTE", "").strip()
     try:
