@@ -23,11 +23,11 @@ def _cfg_train_au(p):
     p.add_argument("--lfw", type=int, default=4000, help="LFW faces pseudo-labelled by the blendshape teacher")
     p.add_argument("--csv", action="append", default=[], help="extra ground truth: manifest path,subject,au_codes")
     p.add_argument("--ckplus-original", help="official CK+ folder (cohn-kanade-images/ + FACS/)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--input-size", type=int, help="network input side in pixels (default: the recipe's)")
+    p.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--smoke", action="store_true", help="tiny data, tiny net, 1 epoch: seconds (CI)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
@@ -36,15 +36,21 @@ def _cfg_train_au(p):
                         "v2: the CK+-only recipe of the earlier model")
     p.add_argument("--workers", type=int, default=2, help="v3: processes that build the FER+/LFW caches")
     p.add_argument("--skip-base", action="store_true", help="v3: reuse OUT/base/checkpoint.pt as it is")
-    p.add_argument("--base-epochs", type=int)
-    p.add_argument("--fine-epochs", type=int)
+    p.add_argument("--base-epochs", type=int, help="v3: epochs of the FER+/LFW base stage (default: the recipe's)")
+    p.add_argument("--fine-epochs", type=int, help="v3: epochs of the CK+ fine-tune stage (default: the recipe's)")
     p.add_argument("--ensemble-of", nargs="+", metavar="ONNX",
                    help="combine these trained AU models (same recipe, other seeds) into one ONNX file at "
                         "--export (mean probabilities, concatenated unit-norm embedding) and exit")
 
 
-@command("train-au", _cfg_train_au)
+@command("train-au", _cfg_train_au, examples="""\
+examples:
+  smile2pay train-au --smoke --out /tmp/au                 # seconds: checks the set-up
+  smile2pay train-au --cv 5 --out results/au_train         # the shipped recipe (v3), k-fold numbers first""")
 def cmd_train_au(args) -> tuple[Any, int]:
+    """Train and export the AU (smile) model.
+
+    k-fold evaluation by subject, then the final model as ONNX. Needs the train extra (torch)."""
     from .config import data_dir
     from .errors import Smile2PayError
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 from typing import Any
 
-from .cli import command, extra_missing, require
+from .cli import (DETECTOR_HELP, MODELS_HELP, THREADS_HELP, HelpFormatter, command, extra_missing, first_sentence,
+                  plain, reflow, require)
 from .errors import Smile2PayError
 
 #: bench name -> module (imported when the parser is built; a missing module fails at call time)
@@ -55,19 +57,67 @@ def _module(name: str):
     return m
 
 
-def _common_sub(p: argparse.ArgumentParser) -> None:
+#: benches that load no model (synthetic or cached embeddings): no --models
+NO_MODELS = frozenset({"gallery"})
+
+#: help for options the bench modules declare without one (by option string); shared by calibrate(-au)
+OPTION_HELP: dict[str, str] = {
+    "--threads": THREADS_HELP,
+    "--detector": DETECTOR_HELP,
+    "--no-plots": "write no PNG plots (no matplotlib needed)",
+    "--no-progress": "no progress bar on stderr",
+    "--no-cache": "embed every image again instead of reading the cache",
+    "--seed": "random seed",
+    "--embedding": "which embeddings to score: identity, au or both",
+    "--runs": "timed runs per stage",
+    "--warmup": "untimed runs before timing",
+    "--out": "output folder",
+    "--plots-dir": "folder for the PNG plots (default: --out)",
+    "--name": "file name stem of the outputs",
+    "--hnsw-m": "HNSW graph degree (M)",
+    "--kmeans-iter": "IVF k-means iterations",
+    "--far": "false accept rate of the identity operating point",
+    "--gt-cache": "AU ground-truth cache written by train-au (cache/gt.npz)",
+    "--folds": "cross-validation folds",
+}
+
+
+def bench_summary(doc: str | None) -> tuple[str, str]:
+    """(one-line summary, description) of a bench module's docstring, as plain text: the ``smile2pay bench
+    NAME``: prefix dropped, RST markup removed, the summary the whole first sentence (never cut inside it)."""
+    text = plain((doc or "").strip())
+    para = " ".join(text.split("\n\n", 1)[0].split())
+    para = re.sub(r"^smile2pay [a-z-]+(?: [a-z-]+)?:\s*", "", para)
+    para = para[:1].upper() + para[1:]
+    summary = first_sentence(para).rstrip(".")
+    return summary, reflow(para)
+
+
+def fill_help(p: argparse.ArgumentParser) -> None:
+    """Give every option the bench modules left without help text a generic one (see OPTION_HELP)."""
+    for a in p._actions:
+        if not a.help and a.option_strings:
+            a.help = next((OPTION_HELP[o] for o in a.option_strings if o in OPTION_HELP), None)
+
+
+def _common_sub(p: argparse.ArgumentParser, models: bool = True) -> None:
     # SUPPRESS: given before the bench name (parent parser) or after it (here), either works
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable JSON on stdout")
-    p.add_argument("--models", default=argparse.SUPPRESS, help="model folder or pack name")
+    if models:
+        p.add_argument("--models", metavar="DIR", default=argparse.SUPPRESS, help=MODELS_HELP)
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging on stderr")
 
 
 def _cfg_bench(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH", title="benchmarks")
     for name in BENCHES:
         m = _module(name)
-        doc = (m.__doc__ or "").strip().splitlines()[0] if not isinstance(m, str) else f"(unavailable: {m})"
-        sp = sub.add_parser(name, help=doc, description=doc, conflict_handler="resolve")
+        if isinstance(m, str):
+            doc, desc = f"(unavailable: {m})", f"(unavailable: {m})"
+        else:
+            doc, desc = bench_summary(m.__doc__)
+        sp = sub.add_parser(name, help=doc, description=desc, conflict_handler="resolve",
+                            formatter_class=HelpFormatter)
         if not isinstance(m, str):
             try:
                 m.configure(sp)
@@ -76,7 +126,8 @@ def _cfg_bench(p: argparse.ArgumentParser) -> None:
                 sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         else:
             sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        _common_sub(sp)
+        fill_help(sp)
+        _common_sub(sp, models=name not in NO_MODELS)
 
 
 def _summary(name: str, res: dict) -> str:
@@ -86,8 +137,15 @@ def _summary(name: str, res: dict) -> str:
     return ""
 
 
-@command("bench", _cfg_bench)
+@command("bench", _cfg_bench, examples="""\
+examples:
+  smile2pay bench pairs --pairs pairs.csv --out bench_out/pairs     # ROC, TAR at FAR, report
+  smile2pay bench latency --runs 50
+  smile2pay bench pairs --help                                      # one bench's options""")
 def cmd_bench(args) -> tuple[Any, int]:
+    """Benchmarks: pairs, side-sedi, latency, gallery, ...
+
+    Each writes JSON (and plots, reports) under --out; `smile2pay bench BENCH --help` for its options."""
     m = _module(args.bench)
     if args.bench in _MISSING:
         raise extra_missing(_MISSING[args.bench], f"bench {args.bench}")
@@ -110,10 +168,17 @@ def _cfg_calibrate(p: argparse.ArgumentParser) -> None:
     from .bench import calibrate
 
     calibrate.configure(p)
+    fill_help(p)
 
 
-@command("calibrate", _cfg_calibrate)
+@command("calibrate", _cfg_calibrate, examples="""\
+examples:
+  smile2pay calibrate --dataset my_people.csv --out my_policy.json     # CSV path,subject
+  smile2pay verify --gallery shop --policy my_policy.json alice f0.jpg f1.jpg""")
 def cmd_calibrate(args) -> tuple[Any, int]:
+    """Identity thresholds from your own photos.
+
+    Measures the identity threshold at each target FAR and writes a calibration file (--policy)."""
     from .bench import calibrate
 
     res = calibrate.run(args)
@@ -126,10 +191,16 @@ def _cfg_calibrate_au(p: argparse.ArgumentParser) -> None:
     from .bench import calibrate_au
 
     calibrate_au.configure(p)
+    fill_help(p)
 
 
-@command("calibrate-au", _cfg_calibrate_au)
+@command("calibrate-au", _cfg_calibrate_au, examples="""\
+examples:
+  smile2pay calibrate-au --frames frames.csv --out my_policy.json      # CSV path,subject,label[,burst]""")
 def cmd_calibrate_au(args) -> tuple[Any, int]:
+    """Smile thresholds from your own labelled frames.
+
+    Measures the smile gate and writes the au sections of a calibration file (--policy)."""
     from .bench import calibrate_au
 
     res = calibrate_au.run(args)

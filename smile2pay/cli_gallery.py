@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cli import command, settings_from
-from .errors import RequestError
+from .cli import PICK_HELP, add_runtime_args, command, fmt_score, settings_from
+from .errors import FaceError, ImageError, RequestError
+
+PICKS = ["error", "largest", "center", "best"]
 
 
 def _gallery_args(p, threshold: bool = False, create: bool = False):
@@ -60,19 +62,43 @@ def _open_gallery(args, create: bool = False):
 # ------------------------------------------------------------------------------------ enroll
 def _cfg_enroll(p):
     _gallery_args(p, threshold=True, create=True)
-    p.add_argument("user_id")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--kind", action="append", help="template kind (neutral, smile, ...): once, or once per image")
-    p.add_argument("--mode", choices=["new", "append", "replace"], default="new")
-    p.add_argument("--pick", choices=["error", "largest", "center", "best"], default="error",
-                   help="which face when an image holds several (default: error)")
-    p.add_argument("--allow-duplicate", action="store_true", help="skip the duplicate-identity check")
-    p.add_argument("--detector", choices=["scrfd", "yunet"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("user_id", help="the id to enrol the photos under (your customer id)")
+    p.add_argument("images", nargs="+", help="one or more photos of that person, one face each")
+    p.add_argument("--kind", action="append", help="template kind (neutral, smile, ...): once, or once per image "
+                                                   "(default: neutral; a neutral photo is also the user's AU baseline)")
+    p.add_argument("--mode", choices=["new", "append", "replace"], default="new",
+                   help="new: refuse a user id that exists; append: add these photos to the user; "
+                        "replace: drop the user's old templates first")
+    p.add_argument("--pick", choices=PICKS, default="error", help=PICK_HELP)
+    p.add_argument("--allow-duplicate", action="store_true",
+                   help="skip the duplicate-identity check (by default a face already enrolled under another "
+                        "id is refused)")
+    add_runtime_args(p)
 
 
-@command("enroll", _cfg_enroll)
+def _human_enroll(d: dict, code: int) -> str:
+    e = d["enrolled"]
+    verb = "enrolled" if e.get("created") else "updated"
+    lines = [f"{verb} {e['user_id']}: {len(e['template_ids'])} template(s) ({', '.join(e['kinds'])}), mode {e['mode']}"
+             + (f", {e['replaced']} old template(s) replaced" if e.get("replaced") else "")
+             + f"; the gallery holds {d['gallery_users']} user(s)"]
+    for r in e.get("rejected") or []:
+        lines.append(f"  rejected {r.get('image', r.get('index', '?'))}: {r.get('code')} {r.get('message', '')}")
+    lines.append(f"next: smile2pay verify --gallery GALLERY {e['user_id']} NEUTRAL.jpg SMILE.jpg")
+    return "\n".join(lines)
+
+
+@command("enroll", _cfg_enroll, human=_human_enroll, examples="""\
+examples:
+  smile2pay enroll --gallery shop --create alice alice.jpg         # a new gallery (encrypted; key beside it)
+  smile2pay enroll --gallery shop bob bob_neutral.jpg bob_smile.jpg --kind neutral --kind smile
+  smile2pay enroll --gallery shop --mode append alice alice_2.jpg
+exit: 0 enrolled, 1 no usable face / duplicate identity, 2 bad input or setup""")
 def cmd_enroll(args) -> tuple[Any, int]:
+    """Enrol a user's photos into a gallery (--create: new).
+
+    Enrol a user from one or more photos; a neutral photo also becomes the user's AU baseline.
+    A gallery is created only with --create (templates AES-256-GCM encrypted, key beside it)."""
     kinds = args.kind or ["neutral"]
     if len(kinds) not in (1, len(args.images)):
         raise RequestError("--kind must be given once or once per image", code="REQUEST_INVALID")
@@ -86,23 +112,45 @@ def cmd_enroll(args) -> tuple[Any, int]:
 def _cfg_enroll_batch(p):
     _gallery_args(p, threshold=True, create=True)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--folder", help="one sub-folder per user")
+    src.add_argument("--folder", help="one sub-folder per user (the sub-folder's name is the user id)")
     src.add_argument("--manifest", help="CSV: user_id,image_path[,kind]")
     p.add_argument("--kind", default="neutral", help="kind when the manifest/folder does not say")
     p.add_argument("--mode", choices=["new", "append", "replace"], default="new",
-                   help="new: skip users already enrolled (resumable)")
+                   help="new: skip users already enrolled (resumable); append: add the photos to existing "
+                        "users; replace: drop their old templates first")
     p.add_argument("--workers", type=int, default=2, help="embedding processes (1 ORT thread each)")
-    p.add_argument("--pick", choices=["error", "largest", "center", "best"], default="error")
+    p.add_argument("--pick", choices=PICKS, default="error", help=PICK_HELP)
     p.add_argument("--no-quality-gate", action="store_true", help="enrol images that fail the quality gates")
-    p.add_argument("--allow-duplicate", action="store_true")
-    p.add_argument("--limit", type=int, help="enrol at most this many users this run")
+    p.add_argument("--allow-duplicate", action="store_true", help="skip the duplicate-identity check")
+    p.add_argument("--limit", type=int, help="enrol at most this many users this run (default: all)")
     p.add_argument("--report", help="also write the JSON summary to this file")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--detector", choices=["scrfd", "yunet"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_runtime_args(p, threads=False)
 
 
-@command("enroll-batch", _cfg_enroll_batch)
+def _human_enroll_batch(d: dict, code: int) -> str:
+    c = d.get("counts", {})
+    lines = [f"{d.get('source')}: {c.get('enrolled', 0)} enrolled, {c.get('rejected', 0)} with rejected photos, "
+             f"{c.get('duplicates', 0)} duplicates, {c.get('errors', 0)} errors, "
+             f"{c.get('skipped_already_enrolled', 0)} already enrolled (skipped)"]
+    for r in d.get("duplicates", [])[:20]:
+        lines.append(f"  duplicate {r['user_id']}: same face as {r.get('duplicate_of')}")
+    for r in d.get("errors", [])[:20]:
+        lines.append(f"  error {r['user_id']}: {r.get('code')} {r.get('message', '')}")
+    if d.get("images_per_s"):
+        lines.append(f"{d['images_per_s']} images/s over {d.get('wall_s')} s")
+    return "\n".join(lines)
+
+
+@command("enroll-batch", _cfg_enroll_batch, human=_human_enroll_batch, examples="""\
+examples:
+  smile2pay enroll-batch --gallery shop --create --folder people/ --report enrol.json
+  smile2pay enroll-batch --gallery shop --manifest users.csv --workers 2""")
 def cmd_enroll_batch(args) -> tuple[Any, int]:
+    """Enrol many users from a folder or a CSV manifest.
+
+    One sub-folder per user, or a CSV user_id,image_path[,kind]; re-running skips users already
+    enrolled (resumable)."""
     from .gallery.batch import plan_folder, plan_manifest, run_batch
 
     if args.workers < 1:
@@ -120,15 +168,134 @@ def cmd_enroll_batch(args) -> tuple[Any, int]:
 
 
 # ------------------------------------------------------------------------------------ identify / verify
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: the columns of ``identify --folder --report out.csv`` (one row per image)
+REPORT_COLUMNS = ("image", "identified", "score", "threshold", "best_candidate", "best_score", "candidates",
+                  "error_code", "error_message")
+
+
 def _cfg_identify(p):
     _gallery_args(p, threshold=True)
-    p.add_argument("image")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--pick", choices=["error", "largest", "center", "best"], default="error")
+    p.add_argument("image", nargs="?", help="the photo to identify (or --folder)")
+    p.add_argument("--folder", help="identify every image in this folder instead (jpg, jpeg, png, bmp, webp, tif)")
+    p.add_argument("--recursive", action="store_true", help="--folder: include sub-folders")
+    p.add_argument("--report", metavar="FILE",
+                   help="--folder: write one row per image to FILE, CSV (.csv) or JSON (.json)")
+    p.add_argument("--no-progress", action="store_true", help="--folder: no progress bar on stderr")
+    p.add_argument("-k", type=int, default=5, help="how many candidates (best first) to return per image")
+    p.add_argument("--pick", choices=PICKS, default="error", help=PICK_HELP)
+    add_runtime_args(p)
 
 
-@command("identify", _cfg_identify)
+def _folder_images(folder: str, recursive: bool) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise RequestError(f"not a folder: {folder}", code="REQUEST_INVALID", path=folder)
+    files = root.rglob("*") if recursive else root.iterdir()
+    images = sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise RequestError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}"
+                           + ("" if recursive else " (add --recursive for sub-folders)"),
+                           code="REQUEST_INVALID", path=folder)
+    return images
+
+
+def _write_report(path: str, rows: list[dict], summary: dict) -> None:
+    import csv
+
+    out = Path(path)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps({**summary, "results": rows}, indent=2, default=str))
+        return
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "candidates": ";".join(f"{c['user_id']}:{c['score']}" for c in r.get("candidates", []))})
+
+
+def _identify_folder(args) -> tuple[Any, int]:
+    from tqdm import tqdm
+
+    if args.report and Path(args.report).suffix.lower() not in (".csv", ".json"):
+        raise RequestError("--report must end in .csv or .json", code="REQUEST_INVALID")
+    images = _folder_images(args.folder, args.recursive)
+    rows: list[dict] = []
+    with _s2p(args) as s2p:
+        threshold = s2p.identity_threshold
+        bar = tqdm(images, desc="identify", unit="img", disable=args.no_progress, file=__import__("sys").stderr)
+        for path in bar:
+            row: dict[str, Any] = {"image": str(path), "identified": None, "score": None, "threshold": threshold,
+                                   "best_candidate": None, "best_score": None, "candidates": [],
+                                   "error_code": None, "error_message": None}
+            try:
+                matches = s2p.identify(str(path), k=args.k, pick=args.pick)
+            except (ImageError, FaceError) as e:   # no face, unreadable image...: this image's row says why
+                row.update(error_code=e.code, error_message=e.message)
+            else:
+                if matches:
+                    best = matches[0]
+                    row.update(best_candidate=best.user_id, best_score=round(float(best.score), 5),
+                               identified=best.user_id if best.match else None,
+                               score=round(float(best.score), 5) if best.match else None)
+                row["candidates"] = [m.to_dict() for m in matches]
+            rows.append(row)
+            bar.set_postfix(identified=sum(r["identified"] is not None for r in rows), refresh=False)
+    summary = {"folder": args.folder, "images": len(rows), "threshold": threshold,
+               "identified": sum(r["identified"] is not None for r in rows),
+               "unknown": sum(r["identified"] is None and r["error_code"] is None for r in rows),
+               "errors": sum(r["error_code"] is not None for r in rows)}
+    if args.report:
+        _write_report(args.report, rows, summary)
+        summary["report"] = args.report
+    return {**summary, "results": rows}, 1 if summary["errors"] else 0
+
+
+def _human_identify(d: dict, code: int) -> str:
+    if "results" in d:     # --folder
+        lines = []
+        for r in d["results"]:
+            if r["error_code"]:
+                what = f"error [{r['error_code']}] {r['error_message']}"
+            elif r["identified"]:
+                what = f"{r['identified']} (cosine {fmt_score(r['score'])})"
+            else:
+                what = "unknown" + (f" (best {r['best_candidate']} {fmt_score(r['best_score'])})"
+                                    if r["best_candidate"] else "")
+            lines.append(f"{r['image']}: {what}")
+        lines.append(f"{d['images']} images: {d['identified']} identified, {d['unknown']} unknown, {d['errors']} "
+                     f"errors (threshold cosine >= {fmt_score(d['threshold'])})"
+                     + (f"; report: {d['report']}" if d.get("report") else ""))
+        return "\n".join(lines)
+    cands = d.get("candidates") or []
+    head = (f"{d['image']}: {d['identified']} (cosine {fmt_score(cands[0]['score'])} >= threshold "
+            f"{fmt_score(d['threshold'])})" if d["identified"] else
+            f"{d['image']}: unknown: nobody in the gallery reaches threshold {fmt_score(d['threshold'])}")
+    lines = [head]
+    for c in cands:
+        lines.append(f"  {c['user_id']:24s} {fmt_score(c['score']):>8s}  {'match' if c['match'] else ''}")
+    return "\n".join(lines)
+
+
+@command("identify", _cfg_identify, human=_human_identify, examples="""\
+examples:
+  smile2pay identify --gallery shop photo.jpg                       # who is this? (top -k candidates)
+  smile2pay identify --gallery shop --folder photos/ --report who.csv   # every image, one row each
+exit: one image: 0 identified, 1 nobody matches; --folder: 0 every image answered (identified or
+unknown), 1 some images had no usable face or could not be read; 2 bad input or setup""")
 def cmd_identify(args) -> tuple[Any, int]:
+    """Who is this? Search a gallery (a photo or a --folder).
+
+    1:N open-set identification of one photo, or of every image of a folder with a progress bar on
+    stderr and a CSV/JSON report (--report)."""
+    if args.folder and args.image:
+        raise RequestError("give one image or --folder, not both", code="REQUEST_INVALID")
+    if args.folder:
+        return _identify_folder(args)
+    if not args.image:
+        raise RequestError("give an image to identify, or --folder DIR", code="REQUEST_INVALID")
+    if args.report:
+        raise RequestError("--report goes with --folder", code="REQUEST_INVALID")
     with _s2p(args) as s2p:
         matches = s2p.identify(args.image, k=args.k, pick=args.pick)
         identified = matches[0].user_id if matches and matches[0].match else None
@@ -138,13 +305,26 @@ def cmd_identify(args) -> tuple[Any, int]:
 
 def _cfg_verify_identity(p):
     _gallery_args(p, threshold=True)
-    p.add_argument("user_id")
-    p.add_argument("image")
-    p.add_argument("--pick", choices=["error", "largest", "center", "best"], default="error")
+    p.add_argument("user_id", help="the claimed (enrolled) user id")
+    p.add_argument("image", help="the photo to check")
+    p.add_argument("--pick", choices=PICKS, default="error", help=PICK_HELP)
+    add_runtime_args(p)
 
 
-@command("verify-identity", _cfg_verify_identity)
+def _human_verify_identity(d: dict, code: int) -> str:
+    op = ">=" if d["match"] else "<"
+    return (f"{'MATCH' if d['match'] else 'NO MATCH'}: {d['user_id']}, cosine {fmt_score(d['score'])} {op} threshold "
+            f"{fmt_score(d['threshold'])} (best template #{d['template_id']}, {d['kind']})")
+
+
+@command("verify-identity", _cfg_verify_identity, human=_human_verify_identity, examples="""\
+examples:
+  smile2pay verify-identity --gallery shop alice photo.jpg
+exit: 0 match, 1 no match, 2 bad input or setup""")
 def cmd_verify_identity(args) -> tuple[Any, int]:
+    """Is this photo the claimed user? (identity only)
+
+    1:1 against the enrolled templates; no smile, no liveness (that is `verify`)."""
     with _s2p(args) as s2p:
         r = s2p.verify_identity(args.user_id, args.image, pick=args.pick)
         return r.to_dict(), 0 if r.match else 1
@@ -153,13 +333,19 @@ def cmd_verify_identity(args) -> tuple[Any, int]:
 # ------------------------------------------------------------------------------------ remove / admin
 def _cfg_remove(p):
     _gallery_args(p)
-    p.add_argument("user_id")
+    p.add_argument("user_id", help="the user to erase")
     p.add_argument("--no-compact", action="store_true",
                    help="skip compaction (the erased bytes may stay in free pages until the next compact)")
 
 
-@command("remove", _cfg_remove)
+@command("remove", _cfg_remove, models=False, examples="""\
+examples:
+  smile2pay remove --gallery shop alice      # templates, AU baseline and lockout state; then compacted""")
 def cmd_remove(args) -> tuple[Any, int]:
+    """Erase a user from a gallery.
+
+    Templates, AU baseline and lockout state; the gallery is then compacted so that no byte of
+    them stays in free pages (the audit log keeps only ids and outcomes)."""
     from .gallery import open_guard
 
     with _open_gallery(args) as g:
@@ -177,12 +363,21 @@ def cmd_remove(args) -> tuple[Any, int]:
 
 def _cfg_gallery(p):
     _gallery_args(p)
-    p.add_argument("action", choices=["info", "list", "check", "compact"])
-    p.add_argument("--user", help="info: one user's record")
+    p.add_argument("action", choices=["info", "list", "check", "compact"],
+                   help="info: size, encryption, identity threshold; list: the user ids; check: integrity; "
+                        "compact: reclaim the space of erased users")
+    p.add_argument("--user", help="info: one user's record (template kinds and dates)")
 
 
-@command("gallery", _cfg_gallery)
+@command("gallery", _cfg_gallery, models=False, examples="""\
+examples:
+  smile2pay gallery --gallery shop info              # users, encryption, the identity threshold and why
+  smile2pay gallery --gallery shop list
+  smile2pay gallery --gallery shop info --user alice""")
 def cmd_gallery(args) -> tuple[Any, int]:
+    """Look into a gallery: info, list, check, compact.
+
+    info includes the identity threshold in use and why (shipped or self-calibrated)."""
     with _open_gallery(args) as g:
         if args.action == "list":
             return {"users": g.list(), "count": g.count()}, 0
@@ -222,8 +417,11 @@ def _cfg_rotate(p):
     grp.add_argument("--decrypt", action="store_true", help="remove encryption (store templates in plaintext)")
 
 
-@command("gallery-rotate-key", _cfg_rotate)
+@command("gallery-rotate-key", _cfg_rotate, models=False, examples="""\
+examples:
+  smile2pay gallery-rotate-key --gallery shop --generate-new-key new.key""")
 def cmd_rotate(args) -> tuple[Any, int]:
+    """Re-encrypt a gallery under a new key (or decrypt it)."""
     from .config import parse_gallery_key
     from .gallery import generate_key
 

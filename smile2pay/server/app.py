@@ -11,7 +11,14 @@ kiosk key (``kiosk_api_key``; SMILE2PAY_KIOSK_API_KEY) may only verify (``POST /
 * ``DELETE /v1/users/{user_id}``  erase a user (rows, vectors, baseline, lockout state; compacted)
 * ``POST /v1/users/{user_id}/unlock``  lift a lockout early -> ``{"user_id", "was_locked"}`` (admin)
 * ``POST /v1/identify``  JSON ``{"images": [one base64 image], "k"}`` -> open-set 1:N candidates
+* ``GET /v1/users?offset=0&limit=100``  the enrolled user ids, paged -> ``{"users", "count", "offset", "limit",
+  "next_offset"}`` (admin)
+* ``GET /v1/users/{user_id}``  one user's record without templates: template count per kind, dates (admin)
 * ``GET /healthz``  (with a PostgreSQL gallery: the change sequence position, lag and last contact)
+* ``GET /docs``, ``GET /openapi.json``  the API reference (no key; ``create_app(docs=False)`` or
+  ``SMILE2PAY_DOCS=0`` turns them off). The JSON bodies are documented by the pydantic models below
+  (:class:`VerifyRequest`, :class:`EnrollRequest`, :class:`IdentifyRequest`) and their multipart forms;
+  the routes still read the body themselves (bounded, see below), the models only describe it.
 
 Gallery or guard database unreachable (PostgreSQL fleet): 503 with ``Retry-After``.
 
@@ -34,13 +41,16 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -70,6 +80,86 @@ _STATUS = {"GALLERY_USER_NOT_FOUND": 404, "GALLERY_DUPLICATE": 409, "GALLERY_USE
 #: what the kiosk key may call; every other authenticated route is the admin key's
 KIOSK_ROUTES = frozenset({("POST", "/v1/verify")})
 ADMIN, KIOSK = "admin", "kiosk"
+#: the API reference (served without a key when docs are on: it holds no secret)
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+
+# ------------------------------------------------------------------------------ request bodies (docs)
+# The routes parse their bodies themselves (bounded reads, JSON or multipart, typed errors): these models
+# describe the wire format in the OpenAPI schema (/docs) and are what a client can build requests from.
+class VerifyRequest(BaseModel):
+    """The payment decision's request. As multipart/form-data: the same fields, frames as image files."""
+
+    user_id: str = Field(description="the claimed (enrolled) user id", examples=["alice"])
+    frames: list[str] = Field(min_length=1, description="the burst, oldest first: base64 JPEG/PNG images "
+                                                        "(data: URLs accepted); a neutral face, then the smile")
+    require: str = Field("AU6+AU12", description="AU rule: required AUs joined by +, forbidden by -",
+                         examples=["AU6+AU12", "AU6+AU12-AU4"])
+    liveness: Literal["burst", "none"] = Field("burst", description="burst: the smile must appear during the "
+                                                                    "frames; none needs allow_single_frame on the server")
+    nonce: Optional[str] = Field(None, description="single-use request id: a replay is declined with REPLAY",
+                                 examples=["order-8812"])
+
+
+class EnrollRequest(BaseModel):
+    """Enrol a user. As multipart/form-data: the same fields, images as image files."""
+
+    user_id: str = Field(description="the id to enrol the images under", examples=["alice"])
+    images: list[str] = Field(min_length=1, description="base64 JPEG/PNG images, one face each")
+    kind: str = Field("neutral", description="template kind; a neutral image is also the user's AU baseline",
+                      examples=["neutral", "smile"])
+    mode: Literal["new", "append", "replace"] = Field(
+        "new", description="new: refuse an existing user id; append: add templates; replace: drop the old ones")
+
+
+class IdentifyRequest(BaseModel):
+    """1:N identification. As multipart/form-data: images (one file) and k."""
+
+    images: list[str] = Field(min_length=1, max_length=1, description="exactly one base64 JPEG/PNG image")
+    k: int = Field(5, ge=1, le=100, description="how many candidates, best first")
+
+
+#: model, its image list field, and the schema names in components/schemas (JSON body, multipart form)
+REQUEST_BODIES = {"verify": (VerifyRequest, "frames"), "enroll": (EnrollRequest, "images"),
+                  "identify": (IdentifyRequest, "images")}
+
+
+def _body_schemas(limits: "Limits") -> dict[str, dict]:
+    """components/schemas for the request models: ``<Model>`` (JSON) and ``<Model>Form`` (multipart)."""
+    out = {}
+    for model, field_name in REQUEST_BODIES.values():
+        js = model.model_json_schema()
+        js["properties"][field_name]["maxItems"] = 1 if model is IdentifyRequest else limits.max_frames
+        out[model.__name__] = js
+        form = json.loads(json.dumps(js))
+        form["title"] = f"{model.__name__}Form"
+        form["properties"][field_name] = {
+            "type": "array", "items": {"type": "string", "format": "binary"},
+            "maxItems": js["properties"][field_name]["maxItems"],
+            "description": f"image files (each at most {limits.max_frame_bytes} bytes)"}
+        out[f"{model.__name__}Form"] = form
+    return out
+
+
+def _request_body(name: str) -> dict:
+    """``openapi_extra`` declaring a route's request body (JSON or multipart) by reference."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}},
+        "multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{name}Form"}}}}}
+
+
+ERROR_SCHEMA = {"title": "Error", "type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string", "description": "stable error code, e.g. IMAGE_UNREADABLE"},
+                   "message": {"type": "string"}, "type": {"type": "string"}, "details": {"type": "object"}}}}}
+ERROR_DESCRIPTIONS = {"400": "bad request, image or rule (REQUEST_INVALID, IMAGE_UNREADABLE, RULE_INVALID, ...)",
+                      "401": "missing or wrong API key (UNAUTHORIZED)",
+                      "403": "the kiosk key on an admin route (FORBIDDEN)",
+                      "429": "over the verify rate limit (RATE_LIMITED, with Retry-After)"}
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="seconds")
 
 
 def _status_for(e: Smile2PayError) -> int:
@@ -169,11 +259,20 @@ def _b64(item: Any, what: str, limits: Limits) -> bytes:
         raise RequestError(f"{what} must be valid base64", code="REQUEST_INVALID") from None
 
 
-def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: str | None = None) -> FastAPI:
+def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: str | None = None,
+               docs: bool = True) -> FastAPI:
     """The HTTP service. ``api_key``: the admin key (every route); ``kiosk_api_key`` (optional): a key
-    that may only verify (POST /v1/verify, the /v1/stream WebSocket)."""
+    that may only verify (POST /v1/verify, the /v1/stream WebSocket). ``docs``: serve the API reference
+    at /docs and /openapi.json (without a key)."""
     keys = ApiKeys(api_key, kiosk_api_key)
-    app = FastAPI(title="smile2pay", version="1", docs_url=None, redoc_url=None)
+    app = FastAPI(title="smile2pay", version="1", redoc_url=None,
+                  docs_url="/docs" if docs else None, openapi_url="/openapi.json" if docs else None,
+                  description="Smile to pay: face verification for payment backends. Every route but /healthz "
+                              "needs an API key (`X-API-Key` or `Authorization: Bearer`): the admin key may do "
+                              "everything, the kiosk key only `POST /v1/verify` and the `/v1/stream` WebSocket. "
+                              "Request bodies are JSON (images base64) or multipart/form-data (images as files). "
+                              "Errors: `{\"error\": {\"code\", \"message\"}}` with stable codes.")
+    public = DOCS_PATHS if docs else frozenset()
     rate = RateLimiter(limits.verify_per_minute, limits.max_rate_clients)
 
     def err(e: Smile2PayError) -> JSONResponse:
@@ -266,14 +365,14 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
     @app.middleware("http")
     async def auth(request: Request, call_next):
         path = request.url.path
-        if path == "/healthz" or is_public(path):
+        if path == "/healthz" or path in public or is_public(path):
             return await call_next(request)
         scope = keys.scope(key_of(request))
         if scope is None:
             return _error(401, "UNAUTHORIZED", "missing or wrong API key")
         route = (request.method, path)
         if scope != ADMIN and route not in KIOSK_ROUTES:
-            return _error(403, "FORBIDDEN", "this API key may only verify; enrol, delete, identify and "
+            return _error(403, "FORBIDDEN", "this API key may only verify; enrol, list, delete, identify and "
                                             "unlock need the admin key")
         if route == ("POST", "/v1/verify"):
             wait = rate_check(scope, request.client.host if request.client else None)
@@ -312,7 +411,7 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
     async def on_validation(request: Request, e: RequestValidationError):
         return _error(400, "REQUEST_INVALID", "invalid request parameters")
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["service"], summary="Health, model pack, policy, identity threshold (no key)")
     def healthz():
         out = {"ok": True, "model_pack": s2p.pipeline.pack.name, "policy": s2p.policy.version}
         try:
@@ -329,7 +428,8 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
             out["gallery_error"] = e.code
         return out
 
-    @app.post("/v1/identify")
+    @app.post("/v1/identify", tags=["identity"], summary="1:N: who is this? (admin key)",
+              openapi_extra=_request_body("IdentifyRequest"))
     async def identify(request: Request):
         """1:N: JSON ``{"images": [one base64 image], "k": 5}`` -> candidates (``match``: >= threshold)."""
         data, images = await parse(request, "images")
@@ -343,8 +443,12 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
         return {"identified": best, "threshold": s2p.identity_threshold,
                 "candidates": [m.to_dict() for m in matches]}
 
-    @app.post("/v1/verify")
+    @app.post("/v1/verify", tags=["payments"], summary="The payment decision: the enrolled user, smiling, live",
+              openapi_extra=_request_body("VerifyRequest"))
     async def verify(request: Request):
+        """Approved only when every frame is the claimed user, the smile appears during the burst and above
+        the user's neutral baseline, the frames are not one still photo, the user is not locked out and the
+        nonce is fresh. Answers the Decision (``approved``, ``reasons``, scores, thresholds) with 200."""
         data, frames = await parse(request, "frames")
         if len(frames) > limits.max_frames:
             raise RequestError(f"at most {limits.max_frames} frames", code="REQUEST_INVALID")
@@ -354,7 +458,8 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
                                     request_id=request.headers.get("x-request-id"))
         return d.to_dict()
 
-    @app.post("/v1/enroll")
+    @app.post("/v1/enroll", tags=["users"], summary="Enrol a user from one or more images (admin key)",
+              openapi_extra=_request_body("EnrollRequest"))
     async def enroll(request: Request):
         data, images = await parse(request, "images")
         uid = field(data, "user_id", required=True)
@@ -362,7 +467,25 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
                                       mode=field(data, "mode", "new"))
         return res.to_dict()
 
-    @app.delete("/v1/users/{user_id}")
+    @app.get("/v1/users", tags=["users"], summary="The enrolled user ids, paged (admin key)")
+    def list_users(offset: int = Query(0, ge=0, description="skip this many users (sorted by id)"),
+                   limit: int = Query(100, ge=1, le=1000, description="at most this many users")):
+        total = s2p.count()
+        users = s2p.list(offset, limit)
+        nxt = offset + len(users)
+        return {"users": users, "count": total, "offset": offset, "limit": limit,
+                "next_offset": nxt if nxt < total else None}
+
+    @app.get("/v1/users/{user_id}", tags=["users"], summary="One user's record, without templates (admin key)")
+    def get_user(user_id: str):
+        """Template count per kind and dates; never an embedding."""
+        rec = s2p.get(user_id)
+        kinds = Counter(t.kind for t in rec.templates)
+        return {"user_id": rec.user_id, "templates": len(rec.templates), "kinds": dict(sorted(kinds.items())),
+                "created": _iso(rec.created), "updated": _iso(rec.updated),
+                "last_template_added": _iso(max((t.created for t in rec.templates), default=None))}
+
+    @app.delete("/v1/users/{user_id}", tags=["users"], summary="Erase a user; the gallery is compacted (admin key)")
     def remove(user_id: str):
         try:
             n = s2p.remove(user_id)
@@ -371,14 +494,50 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
         s2p.compact()
         return {"removed": user_id, "templates": n}
 
-    @app.post("/v1/users/{user_id}/unlock")
+    @app.post("/v1/users/{user_id}/unlock", tags=["users"], summary="Lift a lockout early (admin key; audited)")
     async def unlock(user_id: str):
         """Lift a user's lockout early (an operator's action; audited by the SDK)."""
         return await run_in_threadpool(s2p.unlock, user_id)
 
     # /v1/stream (WebSocket: either key; a session start counts against the verify rate limit) and /kiosk
     add_stream_routes(app, s2p, keys.scope, limits, rate_check)
+    if docs:
+        _document(app, limits)
     return app
+
+
+def _document(app: FastAPI, limits: Limits) -> None:
+    """Complete the generated OpenAPI schema: the request body models and the API key scheme."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        comps = schema.setdefault("components", {})
+        comps.setdefault("schemas", {}).update(_body_schemas(limits))
+        comps["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                       "description": "the admin key (SMILE2PAY_API_KEY) or the verify-only kiosk key"},
+            "Bearer": {"type": "http", "scheme": "bearer"}}
+        schema["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        comps["schemas"]["Error"] = ERROR_SCHEMA
+        comps["schemas"].pop("HTTPValidationError", None)   # invalid parameters answer 400 with an Error
+        comps["schemas"].pop("ValidationError", None)
+        for path, ops in schema.get("paths", {}).items():
+            for method, op in ops.items():
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                if path == "/healthz" or is_public(path):   # no key
+                    op["security"] = []
+                    continue
+                for status in ("400", "401", "403") + (("429",) if path == "/v1/verify" else ()):
+                    responses.setdefault(status, {"description": ERROR_DESCRIPTIONS[status], "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 def serve(args) -> None:  # pragma: no cover - exercised through a real server in the tests
@@ -398,5 +557,6 @@ def serve(args) -> None:  # pragma: no cover - exercised through a real server i
     except ValueError:
         raise RequestError(f"SMILE2PAY_VERIFY_PER_MINUTE must be an integer, got {per_min!r}",
                            code="CONFIG_INVALID") from None
-    app = create_app(s2p, api_key_from_env(args.api_key_file), limits, kiosk_api_key=kiosk)
+    docs = os.environ.get("SMILE2PAY_DOCS", "1").strip().lower() not in ("0", "false", "no", "off")
+    app = create_app(s2p, api_key_from_env(args.api_key_file), limits, kiosk_api_key=kiosk, docs=docs)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
