@@ -55,6 +55,11 @@ class _DecisionContext:
     reservation: Any = None      # the lockout slot this attempt holds (Guard.reserve)
 
 
+def _pad_min(dec: Decision) -> float | None:
+    scores = [s for s in ((dec.liveness or {}).get("pad") or {}).get("scores", []) if s is not None]
+    return min(scores) if scores else None
+
+
 class Smile2Pay:
     """Face pipeline + gallery.
 
@@ -72,6 +77,9 @@ class Smile2Pay:
         policy: calibration file (``smile2pay calibrate``) or a :class:`Policy`; default: the file
             shipped for the mobile pack. ``far``: the operating point taken from it (default 1e-4).
         guard_settings: lockout settings; ``allow_single_frame``: permit ``liveness="none"``.
+        pad: passive presentation-attack detection: "enforce" (decline PRESENTATION_ATTACK below the
+            calibrated threshold), "report" (score every decision, decline nothing: the calibration
+            file's default, see docs/security.md) or "off".
         self_calibrate: adjust the identity threshold to the gallery's own population (default on;
             :mod:`smile2pay.decision.population`). One threshold serves the duplicate check at
             enrolment, ``identify``, ``verify_identity``, ``verify`` and stream sessions:
@@ -84,7 +92,7 @@ class Smile2Pay:
                  plaintext: bool | None = None, create: bool = True, pipeline=None,
                  policy: str | os.PathLike | Policy | None = None, far: float = DEFAULT_FAR,
                  guard_settings: GuardSettings | None = None, allow_single_frame: bool = False,
-                 self_calibrate: bool = True) -> None:
+                 self_calibrate: bool = True, pad: str | None = None) -> None:
         from .pipeline import FacePipeline
 
         self.settings = settings or Settings.from_env(models=models)
@@ -99,6 +107,14 @@ class Smile2Pay:
                                     plaintext=gs.plaintext, create=create)
         self.guard = open_guard(self.gallery, guard_settings or GuardSettings())
         self.policy = self._load_policy(policy, far)
+        if pad is not None:
+            if pad not in ("enforce", "report", "off"):
+                raise RequestError("pad must be 'enforce', 'report' or 'off'", code="REQUEST_INVALID")
+            from dataclasses import replace as _replace
+
+            self.policy = _replace(self.policy, pad_mode=pad)
+        self._pad = None
+        self._pad_lock = threading.Lock()
         self.allow_single_frame = bool(allow_single_frame)
         self.self_calibrate = bool(self_calibrate)
         self._op: population_mod.PopulationEstimate | None = None
@@ -144,6 +160,28 @@ class Smile2Pay:
     def identity_threshold(self) -> float:
         """The cosine at or above which a face is the claimed / found user, for every identity check."""
         return self.identity_operating_point().threshold
+
+    def pad_score(self, image: np.ndarray, face: Face) -> float | None:
+        """Passive PAD p_real of one face in its frame, or None (PAD off, models absent in report mode, or a
+        face smaller than the models can judge)."""
+        if self.policy.pad_mode == "off":
+            return None
+        if min(face.width, face.height) < self.policy.pad_min_face_px:
+            return None
+        with self._pad_lock:
+            if self._pad is None:
+                from .errors import ModelError
+                from .vision.pad import PresentationAttackDetector
+
+                try:
+                    self._pad = PresentationAttackDetector.from_pipeline(self.pipeline,
+                                                                         threshold=self.policy.pad_threshold)
+                except ModelError:
+                    if self.policy.pad_mode == "enforce":
+                        raise
+                    log.warning("PAD models not found: decisions are not scored for presentation attacks")
+                    self._pad = False
+        return None if self._pad is False else float(self._pad.score(image, face.bbox))
 
     def payment_policy(self) -> Policy:
         """The decision policy with the identity threshold in use (what ``verify`` and sessions judge by)."""
@@ -281,7 +319,7 @@ class Smile2Pay:
             score = float(np.max(templates @ f.embedding))
             obs.append(engine.FrameObs(identity_score=score, au_probs=f.au_probs,
                                        crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
-                                       quality_reasons=list(f.quality.reasons)))
+                                       quality_reasons=list(f.quality.reasons), pad_score=self.pad_score(img, f)))
         t_pipe = time.perf_counter() - t_frames
         out = engine.decide(obs, rule, self.payment_policy(), liveness=liveness, baseline=baseline)
         dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
@@ -327,7 +365,8 @@ class Smile2Pay:
                           "reasons": dec.reasons, "rule": str(ctx.rule), "liveness": ctx.liveness,
                           "identity_score": dec.identity.get("score"),
                           "identity_threshold": dec.identity.get("threshold"),
-                          "frames": n_frames, "policy": self.policy.version, **(extra_audit or {})})
+                          "frames": n_frames, "policy": self.policy.version,
+                          "pad_min": _pad_min(dec), **(extra_audit or {})})
         return dec
 
     def start_session(self, user_id: str, require: str = "AU6+AU12", nonce: str | None = None,

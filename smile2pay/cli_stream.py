@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import command, settings_from
+from .cli import FAR_HELP, POLICY_HELP, add_runtime_args, command, settings_from
 from .cli_gallery import _gallery_args, _gsettings
 from .errors import RequestError
 
@@ -37,12 +37,16 @@ def _cfg_watch(p):
     p.add_argument("--timeout", type=float, default=15.0, help="seconds of stream time before DECLINED/TIMEOUT")
     p.add_argument("--window", type=float, default=5.0, help="seconds allowed from the last neutral frame to the smile")
     p.add_argument("--smoothing", type=float, default=0.6, help="EMA weight of the newest frame (1 = none)")
+    p.add_argument("--challenge", action="store_true",
+                   help="'Now smile' comes at a random time chosen by the session and the face must relax after "
+                        "the smile: a pre-recorded clip does not follow (declined CHALLENGE_FAILED)")
+    p.add_argument("--pad", choices=["enforce", "report", "off"], help="passive presentation-attack detection: enforce (decline PRESENTATION_ATTACK), report (score only) or off; default: the calibration file's mode (report)")
     p.add_argument("--realtime", action="store_true",
                    help="video: offer frames at the file's frame rate, skipping when the pipeline lags")
     p.add_argument("--record", help="write the per-frame recording (no images) to this JSON file")
-    p.add_argument("--policy", help="calibration file (default: the one shipped for the pack)")
-    p.add_argument("--far", type=float, default=1e-4)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--policy", help=POLICY_HELP)
+    p.add_argument("--far", type=float, default=1e-4, help=FAR_HELP)
+    add_runtime_args(p, detector=False)
 
 
 def open_capture(camera: int | None = None, video: str | None = None):
@@ -101,8 +105,21 @@ def watch_capture(session, cap, *, live: bool, realtime: bool = False, on_update
     return upd
 
 
-@command("watch", _cfg_watch)
+def _human_watch(d: dict, code: int) -> str:
+    dec = d.get("decision") or {}
+    head = "APPROVED" if dec.get("approved") else f"DECLINED: {', '.join(dec.get('reasons') or [])}"
+    return head + (f"  (recording: {d['record']})" if d.get("record") else "")
+
+
+@command("watch", _cfg_watch, human=_human_watch, examples="""\
+examples:
+  smile2pay watch --gallery shop --user alice --camera 0           # a live till: one line per state
+  smile2pay watch --gallery shop --user alice --video clip.mp4 --record rec.json --json
+exit: 0 approved, 1 declined (or timed out), 2 bad input or setup""")
 def cmd_watch(args) -> tuple[Any, int]:
+    """Pay from a camera or a video file, live.
+
+    Prints each state (hold neutral, smile now) as it changes, then the decision."""
     from .api import Smile2Pay
 
     out = getattr(args, "_out", None)
@@ -125,9 +142,9 @@ def cmd_watch(args) -> tuple[Any, int]:
     cap = open_capture(args.camera, args.video)   # bad source: exit 2 before loading any model
     try:
         with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
-                       policy=args.policy, far=args.far, create=False) as s2p:
+                       policy=args.policy, far=args.far, create=False, pad=args.pad) as s2p:
             with s2p.start_session(args.user, require=args.require, nonce=args.nonce, timeout_s=args.timeout,
-                                   window_s=args.window, smoothing=args.smoothing,
+                                   window_s=args.window, smoothing=args.smoothing, challenge=args.challenge,
                                    record=bool(args.record)) as session:
                 watch_capture(session, cap, live=args.camera is not None, realtime=args.realtime, on_update=emit)
                 dec = session.decision
@@ -146,8 +163,13 @@ def _cfg_replay(p):
     p.add_argument("--png", required=True, help="timeline image to write")
 
 
-@command("replay", _cfg_replay)
+@command("replay", _cfg_replay, models=False, examples="""\
+examples:
+  smile2pay replay rec.json --png timeline.png""")
 def cmd_replay(args) -> tuple[Any, int]:
+    """Draw a watch --record recording as a PNG timeline.
+
+    Needs the viz extra (matplotlib)."""
     from .stream import render_timeline
 
     try:

@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .decision import engine
+from .decision import continuity, engine
 from .decision.rules import parse_rule
 from .errors import RequestError, Smile2PayError
 from .types import Decision, Face
@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 WAITING_FOR_FACE = "WAITING_FOR_FACE"
 HOLD_NEUTRAL = "HOLD_NEUTRAL"
 SMILE_NOW = "SMILE_NOW"
+RELAX = "RELAX"                       # challenge: back to neutral after the smile
+CHALLENGE_FAILED = "CHALLENGE_FAILED"  # the face did not follow the prompts (a smile before "Now smile")
 APPROVED = "APPROVED"
 DECLINED = "DECLINED"
-STATES = (WAITING_FOR_FACE, HOLD_NEUTRAL, SMILE_NOW, APPROVED, DECLINED)
+STATES = (WAITING_FOR_FACE, HOLD_NEUTRAL, SMILE_NOW, RELAX, APPROVED, DECLINED)
 
 # reason codes a stream adds to the engine's
 TIMEOUT = "TIMEOUT"
@@ -60,7 +62,7 @@ WINDOW_EXPIRED = "WINDOW_EXPIRED"
 FRAME_UNREADABLE = "FRAME_UNREADABLE"
 
 PROMPTS = {WAITING_FOR_FACE: "Look at the camera", HOLD_NEUTRAL: "Hold still, neutral face",
-           SMILE_NOW: "Now smile", APPROVED: "Payment approved", DECLINED: "Payment declined"}
+           SMILE_NOW: "Now smile", RELAX: "Now relax", APPROVED: "Payment approved", DECLINED: "Payment declined"}
 
 RECORD_FORMAT = "smile2pay.stream-record/1"
 
@@ -77,6 +79,12 @@ class StreamSettings:
     mismatch_frames: int = 8        # processed frames showing only other people -> IDENTITY_MISMATCH
     max_faces: int = 3              # faces embedded per frame while searching for the user
     record: bool = False            # keep per-frame states/AU/identity (no images) for a replay
+    #: challenge (against pre-recorded clips): "Now smile" comes a server-chosen random time after the
+    #: neutral hold (uniform in ``prompt_delay_s``); a smile before it restarts the neutral hold and the
+    #: second early smile declines (CHALLENGE_FAILED); after the smile the face must relax to neutral
+    challenge: bool = False
+    prompt_delay_s: tuple = (0.5, 2.5)
+    max_early_smiles: int = 2
 
     def validate(self) -> None:
         if not 0.0 < self.smoothing <= 1.0:
@@ -89,6 +97,12 @@ class StreamSettings:
                 raise RequestError(f"{k} must be > 0", code="REQUEST_INVALID")
         if not 0.0 < self.iou_min < 1.0:
             raise RequestError("iou_min must be in (0, 1)", code="REQUEST_INVALID")
+        lo_hi = tuple(self.prompt_delay_s) if isinstance(self.prompt_delay_s, (tuple, list)) else ()
+        if len(lo_hi) != 2 or not 0.0 <= float(lo_hi[0]) <= float(lo_hi[1]) <= 30.0:
+            raise RequestError("prompt_delay_s must be [low, high] seconds with 0 <= low <= high <= 30",
+                               code="REQUEST_INVALID")
+        if int(self.max_early_smiles) < 1:
+            raise RequestError("max_early_smiles must be >= 1", code="REQUEST_INVALID")
 
 
 @dataclass
@@ -161,6 +175,13 @@ class StreamSession:
         self._neutral_streak = 0
         self._smile_streak = 0
         self._neutral: tuple[engine.FrameObs, float] | None = None
+        self._prev_sig = None           # capture signature of the previous processed frame
+        self._cur_src = None                     # (frame, face) of the observation being processed
+        self._neutral_src = self._smile_src = None
+        self._prompt_at: float | None = None   # challenge: when "Now smile" is shown (stream time)
+        self._early = 0                          # challenge: smiles before the prompt
+        self._smile_obs = None                   # challenge: the smile frame, kept while the face relaxes
+        self._max_cut = 0.0             # largest consecutive-frame discontinuity since the neutral frame
         self._ever = {"face": False, "match": False, "neutral": False, "present": False, "quality_ok": False}
         self._best_score: float | None = None
         self._second_face_frames = 0
@@ -388,6 +409,7 @@ class StreamSession:
                 reasons.extend(r for r in tracked.quality.reasons if r not in reasons)
             else:
                 self._ever["quality_ok"] = True
+                self._cur_src = (img, tracked)       # the frame behind the observation (PAD at the decision)
                 self._advance(tracked, score, raw, t, reasons)
             if self.state == WAITING_FOR_FACE and not self.final:
                 self.state = HOLD_NEUTRAL
@@ -417,6 +439,7 @@ class StreamSession:
         self._lost = 0
         self._ema = None
         self._neutral = None
+        self._prev_sig = None
         self._neutral_streak = self._smile_streak = 0
         if not self.final:
             self.state = WAITING_FOR_FACE
@@ -440,25 +463,59 @@ class StreamSession:
         obs = engine.FrameObs(identity_score=score, au_probs=dict(self._ema),
                               crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
                               quality_reasons=[])
+        # one capture, not two photos: the largest jump between consecutive frames since the neutral frame
+        sig = (continuity.signature(obs.crop, obs.landmarks)
+               if obs.crop is not None and obs.landmarks is not None else None)
+        if sig is not None and self._prev_sig is not None and self._neutral is not None:
+            self._max_cut = max(self._max_cut, continuity.excess(continuity.pair_change(self._prev_sig, sig),
+                                                                 self.policy.continuity))
+        self._prev_sig = sig
         if present:
             self._ever["present"] = True
         if self.state in (WAITING_FOR_FACE, HOLD_NEUTRAL):
             self.state = HOLD_NEUTRAL
+            if self._prompt_at is not None and present:
+                # challenge: a smile before "Now smile" (a pre-recorded clip does not know when it comes)
+                self._early += 1
+                self._event(t, "EARLY_SMILE")
+                self._prompt_at, self._neutral_streak, self._neutral = None, 0, None
+                if self._early >= self.settings.max_early_smiles:
+                    self._decline_now(t, [CHALLENGE_FAILED, "LIVENESS_FAILED"])
+                return
             if absent:
                 self._neutral_streak += 1
                 self._neutral = (obs, t)
+                self._neutral_src = self._cur_src
+                self._max_cut = 0.0
                 if self._neutral_streak >= self.settings.neutral_frames:
-                    self._ever["neutral"] = True
-                    self.state = SMILE_NOW
-                    self._smile_streak = 0
-                    self._event(t, SMILE_NOW)
+                    if self.settings.challenge and self._prompt_at is None:
+                        import secrets
+
+                        lo, hi = (float(x) for x in self.settings.prompt_delay_s)
+                        self._prompt_at = t + lo + (hi - lo) * secrets.SystemRandom().random()
+                    if self._prompt_at is None or t >= self._prompt_at:
+                        self._ever["neutral"] = True
+                        self.state = SMILE_NOW
+                        self._smile_streak = 0
+                        self._event(t, SMILE_NOW)
             else:
                 self._neutral_streak = 0
+            return
+        if self.state == RELAX:
+            # challenge: after the smile, back to neutral within the window; then the same decision
+            if absent:
+                self._neutral_streak += 1
+                if self._neutral_streak >= self.settings.neutral_frames:
+                    self._decide(self._smile_obs[0], self._smile_obs[1], t, relaxed=obs)
+            elif t - self._smile_obs[1] > self.settings.window_s:
+                self._decline_now(t, [CHALLENGE_FAILED, "LIVENESS_FAILED"])
             return
         # SMILE_NOW
         assert self._neutral is not None
         if absent:
             self._neutral = (obs, t)      # still neutral: the window starts again from here
+            self._neutral_src = self._cur_src
+            self._max_cut = 0.0
             self._smile_streak = 0
             return
         since = t - self._neutral[1]
@@ -474,11 +531,43 @@ class StreamSession:
         self._smile_streak += 1
         if self._smile_streak < self.settings.smile_frames:
             return
+        if self.settings.challenge:
+            self.state = RELAX
+            self._smile_obs = (obs, t)
+            self._smile_src = self._cur_src
+            self._neutral_streak = 0
+            self._event(t, RELAX)
+            return
+        self._decide(obs, t, t)
+
+    def _decline_now(self, t: float, reasons: list[str]) -> None:
+        out = engine.Outcome(False, reasons, identity={
+            "score": None if self._best_score is None else round(self._best_score, 5), "threshold": self.thr,
+            "far": self.policy.identity_far, "source": self.policy.identity_source, "all_frames_match": True},
+            au={"rule": str(self.rule)}, liveness={"mode": "stream", "checked": True, "passed": False,
+                                                   "early_smiles": self._early}, frames=[])
+        self._finalize(self._decision_from(out, t), count_failure=True, t=t)
+
+    def _decide(self, obs, t_smile: float, t: float, relaxed=None) -> None:
         # the decision: the same engine as verify(), on the chosen neutral and smile observations
+        # (challenge: and the relaxed frame after the smile, which must be continuous with them too)
         neutral_obs, t_neutral = self._neutral
-        out = engine.decide([neutral_obs, obs], self.rule, self.policy, liveness="burst",
-                            baseline=self._ctx.baseline)
-        out.liveness["stream"] = {"neutral_t": round(t_neutral, 3), "smile_t": round(t, 3)}
+        frames = [neutral_obs, obs] + ([relaxed] if relaxed is not None else [])
+        # passive PAD on the frames the decision uses (not every frame: it costs ~10 ms a face)
+        srcs = [self._neutral_src, self._smile_src if relaxed is not None else self._cur_src] + (
+            [self._cur_src] if relaxed is not None else [])
+        for fo, src in zip(frames, srcs):
+            if src is not None:
+                fo.pad_score = self.s2p.pad_score(src[0], src[1])
+        out = engine.decide(frames, self.rule, self.policy, liveness="burst", baseline=self._ctx.baseline)
+        out.liveness["stream"] = {"neutral_t": round(t_neutral, 3), "smile_t": round(t_smile, 3),
+                                  "max_cut_excess": round(self._max_cut, 3),
+                                  **({"challenge": {"prompt_t": round(self._prompt_at, 3),
+                                                    "early_smiles": self._early}} if self._prompt_at else {})}
+        if self._max_cut > 1.0 and self.policy.continuity.enabled and \
+                continuity.CAPTURE_DISCONTINUITY not in out.reasons:
+            out.reasons.append(continuity.CAPTURE_DISCONTINUITY)
+            out.approved = False
         self._finalize(self._decision_from(out, t), count_failure=True, t=t)
 
     def _timeout(self, t: float) -> None:

@@ -49,7 +49,9 @@ RULE = parse_rule("AU6+AU12")
 
 def _frame(score, au6, au12, seed, au4=0.0, shift=0.0):
     rng = np.random.default_rng(seed)
-    crop = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    # one capture: the same lit face (a fixed gradient) with per-frame sensor noise
+    base = np.linspace(60, 190, 112)[None, :, None] + np.linspace(-30, 30, 112)[:, None, None]
+    crop = np.clip(base + rng.normal(0, 6, (112, 112, 3)), 0, 255).astype(np.uint8)
     lm = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float) + shift
     return FrameObs(identity_score=score, au_probs={"AU6": au6, "AU12": au12, "AU4": au4}, crop=crop,
                     landmarks=lm)
@@ -290,3 +292,14 @@ def test_no_frames_declines_in_every_mode():
     for mode in ("burst", "none"):
         out = decide([], RULE, POLICY, liveness=mode)
         assert not out.approved and "INVALID_OBSERVATION" in out.reasons
+
+
+def test_two_photos_are_a_capture_discontinuity():
+    """Neutral and smile frames lit from opposite sides (two photos, not one capture) decline."""
+    f, g = _frame(0.7, 0.1, 0.05, 1), _frame(0.65, 0.9, 0.95, 2)
+    g.crop = np.ascontiguousarray(g.crop[:, ::-1])          # the light now comes from the other side
+    out = decide([f, g], RULE, POLICY)
+    assert not out.approved and out.reasons == ["CAPTURE_DISCONTINUITY"]
+    assert out.liveness["continuity"]["worst"]["excess"] > 1.0
+    g2 = _frame(0.65, 0.9, 0.95, 2, shift=0.0)
+    assert decide([f, g2], RULE, POLICY).approved                 # same light: one capture

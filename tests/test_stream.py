@@ -233,3 +233,54 @@ def test_stream_doc_example_runs(data_dir, capsys):
     exec(compile(block, "docs/stream.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert "SMILE_NOW" in "\n".join(out) and out[-1].startswith("True")
+
+
+# -- challenge and capture continuity (issue 15) ---------------------------------------------------
+def _follow_prompts(sess, neutral, peak, seed=0, max_frames=400):
+    """A cooperative shopper: neutral until "Now smile", smile until "Now relax", then neutral again."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    show, ups = neutral, []
+    for i in range(max_frames):
+        fr = clips.clip_frames([(show, 1)], seed=int(rng.integers(1 << 30)))[0]
+        u = sess.push(fr, i / FPS)
+        ups.append(u)
+        if u.final:
+            break
+        show = peak if u.state == SMILE_NOW else neutral
+    return ups
+
+
+def test_challenge_a_cooperative_shopper_pays(s2p, people):
+    from smile2pay.stream import RELAX
+
+    subj, neutral, peak = people[0]
+    with s2p.start_session(subj, challenge=True, prompt_delay_s=(0.3, 0.8)) as sess:
+        ups = _follow_prompts(sess, neutral, peak)
+    states = [u.state for u in ups]
+    assert SMILE_NOW in states and RELAX in states and states[-1] == APPROVED, ups[-1].reasons
+    ch = ups[-1].decision.liveness["stream"]["challenge"]
+    assert ch["early_smiles"] == 0 and ch["prompt_t"] >= 0.3
+
+
+def test_challenge_declines_a_prerecorded_clip(s2p, people):
+    """The clip smiles on its own schedule: before the prompt, and never relaxes."""
+    subj, neutral, peak = people[0]
+    with s2p.start_session(subj, challenge=True, prompt_delay_s=(1.0, 2.0), timeout_s=6.0) as sess:
+        ups = run(sess, clips.clip_frames([(neutral, 12), (peak, 150)]))
+    d = ups[-1].decision
+    assert not d.approved and ("CHALLENGE_FAILED" in d.reasons or "TIMEOUT" in d.reasons), d.reasons
+
+
+def test_a_cut_to_another_photo_is_a_capture_discontinuity(s2p, people, data_dir):
+    """Neutral frames of one CK+ session, then the same person's smile from a photo lit from the other
+    side (the two-photo attack): declined CAPTURE_DISCONTINUITY although identity and smile pass."""
+    import numpy as np
+
+    subj, neutral, peak = people[0]
+    other_light = np.ascontiguousarray(peak[:, ::-1])          # mirrored: the light comes from the other side
+    with s2p.start_session(subj) as sess:
+        ups = run(sess, clips.clip_frames([(neutral, 8), (other_light, 10)]))
+    d = ups[-1].decision
+    assert not d.approved and "CAPTURE_DISCONTINUITY" in d.reasons, d.reasons

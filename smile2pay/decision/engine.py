@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import continuity
 from .liveness import LIVENESS_FAILED, check_burst
 from .policy import Policy
 from .rules import Rule
@@ -25,6 +26,7 @@ MULTIPLE_FACES = "MULTIPLE_FACES"
 NOT_ENROLLED = "NOT_ENROLLED"
 LOCKED_OUT = "LOCKED_OUT"
 REPLAY = "REPLAY"
+PRESENTATION_ATTACK = "PRESENTATION_ATTACK"
 #: an observation the decision cannot trust (NaN / infinite score or probability, no frames): declined
 INVALID_OBSERVATION = "INVALID_OBSERVATION"
 
@@ -41,6 +43,8 @@ class FrameObs:
     crop: np.ndarray | None = None          # aligned identity crop, for the replay check only
     landmarks: np.ndarray | None = None
     quality_reasons: list[str] = field(default_factory=list)
+    #: passive PAD p_real of this face (None: not scored, e.g. a face too small for the models)
+    pad_score: float | None = None
 
 
 @dataclass
@@ -184,20 +188,37 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
         raise ValueError(f"liveness must be one of {LIVENESS_MODES}, got {liveness!r}")
     live: dict = {"mode": liveness, "checked": liveness == "burst"}
     if liveness == "burst":
-        if len(ok) == len(frames) and all(f.crop is not None for f in ok):
+        if len(ok) == len(frames) and all(f.crop is not None and f.landmarks is not None for f in ok):
             lr = check_burst([f.crop for f in ok], [f.landmarks for f in ok], present, absent, policy.liveness)
             live.update(lr.to_dict())
             if not lr.passed:
                 reasons.extend(lr.reasons)
+            # one capture, not two photos: every consecutive pair of frames continuous
+            cr = continuity.check([continuity.signature(f.crop, f.landmarks) for f in ok
+                                   if f.landmarks is not None], policy.continuity)
+            live["continuity"] = cr.to_dict()
+            if not cr.passed:
+                reasons.extend(cr.reasons)
         else:
             live["passed"] = False
-            missing_crop = len(ok) == len(frames) and any(f.crop is None for f in ok)
+            missing_crop = len(ok) == len(frames) and any(f.crop is None or f.landmarks is None for f in ok)
             if len(frames) < policy.liveness.min_frames or missing_crop:
                 reasons.append(LIVENESS_FAILED)
                 if missing_crop:
                     live["note"] = "a frame came without its aligned crop: the replay check could not run"
     else:
         live["note"] = "single-frame mode: liveness was NOT checked"
+
+    # 5. passive presentation-attack detection (every mode, burst or single frame)
+    pads = [f.pad_score for f in ok]
+    live["pad"] = {"mode": policy.pad_mode, "threshold": policy.pad_threshold,
+                   "scores": [None if p is None else round(float(p), 4) for p in pads]}
+    scored = [float(p) for p in pads if p is not None]
+    if any(not math.isfinite(p) for p in scored):
+        reasons.append(INVALID_OBSERVATION)
+    elif policy.pad_mode == "enforce" and ok and (len(scored) < len(ok) or min(scored) < policy.pad_threshold):
+        # enforced: a face the models could not score (too small) is no proof of a live face either
+        reasons.append(PRESENTATION_ATTACK)
 
     reasons = _uniq(reasons)
     return Outcome(approved=not reasons, reasons=reasons, identity=identity, au=au, liveness=live,

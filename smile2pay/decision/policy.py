@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError
+from .continuity import ContinuitySettings
 from .liveness import LivenessSettings
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -55,6 +56,15 @@ class Policy:
     #: calibrated on single frames; empty = the burst thresholds
     single_frame_au_thresholds: dict[str, float] = field(default_factory=dict)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    #: one capture, not two photos (:mod:`smile2pay.decision.continuity`); limits from the calibration file
+    continuity: ContinuitySettings = field(default_factory=ContinuitySettings)
+    #: passive presentation-attack detection (MiniFASNet, :mod:`smile2pay.vision.pad`): "enforce" declines a
+    #: frame whose p_real is below ``pad_threshold`` (PRESENTATION_ATTACK); "report" scores and reports only;
+    #: "off" skips it. Faces under ``pad_min_face_px`` (short side, frame pixels) are not scored: the
+    #: models reject nearly every low-resolution face (CK+ 48 px: BPCER 100%)
+    pad_mode: str = "report"
+    pad_threshold: float = 0.0938
+    pad_min_face_px: float = 64.0
     version: str = ""
     #: gallery self-calibration (:mod:`smile2pay.decision.population`): the most lenient reference
     #: population's threshold at this FAR (the estimate never goes below it) and the heaviest
@@ -102,6 +112,17 @@ class Policy:
         for k in ("baseline_min_delta", "burst_min_delta"):
             if k in change:
                 kw[k] = float(change[k])
+        pad = cal.get("pad") or {}
+        if pad:
+            if pad.get("mode") in ("enforce", "report", "off"):
+                kw["pad_mode"] = pad["mode"]
+            for k_cal, k_pol in (("threshold", "pad_threshold"), ("min_face_px", "pad_min_face_px")):
+                if isinstance(pad.get(k_cal), (int, float)):
+                    kw[k_pol] = float(pad[k_cal])
+        cc = cal.get("capture_continuity") or {}
+        if cc:
+            keys = ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score")
+            kw["continuity"] = ContinuitySettings(**{k: float(cc[k]) for k in keys if k in cc})
         kw.update(overrides)
         return cls(**kw)
 

@@ -17,7 +17,7 @@ INSIGHTFACE_NC = ("InsightFace pretrained weights: non-commercial research use o
 class ModelSpec:
     name: str
     file: str
-    task: str                      # detection | recognition | au | landmarks | blendshapes
+    task: str                      # detection | recognition | au | landmarks | blendshapes | pad
     sha256: str | None             # None: pinned on first download (trust on first use), see store.pins
     size: int | None
     licence: str
@@ -108,6 +108,28 @@ MODELS: dict[str, ModelSpec] = {
         licence="Apache-2.0 (MediaPipe face_landmarker.task)",
         source="face_blendshapes.tflite from MediaPipe face_landmarker.task, tf2onnx 1.17 opset 17; " + _SHARED_SRC,
         input_size=None, notes="input [1,146,2] landmark subset in image pixels; output 52 ARKit blendshapes"),
+    # Passive presentation-attack detection (smile2pay.vision.pad.PresentationAttackDetector): the two
+    # MiniFASNet models deepface's anti_spoofing=True runs. Optional: in no pack, so a pack without them loads;
+    # the detector asks the store for them (folder/antispoof/...) and raises MODEL_MISSING when absent.
+    "pad_minifasnet_v2": ModelSpec(
+        name="pad_minifasnet_v2", file="antispoof/minifasnet_v2_80x80_s2.7.onnx", task="pad",
+        sha256="be35fcbd9c127b8d34ac210d2bd90252e1def415af5021a91ddfc00c25f5e5ef", size=1744233,
+        licence="Apache-2.0 (minivision-ai/Silent-Face-Anti-Spoofing; antispoof/LICENSE_Silent-Face-Anti-Spoofing)",
+        source="GitHub minivision-ai/Silent-Face-Anti-Spoofing @ b6d5f04a, "
+               "resources/anti_spoof_models/2.7_80x80_MiniFASNetV2.pth, torch.onnx.export opset 17; " + _SHARED_SRC,
+        input_size=(80, 80), color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        notes="crop a box 2.7x the face box (same centre, shifted inside the image, scale capped by the image), "
+              "resize 80x80, BGR raw 0-255 (no mean, no /255), NCHW; logits [N,3], softmax, class 1 = real"),
+    "pad_minifasnet_v1se": ModelSpec(
+        name="pad_minifasnet_v1se", file="antispoof/minifasnet_v1se_80x80_s4.0.onnx", task="pad",
+        sha256="34f5abc0cea2dbbfbb29d91f40fa72e77f6b81711cbfd8de300897d33022a801", size=1743401,
+        licence="Apache-2.0 (minivision-ai/Silent-Face-Anti-Spoofing; antispoof/LICENSE_Silent-Face-Anti-Spoofing)",
+        source="GitHub minivision-ai/Silent-Face-Anti-Spoofing @ b6d5f04a, "
+               "resources/anti_spoof_models/4_0_0_80x80_MiniFASNetV1SE.pth, torch.onnx.export opset 17; "
+               + _SHARED_SRC,
+        input_size=(80, 80), color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        notes="crop a box 4.0x the face box (same centre, shifted inside the image, scale capped by the image), "
+              "resize 80x80, BGR raw 0-255 (no mean, no /255), NCHW; logits [N,3], softmax, class 1 = real"),
     # InsightFace packs for users with internet: digests are pinned on first download.
     "det_10g": ModelSpec(
         name="det_10g", file="det_10g.onnx", task="detection", sha256=None, size=None,
@@ -147,6 +169,10 @@ PACKS: dict[str, Pack] = {
     "buffalo_l": Pack("buffalo_l", detector="det_10g", recognizer="w600k_r50",
                       description="InsightFace buffalo_l (downloaded; non-commercial)"),
 }
+
+
+#: Optional presentation-attack models (in no pack) -> the face-box scale of each one's crop (MODELS.md).
+PAD_MODELS: dict[str, float] = {"pad_minifasnet_v2": 2.7, "pad_minifasnet_v1se": 4.0}
 
 
 def get_spec(name: str) -> ModelSpec:

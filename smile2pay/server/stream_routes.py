@@ -47,6 +47,8 @@ PUBLIC_PREFIXES = ("/kiosk",)
 #: options a client may set, with their allowed ranges
 CLIENT_OPTIONS = {"timeout_s": (1.0, 120.0), "window_s": (0.5, 30.0), "smoothing": (0.05, 1.0),
                   "neutral_frames": (1, 30), "smile_frames": (1, 30), "mismatch_frames": (1, 300)}
+#: switches a client may set: ``challenge`` = the server picks when "Now smile" comes (against replayed clips)
+BOOL_OPTIONS = ("challenge",)
 START_TIMEOUT_S = 10.0
 MAX_SESSIONS = 4
 
@@ -63,8 +65,14 @@ def _options(raw) -> dict:
         raise RequestError("'options' must be an object", code="REQUEST_INVALID")
     out = {}
     for k, v in raw.items():
+        if k in BOOL_OPTIONS:
+            if not isinstance(v, bool):
+                raise RequestError(f"option {k} must be true or false", code="REQUEST_INVALID")
+            out[k] = v
+            continue
         if k not in CLIENT_OPTIONS:
-            raise RequestError(f"unknown option {k!r}; allowed: {sorted(CLIENT_OPTIONS)}", code="REQUEST_INVALID")
+            raise RequestError(f"unknown option {k!r}; allowed: {sorted(CLIENT_OPTIONS) + list(BOOL_OPTIONS)}",
+                               code="REQUEST_INVALID")
         lo, hi = CLIENT_OPTIONS[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
             raise RequestError(f"option {k} must be a number in [{lo}, {hi}]", code="REQUEST_INVALID")

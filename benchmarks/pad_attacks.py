@@ -1,0 +1,10 @@
+"""Passive PAD against presentation attacks built at run time: see smile2pay/bench/pad_attacks.py.
+
+    python benchmarks/pad_attacks.py [--lfw 800] [--ferplus 500] [--seed 0] [--examples /tmp/pad_examples]
+"""
+import _common  # noqa: F401  (puts the repository on sys.path)
+
+from smile2pay.bench.pad_attacks import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Two public photos of the victim (LFW) as a burst and as a clip, and same-session CK+ bona fide, with the
+capture-continuity check; see smile2pay/bench/two_photo_attack.py.
+
+    python benchmarks/two_photo_attack.py [--max-victims 200]
+"""
+import _common  # noqa: F401  (puts the repository on sys.path)
+
+from smile2pay.bench.two_photo_attack import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""One capture, not two photos: the frames of a payment must come from one continuous capture.
+
+The cheapest attack on an expression-change liveness is two public photos of the victim, a neutral one and
+a smiling one. Between the frames of one capture the light on the face and the head pose barely change
+(an expression moves the mouth and cheeks, not the lighting); between two photos taken on different days
+both change. Per frame, from the aligned identity crop and the 5 landmarks (grey only, so colour and
+camera differences between datasets cannot leak in):
+
+* **lighting pattern**: the 112 px aligned crop in grey, averaged over a 4x4 grid, standardised (zero mean,
+  unit variance): where the light falls on the face, not how bright it is; and the same over a 6x3 grid of
+  the upper half (eyes, brows, forehead: what a smile moves least);
+* **yaw** and **roll** of the head from the 5 points (:func:`smile2pay.vision.align.pose_from_landmarks`).
+
+The change between two frames is one score: ``sqrt(sum_cue (change_cue / scale_cue)^2)`` with each cue's
+scale its 75th percentile over same-session pairs; two frames are *discontinuous* when the score exceeds
+``max_score`` (the largest score of those pairs): a pair moderately off on several cues counts, not only one
+far off on one. Scales and limit come from same-session pairs (CK+ first frame -> peak frame of one
+sequence; half the subjects, the other half checks) and ship in the calibration file (``capture_continuity``);
+``benchmarks/capture_continuity.py`` measures them against pairs of different photos of the same person
+(LFW neutral -> happy) and writes them. A burst is judged on every consecutive pair; a stream on every
+consecutive pair of processed frames between its neutral frame and its smile (a hard cut between two
+photos is exactly such a jump).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..vision.align import pose_from_landmarks
+
+CAPTURE_DISCONTINUITY = "CAPTURE_DISCONTINUITY"
+
+
+@dataclass(frozen=True)
+class ContinuitySettings:
+    #: per-cue scales (75th percentile of same-session changes) and the limit of the joint score
+    scale_lighting: float = 1.4
+    scale_upper: float = 1.35
+    scale_yaw: float = 0.016
+    scale_roll: float = 1.1
+    max_score: float = 5.0
+    enabled: bool = True
+
+    def scales(self) -> dict:
+        return {"lighting": self.scale_lighting, "upper": self.scale_upper, "yaw": self.scale_yaw,
+                "roll": self.scale_roll}
+
+
+@dataclass
+class Signature:
+    lighting: np.ndarray      # (16,) standardised grey means over a 4x4 grid of the aligned crop
+    upper: np.ndarray         # (18,) the same over a 6x3 grid of its upper half
+    yaw: float
+    roll: float
+
+
+@dataclass
+class ContinuityResult:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    pairs: list[dict] = field(default_factory=list)     # per consecutive pair: lighting, yaw, roll
+    worst: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reasons": self.reasons, "pairs": self.pairs, "worst": self.worst}
+
+
+def signature(crop: np.ndarray, landmarks: np.ndarray) -> Signature:
+    """The capture signature of one aligned face crop (any size; BGR or grey) and its 5 landmarks."""
+    import cv2
+
+    c = np.asarray(crop)
+    g = cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) if c.ndim == 3 else c
+    g = g.astype(np.float32)
+
+    def pattern(x, size):
+        grid = cv2.resize(x, size, interpolation=cv2.INTER_AREA).ravel()
+        return ((grid - grid.mean()) / (float(grid.std()) + 1e-6)).astype(np.float32)
+
+    yaw, _, roll, _ = pose_from_landmarks(np.asarray(landmarks, np.float32))
+    return Signature(pattern(g, (4, 4)), pattern(g[: g.shape[0] // 2], (6, 3)), float(yaw), float(roll))
+
+
+def pair_change(a: Signature, b: Signature) -> dict:
+    return {"lighting": float(np.linalg.norm(a.lighting - b.lighting)),
+            "upper": float(np.linalg.norm(a.upper - b.upper)), "yaw": abs(a.yaw - b.yaw),
+            "roll": abs(a.roll - b.roll)}
+
+
+def score(change: dict, s: ContinuitySettings) -> float:
+    return math.sqrt(sum((change[k] / v) ** 2 for k, v in s.scales().items()))
+
+
+def excess(change: dict, s: ContinuitySettings) -> float:
+    """The joint change score over its limit (> 1 = discontinuous)."""
+    return score(change, s) / s.max_score
+
+
+def check(signatures: list[Signature], settings: ContinuitySettings) -> ContinuityResult:
+    """Every consecutive pair of frames must be continuous (see the module docstring)."""
+    res = ContinuityResult(passed=True)
+    if not settings.enabled or len(signatures) < 2:
+        return res
+    worst, worst_x = None, -math.inf
+    for i in range(1, len(signatures)):
+        ch = pair_change(signatures[i - 1], signatures[i])
+        x = excess(ch, settings)
+        res.pairs.append({"frames": [i - 1, i], **{k: round(v, 4) for k, v in ch.items()}, "excess": round(x, 3)})
+        if x > worst_x:
+            worst, worst_x = res.pairs[-1], x
+    res.worst = worst
+    if worst_x > 1.0:
+        res.passed = False
+        res.reasons = [CAPTURE_DISCONTINUITY]
+    return res
