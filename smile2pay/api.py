@@ -309,24 +309,62 @@ class Smile2Pay:
         templates, baseline, base = ctx.templates, ctx.baseline, ctx.base
 
         obs: list[engine.FrameObs] = []
+        faces: list[Face | None] = []
         t_frames = time.perf_counter()
+        # detect + align + quality + AU on every frame; the identity embedding (the costly stage) only
+        # where it decides, see _identity_where_it_decides
         for img in images:
             try:
-                f = self.pipeline.single(img, pick="error")
+                f = self.pipeline.single(img, pick="error", embed=False)
             except FaceError as e:
                 obs.append(engine.FrameObs(error=e.code))
+                faces.append(None)
                 continue
-            score = float(np.max(templates @ f.embedding))
-            obs.append(engine.FrameObs(identity_score=score, au_probs=f.au_probs,
+            faces.append(f)
+            obs.append(engine.FrameObs(identity_score=None, au_probs=f.au_probs,
                                        crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
                                        quality_reasons=list(f.quality.reasons), pad_score=self.pad_score(img, f)))
+        policy = self.payment_policy()
+        self._identity_where_it_decides(faces, obs, templates, rule, policy, liveness, baseline)
         t_pipe = time.perf_counter() - t_frames
-        out = engine.decide(obs, rule, self.payment_policy(), liveness=liveness, baseline=baseline)
+        out = engine.decide(obs, rule, policy, liveness=liveness, baseline=baseline)
         dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
                        frames=out.frames, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
                                                       "per_frame": round(t_pipe * 1000.0 / len(frames), 2)},
                        **base)
         return self._finish(ctx, dec, True, len(frames))
+
+    #: "decision": embed the neutral and the smile frame a burst decision uses, every other frame covered by
+    #: box-IoU tracking from them (smile2pay.vision.track); "all": embed every frame (the reference path)
+    identity_frames = "decision"
+
+    def _identity_where_it_decides(self, faces, obs, templates, rule, policy, liveness, baseline) -> None:
+        """Fill ``identity_score`` of every frame with a face (part of verify()'s per-frame work).
+
+        With ``identity_frames == "decision"`` and a burst whose AU judgement finds a neutral frame and a
+        later smile frame (the two frames liveness and the decision use), only those two are embedded (one
+        batched forward); a frame linked to them by consecutive box IoU >= ``track.LINK_IOU`` carries the
+        lower of their scores; a frame in a chain without either is embedded itself. Any other burst
+        (an error or a low-quality frame, no neutral or no smile frame: a decline whatever identity says,
+        single-frame mode) embeds every frame, so its reasons are those of the reference path."""
+        from .vision import track
+
+        idx = [i for i, f in enumerate(faces) if f is not None]
+        want = list(idx)
+        if getattr(self, "identity_frames", "decision") == "decision" and liveness == "burst" and \
+                len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
+            present, absent, _ = engine.judge_frames([o.au_probs or None for o in obs], rule, policy, baseline)
+            neutral = next((i for i in range(len(faces)) if absent[i]), None)
+            onset = None if neutral is None else next((j for j in range(neutral + 1, len(faces)) if present[j]),
+                                                      None)
+            if onset is not None:
+                want = track.frames_to_embed(faces, {neutral, onset})
+        if want:
+            self.pipeline.embed([faces[i] for i in want])
+        scores = {i: float(np.max(templates @ faces[i].embedding)) for i in want}
+        for o, s in zip(obs, track.carried_scores(faces, scores)):
+            if s is not None:
+                o.identity_score = s
 
     # -- shared by verify() and stream sessions: one guard/audit path for every decision ---------
     def _begin(self, user_id: str, rule, nonce: str | None, request_id: str | None, *, liveness: str,

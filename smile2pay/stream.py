@@ -42,6 +42,7 @@ from .decision import continuity, engine
 from .decision.rules import parse_rule
 from .errors import RequestError, Smile2PayError
 from .types import Decision, Face
+from .vision import track
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ class StreamSession:
         self._box = None
         self._lost = 0
         self._mismatch = 0
+        self._track_score: float | None = None   # identity score of the track's last embedded frame
+        self._unchecked: dict[int, Any] = {}      # id(crop) -> crop of tracked frames not embedded
         self._ema: dict[str, float] | None = None
         self._neutral_streak = 0
         self._smile_streak = 0
@@ -365,8 +368,19 @@ class StreamSession:
             j = int(np.argmax(ious))
             if ious[j] >= self.settings.iou_min:
                 tracked = faces[j]
-                self.pipeline.embed([tracked])
-                score = self._score(tracked)
+                if self._skip_embed and ious[j] >= track.LINK_IOU and self._track_score is not None \
+                        and getattr(tracked, "_identity_crop", None) is not None:
+                    # the same face, in place since an identity-checked frame: its identity is carried
+                    # here and checked again (embedded) if the decision uses this frame (_check_identity)
+                    score = self._track_score
+                    # keep only what a decision can still use (the neutral / smile observations held)
+                    held = {id(o[0].crop) for o in (self._neutral, self._smile_obs) if o is not None}
+                    self._unchecked = {k: v for k, v in self._unchecked.items() if k in held}
+                    self._unchecked[id(tracked._identity_crop)] = tracked._identity_crop
+                else:
+                    self.pipeline.embed([tracked])
+                    score = self._score(tracked)
+                    self._track_score = score
                 if score < self.thr:    # someone else took the tracked place: never keep them
                     reasons.append(engine.IDENTITY_MISMATCH)
                     self._drop_track(reasons, TRACK_LOST)
@@ -381,6 +395,7 @@ class StreamSession:
             j = int(np.argmax(scores))
             if scores[j] >= self.thr:
                 tracked, score = cand[j], scores[j]
+                self._track_score = score
                 self._box = tracked.bbox.copy()
                 self._mismatch = 0
                 self._event(t, "TRACK_START", score=round(scores[j], 4))
@@ -426,6 +441,21 @@ class StreamSession:
 
     def _score(self, f: Face) -> float:
         return float(np.max(self._ctx.templates @ f.embedding))
+
+    @property
+    def _skip_embed(self) -> bool:
+        return getattr(self.s2p, "identity_frames", "decision") == "decision"
+
+    def _check_identity(self, frames: list) -> None:
+        """Embed the observations the decision uses whose identity was carried by tracking (one batched
+        forward) and put their own score in place of the carried one."""
+        todo = [fo for fo in frames if fo.crop is not None and id(fo.crop) in self._unchecked]
+        if not todo:
+            return
+        embs = self.pipeline.embedder.embed([fo.crop for fo in todo], flip=self.pipeline.settings.flip_tta)
+        for fo, e in zip(todo, embs):
+            fo.identity_score = float(np.max(self._ctx.templates @ e))
+            self._unchecked.pop(id(fo.crop), None)
 
     def _lose_track_maybe(self, reasons: list[str]) -> None:
         if self._box is None:
@@ -556,6 +586,7 @@ class StreamSession:
         # passive PAD on the frames the decision uses (not every frame: it costs ~10 ms a face)
         srcs = [self._neutral_src, self._smile_src if relaxed is not None else self._cur_src] + (
             [self._cur_src] if relaxed is not None else [])
+        self._check_identity(frames)    # identity again on the frames the decision uses
         for fo, src in zip(frames, srcs):
             if src is not None:
                 fo.pad_score = self.s2p.pad_score(src[0], src[1])

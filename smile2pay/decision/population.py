@@ -21,9 +21,9 @@ Method (location-scale tail transfer):
    the 95th percentile of the estimate is the **bound**.
 4. Threshold in use, from :data:`MIN_USERS` enrolled users on: the bound, but never below the most
    lenient reference population's threshold at that FAR (``floor``). With fewer users the evidence
-   cannot justify going below the shipped (strictest reference) threshold; it is raised to the
-   point estimate when that is higher (a population visibly worse than every reference). There is
-   no cap above: a population that needs more gets more.
+   cannot justify going below the shipped (strictest reference) threshold; from 10 users it is raised
+   to the point estimate when that is higher (a population visibly worse than every reference). There
+   is no cap above: a population that needs more gets more.
 
 Everything here is pure numpy on embeddings; :class:`smile2pay.api.Smile2Pay` feeds it the gallery.
 """
@@ -38,6 +38,8 @@ import numpy as np
 from ..metrics.tail import robust_loc_scale
 
 DEFAULT_FAR = 1e-4
+#: below this many enrolled users the estimate is too noisy to act on: the shipped threshold as it is
+MIN_USERS_TO_RAISE = 10
 #: below this many enrolled users the shipped threshold is never lowered
 MIN_USERS = 50
 #: users used for the estimate (a random sample above this: 1,000 users give 499,500 pairs)
@@ -171,10 +173,13 @@ def estimate(emb: np.ndarray, owner: np.ndarray, *, far: float, shipped: float, 
     res.estimate, res.bound = float(est), bound
     if n >= min_users and math.isfinite(bound):
         res.threshold = float(max(res.floor, bound))
-    else:   # too few users to lower it: the shipped threshold, raised when the estimate itself is higher
+    elif n >= MIN_USERS_TO_RAISE:   # too few users to lower it: shipped, raised when the estimate is higher
         res.threshold = float(max(res.shipped, est))
         res.note = (f"{n} users (< {min_users}): the shipped threshold, raised when the population's estimate "
                     f"is higher")
+    else:
+        res.threshold = float(res.shipped)
+        res.note = f"{n} users (< {MIN_USERS_TO_RAISE}): too few pairs to estimate; the shipped threshold"
     res.source = "shipped" if res.threshold == res.shipped else "self-calibrated"
     return res
 

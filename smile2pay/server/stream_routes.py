@@ -3,7 +3,12 @@
 Protocol (JSON text messages, frames as binary messages):
 
 1. the client connects to ``/v1/stream`` (browsers cannot set headers on a WebSocket, so the API
-   key travels in the first message or, for non-browser clients, in ``?key=``);
+   key travels in the first message or, for non-browser clients, in ``?key=``); instead of a key, a
+   short-lived kiosk token from ``POST /v1/kiosk/token`` (admin key; ``{"minutes": 60}``) may travel
+   in the first message as ``"token"`` (or ``"api_key"``): it opens stream sessions only (the kiosk
+   scope, never an HTTP route); an expired token -> ``TOKEN_EXPIRED`` (4401), an unknown one ->
+   ``UNAUTHORIZED`` (4401). The kiosk page keeps its credential in the browser's localStorage, never
+   in the URL;
 2. client -> ``{"type": "start", "api_key": "...", "user_id": "alice", "require": "AU6+AU12",
    "nonce": "order-42", "options": {"timeout_s": 15, "window_s": 5, "smoothing": 0.6}}``;
    a wrong/missing key -> ``{"type": "error", "error": {"code": "UNAUTHORIZED", ...}}`` and close (4401).
@@ -29,11 +34,12 @@ import collections
 import json
 import logging
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import Callable
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
@@ -51,6 +57,44 @@ CLIENT_OPTIONS = {"timeout_s": (1.0, 120.0), "window_s": (0.5, 30.0), "smoothing
 BOOL_OPTIONS = ("challenge",)
 START_TIMEOUT_S = 10.0
 MAX_SESSIONS = 4
+#: kiosk tokens (``POST /v1/kiosk/token``): lifetime bounds in minutes, and how many are remembered
+TOKEN_MINUTES = (1, 24 * 60)
+TOKEN_DEFAULT_MINUTES = 60
+TOKEN_PREFIX = "s2pk_"
+MAX_TOKENS = 10_000
+
+
+class KioskTokens:
+    """Short-lived bearer tokens for the ``/v1/stream`` WebSocket only (kiosk scope), kept in memory.
+    Expired tokens are remembered for a day so that a kiosk gets ``TOKEN_EXPIRED`` rather than a bare
+    ``UNAUTHORIZED``; a server restart forgets every token (the kiosk asks for a new one)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._tokens: dict[str, float] = {}
+
+    def issue(self, minutes: float) -> tuple[str, float]:
+        now = self.clock()
+        self._prune(now)
+        tok = TOKEN_PREFIX + secrets.token_urlsafe(24)
+        self._tokens[tok] = now + 60.0 * minutes
+        return tok, self._tokens[tok]
+
+    def check(self, tok: str) -> str:
+        """``"ok"``, ``"expired"`` or ``"unknown"``."""
+        exp = None
+        for known, e in self._tokens.items():   # constant-time comparison against every live token
+            if len(known) == len(tok) and secrets.compare_digest(known.encode(), tok.encode()):
+                exp = e
+        if exp is None:
+            return "unknown"
+        return "ok" if self.clock() < exp else "expired"
+
+    def _prune(self, now: float) -> None:
+        for k in [k for k, e in self._tokens.items() if e < now - 86400]:
+            del self._tokens[k]
+        while len(self._tokens) >= MAX_TOKENS:   # oldest expiry first
+            del self._tokens[min(self._tokens, key=self._tokens.get)]
 
 
 def is_public(path: str) -> bool:
@@ -81,10 +125,39 @@ def _options(raw) -> dict:
 
 
 def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], limits,
-                      rate_check: Callable[[str, str | None], float] | None = None) -> None:
+                      rate_check: Callable[[str, str | None], float] | None = None,
+                      tokens: KioskTokens | None = None) -> None:
     """``scope_of(key)``: the key's scope (``"admin"``/``"kiosk"``) or None for a wrong key (constant-time
-    comparison); ``rate_check(scope, host)``: 0.0 or the seconds to wait (the verify rate limit)."""
+    comparison); ``rate_check(scope, host)``: 0.0 or the seconds to wait (the verify rate limit);
+    ``tokens``: the kiosk token store (a fresh one by default; ``app.state.kiosk_tokens``)."""
     slots = asyncio.Semaphore(MAX_SESSIONS)
+    tokens = tokens or KioskTokens()
+    app.state.kiosk_tokens = tokens
+
+    @app.post("/v1/kiosk/token", tags=["stream"], summary="A short-lived kiosk token for the stream WebSocket",
+              description="Admin key only. Body (optional): `{\"minutes\": 60}` (1 to 1440). The token opens "
+                          "`/v1/stream` sessions (the kiosk scope) until it expires, and nothing else: put it "
+                          "in the kiosk's settings (stored in the browser, never in the URL).")
+    async def kiosk_token(request: Request):
+        raw = await request.body()
+        if len(raw) > 1024:
+            return JSONResponse({"error": {"code": "REQUEST_TOO_LARGE", "message": "body over 1024 bytes"}},
+                                status_code=413)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"error": {"code": "REQUEST_INVALID", "message": "body must be a JSON object"}},
+                                status_code=400)
+        minutes = body.get("minutes", TOKEN_DEFAULT_MINUTES)
+        lo, hi = TOKEN_MINUTES
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not lo <= minutes <= hi:
+            return JSONResponse({"error": {"code": "REQUEST_INVALID",
+                                           "message": f"'minutes' must be a number in [{lo}, {hi}]"}}, status_code=400)
+        tok, exp = tokens.issue(float(minutes))
+        return {"token": tok, "expires_at": round(exp, 3), "expires_in_s": round(60.0 * float(minutes), 3),
+                "scope": "stream"}
 
     @app.get("/kiosk")
     def kiosk_page():
@@ -120,9 +193,17 @@ def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], 
         except ValueError:
             msg = None
         key = ws.query_params.get("key") or (msg.get("api_key") if isinstance(msg, dict) else None) or ""
-        scope = scope_of(key) if isinstance(key, str) else None
+        tok = msg.get("token") if isinstance(msg, dict) else None
+        if not tok and isinstance(key, str) and key.startswith(TOKEN_PREFIX):
+            tok, key = key, ""
+        scope = scope_of(key) if isinstance(key, str) and key else None
+        if scope is None and isinstance(tok, str) and tok:
+            state = tokens.check(tok)
+            if state == "expired":
+                return await fail("TOKEN_EXPIRED", "the kiosk token has expired; ask for a new one", 4401)
+            scope = "kiosk" if state == "ok" else None
         if scope is None:
-            return await fail("UNAUTHORIZED", "missing or wrong API key", 4401)
+            return await fail("UNAUTHORIZED", "missing or wrong API key or kiosk token", 4401)
         if not isinstance(msg, dict) or msg.get("type") != "start":
             return await fail("REQUEST_INVALID", "the first message must be {\"type\": \"start\", ...}")
         user_id, require, nonce = msg.get("user_id"), msg.get("require", "AU6+AU12"), msg.get("nonce")
