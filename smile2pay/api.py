@@ -335,7 +335,8 @@ class Smile2Pay:
         return self._finish(ctx, dec, True, len(frames))
 
     #: "decision": embed the neutral and the smile frame a burst decision uses, every other frame covered by
-    #: box-IoU tracking from them (smile2pay.vision.track); "all": embed every frame (the reference path)
+    #: box-IoU tracking from them (smile2pay.vision.track); "all": embed every frame (the reference path);
+    #: "smile" (measured, not the default: one identity check fewer): the smile frame alone, the rest tracked
     identity_frames = "decision"
 
     def _identity_where_it_decides(self, faces, obs, templates, rule, policy, liveness, baseline) -> None:
@@ -351,14 +352,15 @@ class Smile2Pay:
 
         idx = [i for i, f in enumerate(faces) if f is not None]
         want = list(idx)
-        if getattr(self, "identity_frames", "decision") == "decision" and liveness == "burst" and \
+        if getattr(self, "identity_frames", "decision") in ("decision", "smile") and liveness == "burst" and \
                 len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
             present, absent, _ = engine.judge_frames([o.au_probs or None for o in obs], rule, policy, baseline)
             neutral = next((i for i in range(len(faces)) if absent[i]), None)
             onset = None if neutral is None else next((j for j in range(neutral + 1, len(faces)) if present[j]),
                                                       None)
             if onset is not None:
-                want = track.frames_to_embed(faces, {neutral, onset})
+                mode_anchors = {neutral, onset} if self.identity_frames != "smile" else {onset}
+                want = track.frames_to_embed(faces, mode_anchors)
         if want:
             self.pipeline.embed([faces[i] for i in want])
         scores = {i: float(np.max(templates @ faces[i].embedding)) for i in want}

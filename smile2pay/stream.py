@@ -10,8 +10,10 @@
 States: ``WAITING_FOR_FACE`` -> ``HOLD_NEUTRAL`` -> ``SMILE_NOW`` -> ``APPROVED`` | ``DECLINED``.
 
 * The claimed user's face is found by identity (the policy's calibrated threshold) and then tracked
-  across frames by IoU; its identity is re-checked every processed frame. Any other face is
-  reported (``SECOND_FACE``), never used.
+  across frames by IoU; its identity is re-checked (embedded) whenever the IoU with the previous frame
+  falls below ``smile2pay.vision.track.LINK_IOU``, and on the neutral and smile observations the decision
+  uses; other tracked frames carry the track's last score (``Smile2Pay.identity_frames = "all"``: every
+  processed frame embedded). Any other face is reported (``SECOND_FACE``), never used.
 * Per-AU probabilities are smoothed over time with an exponential moving average
   (``StreamSettings.smoothing``: the weight of the newest frame; 1.0 = no smoothing).
 * The rule's pattern must be absent (a neutral face) for ``neutral_frames`` processed frames, then

@@ -182,10 +182,10 @@ def test_cli_bench_pairs_and_calibrate_on_deepface_pairs(tmp_path, data_dir):
     assert ops[1e-3]["n_impostors"] == 262 and ops[1e-3]["min_impostors"] == 3000
     assert d["pairs_unscored"] == d["pairs_unscored_genuine"] + d["pairs_unscored_impostor"]
     assert 0.9 < d["auc"] <= 1.0
-    for f in ("pairs_pairs.json", "pairs_pairs.html", "pairs_pairs.md", "pairs_pairs_roc.png",
-              "pairs_pairs_det.png", "pairs_pairs_hist.png"):
+    for f in ("pairs_deepface.json", "pairs_deepface.html", "pairs_deepface.md", "pairs_deepface_roc.png",
+              "pairs_deepface_det.png", "pairs_deepface_hist.png"):
         assert (tmp_path / f).stat().st_size > 0, f
-    assert json.loads((tmp_path / "pairs_pairs.json").read_text())["auc"] == d["auc"]
+    assert json.loads((tmp_path / "pairs_deepface.json").read_text())["auc"] == d["auc"]
 
     cal = tmp_path / "thresholds.json"
     code, out, err = _cli("calibrate", "--pairs", str(pairs), "--far", "1e-2", "--bootstrap", "10",

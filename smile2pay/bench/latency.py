@@ -85,6 +85,9 @@ def run(args) -> dict:
 
 
 def _plot(pdir: Path, name: str, res: dict) -> str:
+    """Stacked per-stage latency: each thread count's ``analyze`` total as one bar, its stages stacked
+    inside it (each model stage split into the bare forward pass and its pre/post-processing, the
+    unaccounted rest shown as "other"), the total's p95 as a whisker; decode (before analyze) apart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,25 +95,60 @@ def _plot(pdir: Path, name: str, res: dict) -> str:
     import numpy as np
 
     pdir.mkdir(parents=True, exist_ok=True)
-    stages = list(res["one_thread"]["stages"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    w = 0.8 / max(1, len(res["by_threads"]))
-    x = np.arange(len(stages))
-    for i, (t, r) in enumerate(res["by_threads"].items()):
-        med = [r["stages"][s]["median_ms"] for s in stages]
-        p95 = [r["stages"][s]["p95_ms"] for s in stages]
-        ax.bar(x + i * w, med, w, label=f"{t} thread(s) median")
-        ax.errorbar(x + i * w, med, yerr=[np.zeros(len(med)), np.subtract(p95, med)], fmt="none", ecolor="k",
-                    capsize=2, lw=0.8)
-    ax.set_xticks(x + w * (len(res["by_threads"]) - 1) / 2)
-    ax.set_xticklabels(stages, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("ms (bar: median, whisker: p95)")
-    ax.set_title(f"Per-stage latency, {res['frame_file']}, {res['machine']['cpu_count']} CPUs", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
+    threads = list(res["by_threads"])
+    parts = [("detect", "detect_forward", "tab:blue"), ("align_quality", None, "tab:purple"),
+             ("embed", "embed_forward", "tab:orange"), ("au", "au_forward", "tab:green")]
+    labels = {"detect": "detect", "align_quality": "align + quality", "embed": "embed (identity)", "au": "AU"}
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 1.1 * len(threads) + 1.2))
+    rows = []
+    for t in threads:
+        rows += [(f"decode\n{t} thread(s)", t, "decode"), (f"analyze()\n{t} thread(s)", t, "analyze")]
+    y = np.arange(len(rows))[::-1]
+    seen = set()
+
+    def seg(yy, left, width, color, label, hatch=None, alpha=1.0):
+        lab = label if label not in seen else None
+        seen.add(label)
+        ax.barh(yy, width, left=left, color=color, alpha=alpha, hatch=hatch, edgecolor="white", lw=0.6,
+                height=0.6, label=lab)
+        return left + width
+
+    xmax = 0.0
+    for yy, (_, t, kind) in zip(y, rows):
+        st = res["by_threads"][t]["stages"]
+        med = lambda s: float(st[s]["median_ms"]) if s in st else 0.0   # noqa: E731
+        if kind == "decode":
+            end = seg(yy, 0.0, med("decode"), "tab:grey", "decode (file -> image, before analyze)")
+            ax.text(end, yy, f" {end:.1f} ms", va="center", fontsize=8)
+            continue
+        left = 0.0
+        for stage, fwd, color in parts:
+            total = med(stage)
+            f = min(med(fwd), total) if fwd else 0.0
+            if fwd:
+                left = seg(yy, left, f, color, f"{labels[stage]}: model forward")
+                left = seg(yy, left, total - f, color, f"{labels[stage]}: pre/post-processing", hatch="//", alpha=0.45)
+            else:
+                left = seg(yy, left, total, color, labels[stage], alpha=0.8)
+        tot = med("analyze_total")
+        if tot > left:
+            seg(yy, left, tot - left, "lightgrey", "other (not in a stage)")
+        p95 = float(st["analyze_total"]["p95_ms"])
+        ax.errorbar([tot], [yy], xerr=[[0], [max(0.0, p95 - tot)]], fmt="none", ecolor="k", capsize=3, lw=0.9)
+        ax.text(max(p95, left) + 0.3, yy, f"total {tot:.1f} ms (p95 {p95:.1f})", va="center", fontsize=8)
+        xmax = max(xmax, p95, left)
+    ax.set_yticks(y)
+    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.set_xlim(0, xmax * 1.3 if xmax else 1)
+    ax.set_xlabel("ms per frame (median; stages stacked inside their total; whisker: p95 of the total)")
+    ax.set_title(f"Per-stage latency of one verify frame, {res['frame_file']}, "
+                 f"{res['machine']['cpu_count']} CPUs", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17),
+              ncol=3, frameon=False)
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     path = pdir / f"{name}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return str(path)
 

@@ -24,12 +24,25 @@ log = logging.getLogger("smile2pay.bench.pairs")
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 
 
+def dataset_name(pairs_file) -> str:
+    """The dataset a pairs file belongs to, for file names: its stem, or its folder's name when the
+    stem only says "pairs" (``lfw/pairs.csv`` -> ``lfw``, not ``pairs_pairs``)."""
+    p = Path(pairs_file)
+    stem = p.stem
+    rest = stem.lower().removeprefix("pairs").strip("_-. ")
+    if rest in ("", "txt", "csv", "list", "test", "dev", "view2", "view1"):
+        parent = p.resolve().parent.name
+        return parent + (f"_{rest}" if rest not in ("", "txt", "csv", "list") else "") if parent else stem
+    return rest if stem.lower().startswith("pairs") else stem
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="LFW pairs.txt or CSV path_a,path_b,same[,fold][,group]")
     p.add_argument("--root", help="image folder (pairs.txt: the <name>/ folders; CSV: base of relative paths)")
     p.add_argument("--out", default="bench_out/pairs", help="folder for JSON and reports (default bench_out/pairs)")
     p.add_argument("--plots-dir", help="folder for the PNG plots (default: --out)")
-    p.add_argument("--name", help="file name stem (default: pairs_<pairs file stem>)")
+    p.add_argument("--name", help="file name stem (default: pairs_<dataset>: the pairs file's stem, or its "
+                                  "folder when the stem is just 'pairs')")
     p.add_argument("--far", type=float, action="append", help="FAR target (repeatable; default 1e-2 1e-3 1e-4 1e-5)")
     p.add_argument("--group-col", help="CSV: column (or X for X_a/X_b) naming each pair's group")
     p.add_argument("--groups", help="manifest CSV path,<column>: label each image's group (joined on path)")
@@ -125,7 +138,7 @@ def run(args) -> dict:
     thr_all = {f"FAR {op['far_target']:g}": op["threshold"] for op in rep["tar_at_far"]}
     grp = [q.group for q in pairs]
     has_groups = any(grp)
-    name = args.name or f"pairs_{Path(args.pairs).stem}"
+    name = args.name or f"pairs_{dataset_name(args.pairs)}"
     out = Path(args.out)
     res: dict = {
         "benchmark": "bench pairs", "date": time.strftime("%Y-%m-%d"), "pairs_file": str(args.pairs),
@@ -158,7 +171,7 @@ def run(args) -> dict:
 
         pdir = Path(args.plots_dir or out)
         pdir.mkdir(parents=True, exist_ok=True)
-        title = f"{Path(args.pairs).name} ({len(pairs):,} pairs, {res['settings']['pack']} pack)"
+        title = f"{dataset_name(args.pairs)}: {Path(args.pairs).name} ({len(pairs):,} pairs, {res['settings']['pack']} pack)"
         curves = {f"{res['settings']['recognizer']} (AUC {rep['auc']:.4f})": (s, y)}
         marks = {f"TAR@FAR {op['far_target']:g}": (op["far_observed"] or None, op["tar"])
                  for op in rep["tar_at_far"] if op["supported"]}
@@ -198,5 +211,5 @@ def _report(out: Path, name: str, res: dict, plots: list[str]) -> dict:
                                                              "false accepts", "FAR", "FAR 95% upper", "genuine",
                                                              "FRR"], g_rows))
     notes = [op["note"] for op in res["tar_at_far"] if not op["supported"]] + [res["groups_note"]]
-    return write_reports(out, name, f"Verification on pairs: {Path(res['pairs_file']).name}", facts, tables,
+    return write_reports(out, name, f"Verification on pairs: {dataset_name(res['pairs_file'])} ({Path(res['pairs_file']).name})", facts, tables,
                          plots, notes)

@@ -28,29 +28,43 @@ def far_tar(c) -> tuple[np.ndarray, np.ndarray]:
     return far, tar
 
 
-def roc_plot(path: str | Path, curves: dict, title: str, marks: dict | None = None, xmin: float | None = None) -> str:
-    """ROC with a log FAR axis. ``marks``: {label: (far, tar)} points to mark (operating points)."""
+def roc_plot(path: str | Path, curves: dict, title: str, marks: dict | None = None, xmin: float | None = None,
+             ymin: float | None = None) -> str:
+    """ROC with a log FAR axis and a TAR axis zoomed on where the curves are (``ymin``, default: the
+    lowest TAR shown rounded down to 0.05, at most 0.9), so that curves near TAR 1 stay apart.
+    ``marks``: {label: (far, tar)} points to mark (operating points)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    lo = 1.0
+    fig, ax = plt.subplots(figsize=(7, 5))
+    lo, tar_lo = 1.0, 1.0
+    data = []
     for label, c in curves.items():
         far, tar = far_tar(c)
         m = far > 0
         if m.any():
             lo = min(lo, float(far[m].min()))
-        ax.plot(far[m], tar[m], label=label, drawstyle="steps-post", ls="--" if "all pairs" in label else "-")
+        data.append((label, far[m], tar[m]))
+    x0 = xmin or max(min(lo, 1e-3) / 2, 1e-7)
+    for label, far, tar in data:
+        ax.plot(far, tar, label=label, drawstyle="steps-post", ls="--" if "all pairs" in label else "-")
+        if far.size:
+            # the lowest TAR drawn inside the FAR range (a step curve holds its value from the last point before x0)
+            i = max(0, int(np.searchsorted(far, x0, side="right")) - 1)
+            tar_lo = min(tar_lo, float(tar[i:].min()))
     for label, (f, t) in (marks or {}).items():
         if f is not None and t is not None and f > 0:
             ax.plot([f], [t], "o", ms=5, label=label)
+            tar_lo = min(tar_lo, float(t))
+    y0 = ymin if ymin is not None else min(0.9, np.floor(tar_lo * 20) / 20)
     ax.set_xscale("log")
-    ax.set_xlim(xmin or max(min(lo, 1e-3) / 2, 1e-7), 1)
-    ax.set_xlabel("FAR (impostor pairs accepted)")
-    ax.set_ylabel("TAR (genuine pairs accepted)")
+    ax.set_xlim(x0, 1)
+    ax.set_ylim(y0, 1.0 + (1.0 - y0) * 0.02)
+    ax.set_xlabel("FAR: impostor pairs accepted (log scale)")
+    ax.set_ylabel(f"TAR: genuine pairs accepted (axis from {y0:g})")
     for f in (1e-4, 1e-3, 1e-2):
         ax.axvline(f, color="grey", ls=":", lw=0.8)
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, which="both", alpha=0.25)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"ROC: {title}", fontsize=9)
+    ax.set_title(f"ROC: {title}\n(TAR axis zoomed to {y0:g}-1; up and left is better)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -113,32 +127,61 @@ def hist_plot(path: str | Path, scores, labels, title: str, thresholds: dict | N
 
 
 def side_sedi_plot(path: str | Path, panels: dict, title: str) -> str:
-    """One panel per embedding: density histograms of SIDE and SEDI (and SISE/DIDE faint).
-    ``panels``: {panel title: {"side": arr, "sedi": arr, "sise": arr, "dide": arr, "auc": float}}."""
+    """One panel per embedding: density histograms of SIDE and SEDI (and SISE/DIDE faint), one legend
+    under the panels, and each panel's AUC said in words: for an identity embedding, the probability
+    that a SIDE pair (same person, other expression) scores closer than a SEDI pair (same expression,
+    other person) -- 1 means expression does not move identity; for an AU/expression embedding (a
+    panel title with "AU" or "expression"), the reverse -- 1 means it follows expression, not identity.
+    ``panels``: {panel title: {"side": arr, "sedi": arr, "sise": arr, "dide": arr, "auc": float}} where
+    ``auc`` is AUC(SIDE scores above SEDI) as the bench computes it."""
     plt = _plt()
     k = len(panels)
-    fig, axes = plt.subplots(1, k, figsize=(5.2 * k, 3.8), squeeze=False)
+    ncol = min(k, 2)
+    nrow = (k + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7.2 * ncol, 4.8 * nrow + 0.9), squeeze=False)
     bins = np.linspace(-1.0, 1.0, 81)
     colors = {"side": "tab:blue", "sedi": "tab:orange", "sise": "tab:green", "dide": "tab:grey"}
-    names = {"side": "SIDE (same id, diff. expr.)", "sedi": "SEDI (same expr., diff. id)",
-             "sise": "same id, same expr.", "dide": "diff. id, diff. expr."}
-    for ax, (ptitle, d) in zip(axes[0], panels.items()):
+    names = {"side": "SIDE: same person, different expression", "sedi": "SEDI: same expression, different person",
+             "sise": "same person, same expression", "dide": "different person, different expression"}
+    handles = {}
+    for ax, (ptitle, d) in zip(axes.flat, panels.items()):
         for key in ("dide", "sise", "side", "sedi"):
             a = np.asarray(d.get(key, []))
             if a.size == 0:
                 continue
             faint = key in ("sise", "dide")
-            ax.hist(a, bins=bins, density=True, histtype="step" if faint else "stepfilled",
-                    alpha=0.5 if not faint else 0.9, lw=1, color=colors[key], ls=":" if faint else "-",
-                    label=f"{names[key]} n={a.size:,}")
+            _, _, patches = ax.hist(a, bins=bins, density=True, histtype="step" if faint else "stepfilled",
+                                    alpha=0.5 if not faint else 0.9, lw=1.2, color=colors[key],
+                                    ls=":" if faint else "-")
+            handles.setdefault(key, patches[0])
+            ax.axvline(float(np.median(a)), color=colors[key], lw=1, ls="--" if not faint else ":", alpha=0.9)
         auc = d.get("auc")
-        ax.set_title(f"{ptitle}" + (f"\nAUC(SIDE vs SEDI) = {auc:.3f}" if auc is not None else ""), fontsize=9)
-        ax.set_xlabel("cosine similarity")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+        expr = "AU" in ptitle or "expression" in ptitle.lower()
+        if auc is None:
+            sub = ""
+        elif expr:
+            sub = (f"\nP(a SEDI pair scores closer than a SIDE pair) = {1.0 - auc:.3f}"
+                   "\n(1: the embedding follows expression, not identity; 0.5: no separation)")
+        else:
+            sub = (f"\nP(a SIDE pair scores closer than a SEDI pair) = {auc:.3f}"
+                   "\n(1: identity unaffected by expression; 0.5: no separation)")
+        ax.set_title(f"{ptitle}{sub}", fontsize=10)
+        ax.set_xlabel("cosine similarity of the pair (dashed: medians)", fontsize=9)
+        ax.set_ylabel("density (log scale)", fontsize=9)
+        ax.set_yscale("log")       # the same-expression pairs pile up near 1: a log axis keeps the rest visible
+        ax.set_ylim(bottom=1e-3)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    for ax in list(axes.flat)[k:]:
+        ax.axis("off")
+    order = [key for key in ("side", "sedi", "sise", "dide") if key in handles]
+    counts = {}
+    for key in order:
+        ns = {int(np.asarray(d.get(key, [])).size) for d in panels.values()}
+        counts[key] = f" (n={next(iter(ns)):,})" if len(ns) == 1 else ""
+    fig.legend([handles[key] for key in order], [names[key] + counts[key] for key in order],
+               loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.75 / (4.8 * nrow + 0.9), 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)

@@ -9,8 +9,6 @@ identity-checked frame is embedded itself, so no frame is ever left without an i
 """
 from __future__ import annotations
 
-import numpy as np
-
 #: box IoU between consecutive frames that links them to the same face (the stream keeps a track at 0.3;
 #: a burst is a fraction of a second long, so a stricter link is free)
 LINK_IOU = 0.5
@@ -77,4 +75,4 @@ def carried_scores(faces: list, scores: dict[int, float], min_iou: float = LINK_
     return out
 
 
-__all__ = ["LINK_IOU", "box_iou", "linked", "frames_to_embed", "chain_of", "carried_scores", "np"]
+__all__ = ["LINK_IOU", "box_iou", "linked", "frames_to_embed", "chain_of", "carried_scores"]
