@@ -45,6 +45,7 @@ from .decision.rules import parse_rule
 from .errors import RequestError, Smile2PayError
 from .types import Decision, Face
 from .vision import track
+from .vision.track import box_iou as iou   # IoU of two x1, y1, x2, y2 boxes (tracking)
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,6 @@ class StreamUpdate:
         d = {k: v for k, v in self.__dict__.items() if k != "decision"}
         d["decision"] = self.decision.to_dict() if self.decision is not None else None
         return d
-
-
-def iou(a, b) -> float:
-    ax1, ay1, ax2, ay2 = (float(v) for v in a)
-    bx1, by1, bx2, by2 = (float(v) for v in b)
-    iw, ih = max(0.0, min(ax2, bx2) - max(ax1, bx1)), max(0.0, min(ay2, by2) - max(ay1, by1))
-    inter = iw * ih
-    union = max(ax2 - ax1, 0) * max(ay2 - ay1, 0) + max(bx2 - bx1, 0) * max(by2 - by1, 0) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class StreamSession:

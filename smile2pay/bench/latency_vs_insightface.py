@@ -100,8 +100,8 @@ def run(args) -> dict:
         dt = (time.perf_counter() - t0) * 1000.0
         return [dt / len(bursts[subj])], d
 
-    def stream(frames_mode, subj):
-        s = s2p["off"]          # a stream scores PAD only on its decision frames; see the pad-on row
+    def stream(frames_mode, subj, pad="off"):
+        s = s2p[pad]            # a stream scores PAD only on its decision frames; see the pad-on row
         s.identity_frames = frames_mode
         per = []
         with s.start_session(subj) as sess:
@@ -115,18 +115,7 @@ def run(args) -> dict:
         return per, d
 
     def stream_pad(frames_mode, subj):
-        s = s2p["report"]
-        s.identity_frames = frames_mode
-        per = []
-        with s.start_session(subj) as sess:
-            for i, fr in enumerate(streams[subj]):
-                t0 = time.perf_counter()
-                u = sess.push(fr, i / 30.0)
-                per.append((time.perf_counter() - t0) * 1000.0)
-                if u.final:
-                    break
-            d = sess.decision
-        return per, d
+        return stream(frames_mode, subj, pad="report")
 
     def fa(subj):
         per = []
