@@ -323,9 +323,14 @@ class Smile2Pay:
             faces.append(f)
             obs.append(engine.FrameObs(identity_score=None, au_probs=f.au_probs,
                                        crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
-                                       quality_reasons=list(f.quality.reasons), pad_score=self.pad_score(img, f)))
+                                       quality_reasons=list(f.quality.reasons)))
         policy = self.payment_policy()
-        self._identity_where_it_decides(faces, obs, templates, rule, policy, liveness, baseline)
+        embedded = self._identity_where_it_decides(faces, obs, templates, rule, policy, liveness, baseline)
+        # passive PAD (~10 ms a face): enforced, on every frame; reported, on the frames the decision
+        # embedded (the neutral and the smile frame of a burst), as a stream does
+        for i in (range(len(faces)) if policy.pad_mode == "enforce" else embedded):
+            if faces[i] is not None:
+                obs[i].pad_score = self.pad_score(images[i], faces[i])
         t_pipe = time.perf_counter() - t_frames
         out = engine.decide(obs, rule, policy, liveness=liveness, baseline=baseline)
         dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
@@ -339,8 +344,9 @@ class Smile2Pay:
     #: "smile" (measured, not the default: one identity check fewer): the smile frame alone, the rest tracked
     identity_frames = "decision"
 
-    def _identity_where_it_decides(self, faces, obs, templates, rule, policy, liveness, baseline) -> None:
-        """Fill ``identity_score`` of every frame with a face (part of verify()'s per-frame work).
+    def _identity_where_it_decides(self, faces, obs, templates, rule, policy, liveness, baseline) -> list[int]:
+        """Fill ``identity_score`` of every frame with a face (part of verify()'s per-frame work); returns
+        the indices of the frames that were embedded.
 
         With ``identity_frames == "decision"`` and a burst whose AU judgement finds a neutral frame and a
         later smile frame (the two frames liveness and the decision use), only those two are embedded (one
@@ -367,6 +373,7 @@ class Smile2Pay:
         for o, s in zip(obs, track.carried_scores(faces, scores)):
             if s is not None:
                 o.identity_score = s
+        return want
 
     # -- shared by verify() and stream sessions: one guard/audit path for every decision ---------
     def _begin(self, user_id: str, rule, nonce: str | None, request_id: str | None, *, liveness: str,
