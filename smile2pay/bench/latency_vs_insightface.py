@@ -58,7 +58,7 @@ def _insightface_app(models_dir: Path, tmp: Path):
     pack = tmp / "if_models" / "det500m_mbf"
     pack.mkdir(parents=True)
     for f in ("det_500m.onnx", "w600k_mbf.onnx"):
-        os.symlink(models_dir / f, pack / f)
+        os.symlink(Path(models_dir).resolve() / f, pack / f)   # absolute: a relative models dir breaks the link
     app = FaceAnalysis(name=str(pack), root=str(tmp / "if_models"), providers=["CPUExecutionProvider"],
                        sess_options=session_options(1))
     app.prepare(ctx_id=-1, det_size=(320, 320))
