@@ -227,3 +227,22 @@ def test_enroll_batch_stores_baselines(tmp_path, ck, models_dir, data_dir):
     with Gallery(g) as gal:
         for e in rep["enrolled"]:
             assert gal.au_baseline(e["user_id"]) is not None
+
+
+def test_rotation_keeps_the_generated_key_file_in_step(tmp_path, ck, ck_pipeline):
+    from smile2pay.gallery import generate_key
+
+    g = tmp_path / "g"
+    with Smile2Pay(g, pipeline=ck_pipeline) as s2p:
+        r = _enrol_one(s2p, ck)
+        new = generate_key()
+        assert s2p.rotate_key(new) == 1
+    assert (g / "gallery.key").read_text().strip() == new.hex()
+    assert stat.S_IMODE(os.stat(g / "gallery.key").st_mode) == 0o600 and not (g / "gallery.tmp").exists()
+    with Smile2Pay(g, pipeline=ck_pipeline) as s2p:              # reopens with the rotated key
+        assert s2p.verify_identity(r["subject"], r["neutral"]).match
+        s2p.rotate_key(None)                                      # decrypt: the key file goes
+    assert not (g / "gallery.key").exists()
+    with pytest.raises(GalleryError) as e:
+        Smile2Pay(g, pipeline=ck_pipeline)
+    assert e.value.code == "GALLERY_PLAINTEXT"

@@ -104,6 +104,20 @@ def check_meta(meta: dict, stored_fp: str, fingerprint: str | None, dim: int, ke
 KEY_FILE_NAME = "gallery.key"
 
 
+def _write_key_file(path: Path, key: bytes, *, exclusive: bool) -> None:
+    """Write a key as hex, mode 0600, fsynced: ``exclusive`` creates ``path`` only if it does not exist;
+    otherwise a temporary file replaces it atomically."""
+    target = path if exclusive else path.with_suffix(".tmp")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
+    try:
+        os.write(fd, key.hex().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if not exclusive:
+        os.replace(target, path)
+
+
 def _folder_key(folder: Path, creating: bool) -> tuple[bytes | None, str | None]:
     """The key of a folder gallery opened without one: read ``gallery.key`` beside it, or create it
     (0600) for a new gallery. Returns (key, where) or (None, None)."""
@@ -122,12 +136,7 @@ def _folder_key(folder: Path, creating: bool) -> tuple[bytes | None, str | None]
 
     key = generate_key()
     try:
-        fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key.hex().encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_key_file(kf, key, exclusive=True)
     except OSError as e:
         raise GalleryError(f"cannot write the gallery key file {kf}: {e.strerror}", code="GALLERY_IO",
                            path=str(kf)) from None
@@ -745,14 +754,7 @@ class Gallery:
             kf.unlink()
             self.key_source = None
             return
-        tmp = kf.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, new_key.hex().encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, kf)
+        _write_key_file(kf, new_key, exclusive=False)
 
     def close(self) -> None:
         with self._lock:
