@@ -40,20 +40,17 @@ def gallery_settings_from(args, **kw):
                                     plaintext=getattr(args, "plaintext", None), **kw)
 
 
-_gsettings = gallery_settings_from
-
-
 def _s2p(args, **kw):
     from .api import Smile2Pay
 
-    return Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args, **kw),
+    return Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args, **kw),
                      create=bool(getattr(args, "create", False)))
 
 
 def _open_gallery(args, create: bool = False):
     from .gallery import open_gallery
 
-    gs = _gsettings(args)
+    gs = gallery_settings_from(args)
     kw = {"follow": False} if str(args.gallery).startswith(("postgresql://", "postgres://")) else {}
     return open_gallery(args.gallery, key=gs.key, identity_threshold=gs.identity_threshold, create=create,
                         plaintext=gs.plaintext, **kw)
@@ -398,7 +395,7 @@ def _identity_info(args, g) -> dict:
     from .decision.policy import DEFAULT_FAR, Policy
     from .errors import ConfigError
 
-    pinned = _gsettings(args).identity_threshold
+    pinned = gallery_settings_from(args).identity_threshold
     if pinned is not None:
         return {"threshold": pinned, "source": "configured"}
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import FAR_HELP, POLICY_HELP, add_runtime_args, command, settings_from
-from .cli_gallery import _gallery_args, _gsettings
+from .cli_gallery import _gallery_args, gallery_settings_from
 from .errors import RequestError
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def cmd_watch(args) -> tuple[Any, int]:
 
     cap = open_capture(args.camera, args.video)   # bad source: exit 2 before loading any model
     try:
-        with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
+        with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args),
                        policy=args.policy, far=args.far, create=False, pad=args.pad) as s2p:
             with s2p.start_session(args.user, require=args.require, nonce=args.nonce, timeout_s=args.timeout,
                                    window_s=args.window, smoothing=args.smoothing, challenge=args.challenge,

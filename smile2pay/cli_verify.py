@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cli import FAR_HELP, PICK_HELP, POLICY_HELP, add_runtime_args, command, fmt_num, fmt_score, settings_from
-from .cli_gallery import PICKS, _gallery_args, _gsettings
+from .cli_gallery import PICKS, _gallery_args, gallery_settings_from
 from .errors import Smile2PayError
 
 
@@ -71,7 +71,7 @@ def cmd_verify(args) -> tuple[Any, int]:
     not locked out and the nonce is fresh."""
     from .api import Smile2Pay
 
-    with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
+    with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args),
                    policy=args.policy, far=args.far, allow_single_frame=args.allow_single_frame,
                    create=False, pad=args.pad) as s2p:
         d = s2p.verify(args.user_id, args.images, require=args.require, liveness=args.liveness, nonce=args.nonce)

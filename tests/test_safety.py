@@ -30,15 +30,10 @@ def _no_key_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ck(data_dir):
-    with open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["is_smile_au6_au12"] == "1"]
-    out, seen = [], set()
-    for r in rows:
-        if r["subject"] not in seen:
-            seen.add(r["subject"])
-            out.append({"subject": r["subject"], "neutral": str(data_dir / r["neutral_path"]),
-                        "peak": str(data_dir / r["peak_path"])})
-    return out
+    from smile2pay.bench.fleet import ck_smile_pairs
+
+    return [{"subject": r["subject"], "neutral": str(data_dir / r["neutral_path"]),
+             "peak": str(data_dir / r["peak_path"])} for r in ck_smile_pairs(data_dir)]
 
 
 @pytest.fixture(scope="module")

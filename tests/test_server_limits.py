@@ -5,7 +5,6 @@ scoped API keys (kiosk: verify only; admin: everything), the unlock route and pe
 A real uvicorn server on 127.0.0.1, a real httpx client, a real Smile2Pay on a temporary gallery.
 """
 import base64
-import csv
 import json
 
 import pytest
@@ -66,14 +65,9 @@ def limited(s2p):
 
 @pytest.fixture(scope="module")
 def smile(data_dir):
-    with open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["is_smile_au6_au12"] == "1"]
-    out, seen = [], set()
-    for r in rows:
-        if r["subject"] not in seen:
-            seen.add(r["subject"])
-            out.append(r)
-    return out
+    from smile2pay.bench.fleet import ck_smile_pairs
+
+    return ck_smile_pairs(data_dir)
 
 
 def b64(path) -> str:

@@ -546,9 +546,9 @@ def serve(args) -> None:  # pragma: no cover - exercised through a real server i
     from ..api import Smile2Pay
     from ..cli import settings_from
     from ..config import api_key_from_env
-    from ..cli_gallery import gallery_settings_from as _gsettings
+    from ..cli_gallery import gallery_settings_from
 
-    s2p = Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=_gsettings(args),
+    s2p = Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args),
                     policy=args.policy, far=args.far, create=bool(getattr(args, "create", False)))
     kiosk = os.environ.get("SMILE2PAY_KIOSK_API_KEY", "").strip() or None   # verify-only key for kiosks
     per_min = os.environ.get("SMILE2PAY_VERIFY_PER_MINUTE", "").strip()
