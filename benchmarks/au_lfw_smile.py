@@ -42,7 +42,7 @@ def main(argv=None):
             f = pipe.single(Path(a.data) / r["path"], pick="center", embed=False)
         except FaceError:
             continue
-        t = blendshapes_to_aus(teacher.blendshapes(f._image, f.bbox, f.landmarks))
+        t = blendshapes_to_aus(teacher.blendshapes(f.image, f.bbox, f.landmarks))
         y.append(int(r["smile_morishita"]))
         pm.append(f.au_probs["AU12"])
         p6.append(min(f.au_probs["AU6"], f.au_probs["AU12"]))

@@ -220,7 +220,7 @@ class Smile2Pay:
         kinds = [kind] * len(images) if isinstance(kind, str) else list(kind)
         if len(kinds) != len(images):
             raise RequestError("kind must be one string or one per image", code="REQUEST_INVALID")
-        self.gallery._check_user_id(user_id)
+        self.gallery.check_user_id(user_id)
         embs, ok_kinds, rejected, neutral_au = [], [], [], []
         last_err: Smile2PayError | None = None
         for i, (im, kd) in enumerate(zip(images, kinds)):
@@ -301,7 +301,7 @@ class Smile2Pay:
         if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > 256):
             raise RequestError("nonce must be a non-empty string of at most 256 characters",
                                code="REQUEST_INVALID")
-        self.gallery._check_user_id(user_id)
+        self.gallery.check_user_id(user_id)
         images = [self.pipeline.load(fr) for fr in frames]   # bad input is a typed error, whoever claims
         ctx = self._begin(user_id, rule, nonce, request_id, liveness=liveness, t0=t0)
         if ctx.early is not None:
@@ -322,7 +322,7 @@ class Smile2Pay:
                 continue
             faces.append(f)
             obs.append(engine.FrameObs(identity_score=None, au_probs=f.au_probs,
-                                       crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
+                                       crop=f.identity_crop, landmarks=f.landmarks,
                                        quality_reasons=list(f.quality.reasons)))
         policy = self.payment_policy()
         embedded = self._identity_where_it_decides(faces, obs, templates, rule, policy, liveness, baseline)
@@ -434,7 +434,7 @@ class Smile2Pay:
 
     def unlock(self, user_id: str) -> dict:
         """Lift a lockout early (an operator's action, audited): clears the user's failure count."""
-        self.gallery._check_user_id(user_id)
+        self.gallery.check_user_id(user_id)
         was = self.guard.locked_until(user_id) is not None
         self.guard.reset(user_id)
         self.guard.audit({"event": "unlock", "user_id": user_id, "was_locked": was})

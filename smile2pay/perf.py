@@ -64,7 +64,7 @@ def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) 
         name = sess.get_inputs()[0].name
         fwd["detect_forward"] = time_call(lambda: sess.run(None, {name: blob}), runs, warmup)
     emb = pipeline.embedder
-    eblob = emb.preprocess([f._identity_crop for f in faces])
+    eblob = emb.preprocess([f.identity_crop for f in faces])
     fwd["embed_forward"] = time_call(lambda: emb.session.run([emb.output_name], {emb.input_name: eblob}),
                                      runs, warmup)
     if au_an is not None and au_an.model is not None:

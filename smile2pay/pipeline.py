@@ -103,15 +103,15 @@ class FacePipeline:
             crop = norm_crop(img, lm, size=self.embedder.size, pad=0.0)
             q = quality_mod.assess(float(dets.scores[i]), lm, crop, self.settings.quality)
             f = Face(bbox=dets.boxes[i].copy(), det_score=float(dets.scores[i]), landmarks=lm.copy(),
-                     quality=q, image_size=(w, h), detector_pass=dets.attempt, _image=img)
-            f._identity_crop = crop  # reused by embed(); not part of the public surface
+                     quality=q, image_size=(w, h), detector_pass=dets.attempt, image=img)
+            f.identity_crop = crop  # reused by embed()
             out.append(f)
         return out
 
     def embed(self, faces: list[Face]) -> None:
         if not faces:
             return
-        crops = [getattr(f, "_identity_crop", None) for f in faces]
+        crops = [f.identity_crop for f in faces]
         crops = [c if c is not None else f.crop("identity", self.embedder.size) for c, f in zip(crops, faces)]
         embs = self.embedder.embed(crops, flip=self.settings.flip_tta)
         for f, e in zip(faces, embs):

@@ -151,7 +151,7 @@ class StreamSession:
         self.pipeline = s2p.pipeline
         self.policy = s2p.payment_policy()
         self.rule = parse_rule(require)
-        s2p.gallery._check_user_id(user_id)
+        s2p.gallery.check_user_id(user_id)
         self.user_id = user_id
         self._ctx = s2p._begin(user_id, self.rule, nonce, request_id, liveness="stream")
         self.need, self.forbid = engine.pattern_thresholds(self.rule, self.policy, self._ctx.baseline)
@@ -363,14 +363,14 @@ class StreamSession:
             if ious[j] >= self.settings.iou_min:
                 tracked = faces[j]
                 if self._skip_embed and ious[j] >= track.LINK_IOU and self._track_score is not None \
-                        and getattr(tracked, "_identity_crop", None) is not None:
+                        and tracked.identity_crop is not None:
                     # the same face, in place since an identity-checked frame: its identity is carried
                     # here and checked again (embedded) if the decision uses this frame (_check_identity)
                     score = self._track_score
                     # keep only what a decision can still use (the neutral / smile observations held)
                     held = {id(o[0].crop) for o in (self._neutral, self._smile_obs) if o is not None}
                     self._unchecked = {k: v for k, v in self._unchecked.items() if k in held}
-                    self._unchecked[id(tracked._identity_crop)] = tracked._identity_crop
+                    self._unchecked[id(tracked.identity_crop)] = tracked.identity_crop
                 else:
                     self.pipeline.embed([tracked])
                     score = self._score(tracked)
@@ -485,7 +485,7 @@ class StreamSession:
             present = all(self._ema.get(a, 0.0) - ref.get(a, 0.0) >= self.policy.burst_min_delta
                           for a in self.rule.required)
         obs = engine.FrameObs(identity_score=score, au_probs=dict(self._ema),
-                              crop=getattr(f, "_identity_crop", None), landmarks=f.landmarks,
+                              crop=f.identity_crop, landmarks=f.landmarks,
                               quality_reasons=[])
         # one capture, not two photos: the largest jump between consecutive frames since the neutral frame
         sig = (continuity.signature(obs.crop, obs.landmarks)

@@ -58,7 +58,10 @@ class Face:
     au_probs: dict[str, float] | None = None     # per-AU presence probability
     image_size: tuple[int, int] = (0, 0)         # (width, height) of the source image
     detector_pass: str = ""                      # which detection attempt found it, e.g. "320" / "pad:640"
-    _image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: the source frame (BGR) while the face is being processed; ``drop_image`` releases it
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: the 112x112 identity crop, kept by the pipeline for ``embed``
+    identity_crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> float:
@@ -76,17 +79,17 @@ class Face:
         """Aligned crop on demand: ``identity`` (ArcFace 112) or ``au`` (template padded by 0.15)."""
         from .vision.align import AU_PAD, norm_crop
 
-        if self._image is None:
+        if self.image is None:
             raise ValueError("this Face no longer holds its source image (it was dropped or deserialised)")
         if kind not in ("identity", "au"):
             raise ValueError(f"crop kind must be 'identity' or 'au', got {kind!r}")
         if pad is None:
             pad = 0.0 if kind == "identity" else AU_PAD
-        return norm_crop(self._image, self.landmarks, size=size, pad=pad)
+        return norm_crop(self.image, self.landmarks, size=size, pad=pad)
 
     def drop_image(self) -> None:
         """Release the reference to the source frame (e.g. before keeping the Face around)."""
-        self._image = None
+        self.image = None
 
     def to_dict(self, include_embeddings: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {

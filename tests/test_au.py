@@ -71,7 +71,7 @@ def test_blendshape_backend(pipeline, data_dir, models_dir, smile_pairs):
     both = AUAnalyzer("both", model=pipeline.au_analyzer.model, teacher=teacher)
     both.analyze([peak])
     assert peak.au_embedding is not None and 0 <= peak.au_probs["AU12"] <= 1
-    bs = teacher.blendshapes(peak._image, peak.bbox, peak.landmarks)
+    bs = teacher.blendshapes(peak.image, peak.bbox, peak.landmarks)
     assert bs.shape == (52,) and blendshapes_to_aus(bs)["AU12"] == pytest.approx(
         float(bs[[44, 45]].mean()), abs=1e-6)
     with pytest.raises(ValueError):

@@ -37,7 +37,7 @@ def _sig(pipe, path: str, composed: int | None = None):
 
         img = clips.clip_frames([(clips.read(path), 1)], seed=composed)[0]
     f = pipe.single(img, pick="center", embed=False)
-    return signature(f._identity_crop, f.landmarks)
+    return signature(f.identity_crop, f.landmarks)
 
 
 def _pairs(pipe, pairs, progress, desc, composed: bool = False):

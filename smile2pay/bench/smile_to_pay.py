@@ -261,7 +261,7 @@ def run(args) -> dict:
 
             t = teacher.predict(img, f.bbox, f.landmarks).probs
             probs = combine(probs, t, final.teacher_calibration, final.teacher_aus)
-        obs[rel] = {"emb": f.embedding, "crop": f._identity_crop, "lm": f.landmarks, "q": list(f.quality.reasons),
+        obs[rel] = {"emb": f.embedding, "crop": f.identity_crop, "lm": f.landmarks, "q": list(f.quality.reasons),
                     "probs": probs}
 
     by_subj: dict[str, list[dict]] = defaultdict(list)

@@ -269,7 +269,7 @@ class PostgresGallery:
     backend = "postgresql"
 
     # helpers shared with the embedded gallery (pure functions of self.dim / thresholds / cipher)
-    _check_user_id = Gallery._check_user_id
+    check_user_id = Gallery.check_user_id
     _vectors = Gallery._vectors
     _threshold = Gallery._threshold
     _aad = Gallery._aad
@@ -550,7 +550,7 @@ class PostgresGallery:
                baseline: tuple[dict, Any] | None = None) -> EnrollResult:
         """As :meth:`Gallery.enroll`; the duplicate check runs under the fleet-wide write lock after
         catching up, so it sees every enrolment committed by any server."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         if mode not in MODES:
             raise GalleryError(f"mode must be one of {MODES}, got {mode!r}", code="GALLERY_BAD_MODE")
         vecs = self._vectors(embeddings)
@@ -611,7 +611,7 @@ class PostgresGallery:
         """Erase a user: committed in PostgreSQL first (rows deleted, ``del`` changes logged and
         notified), then dropped from this server's index; every other server drops it on its next
         catch-up. Returns the number of templates removed."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         with self._write_txn() as c:
             tids = [r[0] for r in c.execute("DELETE FROM templates WHERE user_id=%s RETURNING id", (user_id,))]
             c.execute("DELETE FROM au_baselines WHERE user_id=%s", (user_id,))
@@ -629,7 +629,7 @@ class PostgresGallery:
 
     # -- AU baseline ---------------------------------------------------------------------------
     def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         blob = self._baseline_blob(user_id, probs, embedding)
         with self._write_txn() as c:
             if c.execute("SELECT 1 FROM users WHERE user_id=%s", (user_id,)).fetchone() is None:
@@ -641,7 +641,7 @@ class PostgresGallery:
             self._baselines.pop(user_id, None)
 
     def au_baseline(self, user_id: str) -> dict | None:
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         try:
             r = self.pool.run(lambda c: c.execute("SELECT blob FROM au_baselines WHERE user_id=%s",
                                                   (user_id,)).fetchone())
@@ -666,7 +666,7 @@ class PostgresGallery:
         """The claimed user's decrypted templates, read from PostgreSQL (authoritative: an erasure on
         any server is effective here at once). While PostgreSQL is unreachable: from the in-memory
         index, for at most ``max_staleness_s`` after the last contact."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         try:
             rows = self.pool.run(lambda c: c.execute(
                 "SELECT id, kind, vec FROM templates WHERE user_id=%s ORDER BY id", (user_id,)).fetchall())
@@ -700,7 +700,7 @@ class PostgresGallery:
         return [Match(user_id=u, score=s, template_id=t, kind=kd, match=bool(s >= thr)) for u, s, t, kd in hits]
 
     def get(self, user_id: str) -> UserRecord:
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
 
         def q(c):
             r = c.execute("SELECT user_id, created, updated FROM users WHERE user_id=%s", (user_id,)).fetchone()

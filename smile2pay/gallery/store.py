@@ -448,7 +448,8 @@ class Gallery:
         self._last_seq = rows[-1][0]
 
     # -- validation ----------------------------------------------------------------------------
-    def _check_user_id(self, user_id: str) -> str:
+    def check_user_id(self, user_id: str) -> str:
+        """``user_id`` if it is a valid user id, else ``GalleryError(GALLERY_BAD_USER_ID)``."""
         if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > MAX_USER_ID \
                 or any(ord(ch) < 32 for ch in user_id):
             raise GalleryError(f"user id must be a non-empty printable string of at most {MAX_USER_ID} "
@@ -500,7 +501,7 @@ class Gallery:
         and nothing is written. ``baseline`` = ``(probs, au_embedding)``: the user's neutral AU
         baseline, written in the same transaction as the templates (a crash leaves both or neither).
         """
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         if mode not in MODES:
             raise GalleryError(f"mode must be one of {MODES}, got {mode!r}", code="GALLERY_BAD_MODE")
         vecs = self._vectors(embeddings)
@@ -552,7 +553,7 @@ class Gallery:
     def remove(self, user_id: str) -> int:
         """Erase a user: rows deleted (secure_delete) and vectors removed from the index. Returns the
         number of templates removed. Call :meth:`compact` to purge WAL/free pages from disk."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         with self._write():
             with self._txn() as c:
                 tids = [r[0] for r in c.execute("SELECT id FROM templates WHERE user_id=?", (user_id,))]
@@ -568,7 +569,7 @@ class Gallery:
         return len(tids)
 
     def get(self, user_id: str) -> UserRecord:
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         with self._lock:
             r = self._conn.execute("SELECT user_id, created, updated FROM users WHERE user_id=?",
                                    (user_id,)).fetchone()
@@ -592,7 +593,7 @@ class Gallery:
 
     def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
         """Store the user's neutral AU probabilities (and AU embedding), sealed like templates."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         blob = self._baseline_blob(user_id, probs, embedding)
         with self._write():
             with self._txn() as c:
@@ -606,7 +607,7 @@ class Gallery:
         """``{"probs": {AU: p}, "embedding": [...] | None}`` or None when none was stored."""
         import json
 
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         with self._lock:
             r = self._conn.execute("SELECT blob FROM au_baselines WHERE user_id=?", (user_id,)).fetchone()
         if r is None:
@@ -615,7 +616,7 @@ class Gallery:
 
     def templates(self, user_id: str, kind: str | None = None) -> tuple[list[int], list[str], np.ndarray]:
         """The user's decrypted templates: (ids, kinds, (n, dim) array). For decision policies."""
-        self._check_user_id(user_id)
+        self.check_user_id(user_id)
         with self._lock:
             rows = self._conn.execute("SELECT id, kind, vec FROM templates WHERE user_id=? ORDER BY id",
                                       (user_id,)).fetchall()

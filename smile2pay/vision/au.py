@@ -239,17 +239,17 @@ class AUAnalyzer:
         self.crop_size, self.pad = int(crop_size), float(pad)
 
     def analyze(self, faces) -> None:
-        faces = [f for f in faces if f._image is not None]
+        faces = [f for f in faces if f.image is not None]
         if not faces:
             return
         probs = emb = None
         if self.model is not None and self.backend in ("model", "both"):
-            crops = [norm_crop(f._image, f.landmarks, size=self.crop_size, pad=self.pad) for f in faces]
+            crops = [norm_crop(f.image, f.landmarks, size=self.crop_size, pad=self.pad) for f in faces]
             probs, emb = self.model.run(crops)
         for i, f in enumerate(faces):
             t = None
             if self.teacher is not None and self.backend in ("blendshapes", "both"):
-                t = self.teacher.predict(f._image, f.bbox, f.landmarks).probs
+                t = self.teacher.predict(f.image, f.bbox, f.landmarks).probs
             if probs is None:
                 f.au_probs = t
                 continue
