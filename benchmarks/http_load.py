@@ -36,7 +36,7 @@ def _serve(gallery: str, port: int, ready) -> None:
 
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
     from smile2pay.server.app import Limits, create_app
 
     s2p = Smile2Pay(gallery, settings=Settings.from_env(quality=QualitySettings(**CK_QUALITY)),

@@ -62,7 +62,7 @@ def main() -> None:
         os.environ.pop(k, None)
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings, data_dir
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
 
     root = data_dir()
     rows = [r for r in csv.DictReader(open(root / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv"))

@@ -6,8 +6,8 @@
     s2p.identify(image, k=5); s2p.verify_identity("alice", image_or_face)
     s2p.get("alice"); s2p.remove("alice"); s2p.compact()
 
-``verify()`` (identity AND smile, issue 5) will build on :meth:`Smile2Pay.face` and
-:meth:`Smile2Pay.verify_identity`.
+A payment is one :class:`smile2pay.attempt.PaymentAttempt` (``begin`` -> observe frames -> ``finish``):
+``verify()`` (a burst) and ``start_session()`` (a stream) both run on it.
 """
 from __future__ import annotations
 
@@ -15,49 +15,25 @@ import logging
 import os
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .attempt import PaymentAttempt, check_nonce
 from .config import GallerySettings, Settings
 from .decision import engine
 from .decision import population as population_mod
-from .decision.guard import GuardSettings
+from .decision.lockout import GuardSettings
 from .decision.policy import DEFAULT_FAR, Policy
 from .decision.rules import parse_rule
-from .errors import FaceError, GalleryError, RequestError, Smile2PayError
+from .errors import FaceError, RequestError, Smile2PayError
 from .gallery import EnrollResult, Gallery, IdentityResult, Match, UserRecord, open_gallery, open_guard
+from .reasons import LOW_QUALITY, NOT_NEUTRAL
 from .types import Decision, Face
 
 MAX_FRAMES = 30
 
 log = logging.getLogger(__name__)
-
-LOW_QUALITY = "LOW_QUALITY"
-NOT_NEUTRAL = "NOT_NEUTRAL"
-
-
-@dataclass
-class _DecisionContext:
-    """One decision in progress (verify burst or stream session): ids, templates, baseline."""
-
-    user_id: str
-    rule: Any
-    liveness: str
-    rid: str
-    base: dict
-    t0: float
-    templates: Any = None
-    baseline: dict | None = None
-    early: Decision | None = None
-    reservation: Any = None      # the lockout slot this attempt holds (Guard.reserve)
-
-
-def _pad_min(dec: Decision) -> float | None:
-    scores = [s for s in ((dec.liveness or {}).get("pad") or {}).get("scores", []) if s is not None]
-    return min(scores) if scores else None
 
 
 class Smile2Pay:
@@ -287,27 +263,23 @@ class Smile2Pay:
         (if given) was never used. Bad requests raise typed errors; every decision is audited."""
         t0 = time.perf_counter()
         rule = parse_rule(require)
-        if liveness not in engine.LIVENESS_MODES:
-            raise RequestError(f"liveness must be one of {engine.LIVENESS_MODES}, got {liveness!r}",
-                               code="REQUEST_INVALID")
-        if liveness == "none" and not self.allow_single_frame:
-            raise RequestError("single-frame mode (liveness='none') is disabled; enable it with "
-                               "Smile2Pay(..., allow_single_frame=True)", code="REQUEST_INVALID")
+        self._check_liveness(liveness)
         if isinstance(frames, (str, bytes, os.PathLike, np.ndarray)):
             frames = [frames]
         frames = list(frames)
         if not frames or len(frames) > MAX_FRAMES:
             raise RequestError(f"verify needs 1 to {MAX_FRAMES} frames, got {len(frames)}", code="REQUEST_INVALID")
-        if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > 256):
-            raise RequestError("nonce must be a non-empty string of at most 256 characters",
-                               code="REQUEST_INVALID")
+        check_nonce(nonce)
         self.gallery.check_user_id(user_id)
         images = [self.pipeline.load(fr) for fr in frames]   # bad input is a typed error, whoever claims
-        ctx = self._begin(user_id, rule, nonce, request_id, liveness=liveness, t0=t0)
-        if ctx.early is not None:
-            return self._finish(ctx, ctx.early, False, len(frames))
-        templates, baseline, base = ctx.templates, ctx.baseline, ctx.base
+        with self.begin(user_id, rule, nonce=nonce, request_id=request_id, liveness=liveness,
+                        started=t0) as attempt:
+            if attempt.early is not None:
+                return attempt.finish(attempt.early, False, len(frames))
+            return attempt.finish(self._burst_decision(attempt, images), True, len(frames))
 
+    def _burst_decision(self, attempt: PaymentAttempt, images: list[np.ndarray]) -> Decision:
+        """verify()'s per-frame work and decision (the attempt has begun and nothing decided it early)."""
         obs: list[engine.FrameObs] = []
         faces: list[Face | None] = []
         t_frames = time.perf_counter()
@@ -321,30 +293,24 @@ class Smile2Pay:
                 faces.append(None)
                 continue
             faces.append(f)
-            obs.append(engine.FrameObs(identity_score=None, au_probs=f.au_probs,
-                                       crop=f.identity_crop, landmarks=f.landmarks,
-                                       quality_reasons=list(f.quality.reasons)))
-        policy = self.payment_policy()
-        embedded = self._identity_where_it_decides(faces, obs, templates, rule, policy, liveness, baseline)
+            obs.append(attempt.observe(f))             # not embedded yet: identity_score None
+        embedded = self._identity_where_it_decides(faces, obs, attempt)
         # passive PAD (~10 ms a face): enforced, on every frame; reported, on the frames the decision
         # embedded (the neutral and the smile frame of a burst), as a stream does
-        for i in (range(len(faces)) if policy.pad_mode == "enforce" else embedded):
+        for i in (range(len(faces)) if attempt.policy.pad_mode == "enforce" else embedded):
             if faces[i] is not None:
                 obs[i].pad_score = self.pad_score(images[i], faces[i])
         t_pipe = time.perf_counter() - t_frames
-        out = engine.decide(obs, rule, policy, liveness=liveness, baseline=baseline)
-        dec = Decision(out.approved, out.reasons, identity=out.identity, au=out.au, liveness=out.liveness,
-                       frames=out.frames, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
-                                                      "per_frame": round(t_pipe * 1000.0 / len(frames), 2)},
-                       **base)
-        return self._finish(ctx, dec, True, len(frames))
+        out = engine.decide(obs, attempt.rule, attempt.policy, liveness=attempt.liveness, baseline=attempt.baseline)
+        return attempt.decision(out, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
+                                                 "per_frame": round(t_pipe * 1000.0 / len(images), 2)})
 
     #: "decision": embed the neutral and the smile frame a burst decision uses, every other frame covered by
     #: box-IoU tracking from them (smile2pay.vision.track); "all": embed every frame (the reference path);
     #: "smile" (measured, not the default: one identity check fewer): the smile frame alone, the rest tracked
     identity_frames = "decision"
 
-    def _identity_where_it_decides(self, faces, obs, templates, rule, policy, liveness, baseline) -> list[int]:
+    def _identity_where_it_decides(self, faces, obs, attempt: PaymentAttempt) -> list[int]:
         """Fill ``identity_score`` of every frame with a face (part of verify()'s per-frame work); returns
         the indices of the frames that were embedded.
 
@@ -358,9 +324,10 @@ class Smile2Pay:
 
         idx = [i for i, f in enumerate(faces) if f is not None]
         want = list(idx)
-        if getattr(self, "identity_frames", "decision") in ("decision", "smile") and liveness == "burst" and \
-                len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
-            present, absent, _ = engine.judge_frames([o.au_probs or None for o in obs], rule, policy, baseline)
+        if getattr(self, "identity_frames", "decision") in ("decision", "smile") and attempt.liveness == "burst" \
+                and len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
+            present, absent, _ = engine.judge_frames([o.au_probs or None for o in obs], attempt.rule,
+                                                     attempt.policy, attempt.baseline)
             neutral = next((i for i in range(len(faces)) if absent[i]), None)
             onset = None if neutral is None else next((j for j in range(neutral + 1, len(faces)) if present[j]),
                                                       None)
@@ -369,52 +336,38 @@ class Smile2Pay:
                 want = track.frames_to_embed(faces, mode_anchors)
         if want:
             self.pipeline.embed([faces[i] for i in want])
-        scores = {i: float(np.max(templates @ faces[i].embedding)) for i in want}
+        scores = {i: attempt.score(faces[i].embedding) for i in want}
         for o, s in zip(obs, track.carried_scores(faces, scores)):
             if s is not None:
                 o.identity_score = s
         return want
 
-    # -- shared by verify() and stream sessions: one guard/audit path for every decision ---------
-    def _begin(self, user_id: str, rule, nonce: str | None, request_id: str | None, *, liveness: str,
-               t0: float | None = None) -> "_DecisionContext":
-        """Lockout, nonce and enrolment checks before any decision; ``early`` is set when they decide."""
-        rid = request_id or uuid.uuid4().hex
-        base = dict(user_id=user_id, rule=str(rule), model_pack=self.pipeline.pack.name,
-                    policy_version=self.policy.version, request_id=rid)
-        ctx = _DecisionContext(user_id=user_id, rule=rule, liveness=liveness, rid=rid, base=base,
-                               t0=time.perf_counter() if t0 is None else t0)
-        locked, ctx.reservation = self.guard.reserve(user_id)   # counted before the work: no race
-        if locked is not None:
-            ctx.early = Decision(False, [engine.LOCKED_OUT], **base)
-        elif nonce is not None and not self.guard.use_nonce(nonce):
-            ctx.early = Decision(False, [engine.REPLAY], **base)
-        else:
-            try:
-                _, _, ctx.templates = self.gallery.templates(user_id)
-            except GalleryError as e:
-                if e.code != "GALLERY_USER_NOT_FOUND":
-                    raise
-                ctx.early = Decision(False, [engine.NOT_ENROLLED], **base)
-                return ctx
-            stored = self.gallery.au_baseline(user_id)
-            ctx.baseline = stored["probs"] if stored else None
-        return ctx
+    # -- the payment attempt: one guard/audit path for verify() and stream sessions ----------------
+    def _check_liveness(self, liveness: str, *, stream: bool = False) -> None:
+        modes = engine.LIVENESS_MODES + (("stream",) if stream else ())
+        if liveness not in modes:
+            raise RequestError(f"liveness must be one of {modes}, got {liveness!r}", code="REQUEST_INVALID")
+        if liveness == "none" and not self.allow_single_frame:
+            raise RequestError("single-frame mode (liveness='none') is disabled; enable it with "
+                               "Smile2Pay(..., allow_single_frame=True)", code="REQUEST_INVALID")
 
-    def _finish(self, ctx: "_DecisionContext", dec: Decision, count_failure: bool, n_frames: int,
-                extra_audit: dict | None = None) -> Decision:
-        dec.timings_ms["total"] = round((time.perf_counter() - ctx.t0) * 1000.0, 2)
-        if count_failure or dec.approved:
-            self.guard.record(ctx.user_id, dec.approved, reservation=ctx.reservation)
-        else:
-            self.guard.release(ctx.reservation)
-        self.guard.audit({"request_id": ctx.rid, "user_id": ctx.user_id, "approved": dec.approved,
-                          "reasons": dec.reasons, "rule": str(ctx.rule), "liveness": ctx.liveness,
-                          "identity_score": dec.identity.get("score"),
-                          "identity_threshold": dec.identity.get("threshold"),
-                          "frames": n_frames, "policy": self.policy.version,
-                          "pad_min": _pad_min(dec), **(extra_audit or {})})
-        return dec
+    def begin(self, user_id: str, require="AU6+AU12", *, nonce: str | None = None,
+              request_id: str | None = None, liveness: str = "burst",
+              started: float | None = None) -> PaymentAttempt:
+        """Begin one payment attempt (:class:`smile2pay.attempt.PaymentAttempt`): take the payment policy,
+        reserve the user's lockout slot, spend ``nonce``, load the templates and neutral AU baseline.
+        ``attempt.early`` is a declined Decision when the lockout, the nonce or the enrolment decides
+        (``LOCKED_OUT``, ``REPLAY``, ``NOT_ENROLLED``). ``require``: a rule string or a parsed Rule;
+        ``liveness``: ``"burst"``, ``"none"`` (single frame, if allowed) or ``"stream"``; ``started``: the
+        ``time.perf_counter()`` at which the request began (``timings_ms["total"]`` counts from it).
+        Finish it with ``attempt.finish(decision, ...)``; use it as a context manager so that an exception
+        releases the slot."""
+        rule = parse_rule(require) if isinstance(require, str) else require
+        self._check_liveness(liveness, stream=True)
+        check_nonce(nonce)
+        self.gallery.check_user_id(user_id)
+        return PaymentAttempt(self, user_id, rule, liveness=liveness, nonce=nonce, request_id=request_id,
+                              started=started)
 
     def start_session(self, user_id: str, require: str = "AU6+AU12", nonce: str | None = None,
                       request_id: str | None = None, **options):

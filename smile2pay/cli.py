@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 from . import __version__
 from .errors import Smile2PayError
+from .reasons import LOW_QUALITY, MULTIPLE_FACES, NO_FACE, NOT_NEUTRAL
+from .vision.detect import DEFAULT_DETECTOR, DETECTORS
 
 log = logging.getLogger("smile2pay.cli")
 
@@ -165,7 +167,8 @@ def stdout_to_stderr():
 MODELS_HELP = ("model folder or pack name (default: SMILE2PAY_MODELS, then ~/.smile2pay/models; "
                "`smile2pay models check` says what is missing)")
 THREADS_HELP = "onnxruntime threads per model (default: SMILE2PAY_THREADS, else 1)"
-DETECTOR_HELP = "face detector: scrfd (default), or yunet (MIT licence)"
+DETECTOR_HELP = "face detector: " + "; ".join(
+    f"{e.name}{' (default)' if e.name == DEFAULT_DETECTOR else ''}: {e.summary}" for e in DETECTORS.values())
 PICK_HELP = ("which face when a photo holds several: error (refuse), largest, center (nearest the "
              "middle) or best (highest detection score)")
 POLICY_HELP = ("calibration file with the thresholds (`smile2pay calibrate` writes one; default: the one "
@@ -176,7 +179,7 @@ FAR_HELP = "false accept rate: which of the calibration file's operating points 
 def add_runtime_args(p: argparse.ArgumentParser, detector: bool = True, threads: bool = True) -> None:
     """``--detector`` / ``--threads``, the same help everywhere."""
     if detector:
-        p.add_argument("--detector", choices=["scrfd", "yunet"], help=DETECTOR_HELP)
+        p.add_argument("--detector", choices=list(DETECTORS), help=DETECTOR_HELP)
     if threads:
         p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
@@ -277,6 +280,8 @@ def _as_extra_missing(e: BaseException, command: str | None) -> Smile2PayError |
 # ---------------------------------------------------------------------------------- errors: what next
 def hint_for(code: str, args=None) -> str | None:
     """The next step for an error code, in the words of the command line (None: nothing to add)."""
+    from .decision.rules import KNOWN_AUS
+
     cmd = getattr(args, "command", None) or "COMMAND"
     g = getattr(args, "gallery", None) or "G"
     hints = {
@@ -299,15 +304,15 @@ def hint_for(code: str, args=None) -> str | None:
         "IMAGE_NOT_FOUND": "check the path (relative paths are relative to the current folder)",
         "IMAGE_UNREADABLE": "give a JPEG, PNG, BMP or WebP file",
         "IMAGE_EMPTY": "the file is empty: give a JPEG, PNG, BMP or WebP photo",
-        "NO_FACE": "use a photo with one clearly visible, frontal face; `smile2pay analyze PHOTO` shows what "
+        NO_FACE: "use a photo with one clearly visible, frontal face; `smile2pay analyze PHOTO` shows what "
                    "the detector finds",
-        "MULTIPLE_FACES": "crop the photo, or choose a face with `--pick largest` (or center, best)",
-        "LOW_QUALITY": "use a sharper, evenly lit photo with a larger face; `smile2pay analyze PHOTO` shows "
+        MULTIPLE_FACES: "crop the photo, or choose a face with `--pick largest` (or center, best)",
+        LOW_QUALITY: "use a sharper, evenly lit photo with a larger face; `smile2pay analyze PHOTO` shows "
                        "the quality checks",
-        "NOT_NEUTRAL": "enrol a neutral (not smiling) photo as --kind neutral, or this one as --kind smile",
+        NOT_NEUTRAL: "enrol a neutral (not smiling) photo as --kind neutral, or this one as --kind smile",
         "RULE_INVALID": "write the rule as AUs joined by + (required) and - (forbidden), e.g. AU6+AU12 or "
                         "AU6+AU12-AU4",
-        "RULE_UNKNOWN_AU": "the AU model knows AU6 and AU12 (see docs/au.md)",
+        "RULE_UNKNOWN_AU": f"the AU model outputs {', '.join(KNOWN_AUS)} (see docs/au.md)",
         "FAR_INVALID": "use one of the calibration's operating points: --far 1e-3, 1e-4 or 1e-5",
         "CALIBRATION_MISSING": "give a calibration file with --policy (`smile2pay calibrate` writes one)",
         "DATA_MISSING": "set SMILE2PAY_DATA (or --data) to the folder holding samples/",

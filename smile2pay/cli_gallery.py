@@ -16,7 +16,9 @@ from .errors import FaceError, ImageError, RequestError
 PICKS = ["error", "largest", "center", "best"]
 
 
-def _gallery_args(p, threshold: bool = False, create: bool = False):
+def gallery_args(p, threshold: bool = False, create: bool = False):
+    """The gallery options every command that opens a gallery shares (--gallery, --key-file, --plaintext;
+    ``create``: --create; ``threshold``: --threshold); read them back with :func:`gallery_settings_from`."""
     p.add_argument("--gallery", required=True,
                    help="gallery folder, sqlite:///path, or postgresql://user@host:port/db[?schema=name] (fleet)")
     p.add_argument("--key-file", help="gallery key file (default: SMILE2PAY_GALLERY_KEY[_FILE]; else the "
@@ -58,7 +60,7 @@ def _open_gallery(args, create: bool = False):
 
 # ------------------------------------------------------------------------------------ enroll
 def _cfg_enroll(p):
-    _gallery_args(p, threshold=True, create=True)
+    gallery_args(p, threshold=True, create=True)
     p.add_argument("user_id", help="the id to enrol the photos under (your customer id)")
     p.add_argument("images", nargs="+", help="one or more photos of that person, one face each")
     p.add_argument("--kind", action="append", help="template kind (neutral, smile, ...): once, or once per image "
@@ -107,7 +109,7 @@ def cmd_enroll(args) -> tuple[Any, int]:
 
 # ------------------------------------------------------------------------------------ enroll-batch
 def _cfg_enroll_batch(p):
-    _gallery_args(p, threshold=True, create=True)
+    gallery_args(p, threshold=True, create=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", help="one sub-folder per user (the sub-folder's name is the user id)")
     src.add_argument("--manifest", help="CSV: user_id,image_path[,kind]")
@@ -172,7 +174,7 @@ REPORT_COLUMNS = ("image", "identified", "score", "threshold", "best_candidate",
 
 
 def _cfg_identify(p):
-    _gallery_args(p, threshold=True)
+    gallery_args(p, threshold=True)
     p.add_argument("image", nargs="?", help="the photo to identify (or --folder)")
     p.add_argument("--folder", help="identify every image in this folder instead (jpg, jpeg, png, bmp, webp, tif)")
     p.add_argument("--recursive", action="store_true", help="--folder: include sub-folders")
@@ -301,7 +303,7 @@ def cmd_identify(args) -> tuple[Any, int]:
 
 
 def _cfg_verify_identity(p):
-    _gallery_args(p, threshold=True)
+    gallery_args(p, threshold=True)
     p.add_argument("user_id", help="the claimed (enrolled) user id")
     p.add_argument("image", help="the photo to check")
     p.add_argument("--pick", choices=PICKS, default="error", help=PICK_HELP)
@@ -329,7 +331,7 @@ def cmd_verify_identity(args) -> tuple[Any, int]:
 
 # ------------------------------------------------------------------------------------ remove / admin
 def _cfg_remove(p):
-    _gallery_args(p)
+    gallery_args(p)
     p.add_argument("user_id", help="the user to erase")
     p.add_argument("--no-compact", action="store_true",
                    help="skip compaction (the erased bytes may stay in free pages until the next compact)")
@@ -359,7 +361,7 @@ def cmd_remove(args) -> tuple[Any, int]:
 
 
 def _cfg_gallery(p):
-    _gallery_args(p)
+    gallery_args(p)
     p.add_argument("action", choices=["info", "list", "check", "compact"],
                    help="info: size, encryption, identity threshold; list: the user ids; check: integrity; "
                         "compact: reclaim the space of erased users")
@@ -407,7 +409,7 @@ def _identity_info(args, g) -> dict:
 
 
 def _cfg_rotate(p):
-    _gallery_args(p)
+    gallery_args(p)
     grp = p.add_mutually_exclusive_group(required=True)
     grp.add_argument("--new-key-file", help="file with the new key (32 raw bytes, hex or base64)")
     grp.add_argument("--generate-new-key", metavar="FILE", help="generate a new key into FILE (mode 0600)")

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from .cli import FAR_HELP, POLICY_HELP, add_runtime_args, command, settings_from
-from .cli_gallery import _gallery_args, gallery_settings_from
+from .cli_gallery import gallery_args, gallery_settings_from
 from .errors import RequestError
+from .reasons import APPROVED, DECLINED
 
 log = logging.getLogger(__name__)
 
 
 def _cfg_watch(p):
-    _gallery_args(p)
+    gallery_args(p)
     p.add_argument("--user", required=True, help="the claimed user id")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, help="OpenCV camera index")
@@ -107,7 +108,7 @@ def watch_capture(session, cap, *, live: bool, realtime: bool = False, on_update
 
 def _human_watch(d: dict, code: int) -> str:
     dec = d.get("decision") or {}
-    head = "APPROVED" if dec.get("approved") else f"DECLINED: {', '.join(dec.get('reasons') or [])}"
+    head = APPROVED if dec.get("approved") else f"{DECLINED}: {', '.join(dec.get('reasons') or [])}"
     return head + (f"  (recording: {d['record']})" if d.get("record") else "")
 
 
@@ -152,7 +153,7 @@ def cmd_watch(args) -> tuple[Any, int]:
                     Path(args.record).write_text(json.dumps(session.recording(), indent=1, default=str))
     finally:
         cap.release()
-    payload = {"final": True, "state": "APPROVED" if dec.approved else "DECLINED", "decision": dec.to_dict()}
+    payload = {"final": True, "state": APPROVED if dec.approved else DECLINED, "decision": dec.to_dict()}
     if args.record:
         payload["record"] = args.record
     return payload, 0 if dec.approved else 1
@@ -170,7 +171,7 @@ def cmd_replay(args) -> tuple[Any, int]:
     """Draw a watch --record recording as a PNG timeline.
 
     Needs the viz extra (matplotlib)."""
-    from .stream import render_timeline
+    from .stream.plot import render_timeline
 
     try:
         rec = json.loads(Path(args.record).read_text())

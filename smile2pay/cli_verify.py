@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from .cli import FAR_HELP, PICK_HELP, POLICY_HELP, add_runtime_args, command, fmt_num, fmt_score, settings_from
-from .cli_gallery import PICKS, _gallery_args, gallery_settings_from
+from .cli_gallery import PICKS, gallery_args, gallery_settings_from
 from .errors import Smile2PayError
+from .reasons import APPROVED
 
 
 # ------------------------------------------------------------------------------------ verify
 def _cfg_verify(p):
-    _gallery_args(p)
+    gallery_args(p)
     p.add_argument("user_id", help="the claimed (enrolled) user id")
     p.add_argument("images", nargs="+", help="the burst of frames, in time order (a neutral face, then the smile)")
     p.add_argument("--require", default="AU6+AU12", help="AU rule, e.g. 'AU6+AU12' or 'AU6+AU12-AU4'")
@@ -32,7 +33,7 @@ def _cfg_verify(p):
 
 def _human_verify(d: dict, code: int) -> str:
     ident, au, live = d.get("identity") or {}, d.get("au") or {}, d.get("liveness") or {}
-    head = "APPROVED" if d["approved"] else f"DECLINED: {', '.join(d['reasons'])}"
+    head = APPROVED if d["approved"] else f"DECLINED: {', '.join(d['reasons'])}"
     lines = [f"{head}  (user {d['user_id']}, rule {d.get('rule')})"]
     if ident.get("score") is not None:
         op = ">=" if ident.get("all_frames_match") else "<"
@@ -163,7 +164,7 @@ def cmd_compare(args) -> tuple[Any, int]:
 
 # ------------------------------------------------------------------------------------ serve
 def _cfg_serve(p):
-    _gallery_args(p, create=True)
+    gallery_args(p, create=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; put TLS "
                                                        "in front)")
     p.add_argument("--port", type=int, default=8080, help="TCP port")

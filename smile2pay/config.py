@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .vision.detect import DEFAULT_DETECTOR, get_detector
 
 #: Where models are looked for when neither an argument nor SMILE2PAY_MODELS names a folder.
 DEFAULT_MODEL_HOME = Path("~/.smile2pay/models")
@@ -48,7 +49,7 @@ class Settings:
 
     models: str | None = None           # folder or pack name; None -> SMILE2PAY_MODELS -> ~/.smile2pay/models
     pack: str = "mobile"
-    detector: str = "scrfd"              # "scrfd" or "yunet"
+    detector: str = DEFAULT_DETECTOR     # a name in smile2pay.vision.detect.DETECTORS
     #: detection sizes tried in order until a face is found (a till frame holds one large face,
     #: so the small size usually suffices); then the padded retry for faces that fill the frame.
     det_sizes: tuple[int, ...] = (320, 640)
@@ -87,8 +88,7 @@ class Settings:
         return s
 
     def validate(self) -> None:
-        if self.detector not in ("scrfd", "yunet"):
-            raise ConfigError(f"detector must be 'scrfd' or 'yunet', got {self.detector!r}")
+        get_detector(self.detector)      # ConfigError for a name not in the registry
         if not self.det_sizes or any((not isinstance(d, int)) or d < 32 or d % 32 for d in self.det_sizes):
             raise ConfigError(f"det_sizes must be multiples of 32 (>= 32), got {self.det_sizes!r}")
         if not (0.0 < self.det_threshold < 1.0):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import data_dir as default_data_dir
 from .errors import Smile2PayError
+from .reasons import APPROVED, NOT_NEUTRAL
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _run(s2p, by_subject: dict[str, list[Path]], progress: bool, root: Path | No
             try:
                 s2p.enroll(subject, [paths[0]], kind="neutral", pick="largest")
             except Smile2PayError as e:   # a smiling first photo is enrolled as a smile template
-                if e.code != "NOT_NEUTRAL":
+                if e.code != NOT_NEUTRAL:
                     raise
                 kind = "smile"
                 s2p.enroll(subject, [paths[0]], kind="smile", pick="largest")
@@ -241,7 +242,7 @@ def report(res: dict) -> str:
                           f"present in a later frame and absent in an earlier one, above the user's neutral baseline")
         lines.append(f"   {'claim':6s} {'burst':31s} {'decision':31s} identity")
         for c in stp["cases"]:
-            dec = "APPROVED" if c["approved"] else "declined: " + ", ".join(c["reasons"])
+            dec = APPROVED if c["approved"] else "declined: " + ", ".join(c["reasons"])
             flag = "" if c["approved"] == c["expected"] else "   <- NOT AS EXPECTED"
             score = "-" if c.get("identity_score") is None else f"{c['identity_score']:.2f}"
             lines.append(f"   {c['claim']:6s} {c['probe']:31s} {dec:31s} {score}{flag}")

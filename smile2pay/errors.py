@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .reasons import NO_FACE
+
 
 class Smile2PayError(Exception):
     """Base class. ``code`` is stable across releases; ``message`` is for people."""
@@ -94,5 +96,5 @@ class RequestError(Smile2PayError):
 class FaceError(Smile2PayError):
     """No usable face where exactly one was required (NO_FACE, MULTIPLE_FACES, LOW_QUALITY)."""
 
-    code = "NO_FACE"
+    code = NO_FACE
     exit_code = 1

@@ -56,11 +56,11 @@ def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) 
     st["analyze_total"] = time_call(lambda: pipeline.analyze(img), runs, warmup)
 
     # bare forwards: the same tensors the stages build, straight into session.run
-    det_net = getattr(pipeline.detector, "_net", None)
+    det = pipeline.detector
     fwd: dict[str, dict] = {}
-    if det_net is not None and hasattr(det_net, "session"):
-        sess = det_net.session
-        blob = _scrfd_blob(img, det_size)
+    if det.session is not None:
+        sess = det.session
+        blob = det.forward_blob(img, det_size)
         name = sess.get_inputs()[0].name
         fwd["detect_forward"] = time_call(lambda: sess.run(None, {name: blob}), runs, warmup)
     emb = pipeline.embedder
@@ -81,14 +81,3 @@ def stage_latency(pipeline, frame: ImageInput, runs: int = 50, warmup: int = 5) 
         "models_forward_ms": model_ms,
         "overhead": st["analyze_total"]["median_ms"] / model_ms - 1.0 if model_ms else None,
     }
-
-
-def _scrfd_blob(img: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    h, w = img.shape[:2]
-    scale = size / float(max(h, w))
-    nw, nh = int(w * scale), int(h * scale)
-    canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
-    return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (size, size), (127.5, 127.5, 127.5), swapRB=True)

@@ -17,10 +17,11 @@ from .imageio import ImageInput, load_image
 from .models.manifest import get_pack, get_spec
 from .models.runtime import ProviderReport, create_session
 from .models.store import ModelStore
-from .types import MULTIPLE_FACES, NO_FACE, Face
+from .reasons import MULTIPLE_FACES, NO_FACE
+from .types import Face
 from .vision import quality as quality_mod
 from .vision.align import norm_crop
-from .vision.detect import Detections, Detector, SCRFDDetector, YuNetDetector
+from .vision.detect import Detections, Detector, get_detector
 from .vision.identity import IdentityEmbedder
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,11 @@ class FacePipeline:
         self.pack = get_pack(s.pack_name())
         self.providers: dict[str, ProviderReport] = {}
         det_kw = dict(det_sizes=s.det_sizes, threshold=s.det_threshold, pad_retry=s.pad_retry)
-        if s.detector == "yunet":
-            self.detector: Detector = YuNetDetector(self.store.path("yunet"), **det_kw)
-        else:
-            path = self.store.path(self.pack.detector)
-            sess = self._session(self.pack.detector, path)
-            self.detector = SCRFDDetector(path, sess, **det_kw)
+        entry = get_detector(s.detector)
+        det_model = entry.model_name(self.pack)
+        path = self.store.path(det_model)
+        sess = self._session(det_model, path) if entry.uses_session else None
+        self.detector: Detector = entry.create(path, sess, **det_kw)
         rec = get_spec(self.pack.recognizer)
         self.recognizer_spec = rec
         self.embedder = IdentityEmbedder(rec, self._session(rec.name, self.store.path(rec.name)))
@@ -142,7 +142,7 @@ class FacePipeline:
             if pick == "error":
                 raise FaceError(f"{len(faces)} faces in the image; exactly one is required",
                                 code=MULTIPLE_FACES, faces=len(faces))
-            faces = [_pick(faces, pick, img.shape)]
+            faces = [pick_face(faces, pick, img.shape)]
         if embed:
             self.embed(faces)
         if au:
@@ -160,7 +160,9 @@ class FacePipeline:
         return out
 
 
-def _pick(faces: list[Face], how: str, shape) -> Face:
+def pick_face(faces: list[Face], how: str, shape) -> Face:
+    """One of several faces: ``largest`` (box area), ``best`` (detector score), else the one nearest the
+    middle of an image of ``shape``."""
     if how == "largest":
         return max(faces, key=lambda f: f.area)
     if how == "best":
@@ -172,3 +174,5 @@ def _pick(faces: list[Face], how: str, shape) -> Face:
         return (bx - cx) ** 2 + (by - cy) ** 2
 
     return min(faces, key=dist)
+
+

@@ -42,6 +42,7 @@ TRACK_LOST = "TRACK_LOST"
 WINDOW_EXPIRED = "WINDOW_EXPIRED"
 FRAME_UNREADABLE = "FRAME_UNREADABLE"
 CHALLENGE_FAILED = "CHALLENGE_FAILED"        # the face did not follow the prompts (a smile before "Now smile")
+INTERNAL = "INTERNAL"                        # the stream worker failed; the attempt is declined, not counted
 
 # --- stream states -------------------------------------------------------------------------------------
 WAITING_FOR_FACE = "WAITING_FOR_FACE"
@@ -56,6 +57,7 @@ FINAL_STATES = (APPROVED, DECLINED)
 # --- stream events (in a session's event log, not reasons) ----------------------------------------------
 TRACK_START = "TRACK_START"
 EARLY_SMILE = "EARLY_SMILE"
+EVENTS = (TRACK_START, EARLY_SMILE)
 
 DESCRIPTIONS: dict[str, str] = {
     NO_FACE: "no face found in the frame",
@@ -86,6 +88,7 @@ DESCRIPTIONS: dict[str, str] = {
     WINDOW_EXPIRED: "the smile came too late after the neutral frame",
     FRAME_UNREADABLE: "a stream frame could not be decoded",
     CHALLENGE_FAILED: "the face did not follow the prompts",
+    INTERNAL: "the stream's worker failed (logged); declined without counting as a failed attempt",
 }
 
 #: every code a Decision's ``reasons`` may contain

@@ -11,15 +11,17 @@ from typing import Any
 
 import numpy as np
 
-# Quality reason codes (stable).
-NO_FACE = "NO_FACE"
-MULTIPLE_FACES = "MULTIPLE_FACES"
-FACE_TOO_SMALL = "FACE_TOO_SMALL"
-LOW_DET_SCORE = "LOW_DET_SCORE"
-EXTREME_POSE = "EXTREME_POSE"
-BLURRY = "BLURRY"
-UNDEREXPOSED = "UNDEREXPOSED"
-OVEREXPOSED = "OVEREXPOSED"
+# Quality reason codes (stable): assigned in smile2pay.reasons, re-exported here.
+from .reasons import (  # noqa: F401
+    BLURRY,
+    EXTREME_POSE,
+    FACE_TOO_SMALL,
+    LOW_DET_SCORE,
+    MULTIPLE_FACES,
+    NO_FACE,
+    OVEREXPOSED,
+    UNDEREXPOSED,
+)
 
 
 @dataclass

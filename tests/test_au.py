@@ -28,6 +28,35 @@ def test_manifest_pack_and_checksum(pipeline):
     assert spec.size < 10 * 1024 * 1024
 
 
+def test_model_publishes_the_au_names_its_manifest_declares(pipeline):
+    """One list: the ONNX metadata, the manifest entry, the rule parser's default and the training default."""
+    from smile2pay.decision.rules import KNOWN_AUS
+    from smile2pay.models.manifest import AU_NAMES
+    from smile2pay.vision.au import AU_NAMES as VISION_AU_NAMES
+
+    model = pipeline.au_analyzer.model
+    assert model.au_names == get_spec("au_mobile").au_names == AU_NAMES == VISION_AU_NAMES == KNOWN_AUS
+    assert pipeline.au_analyzer.au_names == model.au_names
+    assert {"AU7", "AU14", "AU15", "AU23", "AU24", "AU27"} <= set(model.au_names) and "AU43" not in model.au_names
+    try:
+        from smile2pay.train.au_train import MODEL_AUS
+    except ImportError:  # pragma: no cover - train extra absent
+        pass
+    else:
+        assert tuple(f"AU{a}" for a in MODEL_AUS) == AU_NAMES
+
+
+def test_au_model_refuses_names_its_manifest_does_not_declare(pipeline):
+    import dataclasses
+
+    from smile2pay.errors import ModelError
+
+    model = pipeline.au_analyzer.model
+    other = dataclasses.replace(model.spec, au_names=model.au_names[:-1] + ("AU43",))
+    with pytest.raises(ModelError):
+        AUModel(other, model.session)
+
+
 def test_pipeline_fills_au_probs_and_embedding(pipeline, data_dir, smile_pairs):
     assert isinstance(pipeline.au_analyzer.model, AUModel)
     smiles, _ = smile_pairs

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from smile2pay.decision.engine import FrameObs, decide
-from smile2pay.decision.guard import Guard, GuardSettings
+from smile2pay.decision.lockout import GuardSettings
 from smile2pay.decision.liveness import check_burst, crop_difference
 from smile2pay.decision.policy import Policy, load_calibration
-from smile2pay.decision.rules import parse_rule
+from smile2pay.decision.rules import KNOWN_AUS, Rule, parse_rule
 from smile2pay.errors import ConfigError, RuleError
+from smile2pay.gallery.guard import Guard
 
 
 @pytest.mark.parametrize("text,req,forb", [
@@ -32,6 +33,45 @@ def test_rule_errors(bad, code):
     with pytest.raises(RuleError) as e:
         parse_rule(bad)
     assert e.value.code == code
+
+
+# the parser's default AU list is what the shipped AU model outputs (its manifest entry), nothing else
+@pytest.mark.parametrize("au", ["AU7", "AU14", "AU15", "AU23", "AU24", "AU27", "AU1", "AU26"])
+def test_rule_accepts_every_au_the_model_outputs(au):
+    assert parse_rule(f"AU12+{au}").required == ("AU12", au)
+
+
+@pytest.mark.parametrize("au", ["AU43", "AU10", "AU3"])
+def test_rule_rejects_an_au_the_model_does_not_output(au):
+    with pytest.raises(RuleError) as e:
+        parse_rule(f"AU6+AU12-{au}")
+    assert e.value.code == "RULE_UNKNOWN_AU" and e.value.details["au"] == au
+
+
+def test_rule_known_aus_are_the_shipped_models_and_can_be_passed_in():
+    from smile2pay.models.manifest import AU_NAMES, get_pack, get_spec
+
+    assert KNOWN_AUS == AU_NAMES == get_spec(get_pack("mobile").au).au_names
+    assert len(KNOWN_AUS) == 17 and "AU43" not in KNOWN_AUS
+    # another AU model: the caller passes its names
+    assert parse_rule("AU43", known=("AU43",)).required == ("AU43",)
+    with pytest.raises(RuleError) as e:
+        parse_rule("AU6+AU12", known=["AU12"])
+    assert e.value.code == "RULE_UNKNOWN_AU" and e.value.details["au"] == "AU6"
+    # a Rule built by hand is checked too
+    assert parse_rule(Rule(("AU6",))) == Rule(("AU6",))
+    with pytest.raises(RuleError):
+        parse_rule(Rule(("AU43",)))
+
+
+def test_rule_parser_loads_no_model():
+    import subprocess
+    import sys
+
+    code = ("import sys, smile2pay.decision.rules; "
+            "print(sorted(m for m in ('onnxruntime', 'cv2', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_rule_satisfied():

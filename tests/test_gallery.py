@@ -179,7 +179,7 @@ def test_key_rotation(tmp_path, lfw_people):
     s0, s1 = list(lfw_people)[:2]
     g = Gallery(tmp_path / "g", fingerprint=FP, key=k1)
     g.enroll(s0, lfw_people[s0][0]); g.enroll(s1, lfw_people[s1][0])
-    old_ct = [bytes(r[0]) for r in g._conn.execute("SELECT vec FROM templates")]
+    old_ct = [bytes(r[0]) for r in _db_rows(tmp_path / "g", "SELECT vec FROM templates")]
     assert g.rotate_key(k2) == 2
     g.close()
     with pytest.raises(GalleryError) as e:
@@ -196,6 +196,17 @@ def test_key_rotation(tmp_path, lfw_people):
     assert Gallery(tmp_path / "p", fingerprint=FP, key=k1).count() == 1
 
 
+def _db_rows(folder: Path, sql: str, args=()) -> list:
+    """Rows read straight from a gallery's SQLite file (what is at rest), on a separate read-only connection."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{folder / 'gallery.db'}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("encrypted", [False, True])
 @pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
 def test_erasure_bytes_gone_after_compact(tmp_path, lfw_people, encrypted, index):
@@ -205,7 +216,7 @@ def test_erasure_bytes_gone_after_compact(tmp_path, lfw_people, encrypted, index
     for s in names:
         g.enroll(s, lfw_people[s][:2], kind=["neutral", "smile"])
     victim = names[3]
-    rows = g._conn.execute("SELECT vec FROM templates WHERE user_id=?", (victim,)).fetchall()
+    rows = _db_rows(tmp_path / "g", "SELECT vec FROM templates WHERE user_id=?", (victim,))
     stored = [bytes(r[0]) for r in rows]
     needles = stored + [b[i:i + 32] for b in stored for i in range(0, len(b) - 32, 256)]
     needles += [victim.encode()]
@@ -216,7 +227,7 @@ def test_erasure_bytes_gone_after_compact(tmp_path, lfw_people, encrypted, index
     assert victim not in g and g.count() == len(names) - 1
     assert all(m.user_id != victim for m in g.identify(lfw_people[victim][0], k=len(names)))
     if index == "hnsw":
-        assert not g._index.deleted  # compact rebuilt the graph without the erased nodes
+        assert not g.search_index.deleted  # compact rebuilt the graph without the erased nodes
     assert g.identify(lfw_people[names[0]][2], k=1)[0].user_id == names[0]
     g.close()
     assert _scan(tmp_path / "g", needles) == []
@@ -230,13 +241,13 @@ def test_hnsw_soft_delete_and_rebuild(tmp_path):
         g.enroll(f"u{i:03d}", X[i], check_duplicates=False)
     for i in range(0, 30):
         g.remove(f"u{i:03d}")
-    assert g._index.deleted  # soft-deleted, below the rebuild fraction
+    assert g.search_index.deleted  # soft-deleted, below the rebuild fraction
     for i in range(30, 200):
         assert g.identify(X[i], k=1)[0].user_id == f"u{i:03d}"
     assert all(m.user_id >= "u030" for i in range(30) for m in g.identify(X[i], k=5))
     for i in range(30, 60):
         g.remove(f"u{i:03d}")
-    assert len(g._index.deleted) < 30  # passed 20%: rebuilt
+    assert len(g.search_index.deleted) < 30  # passed 20%: rebuilt
     assert g.check()["index"] == 140
 
 
@@ -297,18 +308,18 @@ def test_gallery_ivf_index(tmp_path):
     for i in range(400):
         g.enroll(f"u{i:03d}", X[i, 0], check_duplicates=False)
     hits = sum(g.identify(X[i, 1], k=1)[0].user_id == f"u{i:03d}" for i in range(400))
-    assert g._index.trained and hits >= 390
+    assert g.search_index.trained and hits >= 390
     for i in range(20):
         g.remove(f"u{i:03d}")
-    assert g._index.ntotal == 380 and len(g._index.deleted) == 20
+    assert g.search_index.ntotal == 380 and len(g.search_index.deleted) == 20
     assert all(m.user_id >= "u020" for i in range(20) for m in g.identify(X[i, 1], k=5))
     g.compact()                 # fresh index from SQLite (no deleted entries), trained again on first use
     assert g.identify(X[300, 1], k=1)[0].user_id == "u300"
-    assert not g._index.deleted and g._index.ivf.ntotal == 380
+    assert not g.search_index.deleted and g.search_index.ivf.ntotal == 380
     assert g.check()["ok"] and g.check()["index"] == 380 and g.check()["index_kind"] == "ivf"
     g.close()
     g = Gallery(tmp_path / "g", fingerprint=FP, dim=64, index_params={"train_min": 300})   # reopen: kind from meta
-    assert g.index_kind == "ivf" and g.identify(X[200, 1], k=1)[0].user_id == "u200" and g._index.trained
+    assert g.index_kind == "ivf" and g.identify(X[200, 1], k=1)[0].user_id == "u200" and g.search_index.trained
     g.close()
     assert GallerySettings.from_env({"SMILE2PAY_GALLERY_INDEX": "ivf"}).index == "ivf"
 

@@ -165,7 +165,7 @@ def test_facade_and_guard_on_both_backends(url, pipeline, data_dir):
     from smile2pay import Smile2Pay
     from smile2pay.bench.fleet import ck_smile_pairs
     from smile2pay.config import QualitySettings, Settings
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
     from smile2pay.pipeline import FacePipeline
 
     pipe = FacePipeline(Settings.from_env(quality=QualitySettings(min_interocular_px=12, max_brightness=235,
@@ -515,14 +515,14 @@ def test_outage_mode_local_keeps_payments_deciding_then_flushes(pg_url, pg_clust
             with pytest.raises(GalleryError) as e:                 # enrolment still fails clearly
                 s2p.enroll(r1["subject"], impostor[0])
             assert e.value.code == "GALLERY_UNAVAILABLE"
-            spooled = [r for r in s2p.guard._spool.audit_records() if r.get("user_id") == r0["subject"]]
+            spooled = [r for r in s2p.guard.spool.audit_records() if r.get("user_id") == r0["subject"]]
             assert len(spooled) == 3 and all(r["outage_fallback"] for r in spooled)
         finally:
             pg_cluster.start()
         assert _wait(lambda: s2p.gallery.health()["reachable"], 15)
         assert not s2p.guard.use_nonce("during")                  # flushed: refused fleet-wide now
         assert not other.guard.use_nonce("during")
-        assert s2p.guard._spool.audit_records() == []
+        assert s2p.guard.spool.audit_records() == []
         recs = other.guard.audit_records()
         assert sum(1 for r in recs if r.get("outage_fallback")) == 3
         assert [r["event"] for r in recs if r.get("event")] == ["NONCE_REUSED_DURING_OUTAGE"]

@@ -35,7 +35,7 @@ def others(data_dir):
 
 @pytest.fixture()
 def s2p(tmp_path, ck_pipeline, people, others):
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
 
     s = Smile2Pay(tmp_path / "g", pipeline=ck_pipeline, guard_settings=GuardSettings(max_failures=1000))
     seen = set()

@@ -16,8 +16,9 @@ import pytest
 
 from smile2pay import Smile2Pay
 from smile2pay.config import QualitySettings, Settings
-from smile2pay.decision.guard import Guard, GuardSettings
+from smile2pay.decision.lockout import GuardSettings
 from smile2pay.errors import GalleryError
+from smile2pay.gallery.guard import Guard
 
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
 

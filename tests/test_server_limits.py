@@ -29,7 +29,7 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def s2p(tmp_path_factory, models_dir):
     from smile2pay.config import QualitySettings, Settings
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
     from smile2pay.pipeline import FacePipeline
 
     pipe = FacePipeline(Settings.from_env(models=str(models_dir), quality=QualitySettings(

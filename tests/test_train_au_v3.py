@@ -75,7 +75,7 @@ def test_fer_smile_target_and_unusable_faces():
 def test_two_stages_resume_and_grey_invariant_export(tiny, tmp_path, data_dir):
     import cv2
 
-    from smile2pay.train.au_mix import MixConfig, _export_cfg, build_mix, load_net, train_stage
+    from smile2pay.train.au_mix import MixConfig, export_cfg, build_mix, load_net, train_stage
     from smile2pay.train.au_train import export_onnx
     from smile2pay.train.run import torch_onnx_max_diff
 
@@ -103,7 +103,7 @@ def test_two_stages_resume_and_grey_invariant_export(tiny, tmp_path, data_dir):
                         progress=False)
     assert [r["epoch"] for r in h2] == [1]
     net, mcfg, _ = load_net(tmp_path / "fine" / "checkpoint.pt")
-    path = export_onnx(net, tmp_path / "au.onnx", _export_cfg(mcfg))
+    path = export_onnx(net, tmp_path / "au.onnx", export_cfg(mcfg))
     assert torch_onnx_max_diff(net, path, ck["crops"][:8], mcfg.input_size) < 1e-4
     # grey inside the graph: a colour LFW crop and its grey copy give the same probabilities
     from smile2pay.bench.au_population import model_scores

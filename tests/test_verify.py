@@ -12,7 +12,7 @@ import pytest
 from smile2pay import Smile2Pay
 from smile2pay.config import QualitySettings, Settings
 from smile2pay.errors import RequestError, RuleError
-from smile2pay.decision.guard import GuardSettings
+from smile2pay.decision.lockout import GuardSettings
 
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
 

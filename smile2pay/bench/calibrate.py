@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smile2pay.vision.detect import DEFAULT_DETECTOR, DETECTORS
+
 from smile2pay.errors import RequestError
 
 from . import common as C
@@ -55,7 +57,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aus", nargs="+", default=["AU6", "AU12"], help="AUs to calibrate (default AU6 AU12)")
     p.add_argument("--au-fpr", type=float, default=0.05, help="AU-absent images allowed above threshold (0.05)")
     p.add_argument("--au-miss", type=float, default=0.05, help="AU-present images allowed below absent_threshold")
-    p.add_argument("--detector", choices=["scrfd", "yunet"])
+    p.add_argument("--detector", choices=list(DETECTORS))
     p.add_argument("--threads", type=int)
     p.add_argument("--cache", help="cache folder (default SMILE2PAY_CACHE or ./results/cache)")
     p.add_argument("--no-cache", action="store_true")
@@ -238,7 +240,7 @@ def run(args) -> dict:
             prev = json.loads(out.read_text())
         except ValueError:
             prev = {}
-    pipe = C.make_pipeline(getattr(args, "models", None), detector=args.detector or "scrfd", threads=args.threads)
+    pipe = C.make_pipeline(getattr(args, "models", None), detector=args.detector or DEFAULT_DETECTOR, threads=args.threads)
     pops: dict[str, dict] = {}
     for spec in args.dataset:
         pops[_name(spec)] = _identity_dataset(pipe, spec, fars, args)

@@ -26,6 +26,8 @@ from typing import Iterable
 
 import numpy as np
 
+from smile2pay.vision.detect import DEFAULT_DETECTOR, get_detector
+
 log = logging.getLogger("smile2pay.bench")
 
 
@@ -46,7 +48,7 @@ def read_csv(path: Path | str) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def make_pipeline(models: str | None, detector: str = "scrfd", flip: bool = False, **overrides):
+def make_pipeline(models: str | None, detector: str = DEFAULT_DETECTOR, flip: bool = False, **overrides):
     from smile2pay.config import Settings
     from smile2pay.pipeline import FacePipeline
 
@@ -61,7 +63,7 @@ def _sha(obj) -> str:
 
 def detection_key(pipe, dataset: str) -> str:
     s = pipe.settings
-    name = "yunet" if s.detector == "yunet" else pipe.pack.detector
+    name = get_detector(s.detector).model_name(pipe.pack)
     return "det-" + _sha({"dataset": dataset, "detector": s.detector, "model": name,
                           "sha": pipe.store.check(name).actual_sha256, "sizes": list(s.det_sizes),
                           "thr": s.det_threshold, "pad": s.pad_retry, "min_side": s.min_image_side})
@@ -83,7 +85,7 @@ def au_embedding_key(pipe, det_key: str) -> str:
 def settings_summary(pipe) -> dict:
     s = pipe.settings
     return {"pack": pipe.pack.name, "detector": s.detector,
-            "detector_model": "yunet" if s.detector == "yunet" else pipe.pack.detector,
+            "detector_model": get_detector(s.detector).model_name(pipe.pack),
             "recognizer": pipe.recognizer_spec.name, "model_fingerprint": pipe.model_fingerprint,
             "det_sizes": list(s.det_sizes), "det_threshold": s.det_threshold, "pad_retry": s.pad_retry,
             "flip_tta": s.flip_tta, "threads": s.threads}
@@ -172,12 +174,12 @@ def detect_all(pipe, rel_paths: list[str], data_root: Path, dataset: str, desc: 
 
 
 def _center_face(pipe, img, rec):
-    from smile2pay.pipeline import _pick
+    from smile2pay.pipeline import pick_face
     from smile2pay.vision.detect import Detections
 
     d = Detections(rec["boxes"], rec["scores"], rec["landmarks"], rec["attempt"])
     faces = pipe.faces(img, d)
-    return faces[0] if len(faces) == 1 else _pick(faces, "center", img.shape)
+    return faces[0] if len(faces) == 1 else pick_face(faces, "center", img.shape)
 
 
 def _no_face(rec) -> bool:

@@ -40,7 +40,7 @@ def serve_main(argv: list[str] | None = None) -> None:
 
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings, api_key_from_env
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
     from smile2pay.server.app import Limits, create_app
 
     ap = argparse.ArgumentParser()
@@ -293,35 +293,20 @@ def db_path(url: str, n: int = 2000, threads: int = 4, key: bytes | None = None,
 def populate(url: str, n: int, key: bytes | None, fingerprint: str, dim: int = 512, seed: int = 1,
              batch: int = 5000) -> float:
     """Insert ``n`` synthetic unit vectors as ``n`` users (one template each), sealed exactly as
-    ``enroll`` seals them, in bulk (COPY). Returns seconds."""
+    ``enroll`` seals them, in bulk (``PostgresGallery.bulk_enroll``: COPY). Returns seconds."""
     from smile2pay.gallery.postgres import PostgresGallery
 
     rng = np.random.default_rng(seed)
     g = PostgresGallery(url, fingerprint=fingerprint, dim=dim, key=key, follow=False)
     t0 = time.perf_counter()
     try:
-        with g.pool.conn() as c:
-            done = 0
-            while done < n:
-                m = min(batch, n - done)
-                X = rng.normal(size=(m, dim)).astype(np.float32)
-                X /= np.linalg.norm(X, axis=1, keepdims=True)
-                now = time.time()
-                with c.transaction():
-                    c.execute("SELECT pg_advisory_xact_lock(%s)", (g._write_key,))
-                    with c.cursor().copy("COPY users(user_id, created, updated) FROM STDIN") as cp:
-                        for i in range(m):
-                            cp.write_row((f"u{done + i:07d}", now, now))
-                    ids = []
-                    with c.cursor().copy("COPY templates(user_id, kind, created, vec) FROM STDIN") as cp:
-                        for i in range(m):
-                            uid = f"u{done + i:07d}"
-                            cp.write_row((uid, "neutral", now, g._seal(uid, X[i])))
-                    ids = [r[0] for r in c.execute("SELECT id FROM templates WHERE user_id >= %s AND user_id <= %s",
-                                                   (f"u{done:07d}", f"u{done + m - 1:07d}"))]
-                    c.execute("INSERT INTO changes(op, template_id) SELECT 'add', unnest(%s::bigint[])", (ids,))
-                    c.execute("SELECT pg_notify(%s, '')", (g.channel,))
-                done += m
+        done = 0
+        while done < n:
+            m = min(batch, n - done)
+            X = rng.normal(size=(m, dim)).astype(np.float32)
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+            g.bulk_enroll([(f"u{done + i:07d}", X[i]) for i in range(m)])
+            done += m
     finally:
         g.close()
     return time.perf_counter() - t0
@@ -458,7 +443,7 @@ def run_startup(pg, n: int = 100_000, key: bytes | None = None, log_dir: str | N
     g = PostgresGallery(url, fingerprint=fp, key=key, follow=False)
     open_s = time.perf_counter() - t0
     rss1 = rss_mb(os.getpid())
-    ntot = g._index.ntotal
+    ntot = g.indexed_templates
     g.close()
     del g
     gc.collect()

@@ -68,7 +68,7 @@ def _insightface_app(models_dir: Path, tmp: Path):
 def run(args) -> dict:
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings, data_dir
-    from smile2pay.decision.guard import GuardSettings
+    from smile2pay.decision.lockout import GuardSettings
     from smile2pay.pipeline import FacePipeline
 
     from . import clips

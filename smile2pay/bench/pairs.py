@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smile2pay.vision.detect import DEFAULT_DETECTOR, DETECTORS
+
 from smile2pay.errors import RequestError
 
 from . import common as C
@@ -48,7 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", help="manifest CSV path,<column>: label each image's group (joined on path)")
     p.add_argument("--groups-col", default="group", help="the manifest column for --groups (default group)")
     p.add_argument("--limit", type=int, default=0, help="use N pairs spread over folds and classes (quick run)")
-    p.add_argument("--detector", choices=["scrfd", "yunet"])
+    p.add_argument("--detector", choices=list(DETECTORS))
     p.add_argument("--threads", type=int)
     p.add_argument("--cache", help="cache folder (default SMILE2PAY_CACHE or ./results/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -122,7 +124,7 @@ def run(args) -> dict:
     if missing:
         raise RequestError(f"{len(missing)} image(s) of the pairs not found, e.g. {missing[0]}; check --root",
                            code="IMAGE_NOT_FOUND", missing=len(missing), example=missing[0])
-    pipe = C.make_pipeline(getattr(args, "models", None), detector=args.detector or "scrfd", threads=args.threads)
+    pipe = C.make_pipeline(getattr(args, "models", None), detector=args.detector or DEFAULT_DETECTOR, threads=args.threads)
     show = not args.no_progress
     e = C.embed_paths(pipe, images, data_dir(), use_cache=not args.no_cache,
                       cache_dir=Path(args.cache) if args.cache else None, show_progress=show, desc="pairs")

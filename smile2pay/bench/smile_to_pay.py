@@ -37,10 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from smile2pay.attempt import frame_obs
 from smile2pay.config import QualitySettings, Settings
 from smile2pay.decision import engine
 from smile2pay.decision.policy import Policy
 from smile2pay.decision.rules import parse_rule
+from smile2pay.reasons import MULTIPLE_FACES, NO_FACE
+from smile2pay.scoring import identity_score
 
 log = logging.getLogger("smile2pay.bench.smile_to_pay")
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
@@ -61,10 +64,10 @@ def export_folds(cv_dir: Path, k: int) -> list[Path]:
         if not onnx_path.exists() or onnx_path.stat().st_mtime < ck.stat().st_mtime:
             st = torch.load(ck, weights_only=False, map_location="cpu")
             if "sig" in st:        # recipe v3 (smile2pay.train.au_mix)
-                from smile2pay.train.au_mix import _export_cfg, load_net
+                from smile2pay.train.au_mix import export_cfg, load_net
 
                 net, mcfg, _ = load_net(ck)
-                export_onnx(net, onnx_path, _export_cfg(mcfg))
+                export_onnx(net, onnx_path, export_cfg(mcfg))
             else:
                 cfg = TrainConfig(**st["config"])
                 net = AUNet(len(cfg.aus), cfg.emb_dim, cfg.input_size, cfg.width)
@@ -247,7 +250,7 @@ def run(args) -> dict:
         dets = pipe.detect(img)
         faces = pipe.faces(img, dets)
         if len(faces) != 1:
-            obs[rel] = {"error": "NO_FACE" if not faces else "MULTIPLE_FACES"}
+            obs[rel] = {"error": NO_FACE if not faces else MULTIPLE_FACES}
             continue
         f = faces[0]
         pipe.embed([f])
@@ -261,8 +264,8 @@ def run(args) -> dict:
 
             t = teacher.predict(img, f.bbox, f.landmarks).probs
             probs = combine(probs, t, final.teacher_calibration, final.teacher_aus)
-        obs[rel] = {"emb": f.embedding, "crop": f.identity_crop, "lm": f.landmarks, "q": list(f.quality.reasons),
-                    "probs": probs}
+        f.image = None                      # keep the crop and landmarks, not the frame
+        obs[rel] = {"face": f, "q": list(f.quality.reasons), "probs": probs}
 
     by_subj: dict[str, list[dict]] = defaultdict(list)
     for r in seqs:
@@ -291,8 +294,9 @@ def run(args) -> dict:
             if "error" in o:
                 fos.append(engine.FrameObs(error=o["error"]))
                 continue
-            fos.append(engine.FrameObs(identity_score=float(o["emb"] @ e["emb"]), au_probs=o["probs"],
-                                       crop=o["crop"], landmarks=o["lm"], quality_reasons=o["q"]))
+            # the product's Face -> FrameObs and 1:1 scorer, against the one enrolled template
+            score, _ = identity_score(e["face"].embedding[None, :], o["face"].embedding)
+            fos.append(frame_obs(o["face"], score, au_probs=o["probs"]))
         out = engine.decide(fos, RULE, pol, baseline=e.get("probs"))
         st = stats[kind]
         if kind == "genuine_smile" and not out.approved:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import QualitySettings, Settings
-from ..decision.guard import GuardSettings
+from ..decision.lockout import GuardSettings
 from . import clips
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _summ(xs) -> dict:
     return {"n": len(xs), "median": _pct(xs, 50), "p95": _pct(xs, 95), "max": round(max(xs), 3) if xs else None}
 
 
-def _run_clip(s2p, user, frames, path, fps, timeout_s, require="AU6+AU12"):
+def run_clip(s2p, user, frames, path, fps, timeout_s, require="AU6+AU12"):
     from ..cli_stream import open_capture, watch_capture
 
     clips.write_avi(frames, path, fps)
@@ -83,7 +83,7 @@ def _run_clip(s2p, user, frames, path, fps, timeout_s, require="AU6+AU12"):
         cap.release()
 
 
-def _run_realtime(s2p, user, frames, fps, smile_start, timeout_s):
+def run_realtime(s2p, user, frames, fps, smile_start, timeout_s):
     """Offer frames at ``fps`` (wall clock), latest frame wins; wall time from the first smiling
     frame's offer to the final decision."""
     done = threading.Event()
@@ -151,7 +151,7 @@ def burst_agreement(data: Path, models: str | None, rows: list[dict]) -> dict:
                             guard_settings=NO_LOCKOUT)
             ds_rows = [r for r in rows if r["dataset"] == ds]
             n_lfw = sum(r["kind"] == "genuine_smile" for r in ds_rows)
-            cases = _ck_cases(data, s2p, None) if ds == "ckplus" else _lfw_cases(data, s2p, n_lfw)
+            cases = ck_cases(data, s2p, None) if ds == "ckplus" else lfw_cases(data, s2p, n_lfw)
             kinds = {r["kind"] for r in ds_rows}           # a --kinds run holds a subset of the clip kinds
             cases = [c for c in cases if c["kind"] in kinds]
             if len(cases) != len(ds_rows) or any(c["claim"] != r["claim"] or c["kind"] != r["kind"]
@@ -200,7 +200,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
             pipe = FacePipeline(Settings.from_env(models=models, quality=quality))
             # lockout off: each clip is one independent attempt (lockout is tested elsewhere)
             s2p = Smile2Pay(tmp / f"g_{ds}", pipeline=pipe, guard_settings=NO_LOCKOUT)
-            cases = _ck_cases(data, s2p, max_other) if ds == "ckplus" else _lfw_cases(data, s2p, max_lfw)
+            cases = ck_cases(data, s2p, max_other) if ds == "ckplus" else lfw_cases(data, s2p, max_lfw)
             if kinds:
                 cases = [c for c in cases if c["kind"] in kinds]
             log.info("%s: %d clips", ds, len(cases))
@@ -208,7 +208,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
                 neutral, smile = clips.read(data / c["neutral"]), (clips.read(data / c["smile"]) if c["smile"] else None)
                 seg = [(neutral, n1 + (0 if smile is not None else n2))] + ([(smile, n2)] if smile is not None else [])
                 frames = clips.clip_frames(seg, seed=k)
-                dec, upd = _run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)
+                dec, upd = run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)
                 st = dec.liveness.get("stream") or {}
                 r = {"dataset": ds, "kind": c["kind"], "claim": c["claim"], "clip_subject": c["subject"],
                      "neutral": c["neutral"], "smile": c["smile"], "approved": dec.approved, "reasons": dec.reasons, "t_decision": st.get("t"),
@@ -218,7 +218,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
                 rows.append(r)
                 if realtime and c["kind"] == "genuine_smile":
                     fr30 = clips.clip_frames([(neutral, int(neutral_s * 30)), (smile, int(smile_s * 30))], seed=k)
-                    d2, w, skipped, processed = _run_realtime(s2p, c["claim"], fr30, 30.0, int(neutral_s * 30),
+                    d2, w, skipped, processed = run_realtime(s2p, c["claim"], fr30, 30.0, int(neutral_s * 30),
                                                               timeout)
                     rt_rows.append({"dataset": ds, "claim": c["claim"], "approved": d2.approved,
                                     "reasons": d2.reasons, "wall_latency_s": None if w is None else round(w, 4),
@@ -239,7 +239,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
             "clips": rows, "realtime": rt_rows}
 
 
-def _ck_cases(data: Path, s2p, max_other: int | None) -> list[dict]:
+def ck_cases(data: Path, s2p, max_other: int | None) -> list[dict]:
     from ..errors import FaceError
 
     pairs = clips.ck_pairs(data)
@@ -275,7 +275,7 @@ def _ck_cases(data: Path, s2p, max_other: int | None) -> list[dict]:
     return cases
 
 
-def _lfw_cases(data: Path, s2p, max_people: int) -> list[dict]:
+def lfw_cases(data: Path, s2p, max_people: int) -> list[dict]:
     from ..errors import FaceError
 
     people = []
@@ -317,7 +317,7 @@ def run_throughput(data: Path, models: str | None = None, *, n_push: int = 300, 
         for th in threads:
             pipe = FacePipeline(Settings.from_env(models=models, threads=th))
             s2p = Smile2Pay(tmp / f"g{th}", pipeline=pipe, guard_settings=NO_LOCKOUT)
-            p = next(p for p in people if _try_enroll(s2p, data, p))
+            p = next(p for p in people if try_enroll(s2p, data, p))
             frames = clips.clip_frames([(clips.read(data / p["neutral"][1]), 60)], seed=th)
             with s2p.start_session(p["subject"], timeout_s=1e6) as sess:
                 for i in range(10):                      # warm-up
@@ -332,7 +332,7 @@ def run_throughput(data: Path, models: str | None = None, *, n_push: int = 300, 
             s2p.close()
         # 30 fps producer for 60 s, latest frame wins: RSS sampled every second
         s2p = Smile2Pay(tmp / "g_offer", pipeline=pipe, guard_settings=NO_LOCKOUT)
-        p = next(p for p in people if _try_enroll(s2p, data, p))
+        p = next(p for p in people if try_enroll(s2p, data, p))
         frames = clips.clip_frames([(clips.read(data / p["neutral"][1]), 60)], seed=7)
         rss = []
         with s2p.start_session(p["subject"], timeout_s=1e6) as sess:
@@ -372,7 +372,7 @@ def run_throughput(data: Path, models: str | None = None, *, n_push: int = 300, 
     return out
 
 
-def _try_enroll(s2p, data: Path, p: dict) -> bool:
+def try_enroll(s2p, data: Path, p: dict) -> bool:
     from ..errors import FaceError
 
     try:

@@ -32,10 +32,11 @@ import numpy as np
 
 from ..config import QualitySettings, Settings
 from ..decision.continuity import CAPTURE_DISCONTINUITY
-from ..decision.guard import GuardSettings
+from ..decision.lockout import GuardSettings
+from ..reasons import APPROVED, SMILE_NOW
 from . import clips
 from . import common as C
-from .stream import CK_QUALITY, _ck_cases, _run_clip
+from .stream import CK_QUALITY, ck_cases, run_clip
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ def _push_all(s2p, user, frames, fps, timeout_s, **options):
 
 def _cooperative(s2p, user, neutral, smile, fps, timeout_s, seed):
     """A shopper who follows the prompts: neutral until "Now smile", smiling until "Now relax", then neutral."""
-    from ..stream import SMILE_NOW
 
     rng = np.random.default_rng(seed)
     with s2p.start_session(user, timeout_s=timeout_s, challenge=True) as sess:
@@ -112,7 +112,7 @@ def run(args) -> dict:
                 burst.append(s2p.verify(p["subject"], [str(data / p["neutral"][1]), str(data / p["happy"][0])]))
                 frames = clips.clip_frames([(clips.read(data / p["neutral"][1]), n1),
                                             (clips.read(data / p["happy"][0]), n2)], seed=k)
-                clip.append(_run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
+                clip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
                 chal.append(_push_all(s2p, p["subject"], frames, fps, timeout, challenge=True))
             op = s2p.identity_operating_point()
             out["attack_lfw"] = {"victims": len(victims), "burst": _count(burst), "clip": _count(clip),
@@ -123,13 +123,13 @@ def run(args) -> dict:
         pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY, threads=1))
         with Smile2Pay(tmp / "ck", pipeline=pipe, key=generate_key(),
                        guard_settings=GuardSettings(max_failures=10**9)) as s2p:
-            cases = [c for c in _ck_cases(data, s2p, 0) if c["kind"] == "genuine_smile"]
+            cases = [c for c in ck_cases(data, s2p, 0) if c["kind"] == "genuine_smile"]
             burst, clip, coop = [], [], []
             for k, c in enumerate(C.progress(cases, "CK+ same session", enabled=not args.no_progress)):
                 burst.append(s2p.verify(c["claim"], [str(data / c["neutral"]), str(data / c["smile"])]))
                 nimg, simg = clips.read(data / c["neutral"]), clips.read(data / c["smile"])
                 frames = clips.clip_frames([(nimg, n1), (simg, n2)], seed=k)
-                clip.append(_run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)[0])
+                clip.append(run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)[0])
                 coop.append(_cooperative(s2p, c["claim"], nimg, simg, fps, 8.0, seed=k))
             out["bona_fide_ckplus_same_session"] = {
                 "sequences": len(cases), "burst": _count(burst), "clip": _count(clip),
@@ -146,7 +146,7 @@ def run(args) -> dict:
 def _reasons(decisions) -> dict:
     from collections import Counter
 
-    return dict(Counter(",".join(d.reasons) or "APPROVED" for d in decisions).most_common(8))
+    return dict(Counter(",".join(d.reasons) or APPROVED for d in decisions).most_common(8))
 
 
 def main(argv=None) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..vision.align import pose_from_landmarks
 
-CAPTURE_DISCONTINUITY = "CAPTURE_DISCONTINUITY"
+from ..reasons import CAPTURE_DISCONTINUITY  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,20 @@ from .liveness import LIVENESS_FAILED, check_burst
 from .policy import Policy
 from .rules import Rule
 
-IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
-AU_PATTERN_ABSENT = "AU_PATTERN_ABSENT"
-NO_CHANGE_FROM_BASELINE = "NO_CHANGE_FROM_BASELINE"
-LOW_QUALITY = "LOW_QUALITY"
-NO_FACE = "NO_FACE"
-MULTIPLE_FACES = "MULTIPLE_FACES"
-NOT_ENROLLED = "NOT_ENROLLED"
-LOCKED_OUT = "LOCKED_OUT"
-REPLAY = "REPLAY"
-PRESENTATION_ATTACK = "PRESENTATION_ATTACK"
-#: an observation the decision cannot trust (NaN / infinite score or probability, no frames): declined
-INVALID_OBSERVATION = "INVALID_OBSERVATION"
+# reason codes: assigned once, in smile2pay.reasons; re-exported here for callers of engine.NO_FACE etc.
+from ..reasons import (  # noqa: F401
+    AU_PATTERN_ABSENT,
+    IDENTITY_MISMATCH,
+    INVALID_OBSERVATION,
+    LOCKED_OUT,
+    LOW_QUALITY,
+    MULTIPLE_FACES,
+    NO_CHANGE_FROM_BASELINE,
+    NO_FACE,
+    NOT_ENROLLED,
+    PRESENTATION_ATTACK,
+    REPLAY,
+)
 
 LIVENESS_MODES = ("burst", "none")
 

@@ -16,10 +16,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-LIVENESS_FAILED = "LIVENESS_FAILED"
-REPLAY = "REPLAY"
-NO_ONSET = "NO_ONSET"           # detail: the pattern never appeared after being absent
-TOO_FEW_FRAMES = "TOO_FEW_FRAMES"
+from ..reasons import LIVENESS_FAILED, NO_ONSET, REPLAY, TOO_FEW_FRAMES  # noqa: F401  (re-exported)
 
 
 class PadCheck(Protocol):

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 from ..errors import RuleError
+from ..models.manifest import AU_NAMES
 
-#: Action units the SDK knows about (the design card's list).
-KNOWN_AUS = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU17", "AU20", "AU25", "AU26", "AU43")
+#: Action units a rule may name by default: the ones the shipped AU model outputs (declared in its manifest
+#: entry, smile2pay.models.manifest.AU_NAMES). A caller running another AU model passes that model's
+#: ``au_names`` as ``parse_rule(..., known=...)``; this package never loads a model itself.
+KNOWN_AUS: tuple[str, ...] = AU_NAMES
 
 _TOKEN = re.compile(r"\s*([+,]?)\s*([-!]?)\s*(AU)(\d{1,3})\s*", re.IGNORECASE)
 
@@ -45,8 +49,15 @@ class Rule:
             present.get(a, False) for a in self.forbidden)
 
 
-def parse_rule(text: str, known: tuple[str, ...] = KNOWN_AUS) -> Rule:
+def parse_rule(text: str, known: Iterable[str] | None = None) -> Rule:
+    """Parse ``text`` into a :class:`Rule`. ``known``: the AU names the AU model outputs (default
+    :data:`KNOWN_AUS`, the shipped model's); an AU outside them is ``RULE_UNKNOWN_AU``."""
+    known = KNOWN_AUS if known is None else tuple(known)
     if isinstance(text, Rule):
+        unknown = [a for a in text.aus if a not in known]
+        if unknown:
+            raise RuleError(f"unknown action unit {unknown[0]} in rule {str(text)!r}; known: {', '.join(known)}",
+                            code="RULE_UNKNOWN_AU", rule=str(text), au=unknown[0])
         return text
     if not isinstance(text, str) or not text.strip():
         raise RuleError(f"an AU rule must be a non-empty string such as 'AU6+AU12', got {text!r}",

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import FaceError, ImageError, RequestError, Smile2PayError
-from .store import DuplicateIdentityError, Gallery
+from ..reasons import NOT_NEUTRAL
+from .base import DuplicateIdentityError, GalleryStore
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def neutral_baseline(neutral_au: list[tuple[dict, Any]]) -> tuple[dict, Any] | N
     return probs, emb
 
 
-def run_batch(gallery: Gallery, tasks: list[UserTask], settings, *, workers: int = 2, pick: str = "error",
+def run_batch(gallery: GalleryStore, tasks: list[UserTask], settings, *, workers: int = 2, pick: str = "error",
               mode: str = "new", require_quality: bool = True, check_duplicates: bool = True,
               progress: bool = True, limit: int | None = None,
               on_user: Callable[[str, str], None] | None = None, threshold: float | None = None,
@@ -160,7 +161,7 @@ def run_batch(gallery: Gallery, tasks: list[UserTask], settings, *, workers: int
             for r in imgs:
                 if ("embedding" in r and r["kind"] == "neutral" and shows_smile is not None
                         and shows_smile(r.get("au_probs"))):
-                    r["reasons"] = list(r.get("reasons", [])) + ["NOT_NEUTRAL"]
+                    r["reasons"] = list(r.get("reasons", [])) + [NOT_NEUTRAL]
                     del r["embedding"]
             good = [r for r in imgs if "embedding" in r and (not require_quality or not r["reasons"])]
             bad = [{"image": r["image"], "reasons": r["reasons"]} for r in imgs if r not in good]

@@ -1,7 +1,7 @@
 """The gallery on PostgreSQL: one shared source of truth for a fleet of verify servers.
 
-``PostgresGallery`` has the public API of :class:`smile2pay.gallery.store.Gallery` (the embedded
-SQLite gallery, which stays the default); :func:`smile2pay.gallery.open_gallery` picks one by URL:
+``PostgresGallery`` implements the gallery contract (:class:`smile2pay.gallery.base.GalleryStore`, as the
+embedded SQLite gallery does, which stays the default); :func:`smile2pay.gallery.open_gallery` picks one by URL:
 ``postgresql://user@host:port/db?schema=smile2pay`` (psycopg 3, ``pip install '.[postgres]'``).
 
 Data
@@ -9,7 +9,7 @@ Data
     ``templates`` (AES-256-GCM ciphertext, same format and AAD as the embedded gallery: the database
     never sees a plaintext embedding), ``au_baselines`` (sealed), ``changes`` (the change sequence:
     ``seq``, ``op`` add/del, ``template_id``; no user id), and the guard's ``failures``, ``nonces``
-    and ``audit`` (:mod:`smile2pay.decision.guard_pg`). ``schema_version`` records the applied
+    and ``audit`` (:mod:`smile2pay.gallery.guard_pg`). ``schema_version`` records the applied
     migrations; :data:`MIGRATIONS` are applied in order under an advisory lock at open.
 Writes
     Every write (enrol, remove, baseline, rotate) is one transaction that first takes a
@@ -33,7 +33,6 @@ PostgreSQL unreachable
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -41,17 +40,16 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from ..config import DEFAULT_IDENTITY_THRESHOLD, PostgresSettings
+from ..config import PostgresSettings
 from ..errors import GalleryError
+from .base import BaseGallery, IntegritySnapshot, WriteTxn, check_meta
 from .crypto import TemplateCipher
 from .index import make_index
-from .store import (MODES, DuplicateIdentityError, EnrollResult, Gallery, Match, TemplateInfo,
-                    UserRecord, check_meta, top_users)
 
 log = logging.getLogger(__name__)
 
@@ -258,50 +256,92 @@ def _lock_key(schema: str, what: str) -> int:
     return zlib.crc32(f"smile2pay:{schema}:{what}".encode()) | (0x5332 << 32)
 
 
-class PostgresGallery:
+class PgWriteTxn(WriteTxn):
+    """:class:`WriteTxn` on one PostgreSQL connection inside the gallery's advisory-locked transaction."""
+
+    def __init__(self, conn) -> None:
+        super().__init__()
+        self.c = conn
+
+    def user_exists(self, user_id: str) -> bool:
+        return self.c.execute("SELECT 1 FROM users WHERE user_id=%s", (user_id,)).fetchone() is not None
+
+    def put_user(self, user_id: str, now: float, exists: bool) -> None:
+        if exists:
+            self.c.execute("UPDATE users SET updated=%s WHERE user_id=%s", (now, user_id))
+        else:
+            self.c.execute("INSERT INTO users(user_id, created, updated) VALUES (%s, %s, %s)", (user_id, now, now))
+
+    def add_templates(self, user_id: str, rows, now: float) -> list[int]:
+        tids = [int(self.c.execute("INSERT INTO templates(user_id, kind, created, vec) VALUES (%s, %s, %s, %s) "
+                                   "RETURNING id", (user_id, kd, now, blob)).fetchone()[0]) for kd, blob in rows]
+        self._log("add", tids)
+        return tids
+
+    def delete_templates(self, user_id: str) -> list[int]:
+        old = [r[0] for r in self.c.execute("DELETE FROM templates WHERE user_id=%s RETURNING id", (user_id,))]
+        self._log("del", old)
+        return old
+
+    def delete_user(self, user_id: str) -> list[int] | None:
+        tids = [r[0] for r in self.c.execute("DELETE FROM templates WHERE user_id=%s RETURNING id", (user_id,))]
+        self.c.execute("DELETE FROM au_baselines WHERE user_id=%s", (user_id,))
+        gone = self.c.execute("DELETE FROM users WHERE user_id=%s RETURNING 1", (user_id,)).fetchone()
+        if not tids and gone is None:
+            return None               # nothing was deleted; the caller raises (and the transaction rolls back)
+        self._log("del", tids)
+        self.touched_users.add(user_id)
+        return tids
+
+    def put_baseline(self, user_id: str, blob: bytes, now: float) -> None:
+        self.c.execute("INSERT INTO au_baselines(user_id, updated, blob) VALUES (%s, %s, %s) ON CONFLICT (user_id) "
+                       "DO UPDATE SET updated=EXCLUDED.updated, blob=EXCLUDED.blob", (user_id, now, blob))
+        self.touched_users.add(user_id)
+
+    def sealed_rows(self):
+        return (self.c.execute("SELECT id, user_id, vec FROM templates").fetchall(),
+                self.c.execute("SELECT user_id, blob FROM au_baselines").fetchall())
+
+    def reseal(self, templates, baselines, cipher: TemplateCipher) -> None:
+        for tid, blob in templates:
+            self.c.execute("UPDATE templates SET vec=%s WHERE id=%s", (blob, tid))
+        for uid, blob in baselines:
+            self.c.execute("UPDATE au_baselines SET blob=%s WHERE user_id=%s", (blob, uid))
+        self.c.execute("UPDATE meta SET value=%s WHERE key='cipher'", (cipher.name.encode(),))
+        self.c.execute("DELETE FROM meta WHERE key='key_check'")
+        if cipher.enabled:
+            self.c.execute("INSERT INTO meta(key, value) VALUES ('key_check', %s)", (cipher.key_check(),))
+
+    def _log(self, op: str, tids: list[int]) -> None:
+        if tids:
+            self.c.execute("INSERT INTO changes(op, template_id) SELECT %s, unnest(%s::bigint[])", (op, tids))
+            self.templates_changed = True
+
+
+class PostgresGallery(BaseGallery):
     """Enrolled templates in PostgreSQL + this server's in-memory FAISS index. See the module doc.
 
-    Args mirror :class:`Gallery`; ``url`` is ``postgresql://...[?schema=name]``; ``pg`` holds the
-    pool size, staleness bound, poll interval and timeouts (default: :meth:`PostgresSettings.from_env`);
-    ``follow``: run the change follower thread (default true).
+    Args mirror :class:`~smile2pay.gallery.store.Gallery`; ``url`` is ``postgresql://...[?schema=name]``;
+    ``pg`` holds the pool size, staleness bound, poll interval and timeouts (default:
+    :meth:`PostgresSettings.from_env`); ``follow``: run the change follower thread (default true).
     """
 
     backend = "postgresql"
-
-    # helpers shared with the embedded gallery (pure functions of self.dim / thresholds / cipher)
-    check_user_id = Gallery.check_user_id
-    _vectors = Gallery._vectors
-    _threshold = Gallery._threshold
-    _aad = Gallery._aad
-    _seal = Gallery._seal
-    _unseal = Gallery._unseal
-    _baseline_aad = Gallery._baseline_aad
-    _baseline_blob = Gallery._baseline_blob
-    verify_identity = Gallery.verify_identity       # over this backend's templates()
 
     def __init__(self, url: str, *, fingerprint: str | None = None, dim: int = 512, key: bytes | None = None,
                  identity_threshold: float | None = None, index: str = "flat", create: bool = True,
                  index_params: dict | None = None, search_threads: int | None = 1,
                  pg: PostgresSettings | None = None, follow: bool = True, plaintext: bool = False) -> None:
-        if plaintext and key is not None:
-            raise GalleryError("give a key or plaintext=True, not both", code="GALLERY_KEY_CONFLICT")
-        if search_threads:
-            import faiss
-
-            faiss.omp_set_num_threads(int(search_threads))
+        self._setup(key=key, plaintext=plaintext, identity_threshold=identity_threshold,
+                    index_params=index_params, search_threads=search_threads)
         self.url = url
         self.path = redact(url)            # what tools print as the gallery's location
         conninfo, self.schema = parse_url(url)
         self.settings = pg or PostgresSettings.from_env()
-        self.identity_threshold = (DEFAULT_IDENTITY_THRESHOLD if identity_threshold is None
-                                   else float(identity_threshold))
-        self._index_params = index_params or {}
-        self._lock = threading.RLock()          # the in-memory index, owner map and caches
         self._sync_lock = threading.Lock()      # one catch-up at a time
         self.channel = f"smile2pay_{self.schema}"
         self._write_key = _lock_key(self.schema, "write")
         self.pool = PgPool(conninfo, self.schema, self.settings)
-        self._index = None
         self._owner: dict[int, tuple[str, str]] = {}       # template id -> (user id, kind)
         self._by_user: dict[str, list[int]] = {}
         self._baselines: dict[str, dict] = {}             # AU baselines read so far (outage fallback)
@@ -357,10 +397,6 @@ class PostgresGallery:
                 stored_fp = fingerprint
         self.fingerprint, self.dim, self.index_kind, self._cipher = check_meta(meta, stored_fp, fingerprint,
                                                                                dim, key, plaintext)
-
-    @property
-    def encrypted(self) -> bool:
-        return self._cipher.enabled
 
     # -- index: rebuild and follow -------------------------------------------------------------
     def _rebuild(self) -> None:
@@ -530,9 +566,9 @@ class PostgresGallery:
                     and now - contact <= self.settings.max_staleness_s,
                     "index_templates": n, "follower_alive": bool(self._follower and self._follower.is_alive())}
 
-    # -- writes --------------------------------------------------------------------------------
+    # -- writes (backend operations) --------------------------------------------------------
     @contextmanager
-    def _write_txn(self):
+    def _locked_txn(self):
         """One serialised write transaction (advisory lock) with the NOTIFY inside it."""
         with self.pool.conn() as c:
             with c.transaction():
@@ -540,66 +576,21 @@ class PostgresGallery:
                 yield c
                 c.execute("SELECT pg_notify(%s, '')", (self.channel,))
 
-    def _search_users(self, v: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[str, float, int, str]]:
+    @contextmanager
+    def _write_txn(self, index: bool = False):
+        """Backend operation: :meth:`_locked_txn`; with ``index`` this server catches up first (inside
+        the fleet-wide lock, so the duplicate check sees every enrolment committed by any server)."""
+        with self._locked_txn() as c:
+            if index:
+                self._catch_up(c)
+            tx = PgWriteTxn(c)
+            yield tx
         with self._lock:
-            return top_users(self._index, v, k, lambda tids: {t: self._owner[t] for t in tids if t in self._owner},
-                             exclude)
-
-    def enroll(self, user_id: str, embeddings, kind: str | Sequence[str] = "neutral", *, mode: str = "new",
-               check_duplicates: bool = True, threshold: float | None = None,
-               baseline: tuple[dict, Any] | None = None) -> EnrollResult:
-        """As :meth:`Gallery.enroll`; the duplicate check runs under the fleet-wide write lock after
-        catching up, so it sees every enrolment committed by any server."""
-        self.check_user_id(user_id)
-        if mode not in MODES:
-            raise GalleryError(f"mode must be one of {MODES}, got {mode!r}", code="GALLERY_BAD_MODE")
-        vecs = self._vectors(embeddings)
-        kinds = [kind] * len(vecs) if isinstance(kind, str) else list(kind)
-        if len(kinds) != len(vecs) or not all(isinstance(x, str) and x.strip() for x in kinds):
-            raise GalleryError("kind must be one non-empty string or one per embedding", code="GALLERY_BAD_KIND")
-        thr = self._threshold(threshold)
-        with self._write_txn() as c:
-            self._catch_up(c)
-            exists = c.execute("SELECT 1 FROM users WHERE user_id=%s", (user_id,)).fetchone() is not None
-            if exists and mode == "new":
-                raise GalleryError(f"user {user_id!r} is already enrolled; use mode 'append' or 'replace'",
-                                   code="GALLERY_USER_EXISTS", user_id=user_id)
-            if check_duplicates:
-                for i, v in enumerate(vecs):
-                    hits = self._search_users(v, 1, exclude=user_id)
-                    if hits and hits[0][1] >= thr:
-                        raise DuplicateIdentityError(
-                            f"image {i} of {user_id!r} matches enrolled user {hits[0][0]!r} "
-                            f"(cosine {hits[0][1]:.3f} >= {thr:.3f}); not enrolled",
-                            user_id=user_id, duplicate_of=hits[0][0], score=round(hits[0][1], 5),
-                            threshold=thr, image_index=i)
-            now = time.time()
-            replaced = 0
-            if exists and mode == "replace":
-                old = [r[0] for r in c.execute("DELETE FROM templates WHERE user_id=%s RETURNING id", (user_id,))]
-                if old:
-                    c.execute("INSERT INTO changes(op, template_id) SELECT 'del', unnest(%s::bigint[])", (old,))
-                replaced = len(old)
-            if exists:
-                c.execute("UPDATE users SET updated=%s WHERE user_id=%s", (now, user_id))
-            else:
-                c.execute("INSERT INTO users(user_id, created, updated) VALUES (%s, %s, %s)", (user_id, now, now))
-            tids = []
-            for v, kd in zip(vecs, kinds):
-                tids.append(int(c.execute("INSERT INTO templates(user_id, kind, created, vec) VALUES (%s, %s, %s, %s) "
-                                          "RETURNING id", (user_id, kd, now, self._seal(user_id, v))).fetchone()[0]))
-            c.execute("INSERT INTO changes(op, template_id) SELECT 'add', unnest(%s::bigint[])", (tids,))
-            if baseline is not None:
-                c.execute("INSERT INTO au_baselines(user_id, updated, blob) VALUES (%s, %s, %s) ON CONFLICT (user_id) "
-                          "DO UPDATE SET updated=EXCLUDED.updated, blob=EXCLUDED.blob",
-                          (user_id, now, self._baseline_blob(user_id, *baseline)))
-        if baseline is not None:
-            with self._lock:
-                self._baselines.pop(user_id, None)
-        self._after_write()
-        log.info("enrolled %d template(s) (mode=%s)", len(tids), mode)
-        return EnrollResult(user_id=user_id, mode=mode, template_ids=tids, kinds=kinds, replaced=replaced,
-                            created=not exists)
+            for uid in tx.touched_users:
+                self._baselines.pop(uid, None)
+        tx.committed()
+        if tx.templates_changed:
+            self._after_write()
 
     def _after_write(self) -> None:
         try:
@@ -607,41 +598,38 @@ class PostgresGallery:
         except GalleryUnavailableError:
             log.warning("committed, but could not refresh the local index; the follower will")
 
-    def remove(self, user_id: str) -> int:
-        """Erase a user: committed in PostgreSQL first (rows deleted, ``del`` changes logged and
-        notified), then dropped from this server's index; every other server drops it on its next
-        catch-up. Returns the number of templates removed."""
-        self.check_user_id(user_id)
-        with self._write_txn() as c:
-            tids = [r[0] for r in c.execute("DELETE FROM templates WHERE user_id=%s RETURNING id", (user_id,))]
-            c.execute("DELETE FROM au_baselines WHERE user_id=%s", (user_id,))
-            gone = c.execute("DELETE FROM users WHERE user_id=%s RETURNING 1", (user_id,)).fetchone()
-            if not tids and gone is None:
-                raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND",
-                                   user_id=user_id)
-            if tids:
-                c.execute("INSERT INTO changes(op, template_id) SELECT 'del', unnest(%s::bigint[])", (tids,))
-        with self._lock:
-            self._baselines.pop(user_id, None)
-        self._after_write()
-        log.info("removed a user (%d templates)", len(tids))
-        return len(tids)
+    def bulk_enroll(self, items, kind: str = "neutral") -> list[int]:
+        """Insert new users with one template each, ``items`` = ``[(user_id, vector)]``, in one write
+        transaction via COPY (bulk loads of trusted data, benchmarks): sealed as :meth:`enroll` seals them,
+        no duplicate check, no AU baseline. Servers (this one included) index them on their next catch-up
+        (follower, :meth:`sync`). Returns the new template ids."""
+        items = [(self.check_user_id(u), self._vectors(v)[0]) for u, v in items]
+        self._kinds(kind, 1)
+        if not items:
+            return []
+        now = time.time()
+        with self._locked_txn() as c:
+            with c.cursor().copy("COPY users(user_id, created, updated) FROM STDIN") as cp:
+                for uid, _ in items:
+                    cp.write_row((uid, now, now))
+            with c.cursor().copy("COPY templates(user_id, kind, created, vec) FROM STDIN") as cp:
+                for uid, v in items:
+                    cp.write_row((uid, kind, now, self._seal(uid, v)))
+            ids = [r[0] for r in c.execute("SELECT id FROM templates WHERE user_id = ANY(%s) ORDER BY id",
+                                           ([u for u, _ in items],))]
+            c.execute("INSERT INTO changes(op, template_id) SELECT 'add', unnest(%s::bigint[])", (ids,))
+        return ids
 
-    # -- AU baseline ---------------------------------------------------------------------------
-    def set_au_baseline(self, user_id: str, probs: dict[str, float], embedding=None) -> None:
-        self.check_user_id(user_id)
-        blob = self._baseline_blob(user_id, probs, embedding)
-        with self._write_txn() as c:
-            if c.execute("SELECT 1 FROM users WHERE user_id=%s", (user_id,)).fetchone() is None:
-                raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND",
-                                   user_id=user_id)
-            c.execute("INSERT INTO au_baselines(user_id, updated, blob) VALUES (%s, %s, %s) ON CONFLICT (user_id) "
-                      "DO UPDATE SET updated=EXCLUDED.updated, blob=EXCLUDED.blob", (user_id, time.time(), blob))
+    # -- reads (backend operations) ------------------------------------------------------------
+    def _owners_of(self, tids) -> dict[int, tuple[str, str]]:
         with self._lock:
-            self._baselines.pop(user_id, None)
+            return {t: self._owner[t] for t in tids if t in self._owner}
 
-    def au_baseline(self, user_id: str) -> dict | None:
-        self.check_user_id(user_id)
+    def _fresh_index(self, what: str) -> None:
+        """1:N runs on the in-memory index, current to the last applied change (see ``health``)."""
+        self._fresh_or_raise(what)
+
+    def _read_baseline(self, user_id: str) -> dict | None:
         try:
             r = self.pool.run(lambda c: c.execute("SELECT blob FROM au_baselines WHERE user_id=%s",
                                                   (user_id,)).fetchone())
@@ -655,31 +643,23 @@ class PostgresGallery:
             raise
         if r is None:
             return None
-        out = json.loads(self._cipher.open(bytes(r[0]), self._baseline_aad(user_id)))
+        out = self._open_baseline(user_id, r[0])
         with self._lock:
             if user_id in self._by_user:
                 self._baselines[user_id] = out
         return out
 
-    # -- reads ---------------------------------------------------------------------------------
-    def templates(self, user_id: str, kind: str | None = None) -> tuple[list[int], list[str], np.ndarray]:
-        """The claimed user's decrypted templates, read from PostgreSQL (authoritative: an erasure on
-        any server is effective here at once). While PostgreSQL is unreachable: from the in-memory
-        index, for at most ``max_staleness_s`` after the last contact."""
-        self.check_user_id(user_id)
+    def _read_templates(self, user_id: str) -> list[tuple[int, str, np.ndarray]]:
+        """The claimed user's templates, read from PostgreSQL (authoritative: an erasure on any server
+        is effective here at once). While PostgreSQL is unreachable: from the in-memory index, for at
+        most ``max_staleness_s`` after the last contact."""
         try:
             rows = self.pool.run(lambda c: c.execute(
                 "SELECT id, kind, vec FROM templates WHERE user_id=%s ORDER BY id", (user_id,)).fetchall())
-            rows = [(r[0], r[1], self._unseal(user_id, r[2])) for r in rows]
+            return [(r[0], r[1], self._unseal(user_id, r[2])) for r in rows]
         except GalleryUnavailableError:
             self._fresh_or_raise("1:1 verification")
-            rows = self._cached_templates(user_id)
-        if kind is not None:
-            rows = [r for r in rows if r[1] == kind]
-        if not rows:
-            raise GalleryError(f"user {user_id!r} is not enrolled" + (f" with kind {kind!r}" if kind else ""),
-                               code="GALLERY_USER_NOT_FOUND", user_id=user_id)
-        return [r[0] for r in rows], [r[1] for r in rows], np.stack([r[2] for r in rows])
+            return self._cached_templates(user_id)
 
     def _cached_templates(self, user_id: str) -> list[tuple[int, str, np.ndarray]]:
         with self._lock:
@@ -687,21 +667,7 @@ class PostgresGallery:
             store = self._index.index           # IndexIDMap2 (flat; HNSW; IVF's exact store)
             return [(t, self._owner[t][1], np.asarray(store.reconstruct(int(t)), np.float32)) for t in tids]
 
-    def identify(self, embedding, k: int = 5, *, threshold: float | None = None) -> list[Match]:
-        """1:N on this server's in-memory index (current to the last applied change; see ``health``)."""
-        if not isinstance(k, int) or k < 1:
-            raise GalleryError(f"k must be a positive integer, got {k!r}", code="GALLERY_BAD_K")
-        v = self._vectors(embedding)
-        if len(v) != 1:
-            raise GalleryError("identify takes one embedding", code="GALLERY_BAD_EMBEDDING")
-        thr = self._threshold(threshold)
-        self._fresh_or_raise("identification")
-        hits = self._search_users(v[0], k)
-        return [Match(user_id=u, score=s, template_id=t, kind=kd, match=bool(s >= thr)) for u, s, t, kd in hits]
-
-    def get(self, user_id: str) -> UserRecord:
-        self.check_user_id(user_id)
-
+    def _read_user(self, user_id: str):
         def q(c):
             r = c.execute("SELECT user_id, created, updated FROM users WHERE user_id=%s", (user_id,)).fetchone()
             ts = c.execute("SELECT id, kind, created FROM templates WHERE user_id=%s ORDER BY id",
@@ -709,9 +675,7 @@ class PostgresGallery:
             return r, ts
 
         r, ts = self.pool.run(q)
-        if r is None:
-            raise GalleryError(f"user {user_id!r} is not enrolled", code="GALLERY_USER_NOT_FOUND", user_id=user_id)
-        return UserRecord(r[0], r[1], r[2], [TemplateInfo(*t) for t in ts])
+        return None if r is None else (r[0], r[1], r[2], ts)
 
     def list(self, offset: int = 0, limit: int | None = None) -> list[str]:
         return [r[0] for r in self.pool.run(lambda c: c.execute(
@@ -728,12 +692,9 @@ class PostgresGallery:
         return self.pool.run(lambda c: c.execute("SELECT 1 FROM users WHERE user_id=%s",
                                                  (user_id,)).fetchone()) is not None
 
-    def __len__(self) -> int:
-        return self.count()
-
-    def check(self) -> dict[str, Any]:
-        """Every template decrypts and is in this server's index, the index holds nothing else,
-        every user has a template. Raises ``GALLERY_CORRUPT`` if not."""
+    def _integrity(self) -> IntegritySnapshot:
+        """One REPEATABLE READ snapshot; the index may lag the database (a follower catching up), so a
+        mismatch is corruption only when this server had applied the whole log (``last_seq >= head``)."""
         self._catch_up()
 
         def q(c):
@@ -747,27 +708,20 @@ class PostgresGallery:
             return rows, orphans, users, head
 
         rows, orphans, users, head = self.pool.run(q)
-        for _, uid, blob in rows:
-            self._unseal(uid, blob)
-        db_ids = {r[0] for r in rows}
         with self._lock:
             idx_ids = set(self._index.live_ids().tolist())
             last = self._last_seq
-        report = {"integrity": "ok", "users": int(users), "templates": len(db_ids), "index": len(idx_ids),
-                  "missing_in_index": len(db_ids - idx_ids), "extra_in_index": len(idx_ids - db_ids),
-                  "users_without_templates": int(orphans), "encrypted": self.encrypted,
-                  "index_kind": self.index_kind, "last_seq": last, "head_seq": int(head)}
-        report["ok"] = (not report["missing_in_index"] and not report["extra_in_index"] and not orphans)
-        if not report["ok"] and last >= head:
-            raise GalleryError("gallery integrity check failed", code="GALLERY_CORRUPT", **report)
-        return report
+        return IntegritySnapshot(integrity="ok", rows=rows, users=users, users_without_templates=orphans,
+                                 index_ids=idx_ids, extra={"last_seq": last, "head_seq": int(head)},
+                                 settled=last >= head)
 
+    # -- maintenance ---------------------------------------------------------------------------
     def compact(self) -> dict[str, Any]:
         """Trim the change log to ``change_retention_s`` (servers further behind rebuild) and VACUUM
         the gallery tables (dead row versions of erased users are reclaimed; their ciphertext may stay
         in free space until overwritten or ``VACUUM FULL``, see docs/deployment.md)."""
         ret = self.settings.change_retention_s
-        with self._write_txn() as c:
+        with self._locked_txn() as c:
             floor = c.execute("SELECT COALESCE(MAX(seq), 0) FROM changes WHERE ts < now() - make_interval("
                               "secs => %s)", (ret,)).fetchone()[0]
             if floor:
@@ -782,37 +736,9 @@ class PostgresGallery:
         self.pool.run(vac, retry=False)
         return {"changes_floor": int(floor), "vacuumed": ["templates", "au_baselines", "users", "changes"]}
 
-    def rotate_key(self, new_key: bytes | None) -> int:
-        """Re-encrypt every template and baseline with ``new_key`` in one transaction. Other servers must
-        restart with the new key (their in-memory index is unaffected until then)."""
-        new = TemplateCipher(new_key)
-        with self._write_txn() as c:
-            rows = c.execute("SELECT id, user_id, vec FROM templates").fetchall()
-            for tid, uid, blob in rows:
-                raw = self._cipher.open(bytes(blob), self._aad(uid))
-                c.execute("UPDATE templates SET vec=%s WHERE id=%s", (new.seal(raw, self._aad(uid)), tid))
-            for uid, blob in c.execute("SELECT user_id, blob FROM au_baselines").fetchall():
-                raw = self._cipher.open(bytes(blob), self._baseline_aad(uid))
-                c.execute("UPDATE au_baselines SET blob=%s WHERE user_id=%s",
-                          (new.seal(raw, self._baseline_aad(uid)), uid))
-            c.execute("UPDATE meta SET value=%s WHERE key='cipher'", (new.name.encode(),))
-            c.execute("DELETE FROM meta WHERE key='key_check'")
-            if new.enabled:
-                c.execute("INSERT INTO meta(key, value) VALUES ('key_check', %s)", (new.key_check(),))
-        self._cipher = new
-        self.compact()
-        log.info("gallery key rotated (%d templates, cipher=%s)", len(rows), new.name)
-        return len(rows)
-
     def close(self) -> None:
         self._stop.set()
         if self._follower is not None:
             self._follower.join(timeout=self.settings.poll_s + 5)
             self._follower = None
         self.pool.close()
-
-    def __enter__(self) -> "PostgresGallery":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

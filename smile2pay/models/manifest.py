@@ -30,6 +30,9 @@ class ModelSpec:
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
     embedding_size: int | None = None
     notes: str = ""
+    #: an AU model (task "au"): the AU names it outputs, in output order. The file carries them too (ONNX
+    #: metadata 'au_names'); AUModel refuses a file whose names differ from these.
+    au_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +94,9 @@ MODELS: dict[str, ModelSpec] = {
         notes="v3: one AU network (grey inside the graph), base trained in the wild (FER+, LFW) then CK+ heads; "
               "input: AU crop norm_crop(pad=0.15, size=112) resized to 64x64 with cv2.INTER_AREA, BGR->RGB, "
               "(x-127.5)/127.5, NCHW; outputs au_probs [N,17] (sigmoid) and au_embedding [N,128] (L2-normalised); "
-              "AU names in the ONNX metadata 'au_names'"),
+              "AU names in the ONNX metadata 'au_names'",
+        au_names=("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23",
+                  "AU24", "AU25", "AU26", "AU27")),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
@@ -170,6 +175,11 @@ PACKS: dict[str, Pack] = {
                       description="InsightFace buffalo_l (downloaded; non-commercial)"),
 }
 
+
+#: The AUs the shipped AU model (pack "mobile") outputs, in output order: declared once, in its manifest entry.
+#: The rule parser (smile2pay.decision.rules) checks rules against these by default; the training recipe's
+#: default AU list (smile2pay.train.au_train.MODEL_AUS) is read from here.
+AU_NAMES: tuple[str, ...] = MODELS[PACKS["mobile"].au].au_names
 
 #: Optional presentation-attack models (in no pack) -> the face-box scale of each one's crop (MODELS.md).
 PAD_MODELS: dict[str, float] = {"pad_minifasnet_v2": 2.7, "pad_minifasnet_v1se": 4.0}

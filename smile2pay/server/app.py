@@ -57,6 +57,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..decision import population
 from ..errors import GalleryError, RequestError, Smile2PayError
+from ..reasons import INTERNAL
 from .stream_routes import add_stream_routes, is_public
 
 log = logging.getLogger(__name__)
@@ -389,7 +390,7 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
     @app.exception_handler(Exception)
     async def on_internal(request: Request, e: Exception):  # never leak internals; log server-side
         log.exception("internal error on %s", request.url.path)
-        return _error(500, "INTERNAL", "internal error; retry later", headers={"Retry-After": "1"})
+        return _error(500, INTERNAL, "internal error; retry later", headers={"Retry-After": "1"})
 
     @app.exception_handler(404)
     async def on_404(request: Request, e):
@@ -403,7 +404,7 @@ def create_app(s2p, api_key: str, limits: Limits = Limits(), *, kiosk_api_key: s
     async def on_http(request: Request, e: StarletteHTTPException):   # the framework's own: typed too
         status = e.status_code
         code = {400: "REQUEST_INVALID", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 413: "REQUEST_TOO_LARGE",
-                429: "RATE_LIMITED"}.get(status, "REQUEST_INVALID" if 400 <= status < 500 else "INTERNAL")
+                429: "RATE_LIMITED"}.get(status, "REQUEST_INVALID" if 400 <= status < 500 else INTERNAL)
         msg = e.detail if isinstance(e.detail, str) else "request refused"
         return _error(status, code, msg, headers=getattr(e, "headers", None))
 

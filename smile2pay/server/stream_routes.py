@@ -238,7 +238,7 @@ def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], 
             loop.call_soon_threadsafe(put)
 
         session.add_listener(on_update)
-        await ws.send_json({"type": "started", "request_id": session._ctx.rid, "state": session.state,
+        await ws.send_json({"type": "started", "request_id": session.request_id, "state": session.state,
                             "user_id": session.user_id, "rule": str(session.rule)})
         if session.final:
             await _send_final(ws, session.latest() or session.end())

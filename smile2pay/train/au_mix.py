@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .au_train import (MODEL_AUS, _seed_all, au_matrix, au_names, batch_losses, calibrate_teacher, combo_keys,
-                       restore_checkpoint, save_checkpoint)
+from .au_train import (MODEL_AUS, au_matrix, au_names, batch_losses, calibrate_teacher, combo_keys,
+                       restore_checkpoint, save_checkpoint, seed_all)
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def train_stage(ms: MixSet, cfg: MixConfig, stage: str, out_dir: str | Path, ini
     from .model import ArcFaceHead, AUNet
 
     torch.set_num_threads(cfg.threads)
-    _seed_all(cfg.seed + (0 if stage == "base" else 1))
+    seed_all(cfg.seed + (0 if stage == "base" else 1))
     K = len(cfg.aus)
     net = AUNet(K, cfg.emb_dim, cfg.input_size, cfg.width, grey=cfg.grey).to(memory_format=torch.channels_last)
     if init is not None:
@@ -413,7 +413,7 @@ def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_fina
     net, hist = train_stage(ms, cfg, "fine", out / "final", init=base_ckpt, resume=resume, progress=progress,
                             eval_fn=mon)
     path = Path(export) if export else out / "au_mobile.onnx"
-    export_onnx(net, path, _export_cfg(cfg), metadata={
+    export_onnx(net, path, export_cfg(cfg), metadata={
         "classes": ms.class_keys, "recipe": "v3 (smile2pay.train.au_mix)",
         "trainset": {k: ms.info.get(k) for k in ("n_ck", "n_fer", "n_lfw", "classes", "pseudo_aus")},
         "teacher_calibration": ms.info.get("calibration", {})})
@@ -428,9 +428,12 @@ def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_fina
     return summary
 
 
-def _export_cfg(cfg: MixConfig):
+def export_cfg(cfg: MixConfig):
     """export_onnx reads aus and input_size only."""
     from .au_train import TrainConfig
 
     return dataclasses.replace(TrainConfig(), aus=cfg.aus, input_size=cfg.input_size, width=cfg.width,
                                emb_dim=cfg.emb_dim)
+
+
+# TODO(vocabulary): remove once bench/smile_to_pay.py and tests/test_train_au_v3.py call export_cfg

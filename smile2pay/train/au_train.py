@@ -29,10 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..models.manifest import AU_NAMES
+
 log = logging.getLogger(__name__)
 
-#: AUs the default model is trained on (enough CK+ sequences; AU43 has none in CK+).
-MODEL_AUS = (1, 2, 4, 5, 6, 7, 9, 12, 14, 15, 17, 20, 23, 24, 25, 26, 27)
+#: AUs the default model is trained on (enough CK+ sequences; AU43 has none in CK+): the shipped model's
+#: outputs, declared in its manifest entry (smile2pay.models.manifest.AU_NAMES), as FACS numbers.
+MODEL_AUS = tuple(int(name[2:]) for name in AU_NAMES)
 
 
 @dataclass
@@ -224,7 +227,7 @@ def plain_batch(crops: np.ndarray, size: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- training
-def _seed_all(seed: int):
+def seed_all(seed: int):
     import torch
 
     random.seed(seed)
@@ -287,7 +290,7 @@ def train_model(ts: TrainSet, cfg: TrainConfig, out_dir: str | Path | None = Non
     from .model import ArcFaceHead, AUNet
 
     torch.set_num_threads(cfg.threads)
-    _seed_all(cfg.seed)
+    seed_all(cfg.seed)
     K = len(cfg.aus)
     net = AUNet(K, cfg.emb_dim, cfg.input_size, cfg.width).to(memory_format=torch.channels_last)
     head = ArcFaceHead(cfg.emb_dim, max(len(ts.class_keys), 1), cfg.arc_s, cfg.arc_m)

@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..models.manifest import ModelSpec
+from ..errors import ModelError
+# AU_NAMES: the AUs the shipped AU model outputs, in output order (declared in its manifest entry; the ONNX
+# file's 'au_names' metadata must agree). A loaded model publishes its own as ``AUModel.au_names``.
+from ..models.manifest import AU_NAMES, ModelSpec  # noqa: F401  (AU_NAMES re-exported)
 from .align import AU_PAD, norm_crop
 
 BACKENDS = ("model", "blendshapes", "both")
@@ -120,9 +123,14 @@ class AUModel:
         self.emb_name = "au_embedding" if "au_embedding" in outs else outs[1]
         meta = session.get_modelmeta().custom_metadata_map
         if "au_names" in meta:
-            self.au_names = tuple(json.loads(meta["au_names"]))
+            #: the AUs this network outputs, in output order (what a rule may name: parse_rule(known=...))
+            self.au_names: tuple[str, ...] = tuple(json.loads(meta["au_names"]))
         else:  # pragma: no cover - every shipped model carries its names
             raise ValueError(f"{spec.file}: no 'au_names' metadata in the ONNX file")
+        if spec.au_names and self.au_names != tuple(spec.au_names):
+            raise ModelError(f"{spec.file}: the file outputs {', '.join(self.au_names)}, its manifest entry "
+                             f"{spec.name!r} declares {', '.join(spec.au_names)}",
+                             code="MODEL_CHECKSUM_MISMATCH", model=spec.name)
         self.thresholds = json.loads(meta.get("thresholds", "null")) or {}
         # teacher calibration (Platt a, b per AU on the training data) and the AUs the teacher is
         # strong on (pseudo-labelled in training): used by au_backend="both"
@@ -237,6 +245,14 @@ class AUAnalyzer:
             raise ValueError(f"au_backend={backend!r} needs the MediaPipe landmark + blendshape models")
         self.backend, self.model, self.teacher = backend, model, teacher
         self.crop_size, self.pad = int(crop_size), float(pad)
+
+    @property
+    def au_names(self) -> tuple[str, ...]:
+        """The AUs ``Face.au_probs`` holds with this backend: the model's outputs (``model``, ``both``), the
+        teacher's proxies (``blendshapes``)."""
+        if self.model is not None and self.backend in ("model", "both"):
+            return tuple(self.model.au_names)
+        return tuple(BLENDSHAPE_AU_MAP)
 
     def analyze(self, faces) -> None:
         faces = [f for f in faces if f.image is not None]

@@ -8,6 +8,9 @@ Attempt ladder (a till frame holds one large face, so the cheap attempt usually 
 each size in ``det_sizes`` in order, stopping at the first that finds a face; if none does,
 the image is padded on every side and the ladder runs again. Padding is what finds faces that
 fill the whole frame (close-up selfies, LFW 250x250 crops, CK+ 48x48 crops).
+
+:data:`DETECTORS` is the one registry of detector choices (``Settings.detector``, ``--detector``): name ->
+class and the model it runs. OpenCV is imported when a detector runs, so the registry is cheap to import.
 """
 from __future__ import annotations
 
@@ -15,10 +18,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class Detector:
     """Base: subclasses implement :meth:`_detect_at` for one square input size."""
 
     name = "detector"
+    #: the onnxruntime session the network runs on (None: the detector loads its file some other way)
+    session = None
 
     def __init__(self, det_sizes: tuple[int, ...] = (320, 640), threshold: float = 0.5,
                  pad_retry: float = 0.5) -> None:
@@ -53,6 +57,10 @@ class Detector:
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward_blob(self, image: np.ndarray, size: int) -> np.ndarray:
+        """The input tensor :attr:`session` sees for ``image`` at one ladder size (bare-forward timing)."""
+        raise NotImplementedError(f"{self.name} does not run on an onnxruntime session")
+
     def detect(self, image: np.ndarray, sizes: tuple[int, ...] | None = None) -> Detections:
         sizes = tuple(sizes or self.det_sizes)
         for size in sizes:
@@ -61,6 +69,8 @@ class Detector:
                 d.attempt = str(size)
                 return d
         if self.pad_retry > 0:
+            import cv2
+
             h, w = image.shape[:2]
             p = int(round(self.pad_retry * max(h, w)))
             padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0))
@@ -94,6 +104,19 @@ class SCRFDDetector(Detector):
         if not self._net.use_kps:
             raise ModelError(f"{model_path} has no 5-point landmark outputs; smile2pay needs them",
                              code="MODEL_LOAD_FAILED", file=str(model_path))
+        self.session = session
+
+    def forward_blob(self, image: np.ndarray, size: int) -> np.ndarray:
+        """SCRFD's input at ``size``: the image scaled into the top-left of a ``size`` square, RGB,
+        (x - 127.5) / 128, NCHW (what ``insightface.model_zoo.SCRFD.detect`` feeds the session)."""
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = size / float(max(h, w))
+        nw, nh = int(w * scale), int(h * scale)
+        canvas = np.zeros((size, size, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.resize(image, (nw, nh))
+        return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (size, size), (127.5, 127.5, 127.5), swapRB=True)
 
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:
         det, kps = self._net.detect(image, input_size=(size, size), det_thresh=self.threshold)
@@ -109,6 +132,8 @@ class YuNetDetector(Detector):
     name = "yunet"
 
     def __init__(self, model_path: Path, **kw) -> None:
+        import cv2
+
         super().__init__(**kw)
         self._path = str(model_path)
         try:
@@ -118,6 +143,8 @@ class YuNetDetector(Detector):
                              file=str(model_path)) from e
 
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:
+        import cv2
+
         h, w = image.shape[:2]
         scale = size / float(max(h, w))
         nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
@@ -138,3 +165,46 @@ class YuNetDetector(Detector):
         kps[swap_eyes] = kps[swap_eyes][:, [1, 0, 2, 4, 3], :]
         return Detections((boxes / scale).astype(np.float32), faces[:, 14].astype(np.float32),
                           (kps / scale).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class DetectorEntry:
+    """One detector choice: its class and the model file it runs."""
+
+    cls: type
+    #: manifest name (smile2pay.models.manifest.MODELS) of the model it runs; None: the model pack's
+    #: detector (``Pack.detector``: det_500m in pack mobile, det_10g in buffalo_l)
+    model: str | None
+    #: True: it runs on an onnxruntime session made by smile2pay.models.runtime; False: it loads the file itself
+    uses_session: bool
+    summary: str
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    def model_name(self, pack) -> str:
+        """The manifest name of the model this detector runs with ``pack``."""
+        return self.model or pack.detector
+
+    def create(self, model_path: Path, session=None, **kw) -> Detector:
+        return self.cls(model_path, session, **kw) if self.uses_session else self.cls(model_path, **kw)
+
+
+#: every detector choice, by name (the name is the class's ``name``); the first is the default
+DETECTORS: dict[str, DetectorEntry] = {e.name: e for e in (
+    DetectorEntry(SCRFDDetector, model=None, uses_session=True,
+                  summary="SCRFD, the model pack's detector (InsightFace weights: non-commercial)"),
+    DetectorEntry(YuNetDetector, model="yunet", uses_session=False, summary="YuNet (MIT licence)"),
+)}
+DEFAULT_DETECTOR: str = next(iter(DETECTORS))
+
+
+def get_detector(name: str) -> DetectorEntry:
+    """The registry entry for ``name`` (ConfigError CONFIG_INVALID for an unknown one)."""
+    try:
+        return DETECTORS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {name!r}",
+                          code="CONFIG_INVALID", setting="detector") from None

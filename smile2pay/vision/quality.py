@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 
 from ..config import QualitySettings
-from ..types import (BLURRY, EXTREME_POSE, FACE_TOO_SMALL, LOW_DET_SCORE, OVEREXPOSED, UNDEREXPOSED,
-                     Quality)
+from ..reasons import BLURRY, EXTREME_POSE, FACE_TOO_SMALL, LOW_DET_SCORE, OVEREXPOSED, UNDEREXPOSED
+from ..types import Quality
 from .align import pose_from_landmarks
 
 

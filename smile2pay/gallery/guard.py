@@ -1,22 +1,23 @@
-"""Abuse controls: lockout after repeated failures, single-use nonces, append-only audit log.
+"""The guard on SQLite: lockout after repeated failures, single-use nonces, append-only audit log.
 
 State lives in ``guard.sqlite`` (WAL) beside the gallery so it survives restarts and is shared
 by every process on the machine. The audit log is JSON lines, fsynced per record, and never
-holds images or embeddings: only ids, decisions, reason codes and scores.
+holds images or embeddings: only ids, decisions, reason codes and scores. The contract is
+:class:`smile2pay.gallery.base.GuardStore`; the lockout policy is :mod:`smile2pay.decision.lockout`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..decision.lockout import GuardSettings, lockout_end
 from ..errors import GalleryError
+from .base import BaseGuard, nonce_hash
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +28,14 @@ CREATE TABLE IF NOT EXISTS nonces (nonce_hash TEXT PRIMARY KEY, ts REAL NOT NULL
 """
 
 
-@dataclass(frozen=True)
-class GuardSettings:
-    max_failures: int = 5          # consecutive failures within the window that lock a user out
-    window_s: float = 900.0        # failures older than this do not count
-    lockout_s: float = 900.0       # how long a lockout lasts after the last failure
-    nonce_ttl_s: float = 7 * 86400.0
+class Guard(BaseGuard):
+    """Lockout, nonces and audit in ``folder`` (``guard.sqlite`` + ``audit.jsonl``). Also the local
+    outage spool of :class:`smile2pay.gallery.guard_pg.PostgresGuard` (:meth:`spooled`, :meth:`clear`)."""
 
-
-
-def lockout_end(failures_newest_first: list[float], s: GuardSettings, now: float) -> float | None:
-    """End time of a lockout given the user's last ``max_failures`` failure times (newest first), or
-    None: locked when that many consecutive failures fall within ``window_s`` and the last is under
-    ``lockout_s`` old. Shared by the SQLite and PostgreSQL guards."""
-    if len(failures_newest_first) < s.max_failures:
-        return None
-    last, oldest = failures_newest_first[0], failures_newest_first[s.max_failures - 1]
-    if last - oldest <= s.window_s and now < last + s.lockout_s:
-        return last + s.lockout_s
-    return None
-
-class Guard:
     def __init__(self, folder: str | os.PathLike, settings: GuardSettings = GuardSettings()) -> None:
+        super().__init__(settings)
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.settings = settings
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.folder / "guard.sqlite", timeout=30, check_same_thread=False,
@@ -64,16 +48,20 @@ class Guard:
             raise GalleryError(f"cannot open guard database in {self.folder}: {e}", code="GUARD_UNAVAILABLE") from e
         self._audit_path = self.folder / "audit.jsonl"
 
+    @classmethod
+    def for_gallery(cls, gallery, settings: GuardSettings) -> "Guard":
+        """Beside a folder gallery: ``guard.sqlite`` and ``audit.jsonl`` in its folder."""
+        return cls(gallery.path, settings)
+
     # -- lockout ---------------------------------------------------------------------------
-    def locked_until(self, user_id: str, now: float | None = None) -> float | None:
-        """End time of the user's lockout, or None. Locked when the last ``max_failures``
-        consecutive failures fall within ``window_s`` and the last is under ``lockout_s`` old."""
-        now = time.time() if now is None else now
-        s = self.settings
+    def recent_failures(self, user_id: str, n: int) -> list[float]:
+        """The user's last ``n`` failure times, newest first."""
         with self._lock:
             rows = self._db.execute("SELECT ts FROM failures WHERE user_id=? ORDER BY ts DESC LIMIT ?",
-                                    (user_id, s.max_failures)).fetchall()
-        return lockout_end([r[0] for r in rows], s, now)
+                                    (user_id, n)).fetchall()
+        return [r[0] for r in rows]
+
+    _recent_failures = recent_failures
 
     def reserve(self, user_id: str, now: float | None = None) -> tuple[float | None, int | None]:
         """Check the lockout and count this attempt as a failure *before* the work, atomically:
@@ -122,7 +110,7 @@ class Guard:
     def use_nonce(self, nonce: str, now: float | None = None) -> bool:
         """True the first time a nonce is seen; False on any later use (a replayed request)."""
         now = time.time() if now is None else now
-        h = hashlib.sha256(nonce.encode("utf-8")).hexdigest()
+        h = nonce_hash(nonce)
         with self._lock:
             self._db.execute("DELETE FROM nonces WHERE ts<?", (now - self.settings.nonce_ttl_s,))
             try:
@@ -132,12 +120,7 @@ class Guard:
                 return False
 
     # -- audit -----------------------------------------------------------------------------
-    def audit(self, record: dict) -> None:
-        """Append one decision record (caller passes no images/embeddings; checked here)."""
-        for k, v in record.items():
-            if hasattr(v, "shape") or (isinstance(v, (list, tuple)) and len(v) > 64):
-                raise ValueError(f"audit field {k!r} looks like an array; audit records hold no biometrics")
-        line = json.dumps({"ts": time.time(), **record}, sort_keys=True, default=str)
+    def _append_audit(self, ts: float, record: dict, line: str) -> None:
         with self._lock:
             fd = os.open(self._audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -160,6 +143,33 @@ class Guard:
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    # -- as an outage spool (PostgresGuard, outage mode "local") ----------------------------
+    def spooled(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]], list[dict]]:
+        """Everything held here: ``(nonces [(sha256, ts)], failures [(user_id, ts)], audit records)``."""
+        with self._lock:
+            nonces = self._db.execute("SELECT nonce_hash, ts FROM nonces").fetchall()
+            fails = self._db.execute("SELECT user_id, ts FROM failures").fetchall()
+        return nonces, fails, self.audit_records()
+
+    def pending(self) -> bool:
+        """True when any failure, nonce or audit record is held here."""
+        nonces, fails, lines = self.spooled()
+        return bool(nonces or fails or lines)
+
+    def clear(self) -> None:
+        """Empty the store (nonces, failures, audit log; the audit file is truncated and fsynced)."""
+        with self._lock:
+            self._db.execute("DELETE FROM nonces")
+            self._db.execute("DELETE FROM failures")
+            fd = os.open(self._audit_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+__all__ = ["Guard", "GuardSettings"]

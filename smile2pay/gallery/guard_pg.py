@@ -1,6 +1,7 @@
 """The guard (lockout, single-use nonces, audit) in PostgreSQL, shared by every server of a fleet.
 
-Same API as :class:`smile2pay.decision.guard.Guard`; the tables (``failures``, ``nonces``, ``audit``)
+The guard contract (:class:`smile2pay.gallery.base.GuardStore`, as :class:`smile2pay.gallery.guard.Guard`
+implements it on SQLite); the tables (``failures``, ``nonces``, ``audit``)
 live in the gallery's schema (migrations in :mod:`smile2pay.gallery.postgres`). A nonce used on one
 server is refused on every other; failures counted on any server lock the user out everywhere.
 
@@ -12,7 +13,7 @@ keep working from the cached index: :class:`smile2pay.gallery.postgres.PostgresG
 
 Outage mode ``local`` (``SMILE2PAY_PG_OUTAGE_VERIFY=local``, opt-in): while PostgreSQL is unreachable
 and the last contact is at most ``max_staleness_s`` old, lockout, nonces and audit records are kept on
-this server (a :class:`~smile2pay.decision.guard.Guard` in ``spool_dir``: SQLite + fsynced JSONL, so a
+this server (a :class:`~smile2pay.gallery.guard.Guard` in ``spool_dir``: SQLite + fsynced JSONL, so a
 crash loses nothing) and payment verify keeps deciding from the cached templates. When PostgreSQL
 answers again the spool is written to it in one transaction (failures, nonces, audit records marked
 ``outage_fallback``) and emptied. What is weaker during those seconds: a nonce is unique on this server
@@ -25,14 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..decision.lockout import GuardSettings, lockout_end
 from ..errors import GalleryError
-from .guard import Guard, GuardSettings, lockout_end
+from .base import BaseGuard, nonce_hash
+from .guard import Guard
+from .postgres import GalleryUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,10 @@ class GuardUnavailableError(GalleryError):
     code = "GUARD_UNAVAILABLE"
 
 
-class PostgresGuard:
+class PostgresGuard(BaseGuard):
     def __init__(self, pool, settings: GuardSettings = GuardSettings()) -> None:
+        super().__init__(settings)
         self.pool = pool
-        self.settings = settings
         self.folder = None
         ps = getattr(pool, "settings", None)
         self.outage_mode = getattr(ps, "outage_verify", "closed")
@@ -54,10 +57,17 @@ class PostgresGuard:
         if self.outage_mode == "local":
             folder = Path(ps.spool_dir).expanduser() / str(getattr(pool, "schema", "public"))
             self._spool = Guard(folder, settings)
-            with self._spool._lock:
-                n = sum(self._spool._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                        for t in ("failures", "nonces"))
-            self._pending = bool(n) or bool(self._spool.audit_records())
+            self._pending = self._spool.pending()
+
+    @property
+    def spool(self) -> Guard | None:
+        """This server's outage spool (outage mode ``local``), or None."""
+        return self._spool
+
+    @classmethod
+    def for_gallery(cls, gallery, settings: GuardSettings) -> "PostgresGuard":
+        """In the gallery's schema, on its connection pool (the pool belongs to the gallery)."""
+        return cls(gallery.pool, settings)
 
     # -- outage mode "local" -----------------------------------------------------------------
     def _or_local(self, remote, local, what: str, retry: bool = True):
@@ -93,10 +103,7 @@ class PostgresGuard:
             return {"nonces": 0, "failures": 0, "audit": 0, "reused_nonces": 0}
         with self._spool_mu:
             sp = self._spool
-            with sp._lock:
-                nonces = sp._db.execute("SELECT nonce_hash, ts FROM nonces").fetchall()
-                fails = sp._db.execute("SELECT user_id, ts FROM failures").fetchall()
-            lines = sp.audit_records()
+            nonces, fails, lines = sp.spooled()
             reused: list[str] = []
 
             def q(c):
@@ -117,14 +124,7 @@ class PostgresGuard:
                                   (rec["ts"], json.dumps(rec, sort_keys=True)))
 
             self._run(q, retry=False)
-            with sp._lock:                      # committed in PostgreSQL: empty the spool
-                sp._db.execute("DELETE FROM nonces")
-                sp._db.execute("DELETE FROM failures")
-                fd = os.open(sp._audit_path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            sp.clear()                          # committed in PostgreSQL: empty the spool
             self._pending = False
         if reused:
             log.warning("%d nonce(s) accepted here during the outage had also been used elsewhere "
@@ -133,8 +133,6 @@ class PostgresGuard:
 
     @contextmanager
     def _conn(self):
-        from ..gallery.postgres import GalleryUnavailableError
-
         try:
             with self.pool.conn() as c:
                 yield c
@@ -155,13 +153,11 @@ class PostgresGuard:
                 return fn(c)
 
     # -- lockout ---------------------------------------------------------------------------
-    def locked_until(self, user_id: str, now: float | None = None) -> float | None:
-        now = time.time() if now is None else now
-        s = self.settings
+    def _recent_failures(self, user_id: str, n: int) -> list[float]:
         return self._or_local(
-            lambda c: lockout_end([r[0] for r in c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts "
-                                                           "DESC LIMIT %s", (user_id, s.max_failures))], s, now),
-            lambda: self._spool.locked_until(user_id, now),      # outage mode "local": this server's count
+            lambda c: [r[0] for r in c.execute("SELECT ts FROM failures WHERE user_id=%s ORDER BY ts DESC LIMIT %s",
+                                               (user_id, n))],
+            lambda: self._spool.recent_failures(user_id, n),      # outage mode "local": this server's count
             "the lockout check")
 
     def reserve(self, user_id: str, now: float | None = None) -> tuple[float | None, object]:
@@ -219,7 +215,7 @@ class PostgresGuard:
     def use_nonce(self, nonce: str, now: float | None = None) -> bool:
         """True the first time a nonce is seen on any server; False on any later use."""
         now = time.time() if now is None else now
-        h = hashlib.sha256(nonce.encode("utf-8")).hexdigest()
+        h = nonce_hash(nonce)
 
         def q(c):
             with c.transaction():
@@ -232,12 +228,7 @@ class PostgresGuard:
         return self._or_local(q, lambda: self._spool.use_nonce(nonce, now), "a nonce", retry=False)
 
     # -- audit -----------------------------------------------------------------------------
-    def audit(self, record: dict) -> None:
-        for k, v in record.items():
-            if hasattr(v, "shape") or (isinstance(v, (list, tuple)) and len(v) > 64):
-                raise ValueError(f"audit field {k!r} looks like an array; audit records hold no biometrics")
-        ts = time.time()
-        line = json.dumps({"ts": ts, **record}, sort_keys=True, default=str)
+    def _append_audit(self, ts: float, record: dict, line: str) -> None:
         self._or_local(lambda c: c.execute("INSERT INTO audit(ts, record) VALUES (%s, %s::jsonb)", (ts, line)),
                        lambda: self._spool.audit({**record, "outage_fallback": True}), "an audit record",
                        retry=False)

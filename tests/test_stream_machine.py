@@ -1,0 +1,304 @@
+"""The stream's state machine (smile2pay.stream.machine) driven by synthetic observations: no weights, no
+images beyond a synthetic 112 px crop, no threads. What tests/test_stream.py checks end to end on real CK+
+clips, frame by frame here: neutral -> smile approves, EMA smoothing, a smile before any neutral frame,
+timeouts and their reasons, a lost or swapped track, the smile window, a second face, the mismatch count,
+the challenge (early smiles, RELAX) and a cut in the capture.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from smile2pay import reasons as R
+from smile2pay.decision.engine import FrameObs
+from smile2pay.decision.policy import Policy
+from smile2pay.decision.rules import parse_rule
+from smile2pay.errors import RequestError
+from smile2pay.stream.machine import (LOST, PROMPTS, SWAPPED, Decide, Decline, Observation, StreamMachine,
+                                      StreamSettings)
+
+POLICY = Policy(identity_threshold=0.4, identity_far=1e-4, identity_source="test",
+                au_thresholds={"AU6": 0.5, "AU12": 0.5}, baseline_min_delta=0.25,
+                absent_thresholds={"AU6": 0.5, "AU12": 0.5})
+RULE = parse_rule("AU6+AU12")
+NEUTRAL, SMILE = (0.1, 0.1), (0.9, 0.9)
+LM = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float)
+
+
+def _crop(seed: int, mirrored: bool = False) -> np.ndarray:
+    """One capture: the same lit face (a fixed gradient) with per-frame sensor noise; ``mirrored``: lit from
+    the other side (another photo)."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(60, 190, 112)[None, :, None] + np.linspace(-30, 30, 112)[:, None, None]
+    if mirrored:
+        base = base[:, ::-1]
+    return np.clip(base + rng.normal(0, 6, (112, 112, 3)), 0, 255).astype(np.uint8)
+
+
+class Feed:
+    """Frames at ``fps`` from t = 0 into a machine; the claimed user's face is tracked unless told otherwise."""
+
+    def __init__(self, machine: StreamMachine, fps: float = 10.0) -> None:
+        self.m, self.fps, self.i = machine, fps, 0
+        self.steps = []
+
+    def frame(self, au=NEUTRAL, *, score=0.8, faces=1, user=True, quality=(), t=None, mirrored=False, **kw):
+        t = self.i / self.fps if t is None else t
+        face = None
+        if user:
+            face = FrameObs(identity_score=score, au_probs={"AU6": au[0], "AU12": au[1]},
+                            crop=_crop(self.i, mirrored), landmarks=LM.copy(), quality_reasons=list(quality))
+        kw.setdefault("started", user and self.i == 0)
+        obs = Observation(t=self.m.clock(t), faces=faces, face=face, identity_score=score if user else kw.pop(
+            "other_score", None), source=("frame", self.i), **kw)
+        self.i += 1
+        st = self.m.step(obs)
+        self.steps.append(st)
+        return st
+
+    def frames(self, n, au=NEUTRAL, **kw):
+        return [self.frame(au, **kw) for _ in range(n)]
+
+
+def machine(**settings) -> StreamMachine:
+    settings.setdefault("smoothing", 1.0)
+    return StreamMachine(RULE, POLICY, StreamSettings(**settings), random=lambda: 0.0)
+
+
+def test_neutral_then_smile_decides_and_approves():
+    m = machine()
+    f = Feed(m)
+    assert m.state == R.WAITING_FOR_FACE
+    f.frame()
+    assert m.state == R.HOLD_NEUTRAL and m.events[0]["event"] == R.TRACK_START
+    f.frames(2)
+    assert m.state == R.SMILE_NOW and PROMPTS[m.state] == "Now smile"
+    assert f.frame(SMILE).verdict is None                 # one smiling frame: not yet (smile_frames = 2)
+    st = f.frame(SMILE)
+    assert isinstance(st.verdict, Decide) and st.reasons == []
+    d = st.verdict
+    assert len(d.frames) == 2 and d.t_neutral == pytest.approx(0.2) and d.t_smile == pytest.approx(0.4)
+    assert d.sources == [("frame", 2), ("frame", 4)]    # handed back for PAD on exactly those frames
+    out = m.conclude(d)
+    assert out.approved and out.reasons == [], out.reasons
+    assert out.liveness["stream"]["neutral_t"] == 0.2 and out.liveness["stream"]["smile_t"] == 0.4
+    assert not m.final                                    # final only once the attempt is settled
+    m.settle(True, [], 0.4)
+    assert m.state == R.APPROVED and m.final and m.events[-1]["event"] == R.APPROVED
+    assert f.frame(SMILE).verdict is None and m.state == R.APPROVED     # nothing moves after the end
+
+
+def test_smoothing_lags_a_fast_onset():
+    m = machine(smoothing=0.4)
+    f = Feed(m)
+    f.frames(3)
+    assert m.state == R.SMILE_NOW
+    f.frame(SMILE)
+    assert m.ema["AU12"] == pytest.approx(0.42)                 # 0.4 * 0.9 + 0.6 * 0.1: not a smile yet
+    assert f.frame(SMILE).verdict is None                       # 0.612: present, streak 1
+    d = f.frame(SMILE).verdict                                  # 0.727, streak 2
+    assert isinstance(d, Decide) and d.frames[1].au_probs["AU12"] == pytest.approx(0.7272)
+
+
+def test_a_smiling_still_never_gets_the_prompt_and_times_out_no_onset():
+    m = machine(timeout_s=2.0)
+    f = Feed(m)
+    f.frames(15, SMILE)
+    assert m.state == R.HOLD_NEUTRAL and not m.ever["neutral"]
+    assert not m.expired(2.0) and m.expired(2.01)
+    v = m.timeout(2.01)
+    assert isinstance(v, Decline)
+    assert v.outcome.reasons == [R.TIMEOUT, R.LIVENESS_FAILED, R.NO_ONSET] and not v.outcome.approved
+
+
+@pytest.mark.parametrize("what, expected", [
+    ("nothing", [R.TIMEOUT, R.NO_FACE]),
+    ("others", [R.TIMEOUT, R.IDENTITY_MISMATCH]),
+    ("blurred", [R.TIMEOUT, R.LOW_QUALITY]),
+    ("neutral", [R.TIMEOUT, R.AU_PATTERN_ABSENT]),
+])
+def test_timeout_says_how_far_it_got(what, expected):
+    m = machine()
+    f = Feed(m)
+    for _ in range(5):
+        if what == "nothing":
+            f.frame(faces=0, user=False, started=False)
+        elif what == "others":
+            f.frame(user=False, started=False, mismatch=True, other_score=0.1)
+        elif what == "blurred":
+            f.frame(quality=[R.BLURRY])
+        else:
+            f.frame()
+    out = m.timeout(16.0).outcome
+    assert out.reasons == expected
+    assert out.identity["threshold"] == POLICY.identity_threshold
+
+
+def test_low_quality_frames_are_reported_and_not_judged():
+    m = machine()
+    f = Feed(m)
+    st = f.frame(quality=[R.BLURRY])
+    assert st.reasons == [R.LOW_QUALITY, R.BLURRY]
+    assert m.state == R.HOLD_NEUTRAL and m.ema is None        # tracked, but no AU judged
+    f.frames(2)
+    assert m.state == R.HOLD_NEUTRAL                         # two neutral frames so far, not three
+    f.frame()
+    assert m.state == R.SMILE_NOW
+
+
+def test_unreadable_frame_changes_nothing():
+    m = machine()
+    f = Feed(m)
+    f.frames(2)
+    st = m.step(Observation(t=0.3, error="IMAGE_UNREADABLE"))
+    assert st.reasons == [R.FRAME_UNREADABLE, "IMAGE_UNREADABLE"] and st.verdict is None
+    f.frame()
+    assert m.state == R.SMILE_NOW
+
+
+def test_a_lost_track_restarts_the_neutral_hold():
+    m = machine()
+    f = Feed(m)
+    f.frames(2)
+    st = f.frame(faces=0, user=False, dropped=LOST)
+    assert st.reasons == [R.NO_FACE, R.TRACK_LOST]
+    assert m.state == R.WAITING_FOR_FACE and m.ema is None
+    f.frames(2, started=True)
+    assert m.state == R.HOLD_NEUTRAL                         # the two neutral frames before the loss are gone
+    f.frame()
+    assert m.state == R.SMILE_NOW
+
+
+def test_a_swapped_face_is_a_mismatch_and_drops_the_track():
+    m = machine()
+    f = Feed(m)
+    f.frames(3)
+    assert m.state == R.SMILE_NOW
+    st = f.frame(SMILE, user=False, dropped=SWAPPED, mismatch=True, other_score=0.1)
+    assert st.reasons == [R.IDENTITY_MISMATCH, R.TRACK_LOST] and m.mismatch == 1   # counted once
+    assert m.state == R.WAITING_FOR_FACE
+    # someone else took the place but the user is found again in the same frame: the count restarts
+    st = f.frame(dropped=SWAPPED, started=True)
+    assert m.mismatch == 0 and m.state == R.HOLD_NEUTRAL
+
+
+def test_only_other_people_decline_identity_mismatch():
+    m = machine(mismatch_frames=3)
+    f = Feed(m)
+    assert f.frame(user=False, started=False, mismatch=True, other_score=0.2).verdict is None
+    assert f.frame(user=False, started=False, mismatch=True, other_score=0.3).verdict is None
+    f.frame(started=True)                                   # the user shows up: the count restarts
+    assert m.mismatch == 0
+    f.frame(user=False, started=False, mismatch=True, other_score=0.2)
+    f.frame(user=False, started=False, mismatch=True, other_score=0.2)
+    v = f.frame(user=False, started=False, mismatch=True, other_score=0.2).verdict
+    assert isinstance(v, Decline) and v.outcome.reasons == [R.IDENTITY_MISMATCH]
+    assert v.outcome.identity["score"] == 0.8 and v.outcome.liveness == {"mode": "stream", "checked": False}
+
+
+def test_the_smile_must_come_within_the_window():
+    m = machine(window_s=1.0)
+    f = Feed(m)
+    f.frames(3)
+    assert m.state == R.SMILE_NOW
+    st = f.frame(SMILE, t=2.0)                              # 1.8 s after the last neutral frame
+    assert R.WINDOW_EXPIRED in st.reasons and m.state == R.HOLD_NEUTRAL and st.verdict is None
+    for k in range(3):
+        f.frame(t=2.1 + 0.1 * k)
+    assert m.state == R.SMILE_NOW
+    f.frame(SMILE, t=2.5)
+    assert isinstance(f.frame(SMILE, t=2.6).verdict, Decide)
+    assert [e["event"] for e in m.events].count(R.WINDOW_EXPIRED) == 1
+
+
+def test_still_neutral_in_smile_now_moves_the_window():
+    m = machine(window_s=1.0)
+    f = Feed(m)
+    f.frames(3)
+    for k in range(10):                                     # neutral for 1 s more: the window follows
+        f.frame(t=0.3 + 0.1 * k)
+    f.frame(SMILE, t=1.3)
+    d = f.frame(SMILE, t=1.4).verdict
+    assert isinstance(d, Decide) and d.t_neutral == pytest.approx(1.2)
+
+
+def test_a_second_face_is_reported_once_as_an_event():
+    m = machine()
+    f = Feed(m)
+    st = f.frame(faces=2)
+    assert R.SECOND_FACE in st.reasons
+    f.frame(faces=3)
+    f.frame(faces=2, user=False, started=False, mismatch=True, other_score=0.1)   # the user is not there
+    assert m.second_face_frames == 2
+    assert [e for e in m.events if e["event"] == R.SECOND_FACE] == [{"t": 0.0, "event": R.SECOND_FACE, "faces": 2}]
+
+
+def test_challenge_prompt_comes_after_the_random_delay_and_relax_decides():
+    m = StreamMachine(RULE, POLICY, StreamSettings(smoothing=1.0, challenge=True, prompt_delay_s=(0.5, 1.5)),
+                      random=lambda: 0.5)
+    f = Feed(m)
+    f.frames(3)
+    assert m.state == R.HOLD_NEUTRAL and m.prompt_at == pytest.approx(0.2 + 1.0)
+    while m.state == R.HOLD_NEUTRAL:
+        f.frame()
+    assert m.state == R.SMILE_NOW and f.i / f.fps == pytest.approx(1.3)
+    f.frames(2, SMILE)
+    assert m.state == R.RELAX and m.events[-1]["event"] == R.RELAX
+    assert f.frame().verdict is None and f.frame().verdict is None
+    d = f.frame().verdict
+    assert isinstance(d, Decide) and len(d.frames) == 3
+    out = m.conclude(d)
+    assert out.approved, out.reasons
+    assert out.liveness["stream"]["challenge"] == {"prompt_t": 1.2, "early_smiles": 0}
+
+
+def test_challenge_early_smiles_restart_the_hold_then_decline():
+    m = machine(challenge=True, prompt_delay_s=(1.0, 1.0), max_early_smiles=2)
+    f = Feed(m)
+    f.frames(3)
+    assert f.frame(SMILE).verdict is None                   # before "Now smile": restarts the hold
+    assert m.early_smiles == 1 and m.prompt_at is None and m.state == R.HOLD_NEUTRAL
+    assert m.events[-1]["event"] == R.EARLY_SMILE
+    f.frames(3)
+    v = f.frame(SMILE).verdict
+    assert isinstance(v, Decline) and v.outcome.reasons == [R.CHALLENGE_FAILED, R.LIVENESS_FAILED]
+    assert v.outcome.liveness["early_smiles"] == 2
+
+
+def test_challenge_a_smile_that_never_relaxes_fails():
+    m = machine(challenge=True, prompt_delay_s=(0.0, 0.0), window_s=1.0)
+    f = Feed(m)
+    f.frames(3)
+    assert m.state == R.SMILE_NOW
+    f.frames(2, SMILE)
+    assert m.state == R.RELAX
+    steps = f.frames(12, SMILE)
+    v = next(s.verdict for s in steps if s.verdict is not None)
+    assert isinstance(v, Decline) and R.CHALLENGE_FAILED in v.outcome.reasons
+
+
+def test_a_cut_to_another_photo_is_a_capture_discontinuity():
+    m = machine()
+    f = Feed(m)
+    f.frames(3)
+    f.frame(SMILE, mirrored=True)                            # the smile comes from a photo lit from the other side
+    d = f.frame(SMILE, mirrored=True).verdict
+    assert d.max_cut > 1.0
+    out = m.conclude(d)
+    assert not out.approved and R.CAPTURE_DISCONTINUITY in out.reasons
+
+
+def test_settings_are_validated():
+    with pytest.raises(RequestError):
+        machine(smoothing=0.0)
+    with pytest.raises(RequestError):
+        machine(prompt_delay_s=(2.0, 1.0))
+
+
+def test_the_machine_loads_no_model_and_no_plotting():
+    code = ("import sys, smile2pay.stream.machine; "
+            "print(sorted(m for m in ('onnxruntime', 'torch', 'matplotlib', 'smile2pay.pipeline') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
