@@ -1,4 +1,4 @@
-"""Shared helpers of the accuracy benchmarks: a thin wrapper over :mod:`smile2pay.bench.common`.
+"""Shared helpers of the accuracy benchmarks: a thin wrapper over :mod:`smile2pay_tools.bench.common`.
 
 The scripts here and ``smile2pay bench`` use the same detection/embedding caches, kept in
 ``results/cache/`` of the repository (git-ignored: landmarks and embeddings are biometric data derived
@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import common as _c  # noqa: E402
-from smile2pay.bench.common import (_json_default_alias as _json_default, check_against_single,  # noqa: E402,F401
+from smile2pay_tools.bench import common as _c  # noqa: E402
+from smile2pay_tools.bench.common import (check_against_single, json_default,  # noqa: F401
                                     detection_key, embedding_key, machine, make_pipeline, read_csv,
                                     settings_summary, write_json)
 

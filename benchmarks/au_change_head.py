@@ -36,8 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from au_pair_gate import MAX_FPR, neutral_peak_sequences, threshold_at  # noqa: E402
 
@@ -45,7 +43,7 @@ EPOCHS, BATCH, LR = 8, 64, 1e-3
 
 
 def _fold_rows(gt: dict, seed: int, k: int = 5) -> np.ndarray:
-    from smile2pay.datasets import subject_folds
+    from smile2pay_tools.datasets import subject_folds
 
     fold_of = subject_folds(list(gt["subject"]), k=k, seed=seed)
     return np.array([fold_of[s] for s in gt["subject"]])
@@ -55,8 +53,8 @@ def train_fold(root: Path, f: int, epochs: int = EPOCHS) -> dict:
     import torch
     import torch.nn as nn
 
-    from smile2pay.train.au_train import TrainConfig, au_matrix, augment, plain_batch, to_blob
-    from smile2pay.train.model import AUNet, focal_bce
+    from smile2pay_tools.train.au_train import TrainConfig, au_matrix, augment, plain_batch, to_blob
+    from smile2pay_tools.train.model import AUNet, focal_bce
 
     torch.set_num_threads(1)
     torch.manual_seed(f)
@@ -216,7 +214,7 @@ def main(argv=None) -> int:
     if args.train_fold is not None:
         train_fold(root, args.train_fold, args.epochs)
         return 0
-    from smile2pay.bench.common import write_json
+    from smile2pay_tools.bench.common import write_json
     from smile2pay.config import data_dir
 
     t0 = time.perf_counter()

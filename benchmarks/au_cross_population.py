@@ -2,9 +2,8 @@
 
     python benchmarks/au_cross_population.py --run results/au3 [--onnx FILE] [--write-calibration FILE]
 """
-import _common  # noqa: F401  (puts the repository on sys.path)
 
-from smile2pay.bench.au_population import main
+from smile2pay_tools.bench.au_population import main
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from au_pair_gate import MAX_FPR, neutral_peak_sequences, threshold_at  # noqa: E402
 
@@ -56,10 +54,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "au_gate_ceiling.json"))
     args = ap.parse_args(argv)
 
-    from smile2pay.bench.common import load_oof, write_json
+    from smile2pay_tools.bench.common import load_oof, write_json
     from smile2pay.config import data_dir
-    from smile2pay.datasets import subject_folds
-    from smile2pay.train.au_train import MODEL_AUS
+    from smile2pay_tools.datasets import subject_folds
+    from smile2pay_tools.train.au_train import MODEL_AUS
 
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else Path(data_dir())

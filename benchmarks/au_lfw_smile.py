@@ -28,7 +28,7 @@ def main(argv=None):
     from smile2pay.config import Settings
     from smile2pay.errors import FaceError
     from smile2pay.pipeline import FacePipeline
-    from smile2pay.train.cache import make_teacher
+    from smile2pay_tools.train.cache import make_teacher
     from smile2pay.vision.au import blendshapes_to_aus
 
     rows = list(csv.DictReader(open(Path(a.data) / "lfw" / "manifest.csv", encoding="utf-8")))

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 MAX_FPR = 0.02
 
@@ -96,9 +95,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from smile2pay.bench.common import load_oof, write_json
+    from smile2pay_tools.bench.common import load_oof, write_json
     from smile2pay.config import data_dir
-    from smile2pay.datasets import subject_folds
+    from smile2pay_tools.datasets import subject_folds
     from smile2pay.vision.au import BLENDSHAPE_NAMES  # noqa: F401  (names of the 52 columns)
 
     t0 = time.perf_counter()

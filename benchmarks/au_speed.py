@@ -32,7 +32,7 @@ def main(argv=None):
     from smile2pay.models.manifest import get_spec
     from smile2pay.models.runtime import create_session
     from smile2pay.pipeline import FacePipeline
-    from smile2pay.train.cache import make_teacher
+    from smile2pay_tools.train.cache import make_teacher
     from smile2pay.vision.au import AUModel, au_crop
 
     pipe = FacePipeline(Settings.from_env(models=a.models, threads=1))

@@ -1,6 +1,6 @@
 """Calibrate identity thresholds at target FARs on real populations; write the policy file.
 
-A thin wrapper over :mod:`smile2pay.bench.calibrate` (``smile2pay calibrate``), with this repository's
+A thin wrapper over :mod:`smile2pay_tools.bench.calibrate` (``smile2pay calibrate``), with this repository's
 defaults: populations LFW (7,701 images -> ~29.6M impostor pairs) and CK+ (ckplus48 + neutral/peak,
 ~1.7M), FAR 1e-3 1e-4 1e-5, output the shipped ``smile2pay/decision/calibration/mobile.json`` (its
 ``au`` section is kept unless --au-data/--au-oof is given). The default operating point takes, at each
@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import calibrate  # noqa: E402
+from smile2pay_tools.bench import calibrate  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -3,9 +3,8 @@ See smile2pay/bench/continuity.py.
 
     python benchmarks/capture_continuity.py [--write-calibration smile2pay/decision/calibration/mobile.json]
 """
-import _common  # noqa: F401  (puts the repository on sys.path)
 
-from smile2pay.bench.continuity import main
+from smile2pay_tools.bench.continuity import main
 
 if __name__ == "__main__":
     main()

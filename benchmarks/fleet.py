@@ -9,7 +9,7 @@ Usage:
 
 Each run starts its own PostgreSQL (Debian's server binaries, initdb on a free port, fsync on) and,
 for startup/faults, real verify server processes (uvicorn on 127.0.0.1). Templates are AES-256-GCM
-encrypted as in production. Writes benchmarks/results/fleet_<what>.json. Logic: smile2pay.bench.fleet.
+encrypted as in production. Writes benchmarks/results/fleet_<what>.json. Logic: smile2pay_tools.bench.fleet.
 """
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
-    from smile2pay.bench import fleet
+    from smile2pay_tools.bench import fleet
     from smile2pay.gallery import generate_key
-    from smile2pay.gallery.pg_cluster import TempCluster
+    from smile2pay_tools.pg_cluster import TempCluster
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["propagation", "propagation_http", "startup", "faults", "dbpath"])

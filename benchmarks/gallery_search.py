@@ -1,6 +1,6 @@
 """1:N search at 10k / 100k / 1M synthetic identities drawn from the statistics of REAL embeddings.
 
-Thin wrapper over :mod:`smile2pay.bench.gallery` (data model, indexes, timing and memory are
+Thin wrapper over :mod:`smile2pay_tools.bench.gallery` (data model, indexes, timing and memory are
 documented there): parses its options, runs it, prints the figures, writes JSON (also after each
 size, so partial results survive a long run).
 
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from smile2pay.bench import gallery as bench
+from smile2pay_tools.bench import gallery as bench
 
 REPO = Path(__file__).resolve().parents[1]
 

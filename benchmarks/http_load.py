@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 KEY = "bench-key-0123456789abcdef"
 CK_QUALITY = dict(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
 
@@ -51,9 +50,9 @@ def main() -> int:
     import httpx
 
     from smile2pay import Smile2Pay
-    from smile2pay.bench.common import wait_healthy
+    from smile2pay_tools.bench.common import wait_healthy
     from smile2pay.config import QualitySettings, Settings
-    from smile2pay.gallery.pg_cluster import free_port
+    from smile2pay_tools.pg_cluster import free_port
 
     data = Path(os.environ.get("SMILE2PAY_DATA", REPO.parent / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

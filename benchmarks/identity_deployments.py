@@ -4,9 +4,8 @@ the population's own labelled threshold, same claims, same run. See smile2pay/be
 
     python benchmarks/identity_deployments.py [--write-calibration smile2pay/decision/calibration/mobile.json]
 """
-import _common  # noqa: F401  (puts the repository on sys.path)
 
-from smile2pay.bench.deployments import main
+from smile2pay_tools.bench.deployments import main
 
 if __name__ == "__main__":
     main()

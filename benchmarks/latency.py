@@ -1,6 +1,6 @@
 """Per-stage latency of one verify frame (decode, detect, align, quality, embed[, AU]) on 1 and 2 threads.
 
-A thin wrapper over :mod:`smile2pay.bench.latency` (the same as ``smile2pay bench latency``):
+A thin wrapper over :mod:`smile2pay_tools.bench.latency` (the same as ``smile2pay bench latency``):
 
     python benchmarks/latency.py [--frame IMG] [--runs 100]
 
@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import latency  # noqa: E402
+from smile2pay_tools.bench import latency  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Per-frame cost of Smile2Pay.verify (4-frame burst) and a stream session against InsightFace
 FaceAnalysis.get on the same frames, same det_500m + w600k_mbf weights, one thread on one core, alternating.
 
-A thin wrapper over :mod:`smile2pay.bench.latency_vs_insightface`:
+A thin wrapper over :mod:`smile2pay_tools.bench.latency_vs_insightface`:
 
     python benchmarks/latency_vs_insightface.py [--subjects 4] [--rounds 8]
 
@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import latency_vs_insightface as bench  # noqa: E402
+from smile2pay_tools.bench import latency_vs_insightface as bench  # noqa: E402
 
 
 def main(argv=None) -> int:

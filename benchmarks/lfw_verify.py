@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 FARS = (1e-2, 1e-3, 1e-4)
@@ -135,8 +134,8 @@ def all_pairs_block(paths, subjects, emb, found, fars=ALL_PAIRS_FARS, block=512)
 
 
 def plots(out_prefix: Path, curves: dict, s, y, thr_1e3, title: str) -> list[str]:
-    """ROC, DET and score histograms: the plots of ``smile2pay bench pairs`` (smile2pay.bench.plots)."""
-    from smile2pay.bench import plots as P
+    """ROC, DET and score histograms: the plots of ``smile2pay bench pairs`` (smile2pay_tools.bench.plots)."""
+    from smile2pay_tools.bench import plots as P
 
     xmin = 1e-6 if any("all pairs" in k for k in curves) else 1e-4
     return [P.roc_plot(str(out_prefix) + "_roc.png", curves, title, xmin=xmin),

@@ -2,9 +2,8 @@
 
     python benchmarks/pad_attacks.py [--lfw 800] [--ferplus 500] [--seed 0] [--examples /tmp/pad_examples]
 """
-import _common  # noqa: F401  (puts the repository on sys.path)
 
-from smile2pay.bench.pad_attacks import main
+from smile2pay_tools.bench.pad_attacks import main
 
 if __name__ == "__main__":
     main()

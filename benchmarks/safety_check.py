@@ -23,7 +23,6 @@ import uuid
 import zlib
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
 WRAPPER = r"""

@@ -1,6 +1,6 @@
 """Smile-to-pay simulation on CK+ (the headline table of the verify issue).
 
-A thin wrapper over :mod:`smile2pay.bench.smile_to_pay` (the same as ``smile2pay bench smile-to-pay``;
+A thin wrapper over :mod:`smile2pay_tools.bench.smile_to_pay` (the same as ``smile2pay bench smile-to-pay``;
 the protocol is described there):
 
     python benchmarks/smile_to_pay.py [--far 1e-4] [--out benchmarks/results/smile_to_pay.json]
@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import smile_to_pay as s2p  # noqa: E402
+from smile2pay_tools.bench import smile_to_pay as s2p  # noqa: E402
 
 
 def main(argv=None) -> int:

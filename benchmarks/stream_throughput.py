@@ -1,6 +1,6 @@
 """Live till throughput (issue 8): frames/s a stream session sustains (push, 640x480, 1 and 2
 onnxruntime threads), then a 30 fps producer for 60 s through offer() (latest frame wins) with RSS
-sampled every second. A thin wrapper over :func:`smile2pay.bench.stream.run_throughput`:
+sampled every second. A thin wrapper over :func:`smile2pay_tools.bench.stream.run_throughput`:
 
     python benchmarks/stream_throughput.py [--seconds 60] [--out benchmarks/results/stream_throughput.json]
 """
@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import stream  # noqa: E402
+from smile2pay_tools.bench import stream  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Live till: ``watch --video`` on clips assembled from real CK+ and LFW stills (issue 8).
 
-A thin wrapper over :func:`smile2pay.bench.stream.run_clips` (the protocol is described there):
+A thin wrapper over :func:`smile2pay_tools.bench.stream.run_clips` (the protocol is described there):
 
     python benchmarks/stream_watch.py [--fps 15] [--max-lfw 60] [--max-other N] [--no-realtime]
                                       [--out benchmarks/results/stream_watch.json]
@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from smile2pay.bench import stream  # noqa: E402
+from smile2pay_tools.bench import stream  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -3,9 +3,8 @@ capture-continuity check; see smile2pay/bench/two_photo_attack.py.
 
     python benchmarks/two_photo_attack.py [--max-victims 200]
 """
-import _common  # noqa: F401  (puts the repository on sys.path)
 
-from smile2pay.bench.two_photo_attack import main
+from smile2pay_tools.bench.two_photo_attack import main
 
 if __name__ == "__main__":
     main()

@@ -43,8 +43,8 @@ def serve_in_thread(app):
 
     import uvicorn
 
-    from smile2pay.bench.common import wait_healthy
-    from smile2pay.gallery.pg_cluster import free_port
+    from smile2pay_tools.bench.common import wait_healthy
+    from smile2pay_tools.pg_cluster import free_port
 
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -86,7 +86,7 @@ def t1_path(data_dir) -> Path:
 def pg_cluster():
     """A throwaway PostgreSQL server for the session: initdb on a free port, unix socket and data in a
     temporary folder, run as an unprivileged user when the tests run as root (fsync off: test speed)."""
-    from smile2pay.gallery.pg_cluster import TempCluster, find_bindir
+    from smile2pay_tools.pg_cluster import TempCluster, find_bindir
 
     require_system("PostgreSQL server (initdb)", find_bindir() is not None, "apt-get install postgresql")
     try:

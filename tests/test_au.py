@@ -39,7 +39,7 @@ def test_model_publishes_the_au_names_its_manifest_declares(pipeline):
     assert pipeline.au_analyzer.au_names == model.au_names
     assert {"AU7", "AU14", "AU15", "AU23", "AU24", "AU27"} <= set(model.au_names) and "AU43" not in model.au_names
     try:
-        from smile2pay.train.au_train import MODEL_AUS
+        from smile2pay_tools.train.au_train import MODEL_AUS
     except ImportError:  # pragma: no cover - train extra absent
         pass
     else:

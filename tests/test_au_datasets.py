@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smile2pay.datasets import (load_ckplus48, load_ckplus_neutral_peak, load_ckplus_original, load_csv_manifest,
+from smile2pay_tools.datasets import (load_ckplus48, load_ckplus_neutral_peak, load_ckplus_original, load_csv_manifest,
                                 parse_au_codes, subject_folds)
 
 

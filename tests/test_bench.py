@@ -1,4 +1,4 @@
-"""smile2pay.bench: SIDE/SEDI pairing, per-group FAR, calibration helpers and dataset loaders on hand-made
+"""smile2pay_tools.bench: SIDE/SEDI pairing, per-group FAR, calibration helpers and dataset loaders on hand-made
 cases (checked by hand and against scikit-learn), plus the CLI on real images (deepface pairs, seconds)."""
 import json
 import math
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from smile2pay.bench.calibrate import au_thresholds, calibrate_pairs
-from smile2pay.bench.stats import far_by_group, separability, side_sedi_counts, side_sedi_scores
-from smile2pay.datasets_id import (load_identity_csv, load_lfw_pairs_txt, load_pairs, load_pairs_csv, pair_group)
+from smile2pay_tools.bench.calibrate import au_thresholds, calibrate_pairs
+from smile2pay_tools.bench.stats import far_by_group, separability, side_sedi_counts, side_sedi_scores
+from smile2pay_tools.datasets_id import (load_identity_csv, load_lfw_pairs_txt, load_pairs, load_pairs_csv, pair_group)
 from smile2pay.errors import RequestError
 from smile2pay.metrics import clopper_pearson
 
@@ -209,10 +209,10 @@ def test_cli_bench_errors_are_json(tmp_path):
 def test_missing_bench_module_fails_at_call_time_not_at_startup(monkeypatch):
     import argparse
 
-    from smile2pay import cli_bench
+    from smile2pay.cli import bench as cli_bench
     from smile2pay.errors import Smile2PayError
 
-    monkeypatch.setitem(cli_bench.BENCHES, "gallery", "smile2pay.bench.no_such_module")
+    monkeypatch.setitem(cli_bench.BENCHES, "gallery", "smile2pay_tools.bench.no_such_module")
     p = argparse.ArgumentParser()
     cli_bench._cfg_bench(p)                       # building the parser does not fail
     args = p.parse_args(["gallery"])

@@ -88,7 +88,7 @@ def test_verify_cli_exit_codes(tmp_path, data_dir):
     frames on a 640x480 camera-like canvas (two *different photos* would be CAPTURE_DISCONTINUITY)."""
     import cv2
 
-    from smile2pay.bench import clips
+    from smile2pay_tools.bench import clips
 
     subj, neutral, peak = clips.smiling_people(data_dir, 1)[0]
     cv2.imwrite(str(tmp_path / "enrol.png"), clips.compose(neutral))

@@ -11,7 +11,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from smile2pay.bench.fleet import ServerProc, b64, ck_smile_pairs  # noqa: E402
+from smile2pay_tools.bench.fleet import ServerProc, b64, ck_smile_pairs  # noqa: E402
 
 
 def _wait(cond, timeout=15.0):

@@ -163,7 +163,7 @@ def test_facade_and_guard_on_both_backends(url, pipeline, data_dir):
     """The Smile2Pay facade on real CK+ photos: enrol, verify (a real neutral -> smile burst), nonce
     replay, lockout, erasure; the guard lives in the same backend."""
     from smile2pay import Smile2Pay
-    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay_tools.bench.fleet import ck_smile_pairs
     from smile2pay.config import QualitySettings, Settings
     from smile2pay.decision.lockout import GuardSettings
     from smile2pay.pipeline import FacePipeline
@@ -487,7 +487,7 @@ def test_outage_mode_local_keeps_payments_deciding_then_flushes(pg_url, pg_clust
     cached templates (nonce, lockout and audit kept on this server), a second server's nonce reused
     during the outage is caught at the flush, and the spool is written to PostgreSQL and emptied."""
     from smile2pay import Smile2Pay
-    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay_tools.bench.fleet import ck_smile_pairs
     from smile2pay.config import QualitySettings, Settings
     from smile2pay.pipeline import FacePipeline
 

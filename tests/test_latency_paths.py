@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smile2pay import Smile2Pay
-from smile2pay.bench import clips
+from smile2pay_tools.bench import clips
 from smile2pay.config import QualitySettings, Settings
 from smile2pay.types import Face
 from smile2pay.vision import track

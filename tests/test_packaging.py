@@ -56,7 +56,36 @@ def test_wheel_ships_runtime_data(wheel):
 def test_wheel_metadata_extras(wheel):
     meta = wheel.read(next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     reqs = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
-    (torch,) = [r.split(";")[0].strip() for r in reqs if r.startswith("torch")]
+    assert any(r.startswith("onnxruntime-gpu") and 'extra == "gpu"' in r for r in reqs), reqs
+    # training is tooling (smile2pay-tools): the runtime wheel asks for no torch, under any extra
+    assert not [r for r in reqs if r.startswith(("torch", "onnxscript"))], reqs
+
+
+def test_tooling_is_not_in_the_wheel(wheel):
+    """Benchmarks, dataset loaders, training and the test PostgreSQL cluster ship in smile2pay-tools
+    (tools/), not in the runtime wheel; the runtime package never imports them at module level."""
+    names = wheel.namelist()
+    tooling = [n for n in names if n.startswith(("smile2pay/bench/", "smile2pay/train/", "smile2pay_tools/"))
+               or n in ("smile2pay/datasets.py", "smile2pay/datasets_id.py", "smile2pay/perf.py",
+                        "smile2pay/gallery/pg_cluster.py")]
+    assert tooling == [], tooling
+    assert "smile2pay/cli/main.py" in names and "smile2pay/cli/__main__.py" in names
+    import ast
+    for n in names:
+        if n.endswith(".py"):
+            tree = ast.parse(wheel.read(n).decode())
+            top = [x for x in tree.body if isinstance(x, (ast.Import, ast.ImportFrom))]
+            mods = [a.name for x in top if isinstance(x, ast.Import) for a in x.names] + \
+                   [x.module or "" for x in top if isinstance(x, ast.ImportFrom)]
+            assert not [m for m in mods if m.startswith("smile2pay_tools")], n
+
+
+def test_tools_distribution_declares_torch_as_a_range():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "tools" / "setup.cfg")
+    (torch,) = [r.strip() for r in cfg["options.extras_require"]["train"].splitlines() if r.strip().startswith("torch")]
     assert "==" not in torch and "<" in torch, torch   # a range, not a pin: an installed (CPU) torch satisfies it
     try:
         from importlib.metadata import version
@@ -66,7 +95,6 @@ def test_wheel_metadata_extras(wheel):
     except Exception:  # no torch or no packaging here: the range itself was checked above
         return
     assert Requirement(torch).specifier.contains(installed, prereleases=True), (torch, installed)
-    assert any(r.startswith("onnxruntime-gpu") and 'extra == "gpu"' in r for r in reqs), reqs
 
 
 # ------------------------------------------------------------------------------- missing extras
@@ -109,7 +137,10 @@ def run_without(blocked, *argv):
     (["torch"], ["bench", "smile-to-pay"], "train"),
     (["psycopg"], ["verify", "--gallery", "postgresql://u@127.0.0.1:1/db", "alice", "{tmp}/a.jpg"], "postgres"),
     (["websockets"], ["x-imports-websockets"], "server"),
-], ids=["serve", "train-au", "replay", "bench-smile-to-pay", "postgres-gallery", "deep-import"])
+    (["smile2pay_tools"], ["bench", "pairs"], "tools"),
+    (["smile2pay_tools"], ["calibrate", "--dataset", "lfw", "--out", "{tmp}/c.json"], "tools"),
+], ids=["serve", "train-au", "replay", "bench-smile-to-pay", "postgres-gallery", "deep-import", "bench-no-tools",
+        "calibrate-no-tools"])
 def test_missing_extra_is_typed_exit_2(tmp_path, blocked, argv, extra):
     argv = [a.format(tmp=tmp_path) for a in argv]
     code, out, err = run_without(blocked, *argv, "--json")
@@ -118,7 +149,11 @@ def test_missing_extra_is_typed_exit_2(tmp_path, blocked, argv, extra):
     e = json.loads(out)["error"]   # stdout is exactly one JSON object
     assert e["code"] == "EXTRA_MISSING"
     assert e["details"]["extra"] == extra and e["details"]["module"] in blocked
-    assert f"pip install '.[{extra}]'" in e["message"] and f".whl[{extra}]'" in e["message"]
+    from smile2pay.cli import install_hints
+
+    local, wheel_hint = install_hints(extra)
+    assert local in e["message"] and wheel_hint in e["message"]
+    assert (f"pip install '.[{extra}]'" in e["message"]) == (extra not in ("train", "tools"))
     assert "smile2pay[" not in e["message"]   # not on any index: never the bare package name
 
 

@@ -94,7 +94,7 @@ def _lfw_faces(pipeline, data_dir, n=20):
 
 
 def test_real_face_beats_its_attacked_versions(pad, pipeline, data_dir):
-    from smile2pay.bench.pad_attacks import attack_print, attack_screen
+    from smile2pay_tools.bench.pad_attacks import attack_print, attack_screen
 
     faces = _lfw_faces(pipeline, data_dir)
     assert len(faces) == 20

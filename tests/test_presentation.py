@@ -29,7 +29,7 @@ def test_two_photos_of_the_victim_are_a_capture_discontinuity(gerhard, data_dir)
 
 
 def test_pad_scores_every_decision_and_enforced_declines_a_screen_replay(gerhard, data_dir, pipeline):
-    from smile2pay.bench.pad_attacks import attack_screen
+    from smile2pay_tools.bench.pad_attacks import attack_screen
 
     photo = pipeline.load(str(data_dir / GERHARD.format(45)))
     box = pipeline.single(photo, pick="center", embed=False).bbox

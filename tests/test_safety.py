@@ -31,7 +31,7 @@ def _no_key_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ck(data_dir):
-    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay_tools.bench.fleet import ck_smile_pairs
 
     return [{"subject": r["subject"], "neutral": str(data_dir / r["neutral_path"]),
              "peak": str(data_dir / r["peak_path"])} for r in ck_smile_pairs(data_dir)]

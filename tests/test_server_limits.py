@@ -65,7 +65,7 @@ def limited(s2p):
 
 @pytest.fixture(scope="module")
 def smile(data_dir):
-    from smile2pay.bench.fleet import ck_smile_pairs
+    from smile2pay_tools.bench.fleet import ck_smile_pairs
 
     return ck_smile_pairs(data_dir)
 

@@ -313,7 +313,7 @@ def test_guard_lockout_nonces_audit(guard):
 
 def test_postgres_bulk_enroll_is_the_fleet_benchmarks_loader(pg_cluster):
     """``bench.fleet.populate`` loads through the public ``PostgresGallery.bulk_enroll``."""
-    from smile2pay.bench.fleet import populate
+    from smile2pay_tools.bench.fleet import populate
 
     url = pg_cluster.url(schema="c_" + uuid.uuid4().hex[:12])
     populate(url, 30, KEY, FP, dim=DIM, batch=12)

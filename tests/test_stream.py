@@ -11,7 +11,7 @@ import time
 import pytest
 
 from smile2pay import Smile2Pay
-from smile2pay.bench import clips
+from smile2pay_tools.bench import clips
 from smile2pay.config import QualitySettings, Settings
 from smile2pay.errors import RequestError
 from smile2pay.stream import (APPROVED, DECLINED, HOLD_NEUTRAL, SECOND_FACE, SMILE_NOW, TIMEOUT,

@@ -20,7 +20,7 @@ ws_sync = pytest.importorskip("websockets.sync.client")
 
 from conftest import require_system, serve_in_thread  # noqa: E402
 from smile2pay import Smile2Pay  # noqa: E402
-from smile2pay.bench import clips  # noqa: E402
+from smile2pay_tools.bench import clips  # noqa: E402
 from smile2pay.server.app import Limits, create_app  # noqa: E402
 
 KEY = "stream-key-0123456789abcdef"

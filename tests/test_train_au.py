@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, data_dir, models_dir):
-    from smile2pay.train.run import run
+    from smile2pay_tools.train.run import run
 
     out = tmp_path_factory.mktemp("au_smoke")
     summary = run(data_dir, models_dir, out, smoke=True, lfw_n=8, progress=False)
@@ -40,10 +40,10 @@ def test_smoke_run_exports_one_onnx_file_matching_torch(smoke):
 
 def test_onnx_matches_torch_on_real_crops(smoke, data_dir, pipeline):
     """Independent check: rebuild the torch net from the checkpoint, compare on freshly made crops."""
-    from smile2pay.datasets import load_ckplus_neutral_peak
-    from smile2pay.train.au_train import TrainConfig
-    from smile2pay.train.model import AUNet
-    from smile2pay.train.run import torch_onnx_max_diff
+    from smile2pay_tools.datasets import load_ckplus_neutral_peak
+    from smile2pay_tools.train.au_train import TrainConfig
+    from smile2pay_tools.train.model import AUNet
+    from smile2pay_tools.train.run import torch_onnx_max_diff
 
     out, s = smoke
     st = torch.load(out / "final" / "checkpoint.pt", weights_only=False)
@@ -59,7 +59,7 @@ def test_onnx_matches_torch_on_real_crops(smoke, data_dir, pipeline):
 
 
 def test_resume_from_checkpoint(smoke, data_dir, models_dir):
-    from smile2pay.train.run import run
+    from smile2pay_tools.train.run import run
 
     out, s = smoke
     again = run(data_dir, models_dir, out, smoke=True, lfw_n=8, progress=False)   # checkpoint at the last epoch
@@ -67,7 +67,7 @@ def test_resume_from_checkpoint(smoke, data_dir, models_dir):
 
 
 def test_losses():
-    from smile2pay.train.model import ArcFaceHead, focal_bce, focal_softmax_loss
+    from smile2pay_tools.train.model import ArcFaceHead, focal_bce, focal_softmax_loss
 
     torch.manual_seed(0)
     head = ArcFaceHead(8, 3, s=64.0, m=0.3)
@@ -91,9 +91,9 @@ def test_seed_ensemble_onnx_is_the_mean_of_its_members(smoke, tmp_path, data_dir
 
     import onnxruntime as ort
 
-    from smile2pay.datasets import load_ckplus_neutral_peak
-    from smile2pay.train.ensemble import combine_au_onnx
-    from smile2pay.train.run import run
+    from smile2pay_tools.datasets import load_ckplus_neutral_peak
+    from smile2pay_tools.train.ensemble import combine_au_onnx
+    from smile2pay_tools.train.run import run
 
     out0, _ = smoke
     out1 = tmp_path / "seed1"
@@ -104,7 +104,7 @@ def test_seed_ensemble_onnx_is_the_mean_of_its_members(smoke, tmp_path, data_dir
     crops = [pipeline.single(s.path, pick="largest", embed=False, au=False).crop("au", 112)
              for s in load_ckplus_neutral_peak(data_dir)[:4]]
     size = 32
-    from smile2pay.train.au_train import plain_batch
+    from smile2pay_tools.train.au_train import plain_batch
 
     x = plain_batch(np.stack(crops), size)
     outs = [ort.InferenceSession(str(p)).run(["au_probs", "au_embedding"], {"input": x}) for p in members]

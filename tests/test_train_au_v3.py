@@ -1,4 +1,4 @@
-"""Recipe v3 (smile2pay.train.au_mix) on a handful of real faces: the FER+ / LFW caches, deduplication, the
+"""Recipe v3 (smile2pay_tools.train.au_mix) on a handful of real faces: the FER+ / LFW caches, deduplication, the
 label rules, the two stages with resume, the grey-input network and its ONNX export.
 
 Needs the ``train`` extra (torch, onnx); skipped cleanly without it.
@@ -20,10 +20,10 @@ pytest.importorskip("onnx")
 def tiny(tmp_path_factory, data_dir, models_dir):
     """Caches of 24 FER+ faces (12 happy, 12 not), 16 LFW faces and 40 CK+ frames, built by the real code."""
     from smile2pay.config import Settings
-    from smile2pay.datasets import AUSample, load_ckplus_all
+    from smile2pay_tools.datasets import AUSample, load_ckplus_all
     from smile2pay.pipeline import FacePipeline
-    from smile2pay.train.cache import build_cache, load_cache, make_teacher
-    from smile2pay.train.sources import FER_VOTES, lfw_role, pixel_md5
+    from smile2pay_tools.train.cache import build_cache, load_cache, make_teacher
+    from smile2pay_tools.train.sources import FER_VOTES, lfw_role, pixel_md5
 
     out = tmp_path_factory.mktemp("au_v3")
     pipe = FacePipeline(Settings.from_env(models=str(models_dir)))
@@ -54,7 +54,7 @@ def tiny(tmp_path_factory, data_dir, models_dir):
 
 
 def test_dedup_masks_drop_pixel_identical_images():
-    from smile2pay.train.sources import dedup_test_mask, dedup_train_mask
+    from smile2pay_tools.train.sources import dedup_test_mask, dedup_train_mask
 
     split = np.array(["FER2013Train", "FER2013Test", "FER2013Test", "FER2013Test", "FER2013Valid"])
     md5 = np.array(["a", "a", "b", "b", "c"])
@@ -63,7 +63,7 @@ def test_dedup_masks_drop_pixel_identical_images():
 
 
 def test_fer_smile_target_and_unusable_faces():
-    from smile2pay.train.au_mix import fer_smile_target
+    from smile2pay_tools.train.au_mix import fer_smile_target
 
     votes = np.array([[2, 8, 0, 0, 0, 0, 0, 0, 0, 0],      # happy 8/10
                       [0, 1, 0, 0, 0, 0, 0, 0, 1, 8],      # mostly not a face
@@ -75,9 +75,9 @@ def test_fer_smile_target_and_unusable_faces():
 def test_two_stages_resume_and_grey_invariant_export(tiny, tmp_path, data_dir):
     import cv2
 
-    from smile2pay.train.au_mix import MixConfig, export_cfg, build_mix, load_net, train_stage
-    from smile2pay.train.au_train import export_onnx
-    from smile2pay.train.run import torch_onnx_max_diff
+    from smile2pay_tools.train.au_mix import MixConfig, export_cfg, build_mix, load_net, train_stage
+    from smile2pay_tools.train.au_train import export_onnx
+    from smile2pay_tools.train.run import torch_onnx_max_diff
 
     _, ck, fer, lfw = tiny
     cfg = MixConfig(input_size=32, width=8, emb_dim=16, batch=8, base_epochs=1, fine_epochs=2, base_fer_per_epoch=16,
@@ -106,7 +106,7 @@ def test_two_stages_resume_and_grey_invariant_export(tiny, tmp_path, data_dir):
     path = export_onnx(net, tmp_path / "au.onnx", export_cfg(mcfg))
     assert torch_onnx_max_diff(net, path, ck["crops"][:8], mcfg.input_size) < 1e-4
     # grey inside the graph: a colour LFW crop and its grey copy give the same probabilities
-    from smile2pay.bench.au_population import model_scores
+    from smile2pay_tools.bench.au_population import model_scores
 
     col = lfw["crops"][:6]
     grey = np.stack([cv2.cvtColor(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for c in col])

@@ -24,10 +24,13 @@ def _rel(path: Path) -> str:
     return path.relative_to(REPO).as_posix()
 
 
+TOOLS = REPO / "tools" / "smile2pay_tools"
+
+
 def _sources() -> list[tuple[Path, str]]:
-    """(path, text) of every module of the package."""
+    """(path, text) of every module of the package and of the developer tooling (tools/smile2pay_tools)."""
     out = []
-    for p in sorted(PKG.rglob("*.py")):
+    for p in sorted(PKG.rglob("*.py")) + sorted(TOOLS.rglob("*.py")):
         if "__pycache__" in p.parts:
             continue
         try:

@@ -87,7 +87,7 @@ MODELS: dict[str, ModelSpec] = {
                 "MIT), CK+ (research-only, no commercial use, no redistribution of the data) and LFW (research use; "
                 "photographers keep copyright) with MediaPipe teacher pseudo-labels (Apache-2.0): research/evaluation "
                 "use only until re-trained on licensed data",
-        source="trained with `smile2pay train-au --recipe v3` (smile2pay.train.au_mix), shipped in the package "
+        source="trained with `smile2pay train-au --recipe v3` (smile2pay_tools.train.au_mix), shipped in the package "
                "weights folder",
         input_size=(64, 64), color="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
         embedding_size=128,
@@ -178,7 +178,7 @@ PACKS: dict[str, Pack] = {
 
 #: The AUs the shipped AU model (pack "mobile") outputs, in output order: declared once, in its manifest entry.
 #: The rule parser (smile2pay.decision.rules) checks rules against these by default; the training recipe's
-#: default AU list (smile2pay.train.au_train.MODEL_AUS) is read from here.
+#: default AU list (smile2pay_tools.train.au_train.MODEL_AUS) is read from here.
 AU_NAMES: tuple[str, ...] = MODELS[PACKS["mobile"].au].au_names
 
 #: Optional presentation-attack models (in no pack) -> the face-box scale of each one's crop (MODELS.md).

@@ -545,9 +545,9 @@ def serve(args) -> None:  # pragma: no cover - exercised through a real server i
     import uvicorn
 
     from ..api import Smile2Pay
-    from ..cli import settings_from
+    from ..cli.main import settings_from
     from ..config import api_key_from_env
-    from ..cli_gallery import gallery_settings_from
+    from ..cli.gallery import gallery_settings_from
 
     s2p = Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args),
                     policy=args.policy, far=args.far, create=bool(getattr(args, "create", False)))

@@ -15,7 +15,7 @@ Two backends, same output shape (``dict`` AU name -> probability-like score in [
   metadata), the score is the mean of the model probability and the teacher proxy Platt-calibrated
   with the training data's parameters (also in the metadata); elsewhere the model alone.
 
-Training code lives in :mod:`smile2pay.train` and is never imported here.
+Training code lives in :mod:`smile2pay_tools.train` and is never imported here.
 """
 from __future__ import annotations
 

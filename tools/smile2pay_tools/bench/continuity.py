@@ -1,0 +1,135 @@
+"""Capture continuity: limits from same-session pairs, measured against pairs of two different photos.
+
+    python benchmarks/capture_continuity.py [--write-calibration smile2pay/decision/calibration/mobile.json]
+
+* same session (bona fide): CK+ first (neutral) frame -> peak frame of one sequence (``pairs_neutral_peak.csv``,
+  309 pairs, 123 subjects), as files; the limits come from these. The same pairs as camera-like frames
+  (a 48 px face upscaled onto a 640x480 canvas with sensor noise, as the stream clips are) are reported, not
+  tuned on: tuning on them loosens the limits (two-photo detection 94% -> 86%) for an artefact of upscaling. Subjects are split in two by a hash of the id: the limits come from the *tune*
+  half (max over its pairs x ``--margin``), the genuine cost is reported on the *check* half and on all pairs;
+* two photos (the attack): LFW pairs of different photos of one person, neutral -> happy (every person with
+  both labels) and neutral -> neutral.
+
+Everything goes through :class:`smile2pay.pipeline.FacePipeline` (centre face) and
+:func:`smile2pay.decision.continuity.signature` on the same aligned crop ``verify()`` uses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from smile2pay.decision.continuity import ContinuitySettings, excess, pair_change, score, signature
+
+from . import common as C
+
+
+def _sig(pipe, path: str, composed: int | None = None):
+    """Signature of a still as a file (``composed`` None) or as a camera-like frame: upscaled onto a 640x480
+    canvas with sensor noise (``smile2pay_tools.bench.clips``, seed ``composed``), as streams and kiosks see it."""
+    img = path
+    if composed is not None:
+        from . import clips
+
+        img = clips.clip_frames([(clips.read(path), 1)], seed=composed)[0]
+    f = pipe.single(img, pick="center", embed=False)
+    return signature(f.identity_crop, f.landmarks)
+
+
+def _pairs(pipe, pairs, progress, desc, composed: bool = False):
+    out, missed = [], 0
+    for k, (a, b, subj) in enumerate(C.progress(pairs, desc, enabled=progress)):
+        try:
+            out.append((subj, pair_change(_sig(pipe, a, 2 * k if composed else None),
+                                          _sig(pipe, b, 2 * k + 1 if composed else None))))
+        except Exception:   # noqa: BLE001 - no face in one of them: not a pair a payment could use
+            missed += 1
+    return out, missed
+
+
+def run(args) -> dict:
+    from smile2pay.config import QualitySettings, Settings, data_dir
+    from smile2pay.pipeline import FacePipeline
+
+    t0 = time.perf_counter()
+    d = data_dir()
+    pipe = FacePipeline(Settings.from_env(quality=QualitySettings(min_interocular_px=12, max_brightness=235,
+                                                                  max_clipped_fraction=0.4), threads=1))
+    ck_rows = C.read_csv(d / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv")
+    ck_list = [(str(d / r["neutral_path"]), str(d / r["peak_path"]), r["subject"]) for r in ck_rows]
+    ck_raw, ck_missed = _pairs(pipe, ck_list, not args.no_progress, "CK+ same session")
+    # the same pairs as camera frames (upscaled on a canvas with noise: what clips and kiosks give)
+    ck_cam, ck_missed_cam = _pairs(pipe, ck_list, not args.no_progress, "CK+ same session, camera-like", True)
+    ck = ck_raw      # limits from the files; the camera-like frames are reported, not tuned on (see below)
+    by: dict[str, dict[str, list[str]]] = {}
+    for r in C.read_csv(d / "lfw" / "manifest.csv"):
+        by.setdefault(r["subject"], {}).setdefault(r.get("label", ""), []).append(str(d / r["path"]))
+    happy = [(v["neutral"][0], v["happiness"][0], s) for s, v in sorted(by.items()) if v.get("neutral") and v.get("happiness")]
+    neutral = [(v["neutral"][0], v["neutral"][1], s) for s, v in sorted(by.items()) if len(v.get("neutral", [])) >= 2]
+    lfw_h, miss_h = _pairs(pipe, happy[:args.max_pairs], not args.no_progress, "LFW neutral->happy")
+    lfw_n, miss_n = _pairs(pipe, neutral[:args.max_pairs], not args.no_progress, "LFW neutral->neutral")
+    lfw_hc, miss_hc = _pairs(pipe, happy[:args.max_pairs], not args.no_progress, "LFW neutral->happy, camera-like",
+                             True)
+    tune = [c for s, c in ck if zlib.crc32(s.encode()) % 2 == 0]
+    check = [c for s, c in ck if zlib.crc32(s.encode()) % 2 == 1]
+    sc = {k: float(np.percentile([c[k] for c in tune], args.scale_percentile)) for k in ("lighting", "upper", "yaw", "roll")}
+    lim = ContinuitySettings(scale_lighting=sc["lighting"], scale_upper=sc["upper"], scale_yaw=sc["yaw"],
+                             scale_roll=sc["roll"], max_score=1.0)
+    lim = ContinuitySettings(**{**lim.__dict__, "max_score": args.margin * max(score(c, lim) for c in tune)})
+
+    def rate(changes, s=lim):
+        n = len(changes)
+        k = sum(excess(c, s) > 1.0 for c in changes)
+        return {"pairs": n, "flagged": int(k), "rate": k / n if n else None}
+
+    cues = {}
+    for cue in ("lighting", "upper", "yaw", "roll"):
+        cues[cue] = {"ck_p50_p95_max": np.round(np.percentile([c[cue] for _, c in ck], [50, 95, 100]), 4).tolist(),
+                     "lfw_happy_p5_p50": np.round(np.percentile([c[cue] for _, c in lfw_h], [5, 50]), 4).tolist()}
+    res = {"benchmark": "capture_continuity", "date": time.strftime("%Y-%m-%d"),
+           "command": "python benchmarks/capture_continuity.py" + (
+               f" --write-calibration {args.write_calibration}" if args.write_calibration else ""),
+           "limits": {"scale_lighting": round(lim.scale_lighting, 4), "scale_upper": round(lim.scale_upper, 4),
+                      "scale_yaw": round(lim.scale_yaw, 4), "scale_roll": round(lim.scale_roll, 4),
+                      "max_score": round(lim.max_score, 4), "margin": args.margin,
+                      "from": f"scales: {args.scale_percentile:g}th percentile, limit: max joint score over the "
+                              f"CK+ tune half ({len(tune)} pairs) x margin"},
+           "same_session_flagged": {
+               "ck_check_half": rate(check), "ck_tune_half_in_sample": rate(tune),
+               "ck_check_half_files": rate([c for s, c in ck_raw if zlib.crc32(s.encode()) % 2 == 1]),
+               "ck_check_half_camera_like": rate([c for s, c in ck_cam if zlib.crc32(s.encode()) % 2 == 1]),
+               "ck_all_camera_like": rate([c for _, c in ck_cam]),
+               "ck_all": rate([c for _, c in ck]), "ck_no_face": ck_missed + ck_missed_cam},
+           "two_photos_flagged": {"lfw_neutral_to_happy": rate([c for _, c in lfw_h]),
+                                  "lfw_neutral_to_happy_camera_like": rate([c for _, c in lfw_hc]),
+                                  "lfw_neutral_to_neutral": rate([c for _, c in lfw_n]),
+                                  "no_face": miss_h + miss_n + miss_hc},
+           "cues": cues, "seconds": round(time.perf_counter() - t0, 1)}
+    C.write_json(args.out, res)
+    if args.write_calibration:
+        p = Path(args.write_calibration)
+        cal = json.loads(p.read_text())
+        cal["capture_continuity"] = {**res["limits"], "measured": {
+            "same_session_flagged_ck_check_half": res["same_session_flagged"]["ck_check_half"],
+            "two_photos_flagged_lfw_neutral_to_happy": res["two_photos_flagged"]["lfw_neutral_to_happy"]},
+            "command": res["command"], "created": res["date"]}
+        p.write_text(json.dumps(cal, indent=1) + "\n")
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--margin", type=float, default=1.0)
+    ap.add_argument("--scale-percentile", type=float, default=75.0)
+    ap.add_argument("--max-pairs", type=int, default=600)
+    ap.add_argument("--out", default="benchmarks/results/capture_continuity.json")
+    ap.add_argument("--write-calibration", metavar="FILE")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    res = run(args)
+    print(json.dumps({k: res[k] for k in ("limits", "same_session_flagged", "two_photos_flagged", "cues")}, indent=1))
+    print(f"wrote {args.out}")
