@@ -1,5 +1,8 @@
 """Shared fixtures: real models and real images from ../shared (SMILE2PAY_MODELS / SMILE2PAY_DATA).
 
+``tests/unit``: no weights, no images (maths, parsing, the pure decision and stream state machine, storage on
+synthetic vectors). ``tests/integration``: real weights and real images.
+
 The pipeline is loaded once per test session. Tests never download anything.
 """
 from __future__ import annotations
@@ -17,11 +20,14 @@ os.environ["SMILE2PAY_MODELS"] = str(MODELS)
 os.environ["SMILE2PAY_DATA"] = str(DATA)
 
 
-def pytest_configure(config):
-    if not (MODELS / "w600k_mbf.onnx").is_file() or not (DATA / "samples" / "t1.jpg").is_file():
+def pytest_collection_modifyitems(session, config, items):
+    """tests/unit needs no weights and no images; tests/integration runs on the real ones only: without them
+    a run that collected an integration test is a setup error (never a silent skip)."""
+    if any("integration" in item.path.parts for item in items) and (
+            not (MODELS / "w600k_mbf.onnx").is_file() or not (DATA / "samples" / "t1.jpg").is_file()):
         raise pytest.UsageError(
             f"real models/data not found (SMILE2PAY_MODELS={MODELS}, SMILE2PAY_DATA={DATA}); "
-            "the test suite runs on real weights and images only")
+            "the integration tests run on real weights and images only (tests/unit needs neither)")
 
 
 def require_system(what: str, found: bool, hint: str) -> None:

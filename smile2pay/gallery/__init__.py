@@ -22,7 +22,7 @@ A third backend is one file plus one registry line:
 2. One line in :data:`BACKENDS`: ``"mybackend": Backend(("mybackend",), ".mybackend:MyGallery",
    ".mybackend:MyGuard"),``.
 
-``tests/test_storage_contract.py`` then runs the same behavioural checks on it once its fixture lists it.
+``tests/unit/test_storage_contract.py`` then runs the same behavioural checks on it once its fixture lists it.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ Writes
 :class:`WriteTxn` is the contract of the write transaction: ``user_exists``, ``put_user``,
 ``add_templates``, ``delete_templates``, ``delete_user``, ``put_baseline``, ``sealed_rows``, ``reseal``.
 Templates and baselines reach a backend already sealed (AES-256-GCM, bound to the user id and the identity
-model), so no backend ever sees a plaintext embedding. The contract test (``tests/test_storage_contract.py``)
+model), so no backend ever sees a plaintext embedding. The contract test (``tests/unit/test_storage_contract.py``)
 runs the same behavioural checks on every registered backend.
 """
 from __future__ import annotations

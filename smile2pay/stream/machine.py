@@ -3,7 +3,7 @@
 No models, no threads, no images beyond the aligned crop the continuity check reads: a
 :class:`StreamSession` (``smile2pay.stream.session``) finds and tracks the claimed user's face, measures it
 and feeds one :class:`Observation` per processed frame to :meth:`StreamMachine.step`; unit tests feed
-synthetic ones (``tests/test_stream_machine.py``).
+synthetic ones (``tests/unit/test_stream_machine.py``).
 
 States: ``WAITING_FOR_FACE`` -> ``HOLD_NEUTRAL`` -> ``SMILE_NOW`` (-> ``RELAX`` with the challenge) ->
 ``APPROVED`` | ``DECLINED``.

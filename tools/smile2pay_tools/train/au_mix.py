@@ -436,4 +436,4 @@ def export_cfg(cfg: MixConfig):
                                emb_dim=cfg.emb_dim)
 
 
-# TODO(vocabulary): remove once bench/smile_to_pay.py and tests/test_train_au_v3.py call export_cfg
+# TODO(vocabulary): remove once bench/smile_to_pay.py and tests/integration/test_train_au_v3.py call export_cfg

@@ -85,7 +85,7 @@ def test_genuine_bursts_same_decision(s2p, people):
 
 
 def test_raw_ck_pairs_same_decision(s2p, people, data_dir):
-    """The 2-frame bursts of tests/test_verify.py (48 px stills, padded detection)."""
+    """The 2-frame bursts of tests/integration/test_verify.py (48 px stills, padded detection)."""
     for subj, neutral, peak in people:
         slow, fast = _both(s2p, subj, [neutral, peak])
         _same(slow, fast)

@@ -227,7 +227,7 @@ def test_stream_doc_example_runs(data_dir, capsys):
     import re
     from pathlib import Path
 
-    src = (Path(__file__).resolve().parents[1] / "docs" / "stream.md").read_text()
+    src = (Path(__file__).resolve().parents[2] / "docs" / "stream.md").read_text()
     block = re.findall(r"```python\n(.*?)```", src, re.S)[0]
     block = block.replace('"../shared/data/"', repr(str(data_dir) + "/"))
     exec(compile(block, "docs/stream.md", "exec"), {})

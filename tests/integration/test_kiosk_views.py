@@ -29,7 +29,7 @@ from smile2pay.server.app import Limits, create_app  # noqa: E402
 ADMIN = "admin-key-0123456789abcdef"
 KIOSK = "kiosk-key-0123456789abcdef"
 SIZES = [(1280, 800), (390, 844)]
-KEEP = Path(__file__).resolve().parents[1] / "results" / "kiosk"
+KEEP = Path(__file__).resolve().parents[2] / "results" / "kiosk"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 # what a shopper must never read: reason codes, AU names, scores, thresholds

@@ -18,7 +18,7 @@ from smile2pay.errors import GalleryError
 from smile2pay.gallery import DuplicateIdentityError, Gallery, generate_key
 
 FP = "w600k_mbf:test"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_integration_example_runs(tmp_path, data_dir, monkeypatch, capsys):

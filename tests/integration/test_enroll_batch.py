@@ -15,7 +15,7 @@ from smile2pay.errors import RequestError
 from smile2pay.gallery import Gallery
 from smile2pay.gallery.batch import plan_folder, plan_manifest, run_batch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

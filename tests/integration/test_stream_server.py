@@ -210,7 +210,7 @@ def test_kiosk_in_headless_chromium(server, people, tmp_path):
     assert "SMILE_NOW" in states and "approved" in text.lower()
     assert shot is not None and shot.stat().st_size > 5000
     # keep a copy where pytest's tmp-dir rotation does not delete it (git-ignored: it shows a dataset face)
-    keep = Path(__file__).resolve().parents[1] / "results" / "kiosk"
+    keep = Path(__file__).resolve().parents[2] / "results" / "kiosk"
     keep.mkdir(parents=True, exist_ok=True)
     for f in tmp_path.glob("kiosk_*.png"):
         shutil.copy(f, keep / f.name)

@@ -1,5 +1,5 @@
 """The stream's state machine (smile2pay.stream.machine) driven by synthetic observations: no weights, no
-images beyond a synthetic 112 px crop, no threads. What tests/test_stream.py checks end to end on real CK+
+images beyond a synthetic 112 px crop, no threads. What tests/integration/test_stream.py checks end to end on real CK+
 clips, frame by frame here: neutral -> smile approves, EMA smoothing, a smile before any neutral frame,
 timeouts and their reasons, a lost or swapped track, the smile window, a second face, the mismatch count,
 the challenge (early smiles, RELAX) and a cut in the capture.

@@ -25,7 +25,7 @@ from PIL import Image
 from smile2pay.errors import ImageError
 from smile2pay.imageio import load_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST_S = 5.0  # a header check takes milliseconds; decoding a bomb takes seconds and gigabytes
 CLI_MAX_RSS_KIB = 1024 * 1024  # 1 GiB: the models alone take ~200 MB; a decoded 30000x30000 takes ~3.6 GB
 
