@@ -1,6 +1,6 @@
 """``smile2pay train-au``: train, evaluate (k-fold by subject) and export the AU network.
 
-Needs the ``train`` extra (``pip install '.[train]'`` from the source folder: torch, onnx, onnxscript).
+Needs the developer tools with their ``train`` extra (``pip install -e './tools[train]'`` from the source folder: torch, onnx, onnxscript).
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def cmd_train_au(args) -> tuple[Any, int]:
     try:
         from smile2pay_tools.train.run import run
     except ImportError as e:  # torch / onnx missing
-        raise Smile2PayError(f"train-au needs the train extra (pip install '.[train]' from the source folder, or the wheel path with [train]): {e}",
-                             code="DEPENDENCY_MISSING") from e
+        raise Smile2PayError(f"train-au needs the developer tools with their train extra (pip install -e "
+                             f"'./tools[train]' from the source folder): {e}", code="DEPENDENCY_MISSING") from e
     from ..config import Settings
 
     settings = Settings.from_env(models=getattr(args, "models", None))
