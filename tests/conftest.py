@@ -1,7 +1,8 @@
 """Shared fixtures: real models and real images from ../shared (SMILE2PAY_MODELS / SMILE2PAY_DATA).
 
 ``tests/unit``: no weights, no images (maths, parsing, the pure decision and stream state machine, storage on
-synthetic vectors). ``tests/integration``: real weights and real images.
+synthetic vectors, CLI help and usage errors, crafted bad image files). ``tests/integration``: real weights and
+real images. A unit file and its integration namesake share module-level helpers through ``tests/helpers.py``.
 
 The pipeline is loaded once per test session. Tests never download anything.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,33 @@ def pg_cluster():
     pg = TempCluster(fsync=False).start()
     yield pg
     pg.cleanup()
+
+
+# ------------------------------------------------------------- tests/{unit,integration}/test_gallery_backends.py
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A fresh gallery location: a sqlite:/// URL, or a new schema in the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'g'}"
+    pg = request.getfixturevalue("pg_cluster")
+    return pg.url(schema="t_" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture()
+def pg_url(pg_cluster):
+    """A new schema in the session's PostgreSQL (the PostgreSQL-only tests)."""
+    return pg_cluster.url(schema="t_" + uuid.uuid4().hex[:12])
+
+
+# ------------------------------------------------------------- tests/{unit,integration}/test_imageio_bombs.py
+@pytest.fixture(scope="module")
+def png_bombs(tmp_path_factory):
+    from helpers import BOMBS, write_zero_png
+
+    folder = tmp_path_factory.mktemp("bombs")
+    out = {}
+    for name, (w, h, depth) in BOMBS.items():
+        p = write_zero_png(folder / f"{name}.png", w, h, depth)
+        assert p.stat().st_size <= 1024 * 1024, (name, p.stat().st_size)
+        out[name] = p
+    return out

@@ -1,18 +1,7 @@
 """The CLI as a user runs it: a real subprocess, stdout must be pure JSON with --json."""
 import json
-import os
-import subprocess
-import sys
 
-import pytest
-
-
-def run(*args, env_extra=None):
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    p = subprocess.run([sys.executable, "-m", "smile2pay.cli", *args], capture_output=True, text=True,
-                       env=env, timeout=300)
-    return p.returncode, p.stdout, p.stderr
+from helpers import run
 
 
 def test_models_check_ok(models_dir):
@@ -21,13 +10,6 @@ def test_models_check_ok(models_dir):
     d = json.loads(out)
     assert d["ok"] is True and {m["name"] for m in d["models"]} >= {"det_500m", "w600k_mbf"}
     assert all(m["sha256_ok"] for m in d["models"])
-
-
-def test_models_check_missing_is_exit_1(tmp_path):
-    code, out, _ = run("models", "check", "--models", str(tmp_path), "--json", env_extra={"HOME": str(tmp_path)})
-    d = json.loads(out)
-    assert code == 1 and d["ok"] is False
-    assert any(not m["present"] for m in d["models"])
 
 
 def test_analyze_t1_six_faces_pure_json(t1_path):
@@ -51,24 +33,6 @@ def test_analyze_bad_input_exit_2_json_error(tmp_path, t1_path):
     codes = [i.get("error", {}).get("code") for i in d["images"]]
     assert codes == ["IMAGE_UNREADABLE", "IMAGE_NOT_FOUND", None]
     assert d["images"][2]["count"] == 6  # good images are still analysed
-
-
-def test_analyze_missing_models_exit_2(tmp_path, t1_path):
-    code, out, _ = run("analyze", str(t1_path), "--models", str(tmp_path), "--json",
-                       env_extra={"HOME": str(tmp_path)})
-    assert code == 2
-    assert json.loads(out)["error"]["code"] == "MODEL_MISSING"
-
-
-def test_usage_error_json():
-    code, out, _ = run("analyze", "--json")
-    assert code == 2 and json.loads(out)["error"]["code"] == "USAGE"
-
-
-@pytest.mark.parametrize("cmd", ["models", "analyze"])
-def test_help(cmd):
-    code, out, _ = run(cmd, "--help")
-    assert code == 0 and "--json" in out
 
 
 def test_demo_is_the_main_job(data_dir):

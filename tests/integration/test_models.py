@@ -1,5 +1,5 @@
-"""Model manifest, store (sha256 checks, typed errors), download (against local files), runtime."""
-import hashlib
+"""Model manifest against the real files, store (sha256 checks, typed errors), download (against local
+files), runtime."""
 import json
 import shutil
 import zipfile
@@ -9,7 +9,7 @@ import pytest
 
 from smile2pay.config import Settings
 from smile2pay.errors import ModelError
-from smile2pay.models import MODELS, PACKS, ModelStore, download, get_pack, get_spec, sha256_file
+from smile2pay.models import MODELS, ModelStore, download, get_pack, get_spec, sha256_file
 from smile2pay.models.runtime import create_session
 
 
@@ -23,12 +23,6 @@ def test_manifest_matches_shared_files(models_dir):
         assert sha256_file(p) == spec.sha256, name
     for spec in MODELS.values():
         assert spec.licence and spec.source and spec.task
-
-
-def test_licence_warning_on_insightface_weights():
-    for name in ("det_500m", "w600k_mbf"):
-        assert "non-commercial" in get_spec(name).licence
-    assert "commercial use allowed" in get_spec("yunet").licence
 
 
 def test_store_resolution_order(tmp_path, models_dir, monkeypatch):
@@ -48,17 +42,6 @@ def test_store_resolution_order(tmp_path, models_dir, monkeypatch):
     assert Settings.from_env(models="buffalo_l").pack_name() == "buffalo_l"
 
 
-def test_missing_file_error_names_file_digest_and_folders(tmp_path):
-    store = ModelStore([tmp_path])
-    with pytest.raises(ModelError) as e:
-        store.path("w600k_mbf")
-    err = e.value
-    assert err.code == "MODEL_MISSING"
-    assert "w600k_mbf.onnx" in err.message and str(tmp_path) in err.message
-    assert err.details["expected_sha256"] == get_spec("w600k_mbf").sha256
-    assert str(tmp_path) in err.details["searched"]
-
-
 def test_corrupt_file_is_a_checksum_error(tmp_path, models_dir):
     bad = tmp_path / "det_500m.onnx"
     data = bytearray((models_dir / "det_500m.onnx").read_bytes())
@@ -71,14 +54,6 @@ def test_corrupt_file_is_a_checksum_error(tmp_path, models_dir):
     assert e.value.details["expected_sha256"] == get_spec("det_500m").sha256
     r = store.check("det_500m")
     assert r.present and r.sha256_ok is False and not r.ok
-
-
-def test_unknown_model_and_pack():
-    with pytest.raises(ModelError) as e:
-        get_spec("nope")
-    assert e.value.code == "MODEL_UNKNOWN"
-    with pytest.raises(ModelError):
-        get_pack("nope")
 
 
 def test_check_pack_ok(models_dir):
@@ -135,20 +110,6 @@ def test_download_rejects_wrong_digest_and_leaves_nothing(tmp_path, models_dir):
     assert not (dest / "det_10g.onnx").exists()
 
 
-def test_download_unreachable_is_typed(tmp_path):
-    with pytest.raises(ModelError) as e:
-        download(["det_500m"], tmp_path, url=(tmp_path / "missing.zip").as_uri(), progress=False)
-    assert e.value.code == "MODEL_DOWNLOAD_FAILED"
-
-
-def test_corrupt_onnx_load_is_typed(tmp_path):
-    bad = tmp_path / "x.onnx"
-    bad.write_bytes(b"not a model")
-    with pytest.raises(ModelError) as e:
-        create_session(bad, name="x")
-    assert e.value.code == "MODEL_LOAD_FAILED"
-
-
 def test_provider_list_is_what_was_asked_with_reported_fallback(models_dir, caplog):
     import onnxruntime as ort
 
@@ -166,15 +127,3 @@ def test_provider_list_is_what_was_asked_with_reported_fallback(models_dir, capl
         assert any("CUDAExecutionProvider" in r.message for r in caplog.records)
     out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 112, 112), np.float32)})[0]
     assert out.shape == (1, 512)
-
-
-def test_every_pack_names_known_models():
-    for pack in PACKS.values():
-        for n in pack.model_names():
-            assert n in MODELS
-
-
-def test_sha256_helper(tmp_path):
-    p = tmp_path / "f"
-    p.write_bytes(b"abc")
-    assert sha256_file(p) == hashlib.sha256(b"abc").hexdigest()

@@ -1,0 +1,108 @@
+"""The smile gate's calibration (pure maths on small arrays), its agreement with the decision engine,
+and the shipped calibration's gate sections."""
+import numpy as np
+import pytest
+
+from smile2pay.decision.au_calibration import Probes, calibrate, calibration_section, gate, rates
+from smile2pay.decision.engine import FrameObs, decide, judge_frames
+from smile2pay.decision.policy import Policy
+from smile2pay.decision.rules import parse_rule
+from smile2pay.metrics.calibration_error import expected_calibration_error, reliability_bins
+
+RULE = parse_rule("AU6+AU12")
+
+
+def _policy(t=0.5, delta=0.2, absent=0.4, burst=0.2):
+    return Policy(identity_threshold=0.3, identity_far=1e-4, identity_source="test",
+                  au_thresholds={"AU6": t, "AU12": t}, absent_thresholds={"AU6": absent, "AU12": absent},
+                  baseline_min_delta=delta, burst_min_delta=burst)
+
+
+def test_ece_hand_computed():
+    # bin [0.8, 0.9): p = 0.8, 0.8, y = 1, 0 -> |0.5 - 0.8| = 0.3 ; bin [0.1, 0.2): p = 0.1, y = 0 -> 0.1
+    p, y = [0.8, 0.8, 0.1], [1, 0, 0]
+    assert expected_calibration_error(p, y) == pytest.approx(2 / 3 * 0.3 + 1 / 3 * 0.1)
+    bins = reliability_bins(p, y)
+    assert sum(b["n"] for b in bins) == 3 and bins[8]["freq"] == 0.5 and bins[1]["mean_p"] == pytest.approx(0.1)
+    assert expected_calibration_error([1.0, 0.0], [1, 0]) == 0.0       # 1.0 falls in the last bin
+    with pytest.raises(ValueError):
+        reliability_bins([0.1], [1, 0])
+
+
+def test_ece_matches_sklearn_calibration_curve():
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 5000)
+    y = (rng.uniform(0, 1, 5000) < p ** 2).astype(int)
+    freq, mean_p = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    bins = [b for b in reliability_bins(p, y) if b["n"]]
+    assert np.allclose(freq, [b["freq"] for b in bins]) and np.allclose(mean_p, [b["mean_p"] for b in bins])
+
+
+def test_burst_delta_requires_a_change_within_the_burst():
+    pol = _policy(t=0.5, delta=0.0, absent=0.5, burst=0.3)
+    # the neutral frame already sits at 0.45: a 0.6 "smile" is only +0.15 -> not present
+    pres, absent, _ = judge_frames([{"AU6": 0.45, "AU12": 0.45}, {"AU6": 0.6, "AU12": 0.6}], RULE, pol)
+    assert absent == [True, False] and pres == [False, False]
+    pres, _, _ = judge_frames([{"AU6": 0.1, "AU12": 0.1}, {"AU6": 0.6, "AU12": 0.6}], RULE, pol)
+    assert pres == [False, True]
+    # a frame without probabilities is neither present nor absent and does not move the reference
+    pres, absent, _ = judge_frames([None, {"AU6": 0.9, "AU12": 0.9}], RULE, pol)
+    assert pres == [False, True] and absent == [False, False]
+
+
+def test_gate_agrees_with_the_engine():
+    """calibrate()'s vectorised gate == the engine's decision on two-frame bursts (identity, liveness held fixed)."""
+    rng = np.random.default_rng(1)
+    n = 400
+    neutral = rng.uniform(0, 0.8, (n, 2)).astype(np.float32)
+    probe = rng.uniform(0, 1, (n, 2)).astype(np.float32)
+    pr = Probes("synthetic", ("AU6", "AU12"), probe, neutral, neutral.copy(), np.ones(n, bool))
+    for t, d, a in [(0.5, 0.2, 0.4), (0.35, 0.0, 0.6), (0.7, 0.35, 0.3)]:
+        ok = gate(pr, (t, t), d, a)
+        pol = _policy(t, d, a, d)
+        crop0 = np.zeros((112, 112, 3), np.uint8)
+        crop1 = np.full((112, 112, 3), 40, np.uint8)
+        lm = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float)
+        for i in range(n):
+            nb = {"AU6": float(neutral[i, 0]), "AU12": float(neutral[i, 1])}
+            fr = [FrameObs(identity_score=0.9, au_probs=nb, crop=crop0, landmarks=lm),
+                  FrameObs(identity_score=0.9, au_probs={"AU6": float(probe[i, 0]), "AU12": float(probe[i, 1])},
+                           crop=crop1, landmarks=lm)]
+            assert decide(fr, RULE, pol, baseline=nb).approved == bool(ok[i]), (i, t, d, a)
+
+
+def test_calibrate_keeps_every_population_under_max_fpr():
+    rng = np.random.default_rng(2)
+
+    def pop(name, shift):
+        n = 600
+        y = rng.uniform(0, 1, n) < 0.3
+        probe = np.where(y[:, None], rng.normal(0.75 + shift, 0.12, (n, 2)), rng.normal(0.2 + shift, 0.12, (n, 2)))
+        return Probes(name, ("AU6", "AU12"), probe.clip(0, 1).astype(np.float32), np.full((n, 2), np.nan, np.float32),
+                      np.full((n, 2), np.nan, np.float32), y)
+
+    pops = [pop("a", 0.0), pop("b", 0.12)]           # b's scores sit higher: its others pass a's best threshold
+    res = calibrate(pops, max_fpr=0.01)
+    for p in pops:
+        r = rates(p, [res["thresholds"]["AU6"], res["thresholds"]["AU12"]], res["delta"], res["absent_threshold"])
+        assert r["fpr"] <= 0.01 and r == res["populations"][p.name]
+    alone = calibrate(pops[:1], max_fpr=0.01)
+    assert max(alone["thresholds"].values()) <= max(res["thresholds"].values())
+    au, change = calibration_section(res)
+    assert set(au) == {"AU6", "AU12"} and change["burst_min_delta"] == res["delta"]
+    with pytest.raises(ValueError):
+        calibrate([])
+
+
+def test_shipped_calibration_has_the_gate_sections():
+    from smile2pay.decision.policy import CALIBRATION_DIR, Policy, load_calibration
+
+    cal = load_calibration(CALIBRATION_DIR / "mobile.json")
+    assert {"AU6", "AU12"} <= set(cal["au"]) and "burst_min_delta" in cal["au_change"]
+    pol = Policy.from_calibration()
+    assert pol.au_thresholds["AU12"] == cal["au"]["AU12"]["threshold"]
+    assert pol.single_frame_au_thresholds["AU12"] == cal["au_single_frame"]["AU12"]["threshold"]
+    # each population it was chosen on is recorded with its rates
+    assert set(cal["au"]["AU12"]["chosen_at"]) == {"ckplus_oof_pairs", "lfw_calib_pairs"}
