@@ -3,6 +3,10 @@
 Pure function of plain data (no models, no storage), so every rule is unit-testable:
 identity in every frame, AU pattern judged against calibrated per-AU thresholds and the
 user's own neutral baseline, then expression-change liveness over the burst.
+
+:func:`decide` composes one small function per step (``frame_checks``, ``identity_step``, ``au_step``,
+``liveness_step``, ``continuity_step``, ``pad_step``), each returning a :class:`Step`: its reasons, its
+section of the :class:`Outcome` and its per-frame entries.
 """
 from __future__ import annotations
 
@@ -119,11 +123,22 @@ def judge_frames(probs: list[dict[str, float] | None], rule: Rule, policy: Polic
     return present, absent, need
 
 
-def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str = "burst",
-           baseline: dict[str, float] | None = None, require_quality: bool = True) -> Outcome:
+@dataclass(frozen=True)
+class Step:
+    """What one step of :func:`decide` concludes: its reasons (in order), its section of the Outcome
+    (``None``: the step did not run) and its entries for each frame (``None``: none)."""
+
+    reasons: list[str]
+    section: dict | None = None
+    frames: list[dict] | None = None
+
+
+def frame_checks(frames: list[FrameObs], require_quality: bool = True) -> tuple[Step, list[FrameObs]]:
+    """Step 1: a usable face in every frame (its error, or LOW_QUALITY with the frame's quality reasons),
+    at least one frame, and finite numbers. Returns the step (``frames``: each frame's index, error or
+    quality reasons) and the usable frames: no error, no NaN or infinite score or probability."""
     reasons: list[str] = []
-    per_frame: list[dict] = []
-    # 1. a usable face in every frame
+    entries: list[dict] = []
     for i, f in enumerate(frames):
         d = {"index": i}
         if f.error:
@@ -132,7 +147,7 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
         elif require_quality and f.quality_reasons:
             reasons.append(LOW_QUALITY)
             d["quality_reasons"] = list(f.quality_reasons)
-        per_frame.append(d)
+        entries.append(d)
     ok = [f for f in frames if not f.error]
     if not frames:
         reasons.append(INVALID_OBSERVATION)
@@ -143,40 +158,61 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
         reasons.append(INVALID_OBSERVATION)
         bad_ids = {id(f) for f in bad}
         ok = [f for f in ok if id(f) not in bad_ids]
+    return Step(reasons, None, entries), ok
 
-    # 2. identity in every frame (the claimed user, at the calibrated threshold)
+
+def identity_step(frames: list[FrameObs], ok: list[FrameObs], policy: Policy) -> Step:
+    """Step 2: the claimed user in every usable frame, at the calibrated threshold (IDENTITY_MISMATCH).
+    Section: the Outcome's ``identity``; frames: each scored frame's score and match."""
     thr = policy.identity_threshold
     scores = [f.identity_score for f in ok if f.identity_score is not None]
-    for d, f in zip(per_frame, frames):
-        if f.identity_score is not None:
-            d["identity_score"] = round(float(f.identity_score), 5)
-            d["identity_match"] = bool(f.identity_score >= thr)
-    if ok and (len(scores) < len(ok) or min(scores) < thr):
-        reasons.append(IDENTITY_MISMATCH)
+    entries = [{} if f.identity_score is None else {"identity_score": round(float(f.identity_score), 5),
+                                                    "identity_match": bool(f.identity_score >= thr)}
+               for f in frames]
+    reasons = [IDENTITY_MISMATCH] if ok and (len(scores) < len(ok) or min(scores) < thr) else []
     identity = {"score": round(float(min(scores)), 5) if scores else None, "threshold": thr,
                 "far": policy.identity_far, "source": policy.identity_source,
                 "all_frames_match": bool(scores) and min(scores) >= thr and len(scores) == len(ok)}
     if policy.identity_population is not None:
         identity["population"] = policy.identity_population
+    return Step(reasons, identity, entries)
 
-    # 3. AU pattern per frame, against thresholds and the personal neutral baseline
+
+def au_policy(policy: Policy, liveness: str) -> Policy:
+    """The policy the AU pattern is judged by (and every later step runs with): single-frame mode uses
+    the policy's single-frame AU thresholds where it has them."""
     if liveness == "none" and policy.single_frame_au_thresholds:
-        policy = replace(policy, au_thresholds={**policy.au_thresholds, **policy.single_frame_au_thresholds})
+        return replace(policy, au_thresholds={**policy.au_thresholds, **policy.single_frame_au_thresholds})
+    return policy
+
+
+def _au_section(rule: Rule, policy: Policy, baseline: dict[str, float] | None, need: dict[str, float],
+                forbid: dict[str, float], present: list[bool]) -> dict:
+    """The Outcome's ``au``: the rule, its thresholds, the baseline and the frames showing the pattern."""
+    return {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
+            "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
+            "burst_min_delta": policy.burst_min_delta, "baseline_min_delta": policy.baseline_min_delta,
+            "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
+            "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
+            "present_frames": [i for i, v in enumerate(present) if v]}
+
+
+def au_step(frames: list[FrameObs], ok: list[FrameObs], rule: Rule, policy: Policy,
+            baseline: dict[str, float] | None = None) -> tuple[Step, list[bool], list[bool]]:
+    """Step 3: the AU pattern per frame, against the calibrated thresholds and the user's neutral baseline
+    (:func:`judge_frames`): AU_PATTERN_ABSENT when no usable frame shows it, plus NO_CHANGE_FROM_BASELINE
+    when a frame passed the plain thresholds but not the rise over the baseline. Section: the Outcome's
+    ``au``; frames: AU probabilities and pattern. Also returns the per-frame (present, absent)."""
     need, forbid = pattern_thresholds(rule, policy, baseline)
     present, absent, _ = judge_frames([None if f.error else (f.au_probs or None) for f in frames], rule, policy,
                                       baseline)
-    for d, f, pres, abs_ in zip(per_frame, frames, present, absent):
+    entries: list[dict] = []
+    for f, pres, abs_ in zip(frames, present, absent):
         p = f.au_probs or {}
-        if f.error or not p:
-            continue
-        d["au_probs"] = {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus}
-        d["pattern"] = "present" if pres else ("absent" if abs_ else "unclear")
-    au = {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
-          "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
-          "burst_min_delta": policy.burst_min_delta, "baseline_min_delta": policy.baseline_min_delta,
-          "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
-          "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
-          "present_frames": [i for i, v in enumerate(present) if v]}
+        entries.append({} if f.error or not p else {
+            "au_probs": {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus},
+            "pattern": "present" if pres else ("absent" if abs_ else "unclear")})
+    reasons: list[str] = []
     if ok and not any(present):
         reasons.append(AU_PATTERN_ABSENT)
         if baseline:
@@ -184,44 +220,84 @@ def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str 
                      for f in frames]
             if any(plain):
                 reasons.append(NO_CHANGE_FROM_BASELINE)
+    return Step(reasons, _au_section(rule, policy, baseline, need, forbid, present), entries), present, absent
 
-    # 4. expression-change liveness over the burst
+
+def _burst_checkable(frames: list[FrameObs], ok: list[FrameObs]) -> bool:
+    """Every frame usable and carrying its aligned crop and landmarks (what the burst checks compare)."""
+    return len(ok) == len(frames) and all(f.crop is not None and f.landmarks is not None for f in ok)
+
+
+def liveness_step(frames: list[FrameObs], ok: list[FrameObs], present: list[bool], absent: list[bool],
+                  policy: Policy, liveness: str = "burst") -> Step:
+    """Step 4: expression-change liveness over the burst (:func:`~.liveness.check_burst`): the pattern
+    appears during the frames, which are not one still. A burst that cannot be checked (a frame unusable
+    or without its crop) fails it when it is too short or a crop is missing. Section: the Outcome's
+    ``liveness`` (without ``continuity`` and ``pad``). ``liveness="none"``: not checked, said so."""
     if liveness not in LIVENESS_MODES:
         raise ValueError(f"liveness must be one of {LIVENESS_MODES}, got {liveness!r}")
     live: dict = {"mode": liveness, "checked": liveness == "burst"}
-    if liveness == "burst":
-        if len(ok) == len(frames) and all(f.crop is not None and f.landmarks is not None for f in ok):
-            lr = check_burst([f.crop for f in ok], [f.landmarks for f in ok], present, absent, policy.liveness)
-            live.update(lr.to_dict())
-            if not lr.passed:
-                reasons.extend(lr.reasons)
-            # one capture, not two photos: every consecutive pair of frames continuous
-            cr = continuity.check([continuity.signature(f.crop, f.landmarks) for f in ok
-                                   if f.landmarks is not None], policy.continuity)
-            live["continuity"] = cr.to_dict()
-            if not cr.passed:
-                reasons.extend(cr.reasons)
-        else:
-            live["passed"] = False
-            missing_crop = len(ok) == len(frames) and any(f.crop is None or f.landmarks is None for f in ok)
-            if len(frames) < policy.liveness.min_frames or missing_crop:
-                reasons.append(LIVENESS_FAILED)
-                if missing_crop:
-                    live["note"] = "a frame came without its aligned crop: the replay check could not run"
-    else:
+    reasons: list[str] = []
+    if liveness != "burst":
         live["note"] = "single-frame mode: liveness was NOT checked"
+    elif _burst_checkable(frames, ok):
+        lr = check_burst([f.crop for f in ok], [f.landmarks for f in ok], present, absent, policy.liveness)
+        live.update(lr.to_dict())
+        if not lr.passed:
+            reasons.extend(lr.reasons)
+    else:
+        live["passed"] = False
+        missing_crop = len(ok) == len(frames) and any(f.crop is None or f.landmarks is None for f in ok)
+        if len(frames) < policy.liveness.min_frames or missing_crop:
+            reasons.append(LIVENESS_FAILED)
+            if missing_crop:
+                live["note"] = "a frame came without its aligned crop: the replay check could not run"
+    return Step(reasons, live)
 
-    # 5. passive presentation-attack detection (every mode, burst or single frame)
+
+def continuity_step(frames: list[FrameObs], ok: list[FrameObs], policy: Policy, liveness: str = "burst") -> Step:
+    """Step 5: one capture, not two photos: every consecutive pair of frames continuous
+    (:func:`~.continuity.check`). Runs with the burst liveness check only (section ``None`` otherwise)."""
+    if liveness != "burst" or not _burst_checkable(frames, ok):
+        return Step([])
+    cr = continuity.check([continuity.signature(f.crop, f.landmarks) for f in ok
+                           if f.landmarks is not None], policy.continuity)
+    return Step([] if cr.passed else list(cr.reasons), cr.to_dict())
+
+
+def pad_step(ok: list[FrameObs], policy: Policy) -> Step:
+    """Step 6: passive presentation-attack detection (every mode, burst or single frame): a non-finite
+    score is INVALID_OBSERVATION; enforced, a usable frame below the threshold or not scored (too small
+    for the models: no proof of a live face either) is PRESENTATION_ATTACK. Section: ``liveness.pad``."""
     pads = [f.pad_score for f in ok]
-    live["pad"] = {"mode": policy.pad_mode, "threshold": policy.pad_threshold,
-                   "scores": [None if p is None else round(float(p), 4) for p in pads]}
+    section = {"mode": policy.pad_mode, "threshold": policy.pad_threshold,
+               "scores": [None if p is None else round(float(p), 4) for p in pads]}
     scored = [float(p) for p in pads if p is not None]
+    reasons: list[str] = []
     if any(not math.isfinite(p) for p in scored):
         reasons.append(INVALID_OBSERVATION)
     elif policy.pad_mode == "enforce" and ok and (len(scored) < len(ok) or min(scored) < policy.pad_threshold):
-        # enforced: a face the models could not score (too small) is no proof of a live face either
         reasons.append(PRESENTATION_ATTACK)
+    return Step(reasons, section)
 
-    reasons = _uniq(reasons)
-    return Outcome(approved=not reasons, reasons=reasons, identity=identity, au=au, liveness=live,
-                   frames=per_frame)
+
+def decide(frames: list[FrameObs], rule: Rule, policy: Policy, *, liveness: str = "burst",
+           baseline: dict[str, float] | None = None, require_quality: bool = True) -> Outcome:
+    """The decision on one burst: approved when no step gives a reason. The steps, in the order their
+    reasons are listed (each reason once): frame errors and quality, identity, AU pattern and baseline,
+    liveness, continuity, presentation-attack detection."""
+    checks, ok = frame_checks(frames, require_quality)
+    ident = identity_step(frames, ok, policy)
+    policy = au_policy(policy, liveness)
+    au, present, absent = au_step(frames, ok, rule, policy, baseline)
+    live = liveness_step(frames, ok, present, absent, policy, liveness)
+    cont = continuity_step(frames, ok, policy, liveness)
+    pad = pad_step(ok, policy)
+    reasons = _uniq([r for step in (checks, ident, au, live, cont, pad) for r in step.reasons])
+    live_section = dict(live.section)
+    if cont.section is not None:
+        live_section["continuity"] = cont.section
+    live_section["pad"] = pad.section
+    per_frame = [{**c, **i, **a} for c, i, a in zip(checks.frames, ident.frames, au.frames)]
+    return Outcome(approved=not reasons, reasons=reasons, identity=ident.section, au=au.section,
+                   liveness=live_section, frames=per_frame)

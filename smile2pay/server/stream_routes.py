@@ -36,14 +36,16 @@ import logging
 import math
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from ..errors import RequestError, Smile2PayError
+from .routing import RouteGroup
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,27 @@ def _options(raw) -> dict:
     return out
 
 
+@dataclass
+class StreamState:
+    """One app's stream state (``app.state.stream``): the SDK instance, the key check, the limits, the
+    verify rate limit, the kiosk tokens and the live-session slots."""
+
+    s2p: Any
+    scope_of: Callable[[str], str | None]
+    limits: Any
+    rate_check: Callable[[str, str | None], float] | None
+    tokens: KioskTokens
+    slots: asyncio.Semaphore
+
+
+def stream_state(conn) -> StreamState:
+    """The :class:`StreamState` of the app serving this request or WebSocket."""
+    return conn.app.state.stream
+
+
+routes = RouteGroup()
+
+
 def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], limits,
                       rate_check: Callable[[str, str | None], float] | None = None,
                       tokens: KioskTokens | None = None) -> None:
@@ -133,181 +156,267 @@ def add_stream_routes(app: FastAPI, s2p, scope_of: Callable[[str], str | None], 
     slots = asyncio.Semaphore(MAX_SESSIONS)
     tokens = tokens or KioskTokens()
     app.state.kiosk_tokens = tokens
+    app.state.stream = StreamState(s2p, scope_of, limits, rate_check, tokens, slots)
+    routes.register(app)
 
-    @app.post("/v1/kiosk/token", tags=["stream"], summary="A short-lived kiosk token for the stream WebSocket",
-              description="Admin key only. Body (optional): `{\"minutes\": 60}` (1 to 1440). The token opens "
-                          "`/v1/stream` sessions (the kiosk scope) until it expires, and nothing else: put it "
-                          "in the kiosk's settings (stored in the browser, never in the URL).")
-    async def kiosk_token(request: Request):
-        raw = await request.body()
-        if len(raw) > 1024:
-            return JSONResponse({"error": {"code": "REQUEST_TOO_LARGE", "message": "body over 1024 bytes"}},
-                                status_code=413)
+
+def _json_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+# ------------------------------------------------------------------------------ kiosk token and page
+@routes.post("/v1/kiosk/token", tags=["stream"], summary="A short-lived kiosk token for the stream WebSocket",
+             description="Admin key only. Body (optional): `{\"minutes\": 60}` (1 to 1440). The token opens "
+                         "`/v1/stream` sessions (the kiosk scope) until it expires, and nothing else: put it "
+                         "in the kiosk's settings (stored in the browser, never in the URL).")
+async def kiosk_token(request: Request):
+    raw = await request.body()
+    if len(raw) > 1024:
+        return _json_error(413, "REQUEST_TOO_LARGE", "body over 1024 bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return _json_error(400, "REQUEST_INVALID", "body must be a JSON object")
+    minutes = body.get("minutes", TOKEN_DEFAULT_MINUTES)
+    lo, hi = TOKEN_MINUTES
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not lo <= minutes <= hi:
+        return _json_error(400, "REQUEST_INVALID", f"'minutes' must be a number in [{lo}, {hi}]")
+    tok, exp = stream_state(request).tokens.issue(float(minutes))
+    return {"token": tok, "expires_at": round(exp, 3), "expires_in_s": round(60.0 * float(minutes), 3),
+            "scope": "stream"}
+
+
+@routes.get("/kiosk")
+def kiosk_page():
+    return FileResponse(STATIC / "kiosk.html", media_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/kiosk/{name}")
+def kiosk_asset(name: str):
+    if name not in KIOSK_FILES:
+        return _json_error(404, "NOT_FOUND", f"no kiosk file {name}")
+    return FileResponse(STATIC / name, media_type=KIOSK_FILES[name], headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------ the stream: admission
+@dataclass(frozen=True)
+class Refusal:
+    """Why a stream is not started: the error sent to the client, then the close code."""
+
+    code: str
+    message: str
+    close_code: int = 4400
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """An admitted start message."""
+
+    user_id: str
+    require: str
+    nonce: Any
+    options: Any
+
+
+#: the socket is gone (or was answered) before a start message came
+GONE = object()
+
+
+async def _fail(ws: WebSocket, code: str, message: str, close_code: int = 4400, **extra) -> None:
+    try:
+        await ws.send_json({"type": "error", "error": {"code": code, "message": message, **extra}})
+        await ws.close(code=close_code)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+
+
+async def _refuse(ws: WebSocket, r: Refusal) -> None:
+    await _fail(ws, r.code, r.message, r.close_code, **r.extra)
+
+
+async def _first_message(ws: WebSocket):
+    """The first message as JSON (None when it is not JSON), or :data:`GONE` (no start message in time,
+    answered and closed; or the client left)."""
+    try:
+        first = await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        await _fail(ws, "REQUEST_INVALID", "no start message", 4408)
+        return GONE
+    except (WebSocketDisconnect, RuntimeError, KeyError):
+        return GONE
+    try:
+        return json.loads(first)
+    except ValueError:
+        return None
+
+
+def _scope(ws: WebSocket, msg, st: StreamState) -> str | Refusal:
+    """The scope of the credential: the ``?key=`` or the start message's ``api_key`` (an admin or kiosk
+    key, or a kiosk token), else its ``token``."""
+    key = ws.query_params.get("key") or (msg.get("api_key") if isinstance(msg, dict) else None) or ""
+    tok = msg.get("token") if isinstance(msg, dict) else None
+    if not tok and isinstance(key, str) and key.startswith(TOKEN_PREFIX):
+        tok, key = key, ""
+    scope = st.scope_of(key) if isinstance(key, str) and key else None
+    if scope is None and isinstance(tok, str) and tok:
+        state = st.tokens.check(tok)
+        if state == "expired":
+            return Refusal("TOKEN_EXPIRED", "the kiosk token has expired; ask for a new one", 4401)
+        scope = "kiosk" if state == "ok" else None
+    if scope is None:
+        return Refusal("UNAUTHORIZED", "missing or wrong API key or kiosk token", 4401)
+    return scope
+
+
+def _admit(ws: WebSocket, msg, st: StreamState) -> StreamStart | Refusal:
+    """The start message checked in order: credential, shape, the verify rate limit (a start counts),
+    a free session slot."""
+    scope = _scope(ws, msg, st)
+    if isinstance(scope, Refusal):
+        return scope
+    if not isinstance(msg, dict) or msg.get("type") != "start":
+        return Refusal("REQUEST_INVALID", "the first message must be {\"type\": \"start\", ...}")
+    user_id, require, nonce = msg.get("user_id"), msg.get("require", "AU6+AU12"), msg.get("nonce")
+    if not isinstance(user_id, str) or not user_id or not isinstance(require, str):
+        return Refusal("REQUEST_INVALID", "'user_id' (string) is required; 'require' must be a string")
+    wait = st.rate_check(scope, ws.client.host if ws.client else None) if st.rate_check else 0.0
+    if wait > 0:
+        return Refusal("RATE_LIMITED", "too many verify attempts from this client; retry later", 4429,
+                       {"retry_after_s": max(1, math.ceil(wait))})
+    if st.slots.locked():
+        return Refusal("BUSY", f"at most {MAX_SESSIONS} live sessions at once; retry", 4429)
+    return StreamStart(user_id, require, nonce, msg.get("options"))
+
+
+@routes.websocket("/v1/stream")
+async def stream(ws: WebSocket):
+    await ws.accept()
+    st = stream_state(ws)
+    msg = await _first_message(ws)
+    if msg is GONE:
+        return
+    start = _admit(ws, msg, st)
+    if isinstance(start, Refusal):
+        return await _refuse(ws, start)
+    async with st.slots:   # taken with no await since _admit saw it free
         try:
-            body = json.loads(raw or b"{}")
+            opts = _options(start.options)
+            session = await run_in_threadpool(st.s2p.start_session, start.user_id, require=start.require,
+                                              nonce=start.nonce, **opts)
+        except Smile2PayError as e:
+            return await _fail(ws, e.code, e.message)
+        await run_session(ws, session, st.limits)
+
+
+# ------------------------------------------------------------------------------ the stream: a session
+class _Updates:
+    """Updates from the worker thread; the oldest non-final ones are dropped if the client reads slowly.
+    The final update is the session's last one, so it is never dropped. (No Queue + wait_for: on
+    Python < 3.12 a timed-out wait_for(queue.get()) can swallow an item.)"""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: collections.deque = collections.deque(maxlen=32)
+        self.ready = asyncio.Event()
+
+    def on_update(self, u) -> None:   # worker thread -> event loop
+        self.loop.call_soon_threadsafe(self._put, u)
+
+    def _put(self, u) -> None:
+        self.pending.append(u)
+        self.ready.set()
+
+
+async def _receive(ws: WebSocket, session, limits) -> str:
+    """Frames into the session (binary messages) until it is final, the client ends it or leaves, or a
+    frame is too large: ``"final"``, ``"end"``, ``"disconnect"`` or ``"too_large"``."""
+    while not session.final:
+        m = await ws.receive()
+        if m["type"] == "websocket.disconnect":
+            return "disconnect"
+        data = m.get("bytes")
+        if data is not None:
+            if len(data) > limits.max_frame_bytes:
+                return "too_large"
+            session.offer(data, time.monotonic())
+            continue
+        try:
+            ctl = json.loads(m.get("text") or "null")
         except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return JSONResponse({"error": {"code": "REQUEST_INVALID", "message": "body must be a JSON object"}},
-                                status_code=400)
-        minutes = body.get("minutes", TOKEN_DEFAULT_MINUTES)
-        lo, hi = TOKEN_MINUTES
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not lo <= minutes <= hi:
-            return JSONResponse({"error": {"code": "REQUEST_INVALID",
-                                           "message": f"'minutes' must be a number in [{lo}, {hi}]"}}, status_code=400)
-        tok, exp = tokens.issue(float(minutes))
-        return {"token": tok, "expires_at": round(exp, 3), "expires_in_s": round(60.0 * float(minutes), 3),
-                "scope": "stream"}
+            ctl = None
+        if isinstance(ctl, dict) and ctl.get("type") == "end":
+            await run_in_threadpool(session.end)
+            return "end"
+    return "final"
 
-    @app.get("/kiosk")
-    def kiosk_page():
-        return FileResponse(STATIC / "kiosk.html", media_type="text/html",
-                            headers={"Cache-Control": "no-store"})
 
-    @app.get("/kiosk/{name}")
-    def kiosk_asset(name: str):
-        if name not in KIOSK_FILES:
-            return JSONResponse({"error": {"code": "NOT_FOUND", "message": f"no kiosk file {name}"}},
-                                status_code=404)
-        return FileResponse(STATIC / name, media_type=KIOSK_FILES[name], headers={"Cache-Control": "no-store"})
-
-    @app.websocket("/v1/stream")
-    async def stream(ws: WebSocket):
-        await ws.accept()
-
-        async def fail(code: str, message: str, close_code: int = 4400, **extra):
+async def _send(ws: WebSocket, session, updates: _Updates) -> str:
+    """The session's updates to the client, the final one last (then the socket is closed)."""
+    while True:
+        if not updates.pending:
+            updates.ready.clear()
             try:
-                await ws.send_json({"type": "error", "error": {"code": code, "message": message, **extra}})
-                await ws.close(code=close_code)
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-
-        try:
-            first = await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return await fail("REQUEST_INVALID", "no start message", 4408)
-        except (WebSocketDisconnect, RuntimeError, KeyError):
-            return
-        try:
-            msg = json.loads(first)
-        except ValueError:
-            msg = None
-        key = ws.query_params.get("key") or (msg.get("api_key") if isinstance(msg, dict) else None) or ""
-        tok = msg.get("token") if isinstance(msg, dict) else None
-        if not tok and isinstance(key, str) and key.startswith(TOKEN_PREFIX):
-            tok, key = key, ""
-        scope = scope_of(key) if isinstance(key, str) and key else None
-        if scope is None and isinstance(tok, str) and tok:
-            state = tokens.check(tok)
-            if state == "expired":
-                return await fail("TOKEN_EXPIRED", "the kiosk token has expired; ask for a new one", 4401)
-            scope = "kiosk" if state == "ok" else None
-        if scope is None:
-            return await fail("UNAUTHORIZED", "missing or wrong API key or kiosk token", 4401)
-        if not isinstance(msg, dict) or msg.get("type") != "start":
-            return await fail("REQUEST_INVALID", "the first message must be {\"type\": \"start\", ...}")
-        user_id, require, nonce = msg.get("user_id"), msg.get("require", "AU6+AU12"), msg.get("nonce")
-        if not isinstance(user_id, str) or not user_id or not isinstance(require, str):
-            return await fail("REQUEST_INVALID", "'user_id' (string) is required; 'require' must be a string")
-        wait = rate_check(scope, ws.client.host if ws.client else None) if rate_check else 0.0
-        if wait > 0:
-            return await fail("RATE_LIMITED", "too many verify attempts from this client; retry later", 4429,
-                              retry_after_s=max(1, math.ceil(wait)))
-        if slots.locked():
-            return await fail("BUSY", f"at most {MAX_SESSIONS} live sessions at once; retry", 4429)
-        async with slots:
-            try:
-                opts = _options(msg.get("options"))
-                session = await run_in_threadpool(s2p.start_session, user_id, require=require, nonce=nonce, **opts)
-            except Smile2PayError as e:
-                return await fail(e.code, e.message)
-            await _run_session(ws, session, limits)
-
-    async def _run_session(ws: WebSocket, session, limits) -> None:
-        loop = asyncio.get_running_loop()
-        # updates from the worker thread; the oldest non-final ones are dropped if the client reads slowly.
-        # The final update is the session's last one, so it is never dropped. (No Queue + wait_for: on
-        # Python < 3.12 a timed-out wait_for(queue.get()) can swallow an item.)
-        pending: collections.deque = collections.deque(maxlen=32)
-        ready = asyncio.Event()
-
-        def on_update(u) -> None:   # worker thread -> event loop
-            def put():
-                pending.append(u)
-                ready.set()
-            loop.call_soon_threadsafe(put)
-
-        session.add_listener(on_update)
-        await ws.send_json({"type": "started", "request_id": session.request_id, "state": session.state,
-                            "user_id": session.user_id, "rule": str(session.rule)})
-        if session.final:
-            await _send_final(ws, session.latest() or session.end())
-            return
-
-        async def receive():
-            while not session.final:
-                m = await ws.receive()
-                if m["type"] == "websocket.disconnect":
-                    return "disconnect"
-                data = m.get("bytes")
-                if data is not None:
-                    if len(data) > limits.max_frame_bytes:
-                        return "too_large"
-                    session.offer(data, time.monotonic())
-                    continue
-                try:
-                    ctl = json.loads(m.get("text") or "null")
-                except ValueError:
-                    ctl = None
-                if isinstance(ctl, dict) and ctl.get("type") == "end":
-                    await run_in_threadpool(session.end)
-                    return "end"
-            return "final"
-
-        async def send():
-            while True:
-                if not pending:
-                    ready.clear()
-                    try:
-                        await asyncio.wait_for(ready.wait(), 0.5)
-                    except asyncio.TimeoutError:
-                        await run_in_threadpool(session.expire)   # no frames coming: the timeout still ends it
-                    continue
-                u = pending.popleft()
-                if u.final:
-                    await _send_final(ws, u)
-                    return "sent"
-                d = u.to_dict()
-                d.pop("decision", None)
-                await ws.send_json({"type": "update", **d})
-
-        rx, tx = asyncio.create_task(receive()), asyncio.create_task(send())
-        try:
-            done, _ = await asyncio.wait({rx, tx}, return_when=asyncio.FIRST_COMPLETED)
-            if rx in done and not tx.done():
-                why = rx.result()
-                if why == "too_large":
-                    tx.cancel()
-                    await ws.send_json({"type": "error", "error": {
-                        "code": "REQUEST_TOO_LARGE", "message": f"a frame is larger than {limits.max_frame_bytes} bytes"}})
-                    await ws.close(code=4413)
-                elif why == "disconnect":
-                    tx.cancel()
-                else:
-                    await asyncio.wait_for(tx, 30)
-            if not rx.done():
-                rx.cancel()
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        except Exception:
-            log.exception("stream session failed")
-        finally:
-            for t in (rx, tx):
-                if not t.done():
-                    t.cancel()
-            session.close()   # an undecided session (client gone) is left unaudited
-
-    async def _send_final(ws: WebSocket, u) -> None:
+                await asyncio.wait_for(updates.ready.wait(), 0.5)
+            except asyncio.TimeoutError:
+                await run_in_threadpool(session.expire)   # no frames coming: the timeout still ends it
+            continue
+        u = updates.pending.popleft()
+        if u.final:
+            await _send_final(ws, u)
+            return "sent"
         d = u.to_dict()
-        await ws.send_json({"type": "final", **d})
-        await ws.close(code=1000)
+        d.pop("decision", None)
+        await ws.send_json({"type": "update", **d})
+
+
+async def _settle(ws: WebSocket, rx: asyncio.Task, tx: asyncio.Task, limits) -> None:
+    """Wait for the receiver or the sender; a too-large frame is answered (4413), a client that left stops
+    the sender, otherwise the sender gets its final update out (30 s at most)."""
+    done, _ = await asyncio.wait({rx, tx}, return_when=asyncio.FIRST_COMPLETED)
+    if rx in done and not tx.done():
+        why = rx.result()
+        if why == "too_large":
+            tx.cancel()
+            await ws.send_json({"type": "error", "error": {
+                "code": "REQUEST_TOO_LARGE", "message": f"a frame is larger than {limits.max_frame_bytes} bytes"}})
+            await ws.close(code=4413)
+        elif why == "disconnect":
+            tx.cancel()
+        else:
+            await asyncio.wait_for(tx, 30)
+    if not rx.done():
+        rx.cancel()
+
+
+async def run_session(ws: WebSocket, session, limits) -> None:
+    """Run one started session over the socket: ``started``, the updates, ``final``; then close it."""
+    updates = _Updates(asyncio.get_running_loop())
+    session.add_listener(updates.on_update)
+    await ws.send_json({"type": "started", "request_id": session.request_id, "state": session.state,
+                        "user_id": session.user_id, "rule": str(session.rule)})
+    if session.final:
+        await _send_final(ws, session.latest() or session.end())
+        return
+    rx = asyncio.create_task(_receive(ws, session, limits))
+    tx = asyncio.create_task(_send(ws, session, updates))
+    try:
+        await _settle(ws, rx, tx, limits)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    except Exception:
+        log.exception("stream session failed")
+    finally:
+        for t in (rx, tx):
+            if not t.done():
+                t.cancel()
+        session.close()   # an undecided session (client gone) is left unaudited
+
+
+async def _send_final(ws: WebSocket, u) -> None:
+    d = u.to_dict()
+    await ws.send_json({"type": "final", **d})
+    await ws.close(code=1000)
