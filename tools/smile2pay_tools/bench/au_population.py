@@ -67,17 +67,48 @@ def model_scores(model, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray
     return np.concatenate(out), list(m.au_names)
 
 
-def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None) -> list:
+def fuse_matrix(P: np.ndarray, names: list[str], happy: np.ndarray | None) -> np.ndarray:
+    """The product's AU stage on precomputed outputs: AU6 / AU12 of ``P`` (N, K) fused with the expression
+    classifier's P(happy) exactly as :func:`smile2pay.vision.au.fuse_happy` does (rows of NaN stay NaN).
+    ``happy`` None: ``P`` unchanged (the AU model alone)."""
+    from smile2pay.vision.au import FUSED_AUS, FUSION_WEIGHT
+
+    if happy is None:
+        return P
+    lg = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1.0 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    Q = np.array(P, np.float64, copy=True)
+    lh = lg(np.asarray(happy, np.float64))
+    for au in FUSED_AUS:
+        j = names.index(au)
+        Q[:, j] = 1.0 / (1.0 + np.exp(-(FUSION_WEIGHT * lg(Q[:, j]) + (1.0 - FUSION_WEIGHT) * lh)))
+    return Q.astype(np.float32)
+
+
+def happy_scores(models_dir, crops: np.ndarray) -> np.ndarray:
+    """P(happy) as the product's AU stage computes it: the FER classifier on the unpadded centre of each AU crop."""
+    return fer_scores(models_dir, crops)["pad0"]
+
+
+def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None,
+                            models_dir=None) -> list:
     """The held-out calibration populations of the gate, scored by ``model`` (trained on none of them): FER+ Valid
     single frames and LFW calibration-people neutral -> probe pairs. ``lfw_probs``: the model's probabilities on
-    every LFW face when already computed."""
+    every LFW face when already computed (fused already when ``models_dir`` is given). ``models_dir``: fuse the
+    expression classifier's P(happy) in, as the product's AU stage does."""
     from ..train.au_mix import fer_smile_target
 
     _, usable = fer_smile_target(fer["votes"])
     fv = np.flatnonzero(masks["fer_valid"] & usable)
     pv, names = model_scores(model, fer["crops"][fv])
+    if models_dir is not None:
+        pv = fuse_matrix(pv, names, happy_scores(models_dir, fer["crops"][fv]))
     fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
-    pl = lfw_probs if lfw_probs is not None else model_scores(model, lfw["crops"])[0]
+    if lfw_probs is not None:
+        pl = lfw_probs
+    else:
+        pl = model_scores(model, lfw["crops"])[0]
+        if models_dir is not None:
+            pl = fuse_matrix(pl, names, happy_scores(models_dir, lfw["crops"]))
     lc = [(a, b, k) for a, b, k in lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
     lfw_pr = probes_of("lfw_calib_pairs", pl, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
                        [a for a, _, _ in lc])
@@ -213,18 +244,31 @@ def run(args) -> dict:
         raise SystemExit(f"{run_dir}/cv/fold*/oof.npz missing: run train-au --recipe v3 --cv 5 first")
     model = load_au_model(onnx)
     names = list(model.au_names)
-    Pl, _ = model_scores(model, lfw["crops"])           # every LFW face once: test people here, calibration below
+    fusion = not getattr(args, "no_fusion", False)
+    res["au_stage"] = "AU model fused with FER P(happy) (smile2pay.vision.au.fuse_happy)" if fusion else "AU model alone"
+    Pl_raw, _ = model_scores(model, lfw["crops"])       # every LFW face once: test people here, calibration below
+    Hl = happy_scores(args.models, lfw["crops"])
+    Hck = happy_scores(args.models, ck["crops"])
+    Pl = fuse_matrix(Pl_raw, names, Hl if fusion else None)
+    oof_raw, oof = oof, fuse_matrix(oof, names, Hck if fusion else None)
     scored = {}
     for k, s in sets.items():
         src, idx = s["src"], s["idx"]
         crops = src["crops"][idx]
-        P = oof[idx] if k.startswith("ckplus") else Pl[idx] if k.startswith("lfw") else model_scores(model, crops)[0]
+        if k.startswith("ckplus"):
+            P_raw, H = oof_raw[idx], Hck[idx]
+        elif k.startswith("lfw"):
+            P_raw, H = Pl_raw[idx], Hl[idx]
+        else:
+            P_raw, H = model_scores(model, crops)[0], happy_scores(args.models, crops)
+        P = fuse_matrix(P_raw, names, H if fusion else None)
         j6, j12 = names.index("AU6"), names.index("AU12")
-        sc = {"model_min_AU6_AU12": np.minimum(P[:, j6], P[:, j12]), "model_AU12": P[:, j12]}
+        sc = {"model_min_AU6_AU12": np.minimum(P[:, j6], P[:, j12]), "model_AU12": P[:, j12],
+              "au_model_alone_min_AU6_AU12": np.minimum(P_raw[:, j6], P_raw[:, j12])}
         t = teacher_scores(src["blendshapes"][idx])
         sc["teacher_AU12"], sc["teacher_min_AU6_AU12"] = t["AU12"], t["min_AU6_AU12"]
         f = fer_scores(args.models, crops)
-        sc["fer_happy_crop_pad0.15"], sc["fer_happy_crop_pad0"] = f["pad0.15"], f["pad0"]
+        sc["fer_happy_crop_pad0.15"], sc["fer_happy_crop_pad0"] = f["pad0.15"], f["pad0"]   # pad0 = H above
         if k.startswith("ferplus"):
             sc["fer_happy_raw48"] = fer_raw_scores(args.models, src["path"][idx])
         y = s["y"]
@@ -232,7 +276,8 @@ def run(args) -> dict:
         best_teacher = max(aucs["teacher_AU12"], aucs["teacher_min_AU6_AU12"])
         best_fer = max(v for n, v in aucs.items() if n.startswith("fer_"))
         ent = {"images": int(len(idx)), "smiles": int(y.sum()), "auc": aucs,
-               "smile_score_auc": aucs["model_min_AU6_AU12"], "best_teacher_auc": best_teacher,
+               "smile_score_auc": aucs["model_min_AU6_AU12"],
+               "au_model_alone_auc": aucs["au_model_alone_min_AU6_AU12"], "best_teacher_auc": best_teacher,
                "best_fer_auc": best_fer,
                "target_met": bool(aucs["model_min_AU6_AU12"] >= 0.98 and aucs["model_min_AU6_AU12"] > best_teacher
                                   and aucs["model_min_AU6_AU12"] > best_fer),
@@ -245,10 +290,10 @@ def run(args) -> dict:
             for j, n in enumerate(names):
                 yy = np.array([n[2:] in str(a).split(";") for a in ck["aus"]])
                 if 0 < yy.sum() < len(yy):
-                    per_au[n] = {"positives": int(yy.sum()), "auc": _auc(yy, P[:, j]),
-                                 "f1_at_0.5": round(float(f1_score(yy, P[:, j] >= 0.5)), 4),
-                                 "ece": round(ece_block(P[:, j], yy)["ece"], 4)}
-            ent["per_au"] = per_au
+                    per_au[n] = {"positives": int(yy.sum()), "auc": _auc(yy, P_raw[:, j]),
+                                 "f1_at_0.5": round(float(f1_score(yy, P_raw[:, j] >= 0.5)), 4),
+                                 "ece": round(ece_block(P_raw[:, j], yy)["ece"], 4)}
+            ent["per_au"] = per_au                       # the AU model's own outputs (before the fusion)
         elif k.startswith("ferplus"):
             ent["label"] = ("FER2013Test minus pixel-identical train/valid images and in-test repeats; usable votes; "
                             f"detected {len(fer['path'])}/{fer['n_requested']} FER+ images")
@@ -257,7 +302,8 @@ def run(args) -> dict:
             ent["label"] = "LFW people held out of training and calibration (crc32(name) % 4 in {0, 1})"
         res["sets"][k] = ent
         scored[k] = (P, y)
-        print(f"{k:26s} n={len(idx):5d} smiles={int(y.sum()):4d}  model {aucs['model_min_AU6_AU12']}  "
+        print(f"{k:26s} n={len(idx):5d} smiles={int(y.sum()):4d}  gate score {aucs['model_min_AU6_AU12']}  "
+              f"AU model alone {aucs['au_model_alone_min_AU6_AU12']}  "
               f"teacher {best_teacher}  FER {best_fer}", flush=True)
 
     # --- the gate: calibrate on the mix, report on the test populations ---------------------------
@@ -266,7 +312,7 @@ def run(args) -> dict:
     ckp = ck_pairs(ck, args.data)
     ck_probes = probes_of("ckplus_oof_pairs", oof, names, [b for _, b, _ in ckp], [s for _, _, s in ckp],
                           [a for a, _, _ in ckp])
-    fer_probes, lfw_cal = calibration_populations(model, fer, lfw, masks, Pl)
+    fer_probes, lfw_cal = calibration_populations(model, fer, lfw, masks, Pl, models_dir=args.models if fusion else None)
     # a payment is a burst (a neutral frame, then the smile, and the enrolled baseline): its operating point is
     # chosen on the paired populations; single-frame mode (no neutral reference) gets its own, on FER+ Valid
     cal = calibrate([ck_probes, lfw_cal], max_fpr=args.max_fpr)
@@ -342,6 +388,8 @@ def main(argv=None):
     ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
     ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
     ap.add_argument("--max-fpr", type=float, default=0.015)
+    ap.add_argument("--no-fusion", action="store_true",
+                    help="the AU model alone (no FER P(happy) fused into AU6 / AU12): the gate before 2026-12-06")
     ap.add_argument("--write-calibration", help="calibration JSON whose au/au_change sections to (re)write")
     ap.add_argument("--out", default="benchmarks/results/au_cross_population.json")
     ap.add_argument("--png", default="docs/img/au_reliability.png")

@@ -127,8 +127,10 @@ def _mix_calibration_inputs(args, data: Path) -> list:
     from smile2pay_tools.train.au_mix import load_sources, source_masks
 
     run = Path(args.mix_run)
-    _, fer, lfw = load_sources(str(data), Settings.from_env().model_dir_candidates()[0], run / "cache", progress=False)
-    return calibration_populations(run / "au_mobile.onnx", fer, lfw, source_masks(fer, lfw))
+    models = Settings.from_env().model_dir_candidates()[0]
+    _, fer, lfw = load_sources(str(data), models, run / "cache", progress=False)
+    return calibration_populations(run / "au_mobile.onnx", fer, lfw, source_masks(fer, lfw),
+                                   models_dir=None if args.no_fusion else models)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -145,6 +147,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                                      "smile2pay.decision.au_calibration instead of CK+ alone")
     p.add_argument("--max-fpr", type=float, default=0.015, help="--mix-run: other-expression pass rate allowed "
                                                                 "on each calibration population")
+    p.add_argument("--no-fusion", action="store_true",
+                   help="the AU model alone (no FER P(happy) fused into AU6 / AU12, as before 2026-12-06)")
     p.add_argument("--out", default="bench_out/smile_to_pay.json", help="JSON file to write")
 
 
@@ -202,6 +206,15 @@ def run(args) -> dict:
             c = combine(dict(zip(au_names, map(float, oof[i]))), blendshapes_to_aus(gt["blendshapes"][i]),
                         final.teacher_calibration, final.teacher_aus)
             oof[i] = [c[a] for a in au_names]
+    pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY, au_fusion=not args.no_fusion,
+                                          au_backend="both" if args.backend == "both" else "model"))
+    fer_clf = pipe.au_analyzer.fer           # the product's AU stage: FER P(happy) fused into AU6 / AU12
+    if fer_clf is not None:
+        from smile2pay.vision.au import centre_crop
+
+        from .au_population import fuse_matrix
+
+        oof = fuse_matrix(oof, au_names, fer_clf.happy([centre_crop(c, 0.15) for c in gt["crops"]]))
     codes = [set(a for a in str(c).split(";") if a) for c in gt["aus"]]
     present = {au: np.array([au[2:] in c for c in codes]) for au in au_names}
     with open(data / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv") as fh:
@@ -231,8 +244,6 @@ def run(args) -> dict:
         thresholds[f].update({"AU6": t, "AU12": t})
         deltas[f], op_info[f] = d, info
 
-    pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY,
-                                          au_backend="both" if args.backend == "both" else "model"))
     teacher = pipe.au_analyzer.teacher if args.backend == "both" else None
     run_models = [[AUModel(get_spec("au_mobile"), create_session(p, name=f"au_run{r}_fold{i}")[0])
                    for i, p in enumerate(paths)] for r, paths in enumerate(run_onnx)]
@@ -264,6 +275,10 @@ def run(args) -> dict:
 
             t = teacher.predict(img, f.bbox, f.landmarks).probs
             probs = combine(probs, t, final.teacher_calibration, final.teacher_aus)
+        if fer_clf is not None:
+            from smile2pay.vision.au import centre_crop, fuse_happy
+
+            probs = fuse_happy(probs, float(fer_clf.happy([centre_crop(crop, 0.15)])[0]))
         f.image = None                      # keep the crop and landmarks, not the frame
         obs[rel] = {"face": f, "q": list(f.quality.reasons), "probs": probs}
 
