@@ -62,6 +62,13 @@ def main(argv=None):
         return {"median_ms": round(float(np.median(ts)), 3), "p95_ms": round(float(np.percentile(ts, 95)), 3),
                 "runs": a.runs}
 
+    from smile2pay.vision.au import centre_crop, fuse_happy
+
+    def _fused(face):
+        c = au_crop(face[0], face[2])
+        probs, _ = model.run([c])
+        return fuse_happy(dict(zip(model.au_names, map(float, probs[0]))), float(fer.happy([centre_crop(c, 0.15)])[0]))
+
     crops = [au_crop(img, lm) for img, _, lm in faces]
     out = {
         "au_model (crop given)": bench(lambda i: model.run([crops[i % len(crops)]])),
@@ -69,6 +76,8 @@ def main(argv=None):
                                                                          faces[i % len(faces)][2])])),
         "blendshape_teacher": bench(lambda i: teacher.blendshapes(*faces[i % len(faces)])),
         "fer_classifier (crop given)": bench(lambda i: fer.run([crops[i % len(crops)]])),
+        # the shipped AU stage: AU model + FER P(happy) on the crop's unpadded centre, fused (incl. norm_crop)
+        "au_stage_fused (incl. norm_crop)": bench(lambda i: _fused(faces[i % len(faces)])),
         "threads": 1, "pinned": bool(a.pin), "faces": len(faces), "model": path,
         "input_size": model.size,
     }

@@ -234,10 +234,12 @@ class Smile2Pay:
         return res
 
     def shows_smile(self, au_probs: dict | None) -> bool:
-        """The smile pattern (AU6 and AU12 at the single-frame thresholds) in one face."""
+        """The smile pattern in one face, at the payment's (burst) AU thresholds: a "neutral" enrolment photo that
+        passes them would become a baseline no smile can rise above (``NOT_NEUTRAL``). The single-frame thresholds
+        are lower (one frame without a neutral reference) and would refuse slight smiles that still enrol well."""
         if not au_probs:
             return False
-        thr = {**self.policy.au_thresholds, **self.policy.single_frame_au_thresholds}
+        thr = self.policy.au_thresholds
         return all(float(au_probs.get(a, 0.0)) >= float(thr.get(a, self.policy.default_au_threshold))
                    for a in ("AU6", "AU12"))
 

@@ -391,7 +391,9 @@ def _flat_list(v) -> bool:
 
 
 def _scalar(v: Any) -> str:
-    if v is None or v == [] or v == {}:
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):   # a numpy value or array in a result
+        v = v.tolist()
+    if v is None or (isinstance(v, (list, dict)) and not v):
         return "-"
     if isinstance(v, list):
         return ", ".join(_scalar(x) for x in v)

@@ -30,3 +30,14 @@ def test_usage_error_json():
 def test_help(cmd):
     code, out, _ = run(cmd, "--help")
     assert code == 0 and "--json" in out
+
+
+def test_human_output_prints_numpy_values():
+    """A command result holding numpy arrays or scalars (train-au's summary does) prints, never raises."""
+    import numpy as np
+
+    from smile2pay.cli.main import as_lines
+
+    lines = as_lines({"empty": np.array([]), "pair": np.array([1, 2]), "x": np.float32(0.25), "none": None})
+    text = "\n".join(lines)
+    assert "empty" in text and "1, 2" in text and "0.25" in text

@@ -341,7 +341,8 @@ def run(args) -> dict:
     if args.write_calibration:
         cal_path = Path(args.write_calibration)
         c = json.loads(cal_path.read_text())
-        au, change = calibration_section(cal, note=f"{res['command']} ({res['date']}), model {res['model_sha256'][:8]}")
+        au, change = calibration_section(cal, note=f"{res['command']} ({res['date']}), model {res['model_sha256'][:8]}, "
+                                                   f"AU stage: {res['au_stage']}")
         c["au"], c["au_change"] = au, change
         c["au_single_frame"] = {a: {"threshold": round(t, 4), "chosen_at": cal1["populations"]}
                                 for a, t in cal1["thresholds"].items()}
