@@ -7,7 +7,7 @@ from .types import Decision, Face, Quality
 __version__ = "0.1.0"
 
 __all__ = ["Smile2Pay", "Settings", "Face", "Quality", "Decision", "Smile2PayError", "ImageError", "ModelError", "ConfigError",
-           "GalleryError", "RuleError", "RequestError", "FaceError", "FacePipeline", "__version__"]
+           "GalleryError", "RuleError", "RequestError", "FaceError", "FacePipeline", "PaymentAttempt", "__version__"]
 
 
 def __getattr__(name):  # lazy: importing the package does not load onnxruntime
@@ -19,4 +19,8 @@ def __getattr__(name):  # lazy: importing the package does not load onnxruntime
         from .api import Smile2Pay
 
         return Smile2Pay
+    if name == "PaymentAttempt":
+        from .attempt import PaymentAttempt
+
+        return PaymentAttempt
     raise AttributeError(name)
