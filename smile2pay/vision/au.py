@@ -240,24 +240,28 @@ FUSED_AUS = ("AU6", "AU12")
 FUSION_WEIGHT = 0.8
 
 
-def _logit(p: float) -> float:
-    p = min(max(float(p), 1e-6), 1.0 - 1e-6)
-    return float(np.log(p / (1.0 - p)))
+def fuse_logits(p, happy, weight: float = FUSION_WEIGHT):
+    """``sigmoid(weight * logit(p) + (1 - weight) * logit(happy))`` on scalars or numpy arrays (inputs clipped to
+    [1e-6, 1 - 1e-6]): the one fusion formula, used per face by :func:`fuse_happy` and on whole score matrices by
+    the benchmarks."""
+    def logit(x):
+        x = np.clip(np.asarray(x, np.float64), 1e-6, 1.0 - 1e-6)
+        return np.log(x / (1.0 - x))
+
+    return 1.0 / (1.0 + np.exp(-(weight * logit(p) + (1.0 - weight) * logit(happy))))
 
 
 def fuse_happy(probs: dict[str, float], happy: float, weight: float = FUSION_WEIGHT,
                aus: tuple[str, ...] = FUSED_AUS) -> dict[str, float]:
-    """AU6 and AU12 with the expression classifier's P(happy) fused in: ``sigmoid(w * logit(p_au) + (1 - w) *
-    logit(happy))``. Monotone in each input, so ``min(AU6, AU12)`` after fusion is the fused smile score.
-    Other AUs are returned unchanged; ``weight`` 1 returns ``probs`` as they were."""
+    """AU6 and AU12 with the expression classifier's P(happy) fused in (:func:`fuse_logits`). Monotone in each
+    input, so ``min(AU6, AU12)`` after fusion is the fused smile score. Other AUs are returned unchanged;
+    ``weight`` 1 returns ``probs`` as they were."""
     out = dict(probs)
     if weight >= 1.0:
         return out
-    lh = _logit(happy)
     for au in aus:
         if au in out:
-            z = weight * _logit(out[au]) + (1.0 - weight) * lh
-            out[au] = float(1.0 / (1.0 + np.exp(-z)))
+            out[au] = float(fuse_logits(out[au], happy, weight))
     return out
 
 

@@ -69,24 +69,32 @@ def model_scores(model, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray
 
 def fuse_matrix(P: np.ndarray, names: list[str], happy: np.ndarray | None) -> np.ndarray:
     """The product's AU stage on precomputed outputs: AU6 / AU12 of ``P`` (N, K) fused with the expression
-    classifier's P(happy) exactly as :func:`smile2pay.vision.au.fuse_happy` does (rows of NaN stay NaN).
-    ``happy`` None: ``P`` unchanged (the AU model alone)."""
-    from smile2pay.vision.au import FUSED_AUS, FUSION_WEIGHT
+    classifier's P(happy) by the product's own formula (:func:`smile2pay.vision.au.fuse_logits`; rows of NaN stay
+    NaN). ``happy`` None: ``P`` unchanged (the AU model alone)."""
+    from smile2pay.vision.au import FUSED_AUS, FUSION_WEIGHT, fuse_logits
 
     if happy is None:
         return P
-    lg = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1.0 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
     Q = np.array(P, np.float64, copy=True)
-    lh = lg(np.asarray(happy, np.float64))
     for au in FUSED_AUS:
         j = names.index(au)
-        Q[:, j] = 1.0 / (1.0 + np.exp(-(FUSION_WEIGHT * lg(Q[:, j]) + (1.0 - FUSION_WEIGHT) * lh)))
+        Q[:, j] = fuse_logits(Q[:, j], happy, FUSION_WEIGHT)
     return Q.astype(np.float32)
 
 
-def happy_scores(models_dir, crops: np.ndarray) -> np.ndarray:
-    """P(happy) as the product's AU stage computes it: the FER classifier on the unpadded centre of each AU crop."""
-    return fer_scores(models_dir, crops)["pad0"]
+def _fer_classifier(models_dir):
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.fer import FERClassifier
+
+    return FERClassifier(create_session(Path(models_dir) / "fer_emotion_minixception.onnx", name="fer")[0])
+
+
+def happy_scores(models_dir, crops: np.ndarray, pad: float = 0.15) -> np.ndarray:
+    """P(happy) as the product's AU stage computes it: the FER classifier on the unpadded centre of each AU crop
+    (:func:`smile2pay.vision.au.centre_crop`)."""
+    from smile2pay.vision.au import centre_crop
+
+    return _fer_classifier(models_dir).happy([centre_crop(c, pad) for c in crops])
 
 
 def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None,
@@ -115,26 +123,17 @@ def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs:
     return [fer_pr, lfw_pr]
 
 
-def fer_scores(models_dir, crops: np.ndarray, pad_from: float = 0.15, pad_to: float = 0.0) -> dict:
-    """P(happy) of the FER classifier on the AU crop (pad 0.15) and on its centre (pad 0: the ArcFace box)."""
-    from smile2pay.models.runtime import create_session
-    from smile2pay.vision.fer import FERClassifier
-
-    fer = FERClassifier(create_session(Path(models_dir) / "fer_emotion_minixception.onnx", name="fer")[0])
-    side = crops.shape[1]
-    inner = int(round(side * (1 + 2 * pad_to) / (1 + 2 * pad_from)))
-    o = (side - inner) // 2
-    return {"pad0.15": fer.happy(list(crops)), "pad0": fer.happy([c[o:o + inner, o:o + inner] for c in crops])}
+def fer_scores(models_dir, crops: np.ndarray) -> dict:
+    """P(happy) of the FER classifier on the AU crop (pad 0.15) and on its centre (pad 0: the ArcFace box, what
+    the product's AU stage feeds it)."""
+    fer = _fer_classifier(models_dir)
+    return {"pad0.15": fer.happy(list(crops)), "pad0": happy_scores(models_dir, crops)}
 
 
 def fer_raw_scores(models_dir, paths) -> np.ndarray:
     import cv2
 
-    from smile2pay.models.runtime import create_session
-    from smile2pay.vision.fer import FERClassifier
-
-    fer = FERClassifier(create_session(Path(models_dir) / "fer_emotion_minixception.onnx", name="fer")[0])
-    return fer.happy([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+    return _fer_classifier(models_dir).happy([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
 
 
 def teacher_scores(bs: np.ndarray) -> dict:
@@ -267,8 +266,9 @@ def run(args) -> dict:
               "au_model_alone_min_AU6_AU12": np.minimum(P_raw[:, j6], P_raw[:, j12])}
         t = teacher_scores(src["blendshapes"][idx])
         sc["teacher_AU12"], sc["teacher_min_AU6_AU12"] = t["AU12"], t["min_AU6_AU12"]
-        f = fer_scores(args.models, crops)
-        sc["fer_happy_crop_pad0.15"], sc["fer_happy_crop_pad0"] = f["pad0.15"], f["pad0"]   # pad0 = H above
+        # the classifier alone: on the padded AU crop, and on its centre (= H, what the AU stage fuses)
+        sc["fer_happy_crop_pad0.15"] = _fer_classifier(args.models).happy(list(crops))
+        sc["fer_happy_crop_pad0"] = H
         if k.startswith("ferplus"):
             sc["fer_happy_raw48"] = fer_raw_scores(args.models, src["path"][idx])
         y = s["y"]

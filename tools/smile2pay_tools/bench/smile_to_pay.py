@@ -210,7 +210,7 @@ def run(args) -> dict:
                                           au_backend="both" if args.backend == "both" else "model"))
     fer_clf = pipe.au_analyzer.fer           # the product's AU stage: FER P(happy) fused into AU6 / AU12
     if fer_clf is not None:
-        from smile2pay.vision.au import centre_crop
+        from smile2pay.vision.au import centre_crop, fuse_happy
 
         from .au_population import fuse_matrix
 
@@ -276,8 +276,6 @@ def run(args) -> dict:
             t = teacher.predict(img, f.bbox, f.landmarks).probs
             probs = combine(probs, t, final.teacher_calibration, final.teacher_aus)
         if fer_clf is not None:
-            from smile2pay.vision.au import centre_crop, fuse_happy
-
             probs = fuse_happy(probs, float(fer_clf.happy([centre_crop(crop, 0.15)])[0]))
         f.image = None                      # keep the crop and landmarks, not the frame
         obs[rel] = {"face": f, "q": list(f.quality.reasons), "probs": probs}
