@@ -41,6 +41,21 @@ class Detections:
                           np.zeros((0, 5, 2), np.float32), attempt)
 
 
+def fitted_input(size: int, h: int, w: int, stride: int = 32) -> tuple[int, int]:
+    """(width, height) of the detector input for an ``h`` x ``w`` image at ladder ``size``: the image is
+    scaled so that its long side is ``size`` (the scale of a ``size`` square, as InsightFace's letterbox),
+    and the short side of the input is cut to the scaled image rounded up to the network's largest stride
+    instead of padded to ``size``. A 640x480 camera frame at 320 runs on 320x256, not 320x320: the same
+    scale and the same faces for 20 % fewer pixels (the padding rows are zeros the network would convolve).
+    """
+    import math
+
+    long_side = max(h, w)
+    scaled = min(h, w) * size / float(long_side) if long_side else float(size)
+    short = min(size, max(stride, math.ceil(scaled / stride) * stride))
+    return (size, short) if w >= h else (short, size)
+
+
 class Detector:
     """Base: subclasses implement :meth:`_detect_at` for one square input size."""
 
@@ -112,14 +127,16 @@ class SCRFDDetector(Detector):
         import cv2
 
         h, w = image.shape[:2]
+        iw, ih = fitted_input(size, h, w)
         scale = size / float(max(h, w))
         nw, nh = int(w * scale), int(h * scale)
-        canvas = np.zeros((size, size, 3), np.uint8)
+        canvas = np.zeros((ih, iw, 3), np.uint8)
         canvas[:nh, :nw] = cv2.resize(image, (nw, nh))
-        return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (size, size), (127.5, 127.5, 127.5), swapRB=True)
+        return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (iw, ih), (127.5, 127.5, 127.5), swapRB=True)
 
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:
-        det, kps = self._net.detect(image, input_size=(size, size), det_thresh=self.threshold)
+        h, w = image.shape[:2]
+        det, kps = self._net.detect(image, input_size=fitted_input(size, h, w), det_thresh=self.threshold)
         if det.shape[0] == 0:
             return Detections.empty()
         return Detections(det[:, :4].astype(np.float32), det[:, 4].astype(np.float32),
