@@ -1,5 +1,5 @@
 """Two public photos of the victim (LFW) as a burst and as a clip, and same-session CK+ bona fide, with the
-capture-continuity check; see smile2pay/bench/two_photo_attack.py.
+capture-continuity check, plain and cross-faded; see tools/smile2pay_tools/bench/two_photo_attack.py.
 
     python benchmarks/two_photo_attack.py [--max-victims 200]
 """

@@ -27,7 +27,9 @@ States: ``WAITING_FOR_FACE`` -> ``HOLD_NEUTRAL`` -> ``SMILE_NOW`` (-> ``RELAX`` 
 :class:`Decline` (an engine outcome) or a :class:`Decide` (the neutral and smile observations the decision
 uses). The session re-checks identity and scores PAD on a Decide's frames, then :meth:`StreamMachine.conclude`
 runs :func:`smile2pay.decision.engine.decide` on them (the same rules as ``verify``'s burst) plus the
-capture-continuity check over the whole hold. Once the payment attempt is finished the session calls
+capture-continuity check over the whole hold: every processed frame against the previous one (a cut), and the
+decision's smile (and relaxed) frame against the first frame of the neutral streak that led to it (the anchor:
+two photos cross-faded over a few frames have no cut, but the smile is far from where the hold began). Once the payment attempt is finished the session calls
 :meth:`StreamMachine.settle` (``APPROVED`` / ``DECLINED``).
 """
 from __future__ import annotations
@@ -113,7 +115,7 @@ class Decide:
     t: float
     t_neutral: float
     t_smile: float
-    max_cut: float
+    max_cut: float                  # the largest continuity excess: consecutive frames, or a frame and the anchor
 
 
 @dataclass
@@ -160,6 +162,10 @@ class StreamMachine:
         self._smile: tuple[engine.FrameObs, float, Any] | None = None     # challenge: kept while relaxing
         self._prev_sig = None           # capture signature of the previous observation
         self._max_cut = 0.0             # largest consecutive-frame discontinuity since the neutral frame
+        # the first frame of the neutral streak that led to the smile: the decision's smile (and relaxed) frame
+        # is compared with it too, so two photos cross-faded over a few frames (no single cut) are still two
+        # photos; reset only with the streak itself
+        self._anchor_sig = None
 
     # -- clock ------------------------------------------------------------------------------------
     @property
@@ -230,7 +236,7 @@ class StreamMachine:
 
     def _drop_track(self, reasons: list[str]) -> None:
         self.ema = None
-        self._neutral = None
+        self._clear_neutral()
         self._prev_sig = None
         self._neutral_streak = self._smile_streak = 0
         self.state = WAITING_FOR_FACE
@@ -290,7 +296,8 @@ class StreamMachine:
             reasons.append(WINDOW_EXPIRED)
             self._event(t, WINDOW_EXPIRED)
             self.state = HOLD_NEUTRAL
-            self._neutral, self._neutral_streak, self._smile_streak = None, 0, 0
+            self._clear_neutral()
+            self._neutral_streak = self._smile_streak = 0
             return None
         if not present:
             self._smile_streak = 0
@@ -307,8 +314,15 @@ class StreamMachine:
         return self._decide((fo, t, obs.source), None, t)
 
     def _set_neutral(self, fo: engine.FrameObs, obs: Observation) -> None:
+        if self._anchor_sig is None and fo.crop is not None and fo.landmarks is not None:
+            self._anchor_sig = continuity.signature(fo.crop, fo.landmarks)   # a new hold begins here
         self._neutral = (fo, obs.t, obs.source)
         self._max_cut = 0.0
+
+    def _clear_neutral(self) -> None:
+        """The hold is over (track lost, window expired, early smile): the next neutral frame anchors anew."""
+        self._neutral = None
+        self._anchor_sig = None
 
     def _hold_neutral(self, fo, obs: Observation, present: bool, absent: bool) -> Decline | None:
         t = obs.t
@@ -317,12 +331,14 @@ class StreamMachine:
             # challenge: a smile before "Now smile" (a pre-recorded clip does not know when it comes)
             self.early_smiles += 1
             self._event(t, EARLY_SMILE)
-            self.prompt_at, self._neutral_streak, self._neutral = None, 0, None
+            self.prompt_at, self._neutral_streak = None, 0
+            self._clear_neutral()
             if self.early_smiles >= self.settings.max_early_smiles:
                 return self._challenge_failed(t)
             return None
         if not absent:
             self._neutral_streak = 0
+            self._anchor_sig = None             # the next neutral streak anchors anew
             return None
         self._neutral_streak += 1
         self._set_neutral(fo, obs)
@@ -341,7 +357,13 @@ class StreamMachine:
         neutral_obs, t_neutral, neutral_src = self._neutral
         frames = [neutral_obs, smile[0]] + ([relaxed[0]] if relaxed is not None else [])
         sources = [neutral_src, smile[2]] + ([relaxed[2]] if relaxed is not None else [])
-        return Decide(frames, sources, t=t, t_neutral=t_neutral, t_smile=smile[1], max_cut=self._max_cut)
+        anchored = 0.0
+        if self._anchor_sig is not None:
+            anchored = max((continuity.excess(continuity.pair_change(
+                self._anchor_sig, continuity.signature(f.crop, f.landmarks)), self.policy.continuity)
+                for f in frames[1:] if f.crop is not None and f.landmarks is not None), default=0.0)
+        return Decide(frames, sources, t=t, t_neutral=t_neutral, t_smile=smile[1],
+                      max_cut=max(self._max_cut, anchored))
 
     # -- verdicts -------------------------------------------------------------------------------------
     def conclude(self, d: Decide) -> engine.Outcome:

@@ -343,3 +343,24 @@ def test_two_photos_are_a_capture_discontinuity():
     assert out.liveness["continuity"]["worst"]["excess"] > 1.0
     g2 = _frame(0.65, 0.9, 0.95, 2, shift=0.0)
     assert decide([f, g2], RULE, POLICY).approved                 # same light: one capture
+
+
+def test_two_photos_cross_faded_are_a_capture_discontinuity():
+    """The same two photos cross-faded over 12 frames: every consecutive pair is continuous, the first and the
+    last frame are not, and that declines (every pair of a burst is compared, not only consecutive ones)."""
+    f, g = _frame(0.7, 0.1, 0.05, 1), _frame(0.65, 0.9, 0.95, 2)
+    g.crop = np.ascontiguousarray(g.crop[:, ::-1])
+    k = 12
+    frames = []
+    for i in range(k + 2):
+        a = i / (k + 1)
+        frames.append(FrameObs(identity_score=0.7, au_probs={"AU6": 0.1 + 0.8 * a, "AU12": 0.05 + 0.9 * a,
+                                                             "AU4": 0.0},
+                               crop=np.clip((1 - a) * f.crop.astype(float) + a * g.crop.astype(float) + 0.5, 0,
+                                            255).astype(np.uint8),
+                               landmarks=f.landmarks))
+    out = decide(frames, RULE, POLICY)
+    cont = out.liveness["continuity"]
+    assert max(p["excess"] for p in cont["pairs"]) < 1.0          # no single cut
+    assert not out.approved and out.reasons == ["CAPTURE_DISCONTINUITY"]
+    assert cont["worst"]["excess"] > 1.0 and cont["worst"]["frames"][1] - cont["worst"]["frames"][0] > 1

@@ -43,12 +43,14 @@ class Feed:
         self.m, self.fps, self.i = machine, fps, 0
         self.steps = []
 
-    def frame(self, au=NEUTRAL, *, score=0.8, faces=1, user=True, quality=(), t=None, mirrored=False, **kw):
+    def frame(self, au=NEUTRAL, *, score=0.8, faces=1, user=True, quality=(), t=None, mirrored=False, crop=None,
+              **kw):
         t = self.i / self.fps if t is None else t
         face = None
         if user:
             face = FrameObs(identity_score=score, au_probs={"AU6": au[0], "AU12": au[1]},
-                            crop=_crop(self.i, mirrored), landmarks=LM.copy(), quality_reasons=list(quality))
+                            crop=_crop(self.i, mirrored) if crop is None else crop, landmarks=LM.copy(),
+                            quality_reasons=list(quality))
         kw.setdefault("started", user and self.i == 0)
         obs = Observation(t=self.m.clock(t), faces=faces, face=face, identity_score=score if user else kw.pop(
             "other_score", None), source=("frame", self.i), **kw)
@@ -286,6 +288,32 @@ def test_a_cut_to_another_photo_is_a_capture_discontinuity():
     d = f.frame(SMILE, mirrored=True).verdict
     assert d.max_cut > 1.0
     out = m.conclude(d)
+    assert not out.approved and R.CAPTURE_DISCONTINUITY in out.reasons
+
+
+def test_two_photos_cross_faded_are_a_capture_discontinuity():
+    """The neutral photo fades into the smiling one over 12 frames: no consecutive pair is a cut, and the early
+    blends still count as neutral (each moves the session's neutral frame along), but every frame is also
+    compared with the first frame of the neutral streak: declined."""
+    from smile2pay.decision import continuity
+
+    m = machine()
+    f = Feed(m)
+    f.frames(3)
+    a, b = _crop(100).astype(float), _crop(101, mirrored=True).astype(float)
+    k, verdict, crops = 12, None, [_crop(2)]
+    for i in range(1, k + 3):
+        w = min(1.0, i / (k + 1))
+        crops.append(np.clip((1 - w) * a + w * b + 0.5, 0, 255).astype(np.uint8))
+        au = (0.1 + 0.8 * w, 0.1 + 0.8 * w)
+        st = f.frame(au, crop=crops[-1])
+        verdict = verdict or st.verdict
+    assert isinstance(verdict, Decide)
+    sigs = [continuity.signature(c, LM) for c in crops]
+    cuts = [continuity.excess(continuity.pair_change(x, y), POLICY.continuity) for x, y in zip(sigs, sigs[1:])]
+    assert max(cuts) < 1.0                                                 # no single cut anywhere
+    assert verdict.max_cut > 1.0
+    out = m.conclude(verdict)
     assert not out.approved and R.CAPTURE_DISCONTINUITY in out.reasons
 
 

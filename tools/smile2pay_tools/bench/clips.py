@@ -46,6 +46,14 @@ def clip_frames(segments: list[tuple[np.ndarray, int]], noise: float = 2.0, seed
     return out
 
 
+def crossfade(a: np.ndarray, b: np.ndarray, k: int) -> list[np.ndarray]:
+    """``k`` frames blending photo ``a`` into photo ``b`` (``b`` resized to ``a``; both BGR or grey), the
+    ends excluded: the cheapest way to turn two stills into a "continuous" clip."""
+    if b.shape != a.shape:
+        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    return [cv2.addWeighted(a, 1.0 - i / (k + 1), b, i / (k + 1), 0.0) for i in range(1, k + 1)]
+
+
 def write_mjpeg(frames: list[np.ndarray], path, quality: int = 90) -> Path:
     path = Path(path)
     with open(path, "wb") as fh:
