@@ -330,6 +330,28 @@ def run(args) -> dict:
                        [a for a, _, _ in sub])
         gate[f"lfw_test_neutral_to_smile_vs_{kind}"] = {**rates(pr, ts, cal["delta"], cal["absent_threshold"]),
                                                         "people": len({lfw["subject"][b] for _, b, _ in sub})}
+    # the smile probes by where their label comes from: Morishita's binary smile label (curated) or only
+    # muxspace's "happiness" (which also holds faint closed-mouth smiles)
+    by_source = {}
+    for src, keep in (("morishita_smile", lambda b: lfw["smile"][b] == 1),
+                      ("muxspace_happiness_only", lambda b: lfw["smile"][b] < 0)):
+        sub = [(a, b, k) for a, b, k in lp if k == "smile" and keep(b)]
+        pr = probes_of(f"lfw_test_pairs_{src}", Pl, names, [b for _, b, _ in sub], [True] * len(sub),
+                       [a for a, _, _ in sub])
+        by_source[src] = rates(pr, ts, cal["delta"], cal["absent_threshold"])
+    gate["lfw_test_neutral_to_smile_by_label_source"] = by_source
+    # a ceiling: the best smile rate any threshold on the probe's min(AU6, AU12) reaches at max_fpr of the other
+    # expressions, the threshold chosen on these test pairs themselves (an oracle, not an operating point)
+    j6, j12 = names.index("AU6"), names.index("AU12")
+    sub = [(b, k == "smile") for _, b, k in lp if k in ("smile", "other")]
+    sc = np.array([min(Pl[b, j6], Pl[b, j12]) for b, _ in sub])
+    yy = np.array([y for _, y in sub])
+    neg = np.sort(sc[~yy])[::-1]
+    k_allowed = int(np.floor(args.max_fpr * len(neg)))
+    t_or = neg[k_allowed] if k_allowed < len(neg) else -np.inf
+    gate["lfw_test_oracle_threshold_on_test_pairs"] = {"tpr": float((sc[yy] > t_or).mean()),
+                                                       "fpr": float((sc[~yy] > t_or).mean()),
+                                                       "threshold": float(t_or)}
     P_ft, y_ft = scored["ferplus_test_dedup"]
     pr = probes_of("ferplus_test", P_ft, names, np.arange(len(y_ft)), y_ft)
     gate["ferplus_test_single_frame"] = rates(pr, ts1, 0.0, 0.5)
