@@ -19,10 +19,12 @@ sequence; half the subjects, the other half checks) and ship in the calibration 
 ``benchmarks/capture_continuity.py`` measures them against pairs of different photos of the same person
 (LFW neutral -> happy) and writes them. A burst is judged on **every pair** of its frames, not only
 consecutive ones; a stream on every consecutive pair of processed frames between its neutral frame and its
-smile (a hard cut between two photos is exactly such a jump) and its decision frames (neutral, smile,
-relaxed) against each other. Consecutive pairs alone are not enough: two photos cross-faded over a few frames
-change little from one frame to the next (18 of 60 such bursts of LFW victims were approved when only
-consecutive frames were compared), but the first and the last frame are still two photos.
+smile (a hard cut between two photos is exactly such a jump), its decision frames (neutral, smile, relaxed)
+against each other, and its smile and relaxed frames against the first frame of the neutral streak
+(:mod:`smile2pay.stream.machine`). Consecutive pairs alone are not enough: two photos cross-faded over a few
+frames change little from one frame to the next (56 of 200 such bursts of LFW victims were approved when only
+consecutive frames were compared; ``benchmarks/two_photo_attack.py``), but the first and the last frame are
+still two photos.
 """
 from __future__ import annotations
 

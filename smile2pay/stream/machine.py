@@ -29,8 +29,8 @@ uses). The session re-checks identity and scores PAD on a Decide's frames, then 
 runs :func:`smile2pay.decision.engine.decide` on them (the same rules as ``verify``'s burst) plus the
 capture-continuity check over the whole hold: every processed frame against the previous one (a cut), and the
 decision's smile (and relaxed) frame against the first frame of the neutral streak that led to it (the anchor:
-two photos cross-faded over a few frames have no cut, but the smile is far from where the hold began). Once the payment attempt is finished the session calls
-:meth:`StreamMachine.settle` (``APPROVED`` / ``DECLINED``).
+two photos cross-faded over a few frames have no cut, but the smile is far from where the hold began). Once the
+payment attempt is finished the session calls :meth:`StreamMachine.settle` (``APPROVED`` / ``DECLINED``).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ class and the model it runs. OpenCV is imported when a detector runs, so the reg
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def fitted_input(size: int, h: int, w: int, stride: int = 32) -> tuple[int, int]
     instead of padded to ``size``. A 640x480 camera frame at 320 runs on 320x256, not 320x320: the same
     scale and the same faces for 20 % fewer pixels (the padding rows are zeros the network would convolve).
     """
-    import math
-
     long_side = max(h, w)
     scaled = min(h, w) * size / float(long_side) if long_side else float(size)
     short = min(size, max(stride, math.ceil(scaled / stride) * stride))
@@ -57,7 +56,7 @@ def fitted_input(size: int, h: int, w: int, stride: int = 32) -> tuple[int, int]
 
 
 class Detector:
-    """Base: subclasses implement :meth:`_detect_at` for one square input size."""
+    """Base: subclasses implement :meth:`_detect_at` for one ladder size."""
 
     name = "detector"
     #: the onnxruntime session the network runs on (None: the detector loads its file some other way)

@@ -13,8 +13,9 @@
 * bona fide (CK+ same session): each subject enrolled from a neutral first frame (of a non-smile sequence
   where there is one); burst ``[first frame, peak frame]`` of each AU6+AU12 sequence, and the same as a clip.
   The cross-faded burst of the same two frames (a stand-in for the onset frames a real capture has) measures
-  what comparing every pair of a burst costs. With the challenge on, the bona fide shopper follows the prompts (frames of the same two stills, switched
-  when the session says "Now smile" and "Now relax"); a pre-recorded clip cannot.
+  what comparing every pair of a burst costs. With the challenge on, the bona fide shopper follows the
+  prompts (frames of the same two stills, switched when the session says "Now smile" and "Now relax"); a
+  pre-recorded clip cannot.
   The shipped AU model was trained on all of CK+: the CK+ smile rate is in-sample for the AU model; what this
   measures is the *change* the capture-continuity check makes to it.
 
