@@ -86,6 +86,19 @@ def pipeline():
 
 
 @pytest.fixture(scope="session")
+def deepface_people(data_dir) -> dict[str, list[str]]:
+    """The deepface sample photos by subject (``samples/deepface/manifest.csv``): subject -> image paths."""
+    import csv
+    from collections import defaultdict
+
+    by = defaultdict(list)
+    with open(data_dir / "samples" / "deepface" / "manifest.csv", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            by[r["subject"]].append(str(data_dir / r["path"]))
+    return dict(by)
+
+
+@pytest.fixture(scope="session")
 def t1_path(data_dir) -> Path:
     return data_dir / "samples" / "t1.jpg"
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from smile2pay.gallery.batch import plan_folder, plan_manifest, run_batch
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def people(data_dir):
-    by = defaultdict(list)
-    for r in csv.DictReader(open(data_dir / "samples" / "deepface" / "manifest.csv")):
-        by[r["subject"]].append(str(data_dir / r["path"]))
-    return dict(by)
-
-
 def _folder(root: Path, layout: dict[str, list[str]]) -> Path:
     for user, imgs in layout.items():
         (root / user).mkdir(parents=True)
@@ -34,10 +25,10 @@ def _folder(root: Path, layout: dict[str, list[str]]) -> Path:
     return root
 
 
-def test_folder_batch_report_and_resume(tmp_path, pipeline, people, data_dir):
-    layout = {"u_id01": people["id01"][:1], "u_id02": people["id02"][:1], "u_id04": people["id04"][:1],
+def test_folder_batch_report_and_resume(tmp_path, pipeline, deepface_people, data_dir):
+    layout = {"u_id01": deepface_people["id01"][:1], "u_id02": deepface_people["id02"][:1], "u_id04": deepface_people["id04"][:1],
               "u_noface": [str(data_dir / "samples" / "mask_blue.jpg")],
-              "u_id01_again": people["id01"][1:2]}                       # same person: a duplicate
+              "u_id01_again": deepface_people["id01"][1:2]}                       # same person: a duplicate
     src = _folder(tmp_path / "in", layout)
     tasks = plan_folder(src)
     assert [t.user_id for t in tasks] == sorted(layout)
@@ -56,11 +47,11 @@ def test_folder_batch_report_and_resume(tmp_path, pipeline, people, data_dir):
     assert rep["counts"]["skipped_already_enrolled"] == 3 and rep["counts"]["enrolled"] == 0
 
 
-def test_manifest_plan_and_errors(tmp_path, people):
+def test_manifest_plan_and_errors(tmp_path, deepface_people):
     m = tmp_path / "m.csv"
     m.write_text("user_id,image_path,kind\n"
-                 f"a,{people['id03'][0]},neutral\n"
-                 f"a,{people['id03'][1]},smile\n"
+                 f"a,{deepface_people['id03'][0]},neutral\n"
+                 f"a,{deepface_people['id03'][1]},smile\n"
                  "b,rel/x.jpg,\n")
     tasks = plan_manifest(m)
     assert [(t.user_id, [k for _, k in t.images]) for t in tasks] == [("a", ["neutral", "smile"]), ("b", ["neutral"])]
@@ -74,15 +65,15 @@ def test_manifest_plan_and_errors(tmp_path, people):
         plan_folder(tmp_path / "nope")
 
 
-def test_cli_enroll_batch_manifest_two_workers(tmp_path, people, data_dir):
+def test_cli_enroll_batch_manifest_two_workers(tmp_path, deepface_people, data_dir):
     m = tmp_path / "m.csv"
     with open(m, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["user_id", "image_path", "kind"])
         for s, kind in (("id02", "smile"), ("id03", "neutral"), ("id06", "smile"), ("id07", "smile")):
-            w.writerow([s, people[s][0], kind])
+            w.writerow([s, deepface_people[s][0], kind])
         w.writerow(["missing", str(tmp_path / "gone.jpg"), "neutral"])
-        w.writerow(["grin", people["id08"][0], "neutral"])       # a smiling photo is no neutral template
+        w.writerow(["grin", deepface_people["id08"][0], "neutral"])       # a smiling photo is no neutral template
     report = tmp_path / "report.json"
     p = subprocess.run([sys.executable, str(REPO / "enrollment" / "enroll_batch.py"), "--gallery", str(tmp_path / "g"), "--create",
                         "--manifest", str(m), "--workers", "2", "--report", str(report), "--json"],
