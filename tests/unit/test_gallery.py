@@ -11,21 +11,8 @@ from smile2pay.gallery import Gallery, generate_key
 from helpers import FP
 
 
-def test_bad_inputs_are_typed(tmp_path):
-    g = Gallery(tmp_path / "g", fingerprint=FP, dim=8)
-    cases = [("", np.ones(8)), ("a\nb", np.ones(8)), ("u", np.ones(7)), ("u", np.zeros(8)),
-             ("u", np.full(8, np.nan)), ("u", "not a vector")]
-    for uid, v in cases:
-        with pytest.raises(GalleryError) as e:
-            g.enroll(uid, v)
-        assert e.value.code in ("GALLERY_BAD_USER_ID", "GALLERY_BAD_EMBEDDING")
-    with pytest.raises(GalleryError) as e:
-        g.enroll("u", np.ones(8), mode="merge")
-    assert e.value.code == "GALLERY_BAD_MODE"
-    with pytest.raises(GalleryError) as e:
-        g.identify(np.ones(8), k=0)
-    assert e.value.code == "GALLERY_BAD_K"
-    assert g.identify(np.ones(8), k=3) == []
+def test_missing_and_corrupt_sqlite_galleries_are_typed(tmp_path):
+    """SQLite only (bad enrolment / identify inputs: tests/unit/test_gallery_backends.py, on both backends)."""
     with pytest.raises(GalleryError) as e:
         Gallery(tmp_path / "missing", create=False)
     assert e.value.code == "GALLERY_NOT_FOUND"

@@ -17,7 +17,7 @@ from helpers import FP, _open
 def test_bad_inputs_are_typed(url):
     g = _open(url, dim=8)
     for uid, v in [("", np.ones(8)), ("a\nb", np.ones(8)), ("u", np.ones(7)), ("u", np.zeros(8)),
-                   ("u", np.full(8, np.nan))]:
+                   ("u", np.full(8, np.nan)), ("u", "not a vector")]:
         with pytest.raises(GalleryError) as e:
             g.enroll(uid, v)
         assert e.value.code in ("GALLERY_BAD_USER_ID", "GALLERY_BAD_EMBEDDING")
