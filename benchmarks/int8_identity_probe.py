@@ -33,6 +33,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=100)
     ap.add_argument("--probe", type=int, default=100)
+    ap.add_argument("--rewrite", action="store_true",
+                    help="quantise (and compare with) the graph smile2pay loads: PRelu as Relu/Mul/Add "
+                         "(smile2pay.models.graph)")
     ap.add_argument("--out", default="benchmarks/results/int8_identity_probe.json")
     a = ap.parse_args(argv)
     models = Path(os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
@@ -61,14 +64,23 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         m13, pre, q = (Path(tmp) / n for n in ("m13.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(version_converter.convert_version(onnx.load(str(src)), 13), str(m13))
+        model = onnx.load(str(src))
+        if a.rewrite:
+            from smile2pay.models.graph import prelu_to_relu_affine
+
+            model, _ = prelu_to_relu_affine(model)
+            fp_src = Path(tmp) / "rewritten.onnx"
+            onnx.save(model, str(fp_src))
+        else:
+            fp_src = src
+        onnx.save(version_converter.convert_version(model, 13), str(m13))
         quant_pre_process(str(m13), str(pre))
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         so = ort.SessionOptions()
         so.intra_op_num_threads = so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        fp = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        fp = ort.InferenceSession(str(fp_src), so, providers=["CPUExecutionProvider"])
         i8 = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
         tf, ti, cos = [], [], []
         for c in probe[:10]:
@@ -79,7 +91,9 @@ def main(argv=None) -> dict:
             t = time.perf_counter(); ei = i8.run(None, {name: x})[0][0]; ti.append(time.perf_counter() - t)
             cos.append(float(ef @ ei / np.linalg.norm(ef) / np.linalg.norm(ei)))
     st = lambda v: {"median_ms": round(float(np.median(v)) * 1e3, 2), "p95_ms": round(float(np.percentile(v, 95)) * 1e3, 2)}  # noqa: E731
-    res = {"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/int8_identity_probe.py",
+    res = {"date": time.strftime("%Y-%m-%d"),
+           "command": "python benchmarks/int8_identity_probe.py" + (" --rewrite" if a.rewrite else ""),
+           "graph": "PRelu rewritten (smile2pay.models.graph)" if a.rewrite else "as on disk",
            "data": f"LFW aligned faces: {len(cal)} calibration, {len(probe)} probes (other images)",
            "load_average": os.getloadavg()[0], "fp32": st(tf), "int8_qdq": st(ti),
            "ratio_int8_to_fp32": round(float(np.median(ti) / np.median(tf)), 3),

@@ -51,7 +51,7 @@ class FacePipeline:
 
     def _session(self, name: str, path):
         sess, report = create_session(path, threads=self.settings.threads, providers=self.settings.providers,
-                                      name=name)
+                                      name=name, rewrite=self.settings.graph_rewrite)
         self.providers[name] = report
         return sess
 

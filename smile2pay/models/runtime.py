@@ -23,10 +23,11 @@ class ProviderReport:
     available: list[str]
     active: list[str]
     fallback: bool = field(default=False)
+    rewrites: dict = field(default_factory=dict)  # smile2pay.models.graph: what was rewritten before loading
 
     def to_dict(self) -> dict:
         return {"requested": self.requested, "available": self.available, "active": self.active,
-                "fallback": self.fallback}
+                "fallback": self.fallback, "rewrites": dict(self.rewrites)}
 
 
 def session_options(threads: int = 1):
@@ -45,8 +46,11 @@ def session_options(threads: int = 1):
 
 def create_session(model: str | Path | bytes, *, threads: int = 1,
                    providers: tuple[str, ...] | list[str] = ("CPUExecutionProvider",),
-                   name: str = "model"):
-    """Create an ``onnxruntime.InferenceSession``; returns ``(session, ProviderReport)``."""
+                   name: str = "model", rewrite: bool = True):
+    """Create an ``onnxruntime.InferenceSession``; returns ``(session, ProviderReport)``.
+
+    ``rewrite``: apply :mod:`smile2pay.models.graph` (same function, faster CPU graph) in memory first.
+    """
     import onnxruntime as ort
 
     requested = list(providers) or ["CPUExecutionProvider"]
@@ -59,6 +63,19 @@ def create_session(model: str | Path | bytes, *, threads: int = 1,
         log.warning("%s: execution providers %s are not available in this onnxruntime build (%s); "
                     "falling back to %s", name, missing, available, usable)
     src = model if isinstance(model, bytes) else str(model)
+    rewrites: dict = {}
+    if rewrite:
+        from .graph import optimized_bytes
+
+        try:
+            raw = model if isinstance(model, bytes) else Path(model).read_bytes()
+            src, rep = optimized_bytes(raw)
+            rewrites = rep.to_dict()
+        except OSError as e:
+            raise ModelError(f"cannot read {name} from {model}: {e}", code="MODEL_LOAD_FAILED", model=name) from e
+        except Exception as e:  # not a parseable ONNX file: let onnxruntime say why, as without the rewrite
+            log.debug("%s: graph rewrite skipped (%s)", name, e)
+            src = raw
     try:
         sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=usable)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
@@ -68,5 +85,5 @@ def create_session(model: str | Path | bytes, *, threads: int = 1,
     fallback = bool(missing) or (requested[0] not in active[:1])
     if fallback and not missing:
         log.warning("%s: asked for %s but onnxruntime activated %s", name, requested, active)
-    return sess, ProviderReport(requested, available, active, fallback)
+    return sess, ProviderReport(requested, available, active, fallback, rewrites)
 

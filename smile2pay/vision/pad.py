@@ -106,7 +106,8 @@ class PresentationAttackDetector:
                                  code="MODEL_UNKNOWN", model=name)
             path = self.store.path(name)
             sess, report = create_session(path, threads=self.settings.threads,
-                                          providers=self.settings.providers, name=name)
+                                          providers=self.settings.providers, name=name,
+                                          rewrite=self.settings.graph_rewrite)
             self.providers[name] = report
             inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
             w, h = spec.input_size or (80, 80)

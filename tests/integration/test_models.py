@@ -127,3 +127,35 @@ def test_provider_list_is_what_was_asked_with_reported_fallback(models_dir, capl
         assert any("CUDAExecutionProvider" in r.message for r in caplog.records)
     out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 112, 112), np.float32)})[0]
     assert out.shape == (1, 512)
+
+
+def test_rewritten_graphs_give_the_same_outputs_on_real_faces(pipeline, models_dir, data_dir):
+    """The pipeline loads the identity and PAD models with PRelu rewritten (smile2pay.models.graph); on real
+    faces their outputs are those of the graphs as on disk (float rounding only), and ``graph_rewrite=False``
+    loads the graphs unchanged."""
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.pad import PresentationAttackDetector
+
+    rec = pipeline.recognizer_spec.name
+    assert pipeline.providers[rec].rewrites == {"prelu": 34, "prelu_skipped": 0}
+    assert pipeline.providers["det_500m"].rewrites["prelu"] == 0   # SCRFD has no PRelu: loaded as on disk
+    img = pipeline.load(str(data_dir / "samples" / "t1.jpg"))
+    faces = pipeline.analyze(img, au=False)
+    assert len(faces) >= 5
+    raw, _ = create_session(models_dir / "w600k_mbf.onnx", rewrite=False, name=rec)
+    emb = pipeline.embedder
+    blob = emb.preprocess([f.identity_crop for f in faces])
+    a = np.concatenate([raw.run([emb.output_name], {emb.input_name: b[None]})[0] for b in blob])
+    b = np.concatenate([emb.session.run([emb.output_name], {emb.input_name: x[None]})[0] for x in blob])
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99999, cos
+    # and a different face is far: the comparison can fail
+    assert float(a[0] @ b[1] / np.linalg.norm(a[0]) / np.linalg.norm(b[1])) < 0.5
+
+    pad_rw = PresentationAttackDetector.from_pipeline(pipeline)
+    assert all(pad_rw.providers[m.spec.name].rewrites["prelu"] == 33 for m in pad_rw.models)
+    pad_raw = PresentationAttackDetector(Settings.from_env(graph_rewrite=False), store=pipeline.store)
+    assert all(pad_raw.providers[m.spec.name].rewrites == {} for m in pad_raw.models)
+    boxes = [f.bbox for f in faces]
+    p_rw, p_raw = pad_rw.probabilities(img, boxes), pad_raw.probabilities(img, boxes)
+    np.testing.assert_allclose(p_rw, p_raw, atol=1e-4)

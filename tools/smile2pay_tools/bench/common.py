@@ -66,12 +66,23 @@ def detection_key(pipe, dataset: str) -> str:
     name = get_detector(s.detector).model_name(pipe.pack)
     return "det-" + _sha({"dataset": dataset, "detector": s.detector, "model": name,
                           "sha": pipe.store.check(name).actual_sha256, "sizes": list(s.det_sizes),
-                          "thr": s.det_threshold, "pad": s.pad_retry, "min_side": s.min_image_side})
+                          "thr": s.det_threshold, "pad": s.pad_retry, "min_side": s.min_image_side,
+                          **({"rewrites": _rewrites(pipe, name)} if _rewrites(pipe, name) else {})})
 
 
 def embedding_key(pipe, det_key: str) -> str:
     s = pipe.settings
-    return "emb-" + _sha({"det": det_key, "rec": pipe.model_fingerprint, "flip": s.flip_tta, "pick": "center"})
+    key = {"det": det_key, "rec": pipe.model_fingerprint, "flip": s.flip_tta, "pick": "center"}
+    rewrites = _rewrites(pipe, pipe.recognizer_spec.name)
+    if rewrites:  # a rewritten graph (smile2pay.models.graph) rounds differently: its own cache
+        key["rewrites"] = rewrites
+    return "emb-" + _sha(key)
+
+
+def _rewrites(pipe, model: str) -> dict:
+    rep = getattr(pipe, "providers", {}).get(model)
+    rw = dict(getattr(rep, "rewrites", None) or {})
+    return rw if any(rw.values()) else {}
 
 
 def au_embedding_key(pipe, det_key: str) -> str:

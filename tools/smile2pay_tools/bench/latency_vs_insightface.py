@@ -12,7 +12,11 @@ Timed per frame (median / p95 over every run):
   (``identity_frames="decision"``, the default) and on every frame (``"all"``: the reference path);
 * ``stream``: a stream session pushing a 12 neutral + 12 smile frame clip until the decision, per push;
 * ``insightface``: ``FaceAnalysis(name=<folder with the same det_500m + w600k_mbf files>).get(frame)``
-  at det_size (320, 320), sessions with the same options (1 intra-op thread, spinning off).
+  at det_size (320, 320), sessions with the same options (1 intra-op thread, spinning off);
+* ``insightface_get_rewritten``: the same app with its recognition session loaded from the graph smile2pay
+  loads (``smile2pay.models.graph``: PRelu as Relu/Mul/Add, same weights and function), so the share of the
+  ratio that is the rewrite and the share that is the pipeline can be told apart;
+* ``burst_pad_off_norewrite``: the burst with ``Settings.graph_rewrite=False`` (the graphs as on disk).
 
 Decisions of the fast and the reference paths are recorded per subject (they must agree). Nothing here
 asserts a time.
@@ -65,6 +69,20 @@ def _insightface_app(models_dir: Path, tmp: Path):
     return app
 
 
+def _rewritten(app, models_dir: Path):
+    """``app`` with its recognition session replaced by one on smile2pay's rewritten graph."""
+    import onnxruntime as ort
+
+    from smile2pay.models.graph import optimized_bytes
+    from smile2pay.models.runtime import session_options
+
+    raw = (Path(models_dir) / "w600k_mbf.onnx").read_bytes()
+    rec = app.models["recognition"]
+    rec.session = ort.InferenceSession(optimized_bytes(raw)[0], sess_options=session_options(1),
+                                       providers=["CPUExecutionProvider"])
+    return app
+
+
 def run(args) -> dict:
     from smile2pay import Smile2Pay
     from smile2pay.config import QualitySettings, Settings, data_dir
@@ -82,9 +100,13 @@ def run(args) -> dict:
     people = clips.smiling_people(data, args.subjects)
     tmp = Path(tempfile.mkdtemp(prefix="s2p_lat_if_"))
     app = _insightface_app(models_dir, tmp)
+    app_rw = _rewritten(_insightface_app(models_dir, tmp / "rw"), models_dir)
+    pipe_raw = FacePipeline(Settings.from_env(models=getattr(args, "models", None), quality=quality, threads=1,
+                                              graph_rewrite=False))
     guard = GuardSettings(max_failures=10 ** 6)
     s2p = {pad: Smile2Pay(tmp / f"g_{pad}", pipeline=pipe, pad=pad, guard_settings=guard)
            for pad in ("report", "off")}
+    s2p["off_norewrite"] = Smile2Pay(tmp / "g_off_norewrite", pipeline=pipe_raw, pad="off", guard_settings=guard)
     for s in s2p.values():
         for subj, neutral, _ in people:
             s.enroll(subj, [clips.compose(neutral)], kind="neutral")
@@ -117,11 +139,11 @@ def run(args) -> dict:
     def stream_pad(frames_mode, subj):
         return stream(frames_mode, subj, pad="report")
 
-    def fa(subj):
+    def fa(subj, a=app):
         per = []
         for fr in bursts[subj]:
             t0 = time.perf_counter()
-            faces = app.get(fr)
+            faces = a.get(fr)
             per.append((time.perf_counter() - t0) * 1000.0)
             assert faces, "FaceAnalysis found no face"
         return per, None
@@ -130,16 +152,18 @@ def run(args) -> dict:
         "burst_pad_off": lambda s: burst("off", "decision", s),
         "burst_pad_off_allframes": lambda s: burst("off", "all", s),
         "burst_pad_off_smileonly": lambda s: burst("off", "smile", s),
+        "burst_pad_off_norewrite": lambda s: burst("off_norewrite", "decision", s),
         "burst_pad_on": lambda s: burst("report", "decision", s),
         "burst_pad_on_allframes": lambda s: burst("report", "all", s),
         "stream": lambda s: stream("decision", s),
         "stream_allframes": lambda s: stream("all", s),
         "stream_pad_on": lambda s: stream_pad("decision", s),
         "insightface_get": fa,
+        "insightface_get_rewritten": lambda s: fa(s, app_rw),
     }
     samples: dict[str, list[float]] = {m: [] for m in modes}
     session_means: dict[str, list[float]] = {m: [] for m in modes if m.startswith("stream")}
-    decisions: dict[str, dict] = {m: {} for m in modes if m != "insightface_get"}
+    decisions: dict[str, dict] = {m: {} for m in modes if not m.startswith("insightface_get")}
     for r in range(args.warmup + args.rounds):
         order = list(modes)
         if r % 2:
@@ -166,11 +190,14 @@ def run(args) -> dict:
     ref95 = res["per_frame"]["insightface_get"]["p95_ms"]
     res["ratio_to_insightface_median"] = {m: v["median_ms"] / ref for m, v in res["per_frame"].items()}
     res["ratio_to_insightface_p95"] = {m: v["p95_ms"] / ref95 for m, v in res["per_frame"].items()}
+    rw = res["per_frame"]["insightface_get_rewritten"]["median_ms"]
+    res["ratio_to_insightface_rewritten_median"] = {m: v["median_ms"] / rw for m, v in res["per_frame"].items()}
     res["ratio_stream_session_mean_to_insightface_median"] = {
         m: v["mean_ms"] / ref for m, v in res["stream_session_mean_per_frame"].items()}
     fast_vs_ref = {}
     for fast, slow in (("burst_pad_off", "burst_pad_off_allframes"), ("burst_pad_on", "burst_pad_on_allframes"),
                        ("burst_pad_off_smileonly", "burst_pad_off_allframes"),
+                       ("burst_pad_off", "burst_pad_off_norewrite"),
                        ("stream", "stream_allframes")):
         fast_vs_ref[fast] = all(decisions[fast][s]["approved"] == decisions[slow][s]["approved"] and
                                 decisions[fast][s]["reasons"] == decisions[slow][s]["reasons"]
@@ -189,7 +216,8 @@ def summary(res: dict) -> str:
     for m, v in res["per_frame"].items():
         lines.append(f"  {m:26s} median {v['median_ms']:7.2f}  p95 {v['p95_ms']:7.2f} ms  (n={v['n']})  "
                      f"ratio to FaceAnalysis.get: {res['ratio_to_insightface_median'][m]:.2f} median, "
-                     f"{res['ratio_to_insightface_p95'][m]:.2f} p95")
+                     f"{res['ratio_to_insightface_p95'][m]:.2f} p95; to the rewritten app "
+                     f"{res['ratio_to_insightface_rewritten_median'][m]:.2f}")
     for m, v in res["stream_session_mean_per_frame"].items():
         lines.append(f"  {m:26s} session mean per frame: median {v['median_ms']:.2f} ms "
                      f"(ratio {res['ratio_stream_session_mean_to_insightface_median'][m]:.2f})")
