@@ -11,9 +11,10 @@ States: ``WAITING_FOR_FACE`` -> ``HOLD_NEUTRAL`` -> ``SMILE_NOW`` (-> ``RELAX`` 
 * Per-AU probabilities are smoothed over time with an exponential moving average
   (``StreamSettings.smoothing``: the weight of the newest frame; 1.0 = no smoothing).
 * The rule's pattern must be absent (a neutral face, now and on average) for ``neutral_frames`` frames
-  (``HOLD_NEUTRAL``), then present for ``smile_frames`` consecutive frames within ``window_s`` of the last
-  neutral frame (``SMILE_NOW``; later: ``WINDOW_EXPIRED``, back to ``HOLD_NEUTRAL``). The smile must also rise
-  by ``policy.burst_min_delta`` over the session's neutral frame.
+  (``HOLD_NEUTRAL``), then present for ``smile_frames`` + ``settle_frames`` consecutive frames within
+  ``window_s`` of the last neutral frame (``SMILE_NOW``; later: ``WINDOW_EXPIRED``, back to ``HOLD_NEUTRAL``): the
+  smile is judged on its last frame, near the apex, not on its onset. The smile must also rise by
+  ``policy.burst_min_delta`` over the session's neutral frame.
 * Challenge (``StreamSettings.challenge``): "Now smile" comes a random delay (``prompt_delay_s``) after the
   neutral hold; a smile before it restarts the hold (event ``EARLY_SMILE``) and the ``max_early_smiles``-th
   declines ``CHALLENGE_FAILED``; after the smile the face must relax to neutral (``RELAX``) within
@@ -27,9 +28,10 @@ States: ``WAITING_FOR_FACE`` -> ``HOLD_NEUTRAL`` -> ``SMILE_NOW`` (-> ``RELAX`` 
 :class:`Decline` (an engine outcome) or a :class:`Decide` (the neutral and smile observations the decision
 uses). The session re-checks identity and scores PAD on a Decide's frames, then :meth:`StreamMachine.conclude`
 runs :func:`smile2pay.decision.engine.decide` on them (the same rules as ``verify``'s burst) plus the
-capture-continuity check over the whole hold: every processed frame against the previous one (a cut), and the
-decision's smile (and relaxed) frame against the first frame of the neutral streak that led to it (the anchor:
-two photos cross-faded over a few frames have no cut, but the smile is far from where the hold began). Once the
+capture-continuity check over the whole hold: every processed frame against the previous one (a cut), and
+every frame after the neutral hold against the first frame of the neutral streak that led to it (the anchor:
+two photos cross-faded over a few frames have no cut, but the smile is far from where the hold began; the settle
+frames make the decision wait until such a fade is over). Once the
 payment attempt is finished the session calls :meth:`StreamMachine.settle` (``APPROVED`` / ``DECLINED``).
 """
 from __future__ import annotations
@@ -57,6 +59,10 @@ class StreamSettings:
     smoothing: float = 0.6          # EMA weight of the newest frame's AU probabilities (1 = none)
     neutral_frames: int = 3         # processed frames with the pattern absent before SMILE_NOW
     smile_frames: int = 2           # consecutive processed frames with the pattern present
+    #: then this many more processed frames with it still present before the decision (the smile judged near its
+    #: apex, not on its first frames): two photos cross-faded over a few frames fire the smile on a half blend,
+    #: whose change from the anchor is only part of the full one (benchmarks/two_photo_attack.py)
+    settle_frames: int = 3
     window_s: float = 5.0           # the smile must come within this long after the last neutral frame
     timeout_s: float = 15.0         # stream time from the first frame to a forced DECLINED
     iou_min: float = 0.3            # IoU with the previous box that keeps the track
@@ -86,6 +92,8 @@ class StreamSettings:
         if len(lo_hi) != 2 or not 0.0 <= float(lo_hi[0]) <= float(lo_hi[1]) <= 30.0:
             raise RequestError("prompt_delay_s must be [low, high] seconds with 0 <= low <= high <= 30",
                                code="REQUEST_INVALID")
+        if int(self.settle_frames) < 0:
+            raise RequestError("settle_frames must be >= 0", code="REQUEST_INVALID")
         if int(self.max_early_smiles) < 1:
             raise RequestError("max_early_smiles must be >= 1", code="REQUEST_INVALID")
 
@@ -267,6 +275,10 @@ class StreamMachine:
         if sig is not None and self._prev_sig is not None and self._neutral is not None:
             self._max_cut = max(self._max_cut, continuity.excess(continuity.pair_change(self._prev_sig, sig),
                                                                  self.policy.continuity))
+        if sig is not None and self._anchor_sig is not None and self.state in (SMILE_NOW, RELAX):
+            # every frame after the neutral hold against the hold's first frame, not only the decision's
+            self._max_cut = max(self._max_cut, continuity.excess(continuity.pair_change(self._anchor_sig, sig),
+                                                                 self.policy.continuity))
         self._prev_sig = sig
 
     def _advance(self, obs: Observation, reasons: list[str]) -> Decide | Decline | None:
@@ -303,7 +315,7 @@ class StreamMachine:
             self._smile_streak = 0
             return None
         self._smile_streak += 1
-        if self._smile_streak < self.settings.smile_frames:
+        if self._smile_streak < self.settings.smile_frames + self.settings.settle_frames:
             return None
         if self.settings.challenge:
             self.state = RELAX

@@ -123,7 +123,7 @@ def test_no_smile_times_out(s2p, people):
 
 def test_smile_must_follow_neutral_within_the_window(s2p, people):
     subj, neutral, peak = people[0]
-    nf, sf = clips.clip_frames([(neutral, 4)], seed=1), clips.clip_frames([(peak, 4)], seed=2)
+    nf, sf = clips.clip_frames([(neutral, 4)], seed=1), clips.clip_frames([(peak, 8)], seed=2)
     with s2p.start_session(subj, window_s=1.0) as sess:
         ups = [sess.push(f, i / 30) for i, f in enumerate(nf)]               # neutral at t = 0 .. 0.1 s
         assert ups[-1].state == SMILE_NOW

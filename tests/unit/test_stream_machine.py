@@ -64,7 +64,10 @@ class Feed:
 
 
 def machine(**settings) -> StreamMachine:
+    """A machine with no smoothing and no settle frames (the decision on the ``smile_frames``-th smiling frame),
+    so the frame arithmetic of each test stays small; the settle frames have tests of their own."""
     settings.setdefault("smoothing", 1.0)
+    settings.setdefault("settle_frames", 0)
     return StreamMachine(RULE, POLICY, StreamSettings(**settings), random=lambda: 0.0)
 
 
@@ -237,7 +240,8 @@ def test_a_second_face_is_reported_once_as_an_event():
 
 
 def test_challenge_prompt_comes_after_the_random_delay_and_relax_decides():
-    m = StreamMachine(RULE, POLICY, StreamSettings(smoothing=1.0, challenge=True, prompt_delay_s=(0.5, 1.5)),
+    m = StreamMachine(RULE, POLICY, StreamSettings(smoothing=1.0, challenge=True, prompt_delay_s=(0.5, 1.5),
+                                                     settle_frames=0),
                       random=lambda: 0.5)
     f = Feed(m)
     f.frames(3)
@@ -317,7 +321,52 @@ def test_two_photos_cross_faded_are_a_capture_discontinuity():
     assert not out.approved and R.CAPTURE_DISCONTINUITY in out.reasons
 
 
+def test_by_default_the_decision_waits_for_the_settle_frames():
+    m = StreamMachine(RULE, POLICY, StreamSettings(smoothing=1.0), random=lambda: 0.0)
+    assert m.settings.settle_frames == 3 and m.settings.smile_frames == 2
+    f = Feed(m)
+    f.frames(3)
+    verdicts = [f.frame(SMILE).verdict for _ in range(5)]
+    assert verdicts[:4] == [None] * 4 and isinstance(verdicts[4], Decide)
+    assert verdicts[4].sources[1] == ("frame", 7)          # the fifth smiling frame is the decision's smile
+    assert m.conclude(verdicts[4]).approved
+
+
+def test_a_smile_fired_on_a_half_blend_is_judged_after_the_blend():
+    """Two photos cross-faded over 6 frames, the smile present from the third blend on: on the second smiling
+    frame (no settle) the face is a 4/7 blend whose change from the anchor is under the limit, and the payment
+    is approved; with the default settle frames the decision comes after the fade, on the smiling photo: declined."""
+    from smile2pay.decision import continuity
+
+    a = _crop(100).astype(float)
+    b = 0.4 * a + 0.6 * _crop(101, mirrored=True)               # another photo, lit partly from the other side
+    blends = [np.clip((1 - w) * a + w * b + 0.5, 0, 255).astype(np.uint8) for w in np.arange(1, 7) / 7.0]
+    rng = np.random.default_rng(7)
+    smile = [np.clip(b + rng.normal(0, 3, b.shape) + 0.5, 0, 255).astype(np.uint8) for _ in range(10)]
+    anchor = continuity.signature(_crop(0), LM)
+    change = [continuity.excess(continuity.pair_change(anchor, continuity.signature(c, LM)), POLICY.continuity)
+              for c in (blends[3], smile[0])]
+    assert change[0] < 1.0 < change[1]                     # the half blend passes, the smiling photo does not
+
+    def run(**kw):
+        m = machine(**kw)
+        f = Feed(m)
+        f.frames(3)
+        verdict = None
+        for i, c in enumerate(blends + smile):
+            au = SMILE if i >= 2 else NEUTRAL
+            verdict = verdict or f.frame(au, crop=c).verdict
+        assert isinstance(verdict, Decide)
+        return m.conclude(verdict)
+
+    assert run(settle_frames=0).approved
+    out = run(settle_frames=3)
+    assert not out.approved and R.CAPTURE_DISCONTINUITY in out.reasons
+
+
 def test_settings_are_validated():
+    with pytest.raises(RequestError):
+        machine(settle_frames=-1)
     with pytest.raises(RequestError):
         machine(smoothing=0.0)
     with pytest.raises(RequestError):
