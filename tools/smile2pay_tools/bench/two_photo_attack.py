@@ -9,7 +9,11 @@
     noise, 15 fps (``smile2pay_tools.bench.clips``; the clips that ``benchmarks/stream_watch.py`` called genuine);
   - the same clip against a session with the challenge on (``challenge=True``: "Now smile" at a random time);
   - cross-faded: the two photos blended over 6 frames (``clips.crossfade``), as a burst ``[neutral_2, 6 blends,
-    happy]`` and inside the clip, so that no two consecutive frames differ much.
+    happy]`` and inside the clip, so that no two consecutive frames differ much;
+  - cropped bursts (plain and cross-faded): each photo cut to the victim's face and its surroundings (the
+    detected centre face's box grown by 60 % of its size on every side), as an attacker would to get rid of the
+    other people in a news photo: a plain burst of the uncropped photos is often declined ``MULTIPLE_FACES``,
+    which says nothing about the continuity check.
 * bona fide (CK+ same session): each subject enrolled from a neutral first frame (of a non-smile sequence
   where there is one); burst ``[first frame, peak frame]`` of each AU6+AU12 sequence, and the same as a clip.
   The cross-faded burst of the same two frames (a stand-in for the onset frames a real capture has) measures
@@ -75,6 +79,17 @@ def _cooperative(s2p, user, neutral, smile, fps, timeout_s, seed):
         return sess.decision
 
 
+def _victim_crop(pipe, img: np.ndarray, margin: float = 0.6) -> np.ndarray:
+    """The photo cut to the centre face (LFW's protocol face) grown by ``margin`` of its size on each side."""
+    f = pipe.single(img, pick="center", embed=False, au=False)
+    x1, y1, x2, y2 = (float(v) for v in f.bbox[:4])
+    mw, mh = margin * (x2 - x1), margin * (y2 - y1)
+    h, w = img.shape[:2]
+    xa, ya = max(0, int(x1 - mw)), max(0, int(y1 - mh))
+    xb, yb = min(w, int(np.ceil(x2 + mw))), min(h, int(np.ceil(y2 + mh)))
+    return np.ascontiguousarray(img[ya:yb, xa:xb])
+
+
 def _count(decisions, burst: bool = False) -> dict:
     n = len(decisions)
     app = sum(d.approved for d in decisions)
@@ -105,7 +120,9 @@ def run(args) -> dict:
     timeout = (n1 + n2) / fps + 1.0
     tmp = Path(tempfile.mkdtemp(prefix="s2p-2photo-"))
     out: dict = {"benchmark": "two_photo_attack", "date": time.strftime("%Y-%m-%d"),
-                 "command": f"python benchmarks/two_photo_attack.py --max-victims {args.max_victims}"}
+                 "command": f"python benchmarks/two_photo_attack.py --max-victims {args.max_victims}"
+                            + (f" --xfade {args.xfade}" if args.xfade != XFADE else ""),
+                 "crossfade_frames": args.xfade}
     try:
         # -- attack on LFW victims
         pipe = FacePipeline(Settings.from_env(quality=QualitySettings(), threads=1))
@@ -121,21 +138,32 @@ def run(args) -> dict:
                     continue
                 if len(victims) >= args.max_victims:
                     break
-            burst, clip, chal, xburst, xclip = [], [], [], [], []
+            burst, clip, chal, xburst, xclip, cburst, cxburst = [], [], [], [], [], [], []
             for k, p in enumerate(C.progress(victims, "LFW two-photo attack", enabled=not args.no_progress)):
                 burst.append(s2p.verify(p["subject"], [str(data / p["neutral"][1]), str(data / p["happy"][0])]))
                 a, b = clips.read(data / p["neutral"][1]), clips.read(data / p["happy"][0])
                 frames = clips.clip_frames([(a, n1), (b, n2)], seed=k)
                 clip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
                 chal.append(_push_all(s2p, p["subject"], frames, fps, timeout, challenge=True))
-                fade = clips.crossfade(a, b, XFADE)
+                fade = clips.crossfade(a, b, args.xfade)
                 xburst.append(s2p.verify(p["subject"], [a, *fade, b]))
-                frames = clips.clip_frames([(a, n1), *((f, 1) for f in fade), (b, n2 - XFADE)], seed=k)
+                frames = clips.clip_frames([(a, n1), *((f, 1) for f in fade), (b, max(n2 - args.xfade, 6))],
+                                           seed=k)
                 xclip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
+                try:
+                    ca, cb = _victim_crop(pipe, a), _victim_crop(pipe, b)
+                except FaceError:
+                    ca = cb = None
+                if ca is not None:
+                    cburst.append(s2p.verify(p["subject"], [ca, cb]))
+                    cxburst.append(s2p.verify(p["subject"], [ca, *clips.crossfade(ca, cb, args.xfade), cb]))
             op = s2p.identity_operating_point()
             out["attack_lfw"] = {"victims": len(victims), "burst": _count(burst, True), "clip": _count(clip),
                                  "clip_challenge": _count(chal), "clip_challenge_reasons": _reasons(chal),
                                  "burst_crossfade": _count(xburst, True), "clip_crossfade": _count(xclip),
+                                 "burst_cropped": _count(cburst, True), "burst_cropped_reasons": _reasons(cburst),
+                                 "burst_crossfade_cropped": _count(cxburst, True),
+                                 "burst_crossfade_cropped_reasons": _reasons(cxburst),
                                  "identity_threshold": round(op.threshold, 4), "threshold_source": op.source,
                                  "burst_reasons": _reasons(burst), "clip_reasons": _reasons(clip),
                                  "burst_crossfade_reasons": _reasons(xburst),
@@ -149,7 +177,7 @@ def run(args) -> dict:
             for k, c in enumerate(C.progress(cases, "CK+ same session", enabled=not args.no_progress)):
                 burst.append(s2p.verify(c["claim"], [str(data / c["neutral"]), str(data / c["smile"])]))
                 nimg, simg = clips.read(data / c["neutral"]), clips.read(data / c["smile"])
-                xburst.append(s2p.verify(c["claim"], [nimg, *clips.crossfade(nimg, simg, XFADE), simg]))
+                xburst.append(s2p.verify(c["claim"], [nimg, *clips.crossfade(nimg, simg, args.xfade), simg]))
                 frames = clips.clip_frames([(nimg, n1), (simg, n2)], seed=k)
                 clip.append(run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)[0])
                 coop.append(_cooperative(s2p, c["claim"], nimg, simg, fps, 8.0, seed=k))
@@ -175,6 +203,8 @@ def _reasons(decisions) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-victims", type=int, default=200)
+    ap.add_argument("--xfade", type=int, default=XFADE,
+                    help=f"frames of the cross-fade between the two photos (default {XFADE})")
     ap.add_argument("--out", default="benchmarks/results/two_photo_attack.json")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -183,7 +213,7 @@ def main(argv=None) -> None:
     for k in ("attack_lfw", "bona_fide_ckplus_same_session"):
         r = res[k]
         for m in ("burst", "clip", "clip_challenge", "challenge_following_prompts", "burst_crossfade",
-                  "clip_crossfade"):
+                  "clip_crossfade", "burst_cropped", "burst_crossfade_cropped"):
             if m not in r:
                 continue
             x = r[m]
