@@ -25,6 +25,12 @@ import numpy as np
 GRID_T = tuple(np.round(np.arange(0.20, 0.851, 0.05), 2))
 GRID_DELTA = tuple(np.round(np.arange(0.0, 0.401, 0.05), 2))
 GRID_ABSENT = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: the smallest required rise (``delta``) a paired calibration may choose. Camera noise and video compression
+#: alone move the fused AU6+AU12 pattern of one unchanging photo by up to 0.12 between frames (largest
+#: rise over 24 noisy JPEG copies of 231 stills at sigma 5 grey levels; ``python benchmarks/au_flicker.py
+#: --frames 24``, ``benchmarks/results/au_flicker.json``); with a smaller delta a single smiling photo whose
+#: score sits at the threshold "smiles" by flicker (1 of 200 LFW victims paid that way with delta 0).
+MIN_DELTA = 0.15
 
 
 @dataclass
@@ -77,10 +83,16 @@ def rates(pr: Probes, thresholds, delta: float, absent: float) -> dict:
 
 
 def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_delta=GRID_DELTA,
-              grid_absent=GRID_ABSENT, shared_threshold: bool = False) -> dict:
-    """Grid search of (per-AU thresholds, delta, absence threshold) on the mix (see the module doc)."""
+              grid_absent=GRID_ABSENT, shared_threshold: bool = False, min_delta: float = MIN_DELTA) -> dict:
+    """Grid search of (per-AU thresholds, delta, absence threshold) on the mix (see the module doc).
+
+    ``min_delta``: deltas below it are not tried (:data:`MIN_DELTA`: above the frame-to-frame flicker of a still);
+    0 for a single-frame calibration, which has no neutral frame to rise from."""
     if not pops:
         raise ValueError("no populations to calibrate on")
+    grid_delta = tuple(d for d in grid_delta if d >= min_delta - 1e-9)
+    if not grid_delta:
+        raise ValueError(f"no delta in the grid reaches min_delta={min_delta}")
     aus = pops[0].aus
     if any(p.aus != aus for p in pops):
         raise ValueError("every population must be judged on the same AUs")
@@ -104,7 +116,7 @@ def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_de
         raise ValueError(f"no operating point keeps every population at FPR <= {max_fpr}")
     ts, d, a, rs = best
     return {"aus": list(aus), "thresholds": {au: float(t) for au, t in zip(aus, ts)}, "delta": float(d),
-            "absent_threshold": float(a), "max_fpr": max_fpr,
+            "absent_threshold": float(a), "max_fpr": max_fpr, "min_delta": float(min_delta),
             "populations": {p.name: r for p, r in zip(pops, rs)}, "seconds": round(time.time() - t0, 1)}
 
 

@@ -106,3 +106,26 @@ def test_shipped_calibration_has_the_gate_sections():
     assert pol.single_frame_au_thresholds["AU12"] == cal["au_single_frame"]["AU12"]["threshold"]
     # each population it was chosen on is recorded with its rates
     assert set(cal["au"]["AU12"]["chosen_at"]) == {"ckplus_oof_pairs", "lfw_calib_pairs"}
+    # the required rise stays above a still's frame-to-frame flicker (benchmarks/au_flicker.py)
+    from smile2pay.decision.au_calibration import MIN_DELTA
+
+    assert pol.burst_min_delta >= MIN_DELTA and pol.baseline_min_delta >= MIN_DELTA
+
+
+def test_calibrate_never_picks_a_rise_below_the_flicker_floor():
+    """On pairs where any rise would do (every smile rises far above its neutral frame), the search would
+    keep the smallest delta in its grid; the floor keeps it at MIN_DELTA, and only an explicit min_delta=0 (a
+    single-frame calibration) goes under it."""
+    from smile2pay.decision.au_calibration import MIN_DELTA
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = rng.uniform(0, 1, n) < 0.4
+    neutral = rng.uniform(0.0, 0.1, (n, 2)).astype(np.float32)
+    probe = np.where(y[:, None], rng.uniform(0.8, 1.0, (n, 2)), rng.uniform(0.0, 0.15, (n, 2))).astype(np.float32)
+    pr = Probes("p", ("AU6", "AU12"), probe, neutral, neutral.copy(), y)
+    res = calibrate([pr], max_fpr=0.01)
+    assert res["delta"] == pytest.approx(MIN_DELTA) and res["min_delta"] == MIN_DELTA
+    assert calibrate([pr], max_fpr=0.01, min_delta=0.0)["delta"] == 0.0
+    with pytest.raises(ValueError):
+        calibrate([pr], max_fpr=0.01, min_delta=0.9)

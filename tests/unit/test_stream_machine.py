@@ -379,3 +379,25 @@ def test_the_machine_loads_no_model_and_no_plotting():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_smiling_still_that_flickers_at_the_threshold_needs_a_real_rise():
+    """One smiling photo held still: camera noise moves its AU12 across the threshold (0.48 / 0.52 around 0.5),
+    so some frames count as neutral and others as smiling. Without a required rise that flicker is an onset and
+    the photo pays; with the shipped kind of rise (0.15, above the measured flicker) it never does."""
+    from dataclasses import replace
+
+    def run(delta):
+        pol = replace(POLICY, burst_min_delta=delta, baseline_min_delta=0.0)
+        m = StreamMachine(RULE, pol, StreamSettings(smoothing=1.0, settle_frames=0), random=lambda: 0.0)
+        f = Feed(m)
+        verdict = None
+        for i in range(40):
+            au = (0.6, 0.52) if i % 5 in (3, 4) else (0.45, 0.48)   # the same face, flickering
+            verdict = verdict or f.frame(au).verdict
+        if isinstance(verdict, Decide):
+            return m.conclude(verdict).approved
+        return False
+
+    assert run(0.0)
+    assert not run(0.15)

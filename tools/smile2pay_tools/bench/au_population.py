@@ -315,8 +315,11 @@ def run(args) -> dict:
     fer_probes, lfw_cal = calibration_populations(model, fer, lfw, masks, Pl, models_dir=args.models if fusion else None)
     # a payment is a burst (a neutral frame, then the smile, and the enrolled baseline): its operating point is
     # chosen on the paired populations; single-frame mode (no neutral reference) gets its own, on FER+ Valid
-    cal = calibrate([ck_probes, lfw_cal], max_fpr=args.max_fpr)
-    cal1 = calibrate([fer_probes], max_fpr=args.max_fpr, grid_delta=(0.0,), grid_absent=(0.5,))
+    from smile2pay.decision.au_calibration import MIN_DELTA
+
+    min_delta = MIN_DELTA if getattr(args, "min_delta", None) is None else float(args.min_delta)
+    cal = calibrate([ck_probes, lfw_cal], max_fpr=args.max_fpr, min_delta=min_delta)
+    cal1 = calibrate([fer_probes], max_fpr=args.max_fpr, grid_delta=(0.0,), grid_absent=(0.5,), min_delta=0.0)
     ts = [cal["thresholds"][a] for a in RULE_AUS]
     ts1 = [cal1["thresholds"][a] for a in RULE_AUS]
     gate = {"burst": {"chosen_on": cal["populations"], "thresholds": cal["thresholds"], "delta": cal["delta"],
@@ -411,6 +414,9 @@ def main(argv=None):
     ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
     ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
     ap.add_argument("--max-fpr", type=float, default=0.015)
+    ap.add_argument("--min-delta", type=float, default=None,
+                    help="smallest required rise the paired calibration may choose (default: "
+                         "smile2pay.decision.au_calibration.MIN_DELTA, above a still's flicker)")
     ap.add_argument("--no-fusion", action="store_true",
                     help="the AU model alone (no FER P(happy) fused into AU6 / AU12): the gate before 2026-12-06")
     ap.add_argument("--write-calibration", help="calibration JSON whose au/au_change sections to (re)write")

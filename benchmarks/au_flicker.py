@@ -1,0 +1,120 @@
+"""How far does a *still* photo's smile score move from frame to frame under camera noise alone?
+
+A smile-to-pay decision needs the smile to appear as a change from a neutral frame of the same capture. If the
+required rise (``burst_min_delta``) is smaller than what sensor noise and video compression move the fused AU6 /
+AU12 probabilities on one unchanging photo, a single smiling photo whose score sits at the threshold "smiles"
+by flicker alone (measured: 1 of 200 LFW victims paid with one photo held in front of the camera, 2026-12-06).
+This measures that flicker, so the calibration can keep the required rise above it:
+
+    python benchmarks/au_flicker.py [--stills 300] [--frames 8] [--out benchmarks/results/au_flicker.json]
+
+Stills: LFW happy and neutral photos of people *not* among the two-photo-attack victims (the people after the
+first 200 of ``clips.lfw_expression_people``), and the CK+ peak frames of AU6+AU12 sequences. Each still is
+composed on a 640x480 canvas (``clips.compose``), then ``--frames`` copies get Gaussian noise (sigma 2 and 5 grey
+levels) and a JPEG round trip at quality 90 (what ``watch --video`` reads); the pipeline measures every copy
+(detection, alignment, the fused AU stage). Per still: the *pattern flicker* = the largest rise of the rule
+AU6+AU12 between an earlier and a later copy that both AUs show, ``max_{i<j} min_a (p_a[j] - p_a[i])``, the
+quantity ``burst_min_delta`` must exceed. Writes the distribution and the smallest grid step above its maximum.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+AUS = ("AU6", "AU12")
+
+
+def pattern_flicker(p: np.ndarray) -> float:
+    """``max_{i<j} min_a (p[j, a] - p[i, a])`` for frames x AUs probabilities (0 when fewer than 2 frames)."""
+    p = np.asarray(p, float)
+    best = 0.0
+    for j in range(1, len(p)):
+        rise = (p[j][None, :] - p[:j]).min(1)      # each earlier frame i: the rise both AUs show
+        best = max(best, float(rise.max()))
+    return best
+
+
+def main(argv=None) -> dict:
+    import cv2
+
+    from smile2pay.config import Settings, data_dir
+    from smile2pay.errors import Smile2PayError
+    from smile2pay.pipeline import FacePipeline
+    from smile2pay_tools.bench import clips
+    from smile2pay_tools.bench import common as C
+    from smile2pay_tools.bench.stream import CK_QUALITY
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stills", type=int, default=300, help="LFW stills per label (happy, neutral)")
+    ap.add_argument("--skip-people", type=int, default=200, help="LFW people kept for the attack benchmark")
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[2.0, 5.0])
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/au_flicker.json")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    data = data_dir()
+    pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY, threads=1))
+    people = clips.lfw_expression_people(data)[a.skip_people:]
+    stills = {"lfw_happy": [p["happy"][0] for p in people][:a.stills],
+              "lfw_neutral": [p["neutral"][0] for p in people][:a.stills],
+              "ckplus_peak": sorted({r["peak_path"] for r in clips.ck_pairs(data) if r["is_smile_au6_au12"] == "1"})}
+    rng = np.random.default_rng(0)
+    res: dict = {"benchmark": "au_flicker", "date": time.strftime("%Y-%m-%d"),
+                 "command": "python benchmarks/au_flicker.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "frames_per_still": a.frames, "jpeg_quality": 90, "rule": "AU6+AU12", "sets": {}}
+    worst = 0.0
+    for sigma in a.sigmas:
+        for name, paths in stills.items():
+            flick, per_au, missed = [], {au: [] for au in AUS}, 0
+            for rel in C.progress(paths, f"{name} sigma {sigma:g}", enabled=not a.no_progress):
+                base = clips.compose(clips.read(data / rel)).astype(np.float32)
+                probs = []
+                for _ in range(a.frames):
+                    fr = np.clip(base + rng.normal(0.0, sigma, base.shape), 0, 255).astype(np.uint8)
+                    ok, buf = cv2.imencode(".jpg", fr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                    fr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+                    try:
+                        f = pipe.single(fr, pick="largest", embed=False)
+                    except Smile2PayError:
+                        continue
+                    probs.append([float((f.au_probs or {}).get(au, 0.0)) for au in AUS])
+                if len(probs) < 2:
+                    missed += 1
+                    continue
+                p = np.array(probs)
+                flick.append(pattern_flicker(p))
+                for k, au in enumerate(AUS):
+                    per_au[au].append(float(p[:, k].max() - p[:, k].min()))
+            f = np.array(flick)
+            worst = max(worst, float(f.max()) if f.size else 0.0)
+            res["sets"][f"{name}@sigma{sigma:g}"] = {
+                "stills": len(paths), "measured": int(f.size), "no_face_or_one_frame": missed,
+                "pattern_flicker": {"median": round(float(np.median(f)), 4),
+                                    "p99": round(float(np.percentile(f, 99)), 4), "max": round(float(f.max()), 4),
+                                    "share_at_or_above": {str(d): round(float((f >= d).mean()), 4)
+                                                          for d in (0.02, 0.05, 0.1, 0.15, 0.2)}},
+                "range_per_au_max": {au: round(float(np.max(v)), 4) for au, v in per_au.items() if v}}
+            print(f"{name:12s} sigma {sigma:g}: {f.size} stills, pattern flicker median {np.median(f):.4f} "
+                  f"p99 {np.percentile(f, 99):.4f} max {f.max():.4f}", flush=True)
+    res["max_pattern_flicker"] = round(worst, 4)
+    res["smallest_grid_delta_above_max"] = round(math.floor(worst / 0.05 + 1) * 0.05, 2)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"largest pattern flicker {worst:.4f}: a required rise of at least {res['smallest_grid_delta_above_max']} "
+          f"(grid 0.05) is above it")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {a.out}")
+    return res
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
