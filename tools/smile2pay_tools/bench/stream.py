@@ -234,7 +234,7 @@ def run_clips(data: Path, models: str | None = None, *, fps: float = 15.0, neutr
     summary = summarize(rows, rt_rows)
     return {"protocol": {"fps": fps, "neutral_s": neutral_s, "smile_s": smile_s, "timeout_s": timeout,
                          "realtime_fps": 30.0, "rule": "AU6+AU12", "stream_settings": "defaults "
-                         "(smoothing 0.6, neutral_frames 3, smile_frames 2, window 5 s)",
+                         "(smoothing 0.6, neutral_frames 3, smile_frames 2, settle_frames 3, window 5 s)",
                          "identity": "shipped policy, FAR 1e-4"},
             "summary": summary, "elapsed_s": round(time.perf_counter() - t_start, 1), "loadavg": _load(),
             "clips": rows, "realtime": rt_rows}
