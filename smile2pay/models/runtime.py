@@ -69,13 +69,14 @@ def create_session(model: str | Path | bytes, *, threads: int = 1,
 
         try:
             raw = model if isinstance(model, bytes) else Path(model).read_bytes()
-            src, rep = optimized_bytes(raw)
+            new, rep = optimized_bytes(raw)
             rewrites = rep.to_dict()
+            if rep.prelu:
+                src = new   # otherwise the path itself: a model with external data files still finds them
         except OSError as e:
             raise ModelError(f"cannot read {name} from {model}: {e}", code="MODEL_LOAD_FAILED", model=name) from e
         except Exception as e:  # not a parseable ONNX file: let onnxruntime say why, as without the rewrite
             log.debug("%s: graph rewrite skipped (%s)", name, e)
-            src = raw
     try:
         sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=usable)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
