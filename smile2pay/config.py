@@ -94,7 +94,8 @@ class Settings:
         if env.get("SMILE2PAY_GRAPH_REWRITE"):
             v = env["SMILE2PAY_GRAPH_REWRITE"].strip().lower()
             if v not in ("0", "1", "true", "false", "on", "off"):
-                raise ConfigError(f"SMILE2PAY_GRAPH_REWRITE must be 1/0 (on/off), got {env['SMILE2PAY_GRAPH_REWRITE']!r}")
+                raise ConfigError("SMILE2PAY_GRAPH_REWRITE must be 1/0 (on/off), got "
+                                  f"{env['SMILE2PAY_GRAPH_REWRITE']!r}")
             values["graph_rewrite"] = v in ("1", "true", "on")
         if env.get("SMILE2PAY_PROVIDERS"):
             values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())

@@ -9,7 +9,7 @@ x``; otherwise ``a*x``; true for any slope, negative slopes included). Why: onnx
 and back (``ReorderOutput`` / ``ReorderInput``) and runs a slow broadcast; ``Relu``, ``Mul`` and ``Add`` stay in
 the blocked layout and fuse into the next convolution. Measured on ``w600k_mbf.onnx`` (one thread, one pinned
 core of this machine's AMD EPYC): 17.7 -> 11.3 ms a forward pass, largest output difference 2e-6
-(``benchmarks/graph_rewrite.py``).
+(``python benchmarks/graph_rewrite.py``, ``benchmarks/results/graph_rewrite.json``).
 """
 from __future__ import annotations
 
