@@ -8,6 +8,9 @@
   - clip: ``watch --video`` on [neutral_2 held 0.6 s, happy 1.4 s] composed on a 640x480 canvas with sensor
     noise, 15 fps (``smile2pay_tools.bench.clips``; the clips that ``benchmarks/stream_watch.py`` called genuine);
   - the same clip against a session with the challenge on (``challenge=True``: "Now smile" at a random time);
+  - an *interactive* attacker against the challenge (``clip_challenge_interactive``): the two photos switched when
+    the session says "Now smile" and back when it says "Now relax", as the bona fide shopper below does. The
+    challenge stops pre-recorded clips, not someone who switches photos on cue: only the continuity check does;
   - cross-faded: the two photos blended over 6 frames (``clips.crossfade``), as a burst ``[neutral_2, 6 blends,
     happy]`` and inside the clip, so that no two consecutive frames differ much;
   - cropped bursts (plain and cross-faded): each photo cut to the victim's face and its surroundings (the
@@ -142,13 +145,14 @@ def run(args) -> dict:
                 if len(victims) >= args.max_victims:
                     break
             burst, clip, chal, xburst, xclip, cburst, cxburst = [], [], [], [], [], [], []
-            one_clip, one_burst = [], []
+            one_clip, one_burst, inter = [], [], []
             for k, p in enumerate(C.progress(victims, "LFW two-photo attack", enabled=not args.no_progress)):
                 burst.append(s2p.verify(p["subject"], [str(data / p["neutral"][1]), str(data / p["happy"][0])]))
                 a, b = clips.read(data / p["neutral"][1]), clips.read(data / p["happy"][0])
                 frames = clips.clip_frames([(a, n1), (b, n2)], seed=k)
                 clip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
                 chal.append(_push_all(s2p, p["subject"], frames, fps, timeout, challenge=True))
+                inter.append(_cooperative(s2p, p["subject"], a, b, fps, 8.0, seed=k))
                 fade = clips.crossfade(a, b, args.xfade)
                 xburst.append(s2p.verify(p["subject"], [a, *fade, b]))
                 frames = clips.clip_frames([(a, n1), *((f, 1) for f in fade), (b, max(n2 - args.xfade, 6))],
@@ -167,6 +171,8 @@ def run(args) -> dict:
             op = s2p.identity_operating_point()
             out["attack_lfw"] = {"victims": len(victims), "burst": _count(burst, True), "clip": _count(clip),
                                  "clip_challenge": _count(chal), "clip_challenge_reasons": _reasons(chal),
+                                 "clip_challenge_interactive": _count(inter),
+                                 "clip_challenge_interactive_reasons": _reasons(inter),
                                  "burst_crossfade": _count(xburst, True), "clip_crossfade": _count(xclip),
                                  "burst_cropped": _count(cburst, True), "burst_cropped_reasons": _reasons(cburst),
                                  "burst_crossfade_cropped": _count(cxburst, True),
@@ -221,9 +227,9 @@ def main(argv=None) -> None:
     res = run(args)
     for k in ("attack_lfw", "bona_fide_ckplus_same_session"):
         r = res[k]
-        for m in ("burst", "clip", "clip_challenge", "challenge_following_prompts", "burst_crossfade",
-                  "clip_crossfade", "burst_cropped", "burst_crossfade_cropped", "one_photo_clip",
-                  "one_photo_burst"):
+        for m in ("burst", "clip", "clip_challenge", "clip_challenge_interactive", "challenge_following_prompts",
+                  "burst_crossfade", "clip_crossfade", "burst_cropped", "burst_crossfade_cropped",
+                  "one_photo_clip", "one_photo_burst"):
             if m not in r:
                 continue
             x = r[m]
