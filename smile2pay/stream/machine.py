@@ -168,11 +168,11 @@ class StreamMachine:
         self._smile_streak = 0
         self._neutral: tuple[engine.FrameObs, float, Any] | None = None   # (obs, t, source)
         self._smile: tuple[engine.FrameObs, float, Any] | None = None     # challenge: kept while relaxing
-        self._prev_sig = None           # capture signature of the previous observation
+        self._prev_sig = None           # capture signature of the previous (after _continuity: this) observation
         self._max_cut = 0.0             # largest consecutive-frame discontinuity since the neutral frame
-        # the first frame of the neutral streak that led to the smile: the decision's smile (and relaxed) frame
-        # is compared with it too, so two photos cross-faded over a few frames (no single cut) are still two
-        # photos; reset only with the streak itself
+        # the first frame of the neutral streak that led to the smile: every frame after the hold (the decision's
+        # smile and relaxed frames among them) is compared with it too, so two photos cross-faded over a few
+        # frames (no single cut) are still two photos; reset only with the streak itself
         self._anchor_sig = None
 
     # -- clock ------------------------------------------------------------------------------------
@@ -326,8 +326,8 @@ class StreamMachine:
         return self._decide((fo, t, obs.source), None, t)
 
     def _set_neutral(self, fo: engine.FrameObs, obs: Observation) -> None:
-        if self._anchor_sig is None and fo.crop is not None and fo.landmarks is not None:
-            self._anchor_sig = continuity.signature(fo.crop, fo.landmarks)   # a new hold begins here
+        if self._anchor_sig is None:
+            self._anchor_sig = self._prev_sig   # a new hold begins here (_continuity just computed this frame's)
         self._neutral = (fo, obs.t, obs.source)
         self._max_cut = 0.0
 
@@ -369,13 +369,9 @@ class StreamMachine:
         neutral_obs, t_neutral, neutral_src = self._neutral
         frames = [neutral_obs, smile[0]] + ([relaxed[0]] if relaxed is not None else [])
         sources = [neutral_src, smile[2]] + ([relaxed[2]] if relaxed is not None else [])
-        anchored = 0.0
-        if self._anchor_sig is not None:
-            anchored = max((continuity.excess(continuity.pair_change(
-                self._anchor_sig, continuity.signature(f.crop, f.landmarks)), self.policy.continuity)
-                for f in frames[1:] if f.crop is not None and f.landmarks is not None), default=0.0)
-        return Decide(frames, sources, t=t, t_neutral=t_neutral, t_smile=smile[1],
-                      max_cut=max(self._max_cut, anchored))
+        # _max_cut already holds the smile (and relaxed) frame against the anchor: _continuity compares every frame
+        # after the neutral hold with it
+        return Decide(frames, sources, t=t, t_neutral=t_neutral, t_smile=smile[1], max_cut=self._max_cut)
 
     # -- verdicts -------------------------------------------------------------------------------------
     def conclude(self, d: Decide) -> engine.Outcome:
