@@ -19,12 +19,10 @@ quantity ``burst_min_delta`` must exceed. Writes the distribution and the smalle
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -109,8 +107,7 @@ def main(argv=None) -> dict:
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"largest pattern flicker {worst:.4f}: a required rise of at least {res['smallest_grid_delta_above_max']} "
           f"(grid 0.05) is above it")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    C.write_json(a.out, res)
     print(f"wrote {a.out}")
     return res
 

@@ -46,6 +46,7 @@ def main(argv=None) -> dict:
 
     from smile2pay.models.graph import optimized_bytes
     from smile2pay.models.runtime import session_options
+    from smile2pay_tools.bench.common import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=60)
@@ -113,8 +114,7 @@ def main(argv=None) -> dict:
         print(f"{name:22s} {rep.prelu} PRelu rewritten: {ent['as_on_disk_ms']['median']:.2f} -> "
               f"{ent['rewritten_ms']['median']:.2f} ms (x{ent['ratio_median']:.2f}), max output diff {diff:.2e}"
               + (f", LFW cosine min {ent['cosine_as_on_disk_vs_rewritten']['min']}" if "lfw_faces" in ent else ""))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_json(a.out, res)
     print(f"wrote {a.out}")
     return res
 

@@ -29,6 +29,7 @@ def main(argv=None) -> dict:
 
     from smile2pay.config import Settings
     from smile2pay.pipeline import FacePipeline
+    from smile2pay_tools.bench.common import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=100)
@@ -99,8 +100,7 @@ def main(argv=None) -> dict:
            "ratio_int8_to_fp32": round(float(np.median(ti) / np.median(tf)), 3),
            "cosine_fp32_int8": {"median": round(float(np.median(cos)), 4), "min": round(float(np.min(cos)), 4)}}
     print(json.dumps(res, indent=1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_json(a.out, res)
     return res
 
 

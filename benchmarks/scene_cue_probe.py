@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +56,7 @@ def main(argv=None) -> dict:
     from smile2pay.errors import Smile2PayError
     from smile2pay.pipeline import FacePipeline
     from smile2pay_tools.bench import clips
+    from smile2pay_tools.bench.common import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--victims", type=int, default=200)
@@ -92,8 +92,7 @@ def main(argv=None) -> dict:
                                        ("Kwon_Yang-sook", "Hector_Babenco", "Larry_Brown") if n in names},
            "verdict": "not adopted: weak separation even against synthetic same-capture copies"}
     print(json.dumps(res, indent=1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_json(a.out, res)
     return res
 
 

@@ -71,15 +71,10 @@ def _insightface_app(models_dir: Path, tmp: Path):
 
 def _rewritten(app, models_dir: Path):
     """``app`` with its recognition session replaced by one on smile2pay's rewritten graph."""
-    import onnxruntime as ort
+    from smile2pay.models.runtime import create_session
 
-    from smile2pay.models.graph import optimized_bytes
-    from smile2pay.models.runtime import session_options
-
-    raw = (Path(models_dir) / "w600k_mbf.onnx").read_bytes()
-    rec = app.models["recognition"]
-    rec.session = ort.InferenceSession(optimized_bytes(raw)[0], sess_options=session_options(1),
-                                       providers=["CPUExecutionProvider"])
+    app.models["recognition"].session, _ = create_session(Path(models_dir) / "w600k_mbf.onnx", threads=1,
+                                                          name="w600k_mbf")
     return app
 
 
