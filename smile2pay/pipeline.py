@@ -155,6 +155,31 @@ class FacePipeline:
             self.au(faces)
         return faces[0]
 
+    def window_for(self, img: np.ndarray, face: Face):
+        """The detection window (smile2pay.vision.track.Window) a burst uses after ``face`` was found in
+        ``img``; None when windows are off (``Settings.window_face_px == 0``) or the box is degenerate."""
+        from .vision import track
+
+        px = self.settings.window_face_px
+        if not px:
+            return None
+        return track.window_around(face.bbox, img.shape, px, max_size=max(self.settings.det_sizes))
+
+    def single_in_window(self, img: np.ndarray, window, anchor: Face, *, au: bool = True) -> Face | None:
+        """The one face inside ``window`` that is still the face ``anchor`` (box IoU >= track.LINK_IOU) and
+        lies wholly inside the window; None otherwise (no face, two faces, moved, cut by the window's edge):
+        the caller then detects on the whole frame, as :meth:`single` does. No embedding."""
+        from .vision import track
+
+        dets = self.detector.detect_window(img, window)
+        if len(dets) != 1 or not window.contains(dets.boxes[0], img.shape) \
+                or track.box_iou(dets.boxes[0], anchor.bbox) < track.LINK_IOU:
+            return None
+        faces = self.faces(img, dets)
+        if au:
+            self.au(faces)
+        return faces[0]
+
     def embed_images(self, images: Iterable[ImageInput], pick: str = "center") -> list[Face | None]:
         """Convenience for benchmarks: one face per image, None where no face was found."""
         out: list[Face | None] = []

@@ -97,6 +97,18 @@ class Detector:
                     return d
         return Detections.empty("none")
 
+    def detect_window(self, image: np.ndarray, window) -> Detections:
+        """Faces inside ``window`` (a :class:`smile2pay.vision.track.Window`) only, at its one input size,
+        in source-image pixels; no ladder, no padding retry (the caller falls back to :meth:`detect`)."""
+        crop = np.ascontiguousarray(image[window.y1:window.y2, window.x1:window.x2])
+        d = self._detect_at(crop, window.size)
+        if len(d):
+            off = np.array([window.x1, window.y1], np.float32)
+            d.boxes = d.boxes + np.tile(off, 2)
+            d.landmarks = d.landmarks + off
+        d.attempt = f"window:{window.size}"
+        return d
+
 
 class SCRFDDetector(Detector):
     """InsightFace SCRFD (det_500m, det_2.5g, det_10g) through ``insightface.model_zoo.SCRFD``,

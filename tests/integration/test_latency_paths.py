@@ -158,3 +158,52 @@ def test_stream_same_decision(s2p, people):
     slow = _run_stream(s2p, a, frames, "all")
     fast = _run_stream(s2p, a, frames, "decision")
     assert fast.approved == slow.approved is False and fast.reasons == slow.reasons
+
+
+# -- detection in a window (Settings.window_face_px) -------------------------------------------------
+def test_a_burst_detects_in_one_window_after_the_first_frame(s2p, people):
+    """Every frame of a camera-like burst is detected in the first frame's window, at one scale, and the
+    landmarks of the two noisy copies of one still stay within 1 % of the inter-ocular distance."""
+    subj, neutral, peak = people[0]
+    frames = clips.clip_frames([(neutral, 2), (peak, 2)], seed=11)
+    faces = s2p._burst_faces(frames)
+    passes = {f.detector_pass for f in faces}
+    assert len(passes) == 1 and next(iter(passes)).startswith("window:")
+    iod = float(np.linalg.norm(faces[0].landmarks[0] - faces[0].landmarks[1]))
+    assert float(np.abs(faces[0].landmarks - faces[1].landmarks).max()) < 0.01 * iod
+    assert all(f.au_probs and "AU12" in f.au_probs for f in faces)
+    whole = s2p.pipeline.single(frames[0], embed=False, au=False)
+    assert track.box_iou(whole.bbox, faces[0].bbox) > 0.8
+
+
+def test_window_off_is_the_whole_frame_path(tmp_path, models_dir, people):
+    from smile2pay.pipeline import FacePipeline
+
+    pipe = FacePipeline(Settings.from_env(models=str(models_dir), quality=CK_QUALITY, window_face_px=0))
+    with Smile2Pay(tmp_path / "g0", pipeline=pipe) as s:
+        subj, neutral, peak = people[0]
+        faces = s._burst_faces(clips.clip_frames([(neutral, 2), (peak, 2)], seed=11))
+    assert all(not f.detector_pass.startswith("window") for f in faces)
+
+
+def test_a_second_face_inside_the_window_is_still_refused(s2p, people):
+    """A face entering the window after the first frame: the window holds two faces, so the frame goes to
+    the whole-frame detection, which finds both (MULTIPLE_FACES), as with windows off."""
+    (a, na, pa), (b, nb, pb) = people[0], people[1]
+    first = clips.compose(na, face_frac=0.45)
+    payer = s2p.pipeline.single(first, embed=False, au=False)
+    window = s2p.pipeline.window_for(first, payer)
+    guest = clips.compose(pb, face_frac=0.18)
+    g = s2p.pipeline.single(guest, embed=False, au=False).bbox.astype(int)
+    patch = guest[g[1] - 8:g[3] + 8, g[0] - 8:g[2] + 8]
+    # the guest's face in the window's top-left corner, beside the payer's face, wholly inside the window
+    y0, x0 = window.y1 + 4, window.x1 + 4
+    assert x0 + patch.shape[1] < payer.bbox[0] and y0 + patch.shape[0] < window.y2
+    second = first.copy()
+    second[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]] = patch
+    frames = clips.clip_frames([(first, 2), (second, 2)], seed=13)
+    faces = s2p._burst_faces(frames)
+    assert not isinstance(faces[0], Exception)
+    assert all(getattr(f, "code", None) == "MULTIPLE_FACES" for f in faces[2:])
+    d = s2p.verify(a, frames)
+    assert not d.approved

@@ -16,7 +16,10 @@ Timed per frame (median / p95 over every run):
 * ``insightface_get_rewritten``: the same app with its recognition session loaded from the graph smile2pay
   loads (``smile2pay.models.graph``: PRelu as Relu/Mul/Add, same weights and function), so the share of the
   ratio that is the rewrite and the share that is the pipeline can be told apart;
-* ``burst_pad_off_norewrite``: the burst with ``Settings.graph_rewrite=False`` (the graphs as on disk).
+* ``burst_pad_off_norewrite``: the burst with ``Settings.graph_rewrite=False`` (the graphs as on disk);
+* ``burst_pad_off_wholeframe``: the burst with ``Settings.window_face_px=0`` (every frame detected on the whole
+  frame instead of the first frame's window; its decisions are compared with the window path's, and may
+  differ where a burst is borderline: see ``benchmarks/burst_window.py`` for that comparison at scale).
 
 Decisions of the fast and the reference paths are recorded per subject (they must agree). Nothing here
 asserts a time.
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from smile2pay.reasons import APPROVED
 
 from . import common as C
 
@@ -98,10 +103,13 @@ def run(args) -> dict:
     app_rw = _rewritten(_insightface_app(models_dir, tmp / "rw"), models_dir)
     pipe_raw = FacePipeline(Settings.from_env(models=getattr(args, "models", None), quality=quality, threads=1,
                                               graph_rewrite=False))
+    pipe_whole = FacePipeline(Settings.from_env(models=getattr(args, "models", None), quality=quality, threads=1,
+                                                window_face_px=0))
     guard = GuardSettings(max_failures=10 ** 6)
     s2p = {pad: Smile2Pay(tmp / f"g_{pad}", pipeline=pipe, pad=pad, guard_settings=guard)
            for pad in ("report", "off")}
     s2p["off_norewrite"] = Smile2Pay(tmp / "g_off_norewrite", pipeline=pipe_raw, pad="off", guard_settings=guard)
+    s2p["off_whole"] = Smile2Pay(tmp / "g_off_whole", pipeline=pipe_whole, pad="off", guard_settings=guard)
     for s in s2p.values():
         for subj, neutral, _ in people:
             s.enroll(subj, [clips.compose(neutral)], kind="neutral")
@@ -148,6 +156,7 @@ def run(args) -> dict:
         "burst_pad_off_allframes": lambda s: burst("off", "all", s),
         "burst_pad_off_smileonly": lambda s: burst("off", "smile", s),
         "burst_pad_off_norewrite": lambda s: burst("off_norewrite", "decision", s),
+        "burst_pad_off_wholeframe": lambda s: burst("off_whole", "decision", s),
         "burst_pad_on": lambda s: burst("report", "decision", s),
         "burst_pad_on_allframes": lambda s: burst("report", "all", s),
         "stream": lambda s: stream("decision", s),
@@ -198,6 +207,10 @@ def run(args) -> dict:
                                 decisions[fast][s]["reasons"] == decisions[slow][s]["reasons"]
                                 for s in decisions[fast])
     res["same_decisions_as_reference_path"] = fast_vs_ref
+    res["window_vs_whole_frame_decisions"] = {
+        s: {"window": decisions["burst_pad_off"][s]["reasons"] or APPROVED,
+            "whole_frame": decisions["burst_pad_off_wholeframe"][s]["reasons"] or APPROVED}
+        for s in decisions["burst_pad_off"]}
     for s in s2p.values():
         s.close()
     out = Path(args.out)
@@ -217,5 +230,6 @@ def summary(res: dict) -> str:
         lines.append(f"  {m:26s} session mean per frame: median {v['median_ms']:.2f} ms "
                      f"(ratio {res['ratio_stream_session_mean_to_insightface_median'][m]:.2f})")
     lines.append(f"same decisions as the all-frames path: {res['same_decisions_as_reference_path']}")
+    lines.append(f"decisions, window vs whole frame: {res['window_vs_whole_frame_decisions']}")
     lines.append(f"wrote {res['json']}")
     return "\n".join(lines)
