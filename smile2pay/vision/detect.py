@@ -101,6 +101,8 @@ class Detector:
         """Faces inside ``window`` (a :class:`smile2pay.vision.track.Window`) only, at its one input size,
         in source-image pixels; no ladder, no padding retry (the caller falls back to :meth:`detect`)."""
         crop = np.ascontiguousarray(image[window.y1:window.y2, window.x1:window.x2])
+        if min(crop.shape[:2]) < 8:       # a window outside this image: nothing to look at
+            return Detections.empty(f"window:{window.size}")
         d = self._detect_at(crop, window.size)
         if len(d):
             off = np.array([window.x1, window.y1], np.float32)

@@ -102,6 +102,12 @@ class Window:
     x2: int
     y2: int
     size: int
+    #: (height, width) of the frame the window was cut for; a frame of another size is searched whole
+    frame: tuple[int, int] = (0, 0)
+
+    def fits(self, image_shape) -> bool:
+        """The window was made for a frame of this size."""
+        return (int(image_shape[0]), int(image_shape[1])) == tuple(self.frame)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -136,7 +142,7 @@ def window_around(box, image_shape, face_px: int, *, context: float = WINDOW_CON
     long_side = max(wx2 - wx1, wy2 - wy1)
     size = min(float(long_side), face_px * long_side / side)
     size = int(min(max_size, max(WINDOW_MIN_SIZE, math.ceil(size / 32.0) * 32)))
-    return Window(wx1, wy1, wx2, wy2, size)
+    return Window(wx1, wy1, wx2, wy2, size, (h, w))
 
 
 __all__ = ["LINK_IOU", "box_iou", "linked", "frames_to_embed", "chain_of", "carried_scores",

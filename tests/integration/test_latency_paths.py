@@ -207,3 +207,29 @@ def test_a_second_face_inside_the_window_is_still_refused(s2p, people):
     assert all(getattr(f, "code", None) == "MULTIPLE_FACES" for f in faces[2:])
     d = s2p.verify(a, frames)
     assert not d.approved
+
+
+def test_frames_of_another_size_are_searched_whole(s2p, people):
+    """A burst whose frames change size (a client that rescales one frame) never crops a window cut for
+    another frame size: those frames are detected on the whole frame, and the burst is decided as usual."""
+    import cv2
+
+    subj, neutral, peak = people[0]
+    frames = clips.clip_frames([(neutral, 2), (peak, 2)], seed=17)
+    frames[1] = cv2.resize(frames[1], (320, 240))
+    frames[3] = cv2.resize(frames[3], (960, 720))
+    faces = s2p._burst_faces(frames)
+    assert faces[0].detector_pass.startswith("window:") and faces[2].detector_pass.startswith("window:")
+    assert not faces[1].detector_pass.startswith("window") and not faces[3].detector_pass.startswith("window")
+    d = s2p.verify(subj, frames)
+    assert isinstance(d.approved, bool)
+    # a window on the right of the first frame lies wholly outside a small second frame (an empty crop
+    # crashed the detector before frames were checked for their size)
+    first = np.roll(clips.compose(neutral, face_frac=0.35), 180, axis=1)
+    window = s2p.pipeline.window_for(first, s2p.pipeline.single(first, embed=False, au=False))
+    small = cv2.resize(frames[2], (96, 72))
+    assert window.x1 > small.shape[1]
+    faces = s2p._burst_faces([first, small, frames[2], frames[3]])
+    assert faces[0].detector_pass.startswith("window:")
+    assert all(not f.detector_pass.startswith("window") for f in faces[1:] if not isinstance(f, Exception))
+    assert isinstance(s2p.verify(subj, [first, small, frames[2], frames[3]]).approved, bool)

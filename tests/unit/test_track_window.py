@@ -61,3 +61,10 @@ def test_settings_window_face_px_from_env():
     assert Settings.from_env({}).window_face_px == 64
     with pytest.raises(ConfigError):
         Settings.from_env({"SMILE2PAY_WINDOW_FACE_PX": "big"})
+
+
+def test_a_window_fits_only_frames_of_its_size():
+    w = track.window_around([200, 100, 300, 220], (480, 640), face_px=64)
+    assert w.frame == (480, 640)
+    assert w.fits((480, 640, 3)) and w.fits((480, 640))
+    assert not w.fits((240, 320, 3))
