@@ -41,19 +41,23 @@ class FacePipeline:
         det_kw = dict(det_sizes=s.det_sizes, threshold=s.det_threshold, pad_retry=s.pad_retry)
         entry = get_detector(s.detector)
         det_model = entry.model_name(self.pack)
-        path = self.store.path(det_model)
-        sess = self._session(det_model, path) if entry.uses_session else None
+        if entry.uses_session:
+            path, sess = self._session(det_model)
+        else:                                   # the detector reads its file itself
+            path, sess = self.store.path(det_model), None
         self.detector: Detector = entry.create(path, sess, **det_kw)
         rec = get_spec(self.pack.recognizer)
         self.recognizer_spec = rec
-        self.embedder = IdentityEmbedder(rec, self._session(rec.name, self.store.path(rec.name)))
+        self.embedder = IdentityEmbedder(rec, self._session(rec.name)[1])
         self.au_analyzer = self._load_au()
 
-    def _session(self, name: str, path):
-        sess, report = create_session(path, threads=self.settings.threads, providers=self.settings.providers,
+    def _session(self, name: str):
+        """(path, session) of a manifest model: its bytes read once, sha256-checked, and loaded from those bytes."""
+        path, data = self.store.read(name)
+        sess, report = create_session(data, threads=self.settings.threads, providers=self.settings.providers,
                                       name=name, rewrite=self.settings.graph_rewrite)
         self.providers[name] = report
-        return sess
+        return path, sess
 
     def _load_au(self):
         """AU stage (smile2pay.vision.au): backend "model" (the pack's AU network; skipped when the
@@ -65,10 +69,10 @@ class FacePipeline:
         model = teacher = None
         if backend in ("model", "both") and self.pack.au:
             spec = get_spec(self.pack.au)
-            model = AUModel(spec, self._session(spec.name, self.store.path(spec.name)))
+            model = AUModel(spec, self._session(spec.name)[1])
         if backend in ("blendshapes", "both"):
-            teacher = BlendshapeTeacher(self._session("mp_face_landmarks", self.store.path("mp_face_landmarks")),
-                                        self._session("mp_blendshapes", self.store.path("mp_blendshapes")))
+            teacher = BlendshapeTeacher(self._session("mp_face_landmarks")[1],
+                                        self._session("mp_blendshapes")[1])
         if model is None and teacher is None:
             return None
         if backend == "both" and model is None:
@@ -78,7 +82,7 @@ class FacePipeline:
             from .vision.fer import FERClassifier
 
             name = self.pack.expression
-            fer = FERClassifier(self._session(name, self.store.path(name)))
+            fer = FERClassifier(self._session(name)[1])
         return AUAnalyzer(backend, model, teacher, crop_size=s.au_crop_size, pad=s.au_pad, fer=fer)
 
     def au(self, faces: list[Face]) -> None:

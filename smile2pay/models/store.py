@@ -111,8 +111,7 @@ class ModelStore:
         ok = None if expected is None else (actual == expected)
         return CheckResult(name, spec.file, str(path), True, ok, expected, actual, spec.licence)
 
-    def path(self, name: str) -> Path:
-        """Verified path of a model file, or a ModelError that says what is wrong and where we looked."""
+    def _require(self, name: str):
         spec = get_spec(name)
         path = self._locate(spec)
         searched = [str(f) for f in self.folders]
@@ -122,17 +121,42 @@ class ModelStore:
                 f"Set SMILE2PAY_MODELS to the folder holding it, or run 'smile2pay models download'.",
                 code="MODEL_MISSING", model=name, file=spec.file, expected_sha256=spec.sha256,
                 searched=searched)
-        if self.verify:
-            expected = expected_digest(spec, path.parent)
-            if expected is not None:
-                actual = sha256_file(path)
-                if actual != expected:
-                    raise ModelError(
-                        f"model file {path} has sha256 {actual}, expected {expected}; the file is corrupt "
-                        f"or a different model. Replace it with the file described in the model manifest.",
-                        code="MODEL_CHECKSUM_MISMATCH", model=name, file=str(path),
-                        expected_sha256=expected, actual_sha256=actual, searched=searched)
+        return spec, path, searched
+
+    def _verify(self, name: str, spec, path: Path, searched: list[str], actual) -> None:
+        """Raise MODEL_CHECKSUM_MISMATCH unless the digest ``actual()`` returns is the expected one."""
+        if not self.verify:
+            return
+        expected = expected_digest(spec, path.parent)
+        if expected is None:
+            return
+        got = actual()
+        if got != expected:
+            raise ModelError(
+                f"model file {path} has sha256 {got}, expected {expected}; the file is corrupt "
+                f"or a different model. Replace it with the file described in the model manifest.",
+                code="MODEL_CHECKSUM_MISMATCH", model=name, file=str(path),
+                expected_sha256=expected, actual_sha256=got, searched=searched)
+
+    def path(self, name: str) -> Path:
+        """Verified path of a model file, or a ModelError that says what is wrong and where we looked.
+        To load a model, prefer :meth:`read`: the file could change between this check and a later read."""
+        spec, path, searched = self._require(name)
+        self._verify(name, spec, path, searched, lambda: sha256_file(path))
         return path
+
+    def read(self, name: str) -> tuple[Path, bytes]:
+        """(path, bytes) of a model file, read once: the sha256 is checked on the bytes returned, so the bytes
+        a session is built from are the bytes that were checked (no second read of a file that could have
+        been replaced in between)."""
+        spec, path, searched = self._require(name)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path}: {e}", code="MODEL_LOAD_FAILED", model=name,
+                             file=str(path)) from e
+        self._verify(name, spec, path, searched, lambda: hashlib.sha256(data).hexdigest())
+        return path, data
 
     def check_pack(self, pack: str) -> list[CheckResult]:
         return [self.check(n) for n in get_pack(pack).model_names()]

@@ -104,8 +104,8 @@ class PresentationAttackDetector:
             if name not in PAD_MODELS:
                 raise ModelError(f"{name!r} is not a presentation-attack model; known: {sorted(PAD_MODELS)}",
                                  code="MODEL_UNKNOWN", model=name)
-            path = self.store.path(name)
-            sess, report = create_session(path, threads=self.settings.threads,
+            path, data = self.store.read(name)    # checked bytes, loaded as they were checked
+            sess, report = create_session(data, threads=self.settings.threads,
                                           providers=self.settings.providers, name=name,
                                           rewrite=self.settings.graph_rewrite)
             self.providers[name] = report

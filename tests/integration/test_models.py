@@ -159,3 +159,23 @@ def test_rewritten_graphs_give_the_same_outputs_on_real_faces(pipeline, models_d
     boxes = [f.bbox for f in faces]
     p_rw, p_raw = pad_rw.probabilities(img, boxes), pad_raw.probabilities(img, boxes)
     np.testing.assert_allclose(p_rw, p_raw, atol=1e-4)
+
+
+def test_read_checks_the_bytes_it_returns(tmp_path, models_dir):
+    """ModelStore.read: one read, sha256 of those bytes; a session is built from them (no second read)."""
+    import hashlib
+
+    shutil.copy(models_dir / "det_500m.onnx", tmp_path / "det_500m.onnx")
+    store = ModelStore([tmp_path])
+    path, data = store.read("det_500m")
+    assert path == tmp_path / "det_500m.onnx"
+    assert hashlib.sha256(data).hexdigest() == get_spec("det_500m").sha256
+    raw = bytearray(data)
+    raw[1000] ^= 0xFF
+    (tmp_path / "det_500m.onnx").write_bytes(bytes(raw))
+    with pytest.raises(ModelError) as e:
+        store.read("det_500m")
+    assert e.value.code == "MODEL_CHECKSUM_MISMATCH"
+    with pytest.raises(ModelError) as e:
+        ModelStore([tmp_path / "nowhere"]).read("det_500m")
+    assert e.value.code == "MODEL_MISSING"
