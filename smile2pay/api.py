@@ -287,7 +287,7 @@ class Smile2Pay:
         t_frames = time.perf_counter()
         # detect + align + quality + AU on every frame; the identity embedding (the costly stage) only
         # where it decides, see _identity_where_it_decides
-        for i, f in enumerate(self._burst_faces(images)):
+        for f in self._burst_faces(images):
             if isinstance(f, FaceError):
                 obs.append(engine.FrameObs(error=f.code))
                 faces.append(None)

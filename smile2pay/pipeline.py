@@ -171,9 +171,9 @@ class FacePipeline:
 
     def single_in_window(self, img: np.ndarray, window, anchor: Face, *, au: bool = True) -> Face | None:
         """The one face inside ``window`` that is still the face ``anchor`` (box IoU >= track.LINK_IOU) and
-        lies wholly inside the window; None otherwise (a frame of another size, no face, two faces, moved, cut by
-        the window's edge):
-        the caller then detects on the whole frame, as :meth:`single` does. No embedding."""
+        lies wholly inside the window; None otherwise (a frame of another size, no face, two faces, moved,
+        cut by the window's edge): the caller then detects on the whole frame, as :meth:`single` does.
+        No embedding."""
         from .vision import track
 
         if not window.fits(img.shape):

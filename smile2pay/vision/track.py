@@ -128,7 +128,8 @@ def window_around(box, image_shape, face_px: int, *, context: float = WINDOW_CON
     """The detection window for a face at ``box`` (x1 y1 x2 y2) in an image of ``image_shape``: a square of
     ``context`` face sides centred on the face, cut to the image, and the detector input size (a multiple
     of 32, ``WINDOW_MIN_SIZE``..``max_size``) at which the face's long side is about ``face_px`` pixels,
-    never upscaling the window. None for a degenerate box."""
+    never upscaling the window above its own size unless it is smaller than ``WINDOW_MIN_SIZE``. None for a
+    degenerate box."""
     h, w = int(image_shape[0]), int(image_shape[1])
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1)
