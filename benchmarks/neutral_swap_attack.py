@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from smile2pay.gallery import generate_key
     from smile2pay.pipeline import FacePipeline
     from smile2pay_tools.bench import clips
-    from smile2pay_tools.bench.two_photo_attack import _victim_crop
+    from smile2pay_tools.bench.two_photo_attack import _victim_crop, enrol_victims
 
     t0 = time.perf_counter()
     data = data_dir()
@@ -53,16 +53,7 @@ def main(argv=None) -> int:
     stats = {m: {"approved": 0, "n": 0, "reasons": Counter()} for m in modes}
     with Smile2Pay(tmp / "g", pipeline=pipe, key=generate_key(),
                    guard_settings=GuardSettings(max_failures=10 ** 9)) as s2p:
-        victims = []
-        for p in clips.lfw_expression_people(data):
-            try:
-                s2p.enroll(p["subject"], [str(data / p["neutral"][0])], kind="neutral", pick="center",
-                           check_duplicates=False)
-                victims.append(p)
-            except FaceError:
-                continue
-            if len(victims) >= args.max_victims:
-                break
+        victims = enrol_victims(s2p, data, args.max_victims)
         for k, p in enumerate(C._c.progress(victims, "neutral swap")):
             attacker = victims[(k + 1) % len(victims)]
             try:

@@ -96,6 +96,25 @@ def _victim_crop(pipe, img: np.ndarray, margin: float = 0.6) -> np.ndarray:
     return np.ascontiguousarray(img[ya:yb, xa:xb])
 
 
+def enrol_victims(s2p, data: Path, max_victims: int) -> list[dict]:
+    """LFW people with >= 2 neutral and >= 1 happy photo (``clips.lfw_expression_people``), each enrolled from
+    their first neutral photo, until ``max_victims`` are enrolled; people no face could be enrolled from are
+    skipped."""
+    from smile2pay.errors import FaceError
+
+    victims = []
+    for p in clips.lfw_expression_people(data):
+        try:
+            s2p.enroll(p["subject"], [str(data / p["neutral"][0])], kind="neutral", pick="center",
+                       check_duplicates=False)   # look-alikes are not what this measures
+            victims.append(p)
+        except FaceError:
+            continue
+        if len(victims) >= max_victims:
+            break
+    return victims
+
+
 def _count(decisions, burst: bool = False) -> dict:
     n = len(decisions)
     app = sum(d.approved for d in decisions)
@@ -134,16 +153,7 @@ def run(args) -> dict:
         pipe = FacePipeline(Settings.from_env(quality=QualitySettings(), threads=1))
         with Smile2Pay(tmp / "lfw", pipeline=pipe, key=generate_key(),
                        guard_settings=GuardSettings(max_failures=10**9)) as s2p:
-            victims = []
-            for p in clips.lfw_expression_people(data):
-                try:
-                    s2p.enroll(p["subject"], [str(data / p["neutral"][0])], kind="neutral", pick="center",
-                               check_duplicates=False)   # look-alikes are not what this measures
-                    victims.append(p)
-                except FaceError:
-                    continue
-                if len(victims) >= args.max_victims:
-                    break
+            victims = enrol_victims(s2p, data, args.max_victims)
             burst, clip, chal, xburst, xclip, cburst, cxburst = [], [], [], [], [], [], []
             one_clip, one_burst, inter = [], [], []
             for k, p in enumerate(C.progress(victims, "LFW two-photo attack", enabled=not args.no_progress)):
