@@ -36,6 +36,20 @@ MAX_FRAMES = 30
 log = logging.getLogger(__name__)
 
 
+def pad_frames(mode: str, n: int, embedded: list[int], smile: int | None) -> list[int]:
+    """The burst frames passive PAD scores: ``"enforce"``, every frame (each must prove a live face);
+    ``"report"``, the frame the payment rests on: the smile frame, or without one the last embedded frame
+    (one MiniFASNet pair, ~5 ms, instead of one per decision frame: the score is reported, not acted on);
+    ``"off"``, none."""
+    if mode == "enforce":
+        return list(range(n))
+    if mode == "report":
+        if smile is not None:
+            return [smile]
+        return [max(embedded)] if embedded else []
+    return []
+
+
 class Smile2Pay:
     """Face pipeline + gallery.
 
@@ -294,10 +308,10 @@ class Smile2Pay:
                 continue
             faces.append(f)
             obs.append(attempt.observe(f))             # not embedded yet: identity_score None
-        embedded = self._identity_where_it_decides(faces, obs, attempt)
-        # passive PAD (~10 ms a face): enforced, on every frame; reported, on the frames the decision
-        # embedded (the neutral and the smile frame of a burst), as a stream does
-        for i in (range(len(faces)) if attempt.policy.pad_mode == "enforce" else embedded):
+        embedded, smile = self._identity_where_it_decides(faces, obs, attempt)
+        # passive PAD (~5 ms a face): enforced, on every frame; reported, on the frame the payment rests on
+        # (the smile frame; without one, the last embedded frame), as a stream does: see pad_frames
+        for i in pad_frames(attempt.policy.pad_mode, len(faces), embedded, smile):
             if faces[i] is not None:
                 obs[i].pad_score = self.pad_score(images[i], faces[i])
         t_pipe = time.perf_counter() - t_frames
@@ -344,9 +358,10 @@ class Smile2Pay:
     #: "smile" (measured, not the default: one identity check fewer): the smile frame alone, the rest tracked
     identity_frames = "decision"
 
-    def _identity_where_it_decides(self, faces, obs, attempt: PaymentAttempt) -> list[int]:
+    def _identity_where_it_decides(self, faces, obs, attempt: PaymentAttempt) -> tuple[list[int], int | None]:
         """Fill ``identity_score`` of every frame with a face (part of verify()'s per-frame work); returns
-        the indices of the frames that were embedded.
+        the indices of the frames that were embedded and the smile frame's index (None: no neutral frame
+        followed by a smile frame, or a burst that takes the reference path).
 
         With ``identity_frames == "decision"`` and a burst whose AU judgement finds a neutral frame and a
         later smile frame (the two frames liveness and the decision use), only those two are embedded (one
@@ -358,14 +373,14 @@ class Smile2Pay:
 
         idx = [i for i, f in enumerate(faces) if f is not None]
         want = list(idx)
-        if getattr(self, "identity_frames", "decision") in ("decision", "smile") and attempt.liveness == "burst" \
-                and len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
+        onset = None
+        if attempt.liveness == "burst" and len(idx) == len(faces) >= 2 and not any(o.quality_reasons for o in obs):
             present, absent, _ = engine.judge_frames([o.au_probs or None for o in obs], attempt.rule,
                                                      attempt.policy, attempt.baseline)
             neutral = next((i for i in range(len(faces)) if absent[i]), None)
             onset = None if neutral is None else next((j for j in range(neutral + 1, len(faces)) if present[j]),
                                                       None)
-            if onset is not None:
+            if onset is not None and getattr(self, "identity_frames", "decision") in ("decision", "smile"):
                 mode_anchors = {neutral, onset} if self.identity_frames != "smile" else {onset}
                 want = track.frames_to_embed(faces, mode_anchors)
         if want:
@@ -374,7 +389,7 @@ class Smile2Pay:
         for o, s in zip(obs, track.carried_scores(faces, scores)):
             if s is not None:
                 o.identity_score = s
-        return want
+        return want, onset
 
     # -- the payment attempt: one guard/audit path for verify() and stream sessions ----------------
     def _check_liveness(self, liveness: str, *, stream: bool = False) -> None:

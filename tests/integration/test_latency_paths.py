@@ -81,6 +81,10 @@ def test_genuine_bursts_same_decision(s2p, people):
                 assert f["identity_score"] >= min(checked) - 1e-9
             assert fast.identity["score"] == pytest.approx(min(checked), abs=1e-9)
             assert fast.identity["all_frames_match"]
+            # PAD reported (the default): the smile frame the payment rests on is scored, and only it
+            pads = fast.liveness["pad"]["scores"]
+            assert fast.liveness["pad"]["mode"] == "report"
+            assert [k for k, p in enumerate(pads) if p is not None] == [fast.liveness["onset_frame"]], pads
     assert approved >= 2
 
 
@@ -146,13 +150,18 @@ def _run_stream(s2p, user, frames, mode):
 
 
 def test_stream_same_decision(s2p, people):
+    approved = 0
     for i, (subj, neutral, peak) in enumerate(people):
         frames = clips.clip_frames([(neutral, 10), (peak, 8)], seed=20 + i)
         slow = _run_stream(s2p, subj, frames, "all")
         fast = _run_stream(s2p, subj, frames, "decision")
         assert fast.approved == slow.approved and fast.reasons == slow.reasons
+        if fast.approved:   # PAD reported: the smile frame (the decision's second frame) only
+            approved += 1
+            assert [p is not None for p in fast.liveness["pad"]["scores"]] == [False, True]
         # the frames the decision uses were identity-checked in both paths: same scores
         assert [f.get("identity_score") for f in fast.frames] == [f.get("identity_score") for f in slow.frames]
+    assert approved >= 1
     (a, na, pa), (b, nb, pb) = people[0], people[1]
     frames = clips.clip_frames([(nb, 10), (pb, 8)], seed=30)
     slow = _run_stream(s2p, a, frames, "all")
