@@ -42,6 +42,18 @@ class ModelSpec:
         mean and std from this entry)."""
         import numpy as np
 
+        if (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+                and images.shape[3] == 3 and self.color.upper() in ("RGB", "BGR") and len(set(self.std)) == 1
+                and len(images)):
+            # OpenCV's blob: (x - mean) * (1 / std) in float32, channels swapped for RGB: the same tensor up to
+            # float rounding, several times faster than the NumPy path below
+            import cv2
+
+            # (OpenCV subtracts ``mean`` in the output channel order, as this entry gives it)
+            return cv2.dnn.blobFromImages(list(images), 1.0 / float(self.std[0]),
+                                          (int(images.shape[2]), int(images.shape[1])),
+                                          tuple(float(m) for m in self.mean), swapRB=self.color.upper() == "RGB",
+                                          crop=False)
         arr = np.asarray(images, dtype=np.float32)
         if self.color.upper() == "RGB":
             arr = arr[..., ::-1]

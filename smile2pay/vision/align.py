@@ -41,23 +41,18 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"need two (N, 2) point sets of the same shape, got {src.shape} and {dst.shape}")
-    n = src.shape[0]
+    # In 2D the Umeyama estimate has a closed form: with the centred points as complex numbers, scale x
+    # rotation is the least-squares a = sum(conj(s) d) / sum(|s|^2) (a proper rotation, as Umeyama's
+    # reflection guard gives). Same matrix up to float rounding, without an SVD (~10x faster).
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s_c, d_c = src - mu_s, dst - mu_d
-    cov = d_c.T @ s_c / n
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(cov) < 0:
-        d[1] = -1.0
-    r = u @ np.diag(d) @ vt
-    var_s = (s_c ** 2).sum() / n
+    var_s = float((s_c ** 2).sum())
     if var_s <= 0:
         raise ValueError("source points are degenerate (all equal)")
-    scale = (sig * d).sum() / var_s
-    t = mu_d - scale * r @ mu_s
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * r
-    m[:, 2] = t
+    re = float((s_c[:, 0] * d_c[:, 0] + s_c[:, 1] * d_c[:, 1]).sum()) / var_s
+    im = float((s_c[:, 0] * d_c[:, 1] - s_c[:, 1] * d_c[:, 0]).sum()) / var_s
+    m = np.array([[re, -im, 0.0], [im, re, 0.0]])
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
     return m
 
 

@@ -133,6 +133,7 @@ class SCRFDDetector(Detector):
             raise ModelError(f"{model_path} has no 5-point landmark outputs; smile2pay needs them",
                              code="MODEL_LOAD_FAILED", file=str(model_path))
         self.session = session
+        self._centres: dict[tuple[int, int, int], np.ndarray] = {}   # anchor centres per (h, w, stride)
 
     def forward_blob(self, image: np.ndarray, size: int) -> np.ndarray:
         """SCRFD's input at ``size``: the image scaled into the top-left of a ``size`` square, RGB,
@@ -149,11 +150,70 @@ class SCRFDDetector(Detector):
 
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:
         h, w = image.shape[:2]
-        det, kps = self._net.detect(image, input_size=fitted_input(size, h, w), det_thresh=self.threshold)
+        det, kps = self._decode(image, fitted_input(size, h, w))
         if det.shape[0] == 0:
             return Detections.empty()
         return Detections(det[:, :4].astype(np.float32), det[:, 4].astype(np.float32),
                           kps.astype(np.float32))
+
+    def _anchors(self, height: int, width: int, stride: int) -> np.ndarray:
+        key = (height, width, stride)
+        a = self._centres.get(key)
+        if a is None:
+            a = (np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+            a = np.repeat(a, self._net._num_anchors, axis=0)
+            if len(self._centres) < 64:
+                self._centres[key] = a
+        return a
+
+    def _decode(self, image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``insightface.model_zoo.SCRFD.detect(image, input_size, det_thresh)`` for one input size, with the
+        same resize, blob, session outputs, score threshold, ordering and NMS, but box and landmark offsets
+        decoded for the anchors above the threshold only (insightface decodes all ~3,000 anchors of a 320
+        input and then keeps a handful): the same numbers, ~0.5 ms less a call on one core. Checked against
+        insightface's own detect in tests/integration/test_detect_decode.py."""
+        import cv2
+
+        net = self._net
+        iw, ih = input_size
+        h, w = image.shape[:2]
+        if float(h) / w > float(ih) / iw:
+            new_h = ih
+            new_w = int(new_h / (float(h) / w))
+        else:
+            new_w = iw
+            new_h = int(new_w * (float(h) / w))
+        det_scale = float(new_h) / h
+        det_img = np.zeros((ih, iw, 3), dtype=np.uint8)
+        det_img[:new_h, :new_w, :] = cv2.resize(image, (new_w, new_h))
+        blob = cv2.dnn.blobFromImage(det_img, 1.0 / net.input_std, (iw, ih), (net.input_mean,) * 3, swapRB=True)
+        outs = self.session.run(net.output_names, {net.input_name: blob})
+        fmc, thr = net.fmc, float(self.threshold)
+        scores_l, boxes_l, kps_l = [], [], []
+        for idx, stride in enumerate(net._feat_stride_fpn):
+            def out(k):
+                o = outs[k]
+                return o[0] if net.batched else o
+            scores = out(idx)
+            pos = np.where(scores >= thr)[0]
+            if not len(pos):
+                continue
+            centres = self._anchors(ih // stride, iw // stride, stride)[pos]
+            d = out(idx + fmc)[pos] * stride
+            boxes = np.stack([centres[:, 0] - d[:, 0], centres[:, 1] - d[:, 1],
+                              centres[:, 0] + d[:, 2], centres[:, 1] + d[:, 3]], axis=-1)
+            k = (out(idx + 2 * fmc)[pos] * stride).reshape(len(pos), -1, 2) + centres[:, None, :]
+            scores_l.append(scores[pos])
+            boxes_l.append(boxes)
+            kps_l.append(k)
+        if not scores_l:
+            return np.empty((0, 5), np.float32), np.empty((0, 5, 2), np.float32)
+        scores = np.vstack(scores_l)
+        order = np.argsort(-scores.ravel(), kind="stable")
+        pre = np.hstack((np.vstack(boxes_l) / det_scale, scores)).astype(np.float32, copy=False)[order]
+        kps = (np.vstack(kps_l) / det_scale)[order]
+        keep = net.nms(pre)
+        return pre[keep], kps[keep]
 
 
 class YuNetDetector(Detector):

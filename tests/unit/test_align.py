@@ -59,3 +59,33 @@ def test_pose_frontal_and_turned():
     y2, p2, r2, _ = pose_from_landmarks(rolled)
     assert r2 == pytest.approx(40 + roll, abs=0.01)
     assert abs(y2 - yaw) < 1e-6 and abs(p2 - pitch) < 1e-6  # yaw/pitch are roll-invariant
+
+
+def test_similarity_matches_umeyama_svd_with_reflected_points():
+    """The closed form equals the SVD form of Umeyama, also where the best fit would be a reflection
+    (det(cov) < 0: both keep a proper rotation)."""
+    def umeyama(src, dst):
+        n = len(src)
+        mu_s, mu_d = src.mean(0), dst.mean(0)
+        s_c, d_c = src - mu_s, dst - mu_d
+        cov = d_c.T @ s_c / n
+        u, sig, vt = np.linalg.svd(cov)
+        d = np.ones(2)
+        if np.linalg.det(cov) < 0:
+            d[1] = -1.0
+        r = u @ np.diag(d) @ vt
+        scale = (sig * d).sum() / ((s_c ** 2).sum() / n)
+        m = np.zeros((2, 3))
+        m[:, :2] = scale * r
+        m[:, 2] = mu_d - scale * r @ mu_s
+        return m
+
+    rng = np.random.default_rng(1)
+    reflected = 0
+    for _ in range(200):
+        src = rng.uniform(-50, 50, size=(5, 2))
+        dst = src[:, ::-1] * rng.uniform(0.5, 2) + rng.normal(0, 3, size=(5, 2))   # mostly a mirror image
+        d_c, s_c = dst - dst.mean(0), src - src.mean(0)
+        reflected += np.linalg.det(d_c.T @ s_c) < 0
+        np.testing.assert_allclose(similarity_transform(src, dst), umeyama(src, dst), atol=1e-9)
+    assert reflected > 100
