@@ -189,11 +189,12 @@ class SCRFDDetector(Detector):
         blob = cv2.dnn.blobFromImage(det_img, 1.0 / net.input_std, (iw, ih), (net.input_mean,) * 3, swapRB=True)
         outs = self.session.run(net.output_names, {net.input_name: blob})
         fmc, thr = net.fmc, float(self.threshold)
+
+        def out(k):
+            return outs[k][0] if net.batched else outs[k]
+
         scores_l, boxes_l, kps_l = [], [], []
         for idx, stride in enumerate(net._feat_stride_fpn):
-            def out(k):
-                o = outs[k]
-                return o[0] if net.batched else o
             scores = out(idx)
             pos = np.where(scores >= thr)[0]
             if not len(pos):
