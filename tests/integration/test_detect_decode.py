@@ -19,8 +19,20 @@ def images(data_dir):
     return out
 
 
-def test_decode_matches_insightface_detect(pipeline, images):
-    det = pipeline.detector
+@pytest.fixture(scope="module", params=["det_500m.onnx", "scrfd_500m_bnkps.onnx"])
+def detector(request, models_dir):
+    """The pack's SCRFD, and one whose outputs carry a batch axis (insightface's ``batched`` branch)."""
+    from smile2pay.models.runtime import create_session
+    from smile2pay.vision.detect import SCRFDDetector
+
+    path = models_dir / request.param
+    det = SCRFDDetector(path, create_session(path, threads=1, name=request.param)[0])
+    assert det._net.batched == (request.param == "scrfd_500m_bnkps.onnx")
+    return det
+
+
+def test_decode_matches_insightface_detect(detector, images):
+    det = detector
     found = 0
     for img in images:
         h, w = img.shape[:2]
