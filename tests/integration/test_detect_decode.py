@@ -1,5 +1,5 @@
 """SCRFDDetector decodes only the anchors above the threshold: the same boxes, scores and landmarks as
-insightface's own SCRFD.detect on real images at every input size the product uses (real det_500m weights)."""
+insightface's own SCRFD.detect on real images at every input size the product uses (real det_500m and scrfd_500m_bnkps weights)."""
 import cv2
 import numpy as np
 import pytest
