@@ -43,7 +43,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError(f"need two (N, 2) point sets of the same shape, got {src.shape} and {dst.shape}")
     # In 2D the Umeyama estimate has a closed form: with the centred points as complex numbers, scale x
     # rotation is the least-squares a = sum(conj(s) d) / sum(|s|^2) (a proper rotation, as Umeyama's
-    # reflection guard gives). Same matrix up to float rounding, without an SVD (~10x faster).
+    # reflection guard gives). Same matrix up to float rounding, without an SVD.
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s_c, d_c = src - mu_s, dst - mu_d
     var_s = float((s_c ** 2).sum())

@@ -170,7 +170,7 @@ class SCRFDDetector(Detector):
         """``insightface.model_zoo.SCRFD.detect(image, input_size, det_thresh)`` for one input size, with the
         same resize, blob, session outputs, score threshold, ordering and NMS, but box and landmark offsets
         decoded for the anchors above the threshold only (insightface decodes all ~3,000 anchors of a 320
-        input and then keeps a handful): the same numbers, ~0.5 ms less a call on one core. Checked against
+        input and then keeps a handful): the same numbers for less Python work a call. Checked against
         insightface's own detect in tests/integration/test_detect_decode.py."""
         import cv2
 
