@@ -136,17 +136,28 @@ class SCRFDDetector(Detector):
         self._centres: dict[tuple[int, int, int], np.ndarray] = {}   # anchor centres per (h, w, stride)
 
     def forward_blob(self, image: np.ndarray, size: int) -> np.ndarray:
-        """SCRFD's input at ``size``: the image scaled into the top-left of a ``size`` square, RGB,
-        (x - 127.5) / 128, NCHW (what ``insightface.model_zoo.SCRFD.detect`` feeds the session)."""
+        """SCRFD's input at ladder ``size``: exactly the tensor :meth:`_detect_at` runs the session on."""
+        h, w = image.shape[:2]
+        return self._input(image, fitted_input(size, h, w))[0]
+
+    def _input(self, image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+        """(NCHW blob, scale) as ``insightface.model_zoo.SCRFD.detect`` builds them: the image scaled into the
+        top-left of an ``input_size`` (width, height) canvas, RGB, (x - mean) / std."""
         import cv2
 
+        net = self._net
+        iw, ih = input_size
         h, w = image.shape[:2]
-        iw, ih = fitted_input(size, h, w)
-        scale = size / float(max(h, w))
-        nw, nh = int(w * scale), int(h * scale)
-        canvas = np.zeros((ih, iw, 3), np.uint8)
-        canvas[:nh, :nw] = cv2.resize(image, (nw, nh))
-        return cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (iw, ih), (127.5, 127.5, 127.5), swapRB=True)
+        if float(h) / w > float(ih) / iw:
+            new_h = ih
+            new_w = int(new_h / (float(h) / w))
+        else:
+            new_w = iw
+            new_h = int(new_w * (float(h) / w))
+        canvas = np.zeros((ih, iw, 3), dtype=np.uint8)
+        canvas[:new_h, :new_w, :] = cv2.resize(image, (new_w, new_h))
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / net.input_std, (iw, ih), (net.input_mean,) * 3, swapRB=True)
+        return blob, float(new_h) / h
 
     def _detect_at(self, image: np.ndarray, size: int) -> Detections:
         h, w = image.shape[:2]
@@ -172,21 +183,9 @@ class SCRFDDetector(Detector):
         decoded for the anchors above the threshold only (insightface decodes all ~3,000 anchors of a 320
         input and then keeps a handful): the same numbers for less Python work a call. Checked against
         insightface's own detect in tests/integration/test_detect_decode.py."""
-        import cv2
-
         net = self._net
         iw, ih = input_size
-        h, w = image.shape[:2]
-        if float(h) / w > float(ih) / iw:
-            new_h = ih
-            new_w = int(new_h / (float(h) / w))
-        else:
-            new_w = iw
-            new_h = int(new_w * (float(h) / w))
-        det_scale = float(new_h) / h
-        det_img = np.zeros((ih, iw, 3), dtype=np.uint8)
-        det_img[:new_h, :new_w, :] = cv2.resize(image, (new_w, new_h))
-        blob = cv2.dnn.blobFromImage(det_img, 1.0 / net.input_std, (iw, ih), (net.input_mean,) * 3, swapRB=True)
+        blob, det_scale = self._input(image, input_size)
         outs = self.session.run(net.output_names, {net.input_name: blob})
         fmc, thr = net.fmc, float(self.threshold)
 
