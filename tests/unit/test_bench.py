@@ -174,3 +174,14 @@ def test_missing_bench_module_fails_at_call_time_not_at_startup(monkeypatch):
     with pytest.raises(Smile2PayError) as e:
         cli_bench.cmd_bench(args)
     assert e.value.code == "BENCH_UNAVAILABLE"
+
+
+def test_ck_kind_by_hand():
+    """A CK+ pair row is a smile by its AU codes, ambiguous when labelled happy without AU6+AU12, else other."""
+    from smile2pay_tools.bench.clips import ck_kind
+
+    assert ck_kind({"is_smile_au6_au12": "1", "peak_label": "happy"}) == "smile"
+    assert ck_kind({"is_smile_au6_au12": "1", "peak_label": "disgust"}) == "smile"   # coded AU6+AU12
+    assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "happy"}) == "ambiguous"
+    assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "contempt"}) == "other"
+    assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "surprise"}) == "other"

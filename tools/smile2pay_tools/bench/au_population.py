@@ -172,7 +172,12 @@ def lfw_pairs(lfw: dict, mask: np.ndarray, max_per_person: int = 6) -> list[tupl
     return out
 
 
-def ck_pairs(ck: dict, data_dir) -> list[tuple[int, int, bool]]:
+def ck_pairs(ck: dict, data_dir, kinds: tuple[str, ...] = ("smile", "other")) -> list[tuple[int, int, bool]]:
+    """(neutral row, peak row, is a smile) of the CK+ neutral -> peak pairs whose kind
+    (:func:`smile2pay_tools.bench.clips.ck_kind`) is in ``kinds``: by default smiles and other expressions,
+    without the happy-labelled sequences not coded AU6+AU12 (``kinds=("ambiguous",)`` gives those)."""
+    from .clips import ck_kind
+
     rows = list(csv.DictReader(open(Path(data_dir) / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv",
                                     encoding="utf-8")))
     row = {str(p).split("/ckplus_neutral_peak48/", 1)[1]: i for i, p in enumerate(ck["path"])
@@ -180,8 +185,8 @@ def ck_pairs(ck: dict, data_dir) -> list[tuple[int, int, bool]]:
     out = []
     for r in rows:
         a, b = r["neutral_path"].split("/", 1)[1], r["peak_path"].split("/", 1)[1]
-        if a in row and b in row:
-            out.append((row[a], row[b], r["is_smile_au6_au12"] == "1"))
+        if a in row and b in row and ck_kind(r) in kinds:
+            out.append((row[a], row[b], ck_kind(r) == "smile"))
     return out
 
 
@@ -361,6 +366,14 @@ def run(args) -> dict:
     gate["ferplus_test_at_burst_thresholds"] = rates(pr, ts, cal["delta"], cal["absent_threshold"])
     gate["ckplus_oof_pairs (thresholds chosen on these too: in-sample for the operating point)"] = rates(
         ck_probes, ts, cal["delta"], cal["absent_threshold"])
+    # happy-labelled CK+ sequences not coded AU6+AU12: in neither the smiles nor the others above
+    from .clips import CK_AMBIGUOUS_NOTE
+
+    amb = ck_pairs(ck, args.data, kinds=("ambiguous",))
+    amb_probes = probes_of("ckplus_oof_ambiguous", oof, names, [b for _, b, _ in amb], [True] * len(amb),
+                           [a for a, _, _ in amb])
+    gate["ckplus_oof_happy_not_coded_au6_au12"] = {**rates(amb_probes, ts, cal["delta"], cal["absent_threshold"]),
+                                                   "note": CK_AMBIGUOUS_NOTE + "; 'tpr' = share of them that pass"}
     res["gate"] = gate
     print(json.dumps(gate, indent=1), flush=True)
     if args.write_calibration:

@@ -91,6 +91,21 @@ def ck_pairs(data: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+#: what :func:`ck_kind` calls a CK+ sequence whose two labels disagree
+CK_AMBIGUOUS_NOTE = ("CK+ sequences whose peak is labelled happy but whose FACS codes lack AU6 or AU12 (4 of 309: "
+                     "S056_004 12+25, S129_012 6+7+13, S135_012 13+25, S137_011 12+25): a smile by the emotion label "
+                     "that LFW and FER+ smiles are judged by, not AU6+AU12 by the codes; neither a smile nor an "
+                     "other expression, so kept out of both and reported on their own")
+
+
+def ck_kind(row: dict) -> str:
+    """A CK+ pair row's kind: ``"smile"`` (coded AU6+AU12), ``"ambiguous"`` (peak labelled happy, not coded
+    AU6+AU12: see :data:`CK_AMBIGUOUS_NOTE`) or ``"other"`` (every other expression)."""
+    if str(row["is_smile_au6_au12"]).strip() in ("1", "True", "true"):
+        return "smile"
+    return "ambiguous" if str(row.get("peak_label", "")).strip().lower() in ("happy", "happiness") else "other"
+
+
 def smiling_people(data: Path, n: int = 2) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first ``n`` CK+ subjects with an AU6+AU12 sequence: ``(subject, neutral image, peak image)``."""
     out, seen = [], set()

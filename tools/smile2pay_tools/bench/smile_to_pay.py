@@ -9,6 +9,8 @@ Protocol (ckplus_neutral_peak48: 309 neutral -> peak sequences of 117 subjects, 
 * probes are bursts [neutral first frame, peak frame] of a sequence, claimed as a subject:
   - genuine smile: the subject's own AU6+AU12 sequences        -> should pay
   - genuine non-smile: the subject's own other sequences        -> should not pay
+  - happy, not coded AU6+AU12 (4 sequences, ``clips.ck_kind``): reported on their own row, in neither of the
+    above and not in the calibration (labelled a smile by emotion, not by the AU codes)
   - impostor smile: every other subject's smile sequence, claimed as this subject -> should not pay
   - still smile: the subject's own peak smile frame repeated 3 times            -> should not pay
 * AU probabilities are **out-of-fold**: each image is judged by the AU model of the 5-fold
@@ -44,6 +46,8 @@ from smile2pay.decision.policy import Policy
 from smile2pay.decision.rules import parse_rule
 from smile2pay.reasons import MULTIPLE_FACES, NO_FACE
 from smile2pay.scoring import identity_score
+
+from .clips import CK_AMBIGUOUS_NOTE, ck_kind
 
 log = logging.getLogger("smile2pay_tools.bench.smile_to_pay")
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
@@ -103,7 +107,7 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
     frame. Highest smile pass rate whose non-smile pass rate is <= max_fpr."""
     j6, j12 = au_names.index("AU6"), au_names.index("AU12")
     rows = [(row_of_path[r["neutral_path"]], row_of_path[r["peak_path"]], r["is_smile_au6_au12"] == "1")
-            for r in seqs if fold_of.get(r["subject"]) != f
+            for r in seqs if fold_of.get(r["subject"]) != f and ck_kind(r) != "ambiguous"
             and r["neutral_path"] in row_of_path and r["peak_path"] in row_of_path]
     n_idx = np.array([a for a, _, _ in rows])
     k_idx = np.array([b for _, b, _ in rows])
@@ -289,7 +293,7 @@ def run(args) -> dict:
         src = (non_smile or rs)[0]
         enrol[s] = src
     stats = {k: {"accepted": 0, "total": 0, "reasons": defaultdict(int)} for k in
-             ("genuine_smile", "genuine_non_smile", "impostor_smile", "still_smile")}
+             ("genuine_smile", "genuine_non_smile", "impostor_smile", "still_smile", "happy_not_coded_au6_au12")}
     enrol_same_image = 0
     failures: list[dict] = []
 
@@ -333,6 +337,8 @@ def run(args) -> dict:
                 enrol_same_image += int(r["neutral_path"] == enrol[s]["neutral_path"])
                 run("genuine_smile", s, burst)
                 run("still_smile", s, [r["peak_path"]] * 3)
+            elif ck_kind(r) == "ambiguous":        # labelled happy, not coded AU6+AU12: reported on its own
+                run("happy_not_coded_au6_au12", s, burst)
             else:
                 run("genuine_non_smile", s, burst)
         for r in smiles:
@@ -364,6 +370,7 @@ def run(args) -> dict:
            "genuine_smiles_enrolled_from_same_neutral_frame": enrol_same_image,
            "targets": {"genuine_smile": ">= 0.95", "genuine_non_smile": "<= 0.02", "impostor_smile": "<= 0.005",
                        "still_smile": "0"},
+           "happy_not_coded_au6_au12": CK_AMBIGUOUS_NOTE + " (their row counts approvals; no target)",
            "table": table, "genuine_smile_failures": failures, "seconds": round(time.perf_counter() - t_start, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2, default=float))
