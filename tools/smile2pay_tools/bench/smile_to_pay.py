@@ -296,6 +296,7 @@ def run(args) -> dict:
              ("genuine_smile", "genuine_non_smile", "impostor_smile", "still_smile", "happy_not_coded_au6_au12")}
     enrol_same_image = 0
     failures: list[dict] = []
+    wrong_pays: list[dict] = []        # non-smile and ambiguous sequences that paid
 
     def run(kind: str, claim: str, frames: list[str]) -> None:
         e = obs[enrol[claim]["neutral_path"]]
@@ -319,6 +320,9 @@ def run(args) -> dict:
         if kind == "genuine_smile" and not out.approved:
             failures.append({"subject": claim, "frames": frames, "reasons": out.reasons, "au": out.au,
                              "per_frame": out.frames})
+        if kind in ("genuine_non_smile", "happy_not_coded_au6_au12") and out.approved:
+            wrong_pays.append({"kind": kind, "subject": claim, "frames": frames,
+                               "au_probs": [fr.get("au_probs") for fr in out.frames]})
         st["total"] += 1
         st["accepted"] += int(out.approved)
         for r in out.reasons:
@@ -371,7 +375,7 @@ def run(args) -> dict:
            "targets": {"genuine_smile": ">= 0.95", "genuine_non_smile": "<= 0.02", "impostor_smile": "<= 0.005",
                        "still_smile": "0"},
            "happy_not_coded_au6_au12": CK_AMBIGUOUS_NOTE + " (their row counts approvals; no target)",
-           "table": table, "genuine_smile_failures": failures, "seconds": round(time.perf_counter() - t_start, 1)}
+           "table": table, "genuine_smile_failures": failures, "non_smile_approvals": wrong_pays, "seconds": round(time.perf_counter() - t_start, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2, default=float))
     res["json"] = str(args.out)
