@@ -185,3 +185,17 @@ def test_ck_kind_by_hand():
     assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "happy"}) == "ambiguous"
     assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "contempt"}) == "other"
     assert ck_kind({"is_smile_au6_au12": "0", "peak_label": "surprise"}) == "other"
+
+
+def test_missed_smiles_sheet_refuses_a_path_inside_the_repository(tmp_path, capsys):
+    """LFW images are not ours to redistribute: the contact sheet is never written into the repository."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("au_missed_smiles", repo / "benchmarks" / "au_missed_smiles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--sheet", str(repo / "docs" / "img" / "x.png"), "--out", str(tmp_path / "o.json")]) == 2
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "REQUEST_INVALID"
+    assert not (repo / "docs" / "img" / "x.png").exists() and not (tmp_path / "o.json").exists()
