@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from smile2pay_tools.bench.clips import ck_kind
 
 from smile2pay.models.manifest import get_pack, get_spec
 from smile2pay.vision.au import AUAnalyzer, AUModel, BlendshapeTeacher, blendshapes_to_aus
@@ -16,7 +17,7 @@ def smile_pairs(data_dir):
     with open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     smiles = [r for r in rows if r["is_smile_au6_au12"] in ("1", "True", "true")]
-    others = [r for r in rows if r["is_smile_au6_au12"] not in ("1", "True", "true")]
+    others = [r for r in rows if ck_kind(r) == "other"]
     return smiles[:4], others[:2]
 
 

@@ -1,5 +1,6 @@
 """The smile gate calibrated by the calibrate-au CLI on real frames (CK+ crops, real AU model)."""
 import pytest
+from smile2pay_tools.bench.clips import ck_kind
 
 
 def _ck_frames_csv(tmp_path, data_dir, n_subjects=14):
@@ -9,7 +10,7 @@ def _ck_frames_csv(tmp_path, data_dir, n_subjects=14):
     rows = list(csv.DictReader(open(data_dir / "ckplus_neutral_peak48" / "pairs_neutral_peak.csv", encoding="utf-8")))
     smiles = [r for r in rows if r["is_smile_au6_au12"] == "1"][:n_subjects]
     subj = {r["subject"] for r in smiles}
-    others = [r for r in rows if r["is_smile_au6_au12"] != "1" and r["subject"] in subj][:n_subjects]
+    others = [r for r in rows if ck_kind(r) == "other" and r["subject"] in subj][:n_subjects]
     out = tmp_path / "frames.csv"
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
