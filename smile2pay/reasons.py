@@ -61,7 +61,8 @@ EVENTS = (TRACK_START, EARLY_SMILE)
 
 DESCRIPTIONS: dict[str, str] = {
     NO_FACE: "no face found in the frame",
-    MULTIPLE_FACES: "more than one face and the call asked for exactly one",
+    MULTIPLE_FACES: "more than one face where exactly one is needed (a burst frame; a stream frame with a face "
+                    "beside the user's)",
     FACE_TOO_SMALL: "the face is smaller than the quality minimum",
     LOW_DET_SCORE: "the detector is not sure this is a face",
     EXTREME_POSE: "the head is turned or tilted too far",

@@ -44,8 +44,8 @@ from ..decision import continuity, engine
 from ..errors import RequestError
 from ..reasons import (APPROVED, AU_PATTERN_ABSENT, CAPTURE_DISCONTINUITY, CHALLENGE_FAILED, DECLINED, EARLY_SMILE,
                        FINAL_STATES, FRAME_UNREADABLE, HOLD_NEUTRAL, IDENTITY_MISMATCH, LIVENESS_FAILED,
-                       LOW_QUALITY, NO_FACE, NO_ONSET, RELAX, SECOND_FACE, SMILE_NOW, TIMEOUT, TRACK_LOST,
-                       TRACK_START, WAITING_FOR_FACE, WINDOW_EXPIRED)
+                       LOW_QUALITY, MULTIPLE_FACES, NO_FACE, NO_ONSET, RELAX, SECOND_FACE, SMILE_NOW, TIMEOUT,
+                       TRACK_LOST, TRACK_START, WAITING_FOR_FACE, WINDOW_EXPIRED)
 
 PROMPTS = {WAITING_FOR_FACE: "Look at the camera", HOLD_NEUTRAL: "Hold still, neutral face",
            SMILE_NOW: "Now smile", RELAX: "Now relax", APPROVED: "Payment approved", DECLINED: "Payment declined"}
@@ -76,6 +76,11 @@ class StreamSettings:
     challenge: bool = False
     prompt_delay_s: tuple = (0.5, 2.5)
     max_early_smiles: int = 2
+    #: another face at least this fraction of the tracked face's height (someone beside the shopper, not a queue
+    #: behind: a face half the size is about twice as far from the camera) makes the frame unusable for the
+    #: decision (``MULTIPLE_FACES`` in its reasons; a burst declines any second face). 0: every other face is
+    #: tolerated (reported ``SECOND_FACE`` only), as before 2026-12-06 (7th session)
+    near_face_ratio: float = 0.5
 
     def validate(self) -> None:
         if not 0.0 < self.smoothing <= 1.0:
@@ -96,6 +101,10 @@ class StreamSettings:
             raise RequestError("settle_frames must be >= 0", code="REQUEST_INVALID")
         if int(self.max_early_smiles) < 1:
             raise RequestError("max_early_smiles must be >= 1", code="REQUEST_INVALID")
+        r = self.near_face_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= 1.0:
+            raise RequestError(f"near_face_ratio must be a number in [0, 1] (0: off), got {r!r}",
+                               code="REQUEST_INVALID")
 
 
 @dataclass
@@ -104,6 +113,8 @@ class Observation:
 
     t: float                                   # stream time (s) since the first frame
     faces: int = 0                             # faces detected
+    #: other faces at least ``StreamSettings.near_face_ratio`` of the tracked face's height (the session counts)
+    near_faces: int = 0
     error: str | None = None                   # the frame could not be decoded (its error code)
     #: the claimed user's face in this frame (tracked or just found), raw AU probabilities; None: not there
     face: engine.FrameObs | None = None
@@ -159,10 +170,12 @@ class StreamMachine:
         self.events: list[dict] = []
         self.mismatch = 0                          # frames showing only other people since the last track
         self.second_face_frames = 0
+        self.near_face_frames = 0                  # frames not judged: another face beside the user's
         self.best_score: float | None = None
         self.early_smiles = 0                      # challenge: smiles before the prompt
         self.prompt_at: float | None = None        # challenge: when "Now smile" is shown (stream time)
-        self.ever = {"face": False, "match": False, "neutral": False, "present": False, "quality_ok": False}
+        self.ever = {"face": False, "match": False, "neutral": False, "present": False, "quality_ok": False,
+                     "low_quality": False}
         self._random = random or secrets.SystemRandom().random
         self._neutral_streak = 0
         self._smile_streak = 0
@@ -229,7 +242,15 @@ class StreamMachine:
         verdict: Decide | Decline | None = None
         if obs.face is not None:
             self.ever["match"] = True
-            if obs.face.quality_reasons:
+            if obs.near_faces and self.settings.near_face_ratio > 0:
+                # someone beside the user (or a photo of a group): one person pays, so the frame is not judged;
+                # the streaks and the smoothing wait for a frame with the user alone
+                reasons.append(MULTIPLE_FACES)
+                self.near_face_frames += 1
+                if self.near_face_frames == 1:
+                    self._event(t, MULTIPLE_FACES, faces=obs.faces, near=obs.near_faces)
+            elif obs.face.quality_reasons:
+                self.ever["low_quality"] = True
                 reasons.append(LOW_QUALITY)
                 reasons.extend(r for r in obs.face.quality_reasons if r not in reasons)
             else:
@@ -396,11 +417,15 @@ class StreamMachine:
         elif not ev["match"]:
             reasons.append(IDENTITY_MISMATCH)
         elif not ev["quality_ok"]:
-            reasons.append(LOW_QUALITY)
+            # never judged: the face failed the quality gates, or was never alone (near_face_frames, below)
+            if ev["low_quality"] or not self.near_face_frames:
+                reasons.append(LOW_QUALITY)
         elif not ev["neutral"]:
             reasons += [LIVENESS_FAILED, NO_ONSET]
         else:
             reasons.append(AU_PATTERN_ABSENT)
+        if self.near_face_frames:        # frames were skipped because someone stood beside the user
+            reasons.append(MULTIPLE_FACES)
         return Decline(self._outcome(reasons, all_match=False,
                                      au={"rule": str(self.rule),
                                          "thresholds": {a: round(v, 4) for a, v in self.need.items()}},

@@ -6,7 +6,9 @@ payment attempt (:class:`smile2pay.attempt.PaymentAttempt`), feeding the state m
   and then tracked across frames by IoU; its identity is re-checked (embedded) whenever the IoU with the
   previous frame falls below ``smile2pay.vision.track.LINK_IOU``, and on the neutral and smile observations
   the decision uses; other tracked frames carry the track's last score (``Smile2Pay.identity_frames =
-  "all"``: every processed frame embedded). Any other face is reported (``SECOND_FACE``), never used.
+  "all"``: every processed frame embedded). Any other face is reported (``SECOND_FACE``), never used; one at
+  least ``StreamSettings.near_face_ratio`` (0.5) of the user's face height, someone beside them rather than a
+  queue behind, makes the frame unusable for the decision (``MULTIPLE_FACES``).
   ``lost_frames`` processed frames without the tracked face drop the track (``TRACK_LOST``).
 * Fast producers call :meth:`StreamSession.offer`: a one-slot "latest frame wins" mailbox
   (:mod:`smile2pay.stream.mailbox`) served by a worker thread.
@@ -237,6 +239,11 @@ class StreamSession:
         faces.sort(key=lambda f: -f.area)
         self.processed += 1
         obs, tracked = self._find_user(faces, t)
+        if tracked is not None and self.settings.near_face_ratio > 0 and len(faces) > 1:
+            # someone beside the user (a face at least near_face_ratio of theirs): the machine skips the frame
+            h = float(tracked.bbox[3] - tracked.bbox[1])
+            obs.near_faces = sum(1 for f in faces if f is not tracked
+                                 and float(f.bbox[3] - f.bbox[1]) >= self.settings.near_face_ratio * h)
         extra: dict[str, Any] = {"faces": len(faces), "image_size": [int(img.shape[1]), int(img.shape[0])]}
         raw: dict[str, float] = {}
         if tracked is not None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from smile2pay import Smile2Pay
@@ -140,10 +141,24 @@ def side_by_side(left, right):
     return cv2.hconcat([a, b])
 
 
+def small_face_beside(face, other, frac=1 / 3):
+    """The user's 48 px face with another person's face at ``frac`` of its size in a strip to its right (someone
+    further back, not beside the user)."""
+    import cv2
+
+    side = face.shape[0]
+    o = cv2.resize(other, (int(side * frac), int(side * frac)), interpolation=cv2.INTER_AREA)
+    strip = np.full((side, side // 2) + face.shape[2:], 110, face.dtype)
+    strip[2:2 + o.shape[0], 4:4 + o.shape[1]] = o
+    return cv2.hconcat([face, strip])
+
+
 def test_second_face_reported_not_used(s2p, people):
+    """With ``near_face_ratio=0`` (every other face tolerated, as before) a second face beside the user is
+    reported and never used; by default such a face makes the frames unusable (next test)."""
     (a, na, pa), (_, nb, _) = people
     frames = clips.clip_frames([(side_by_side(na, nb), 5), (side_by_side(pa, nb), 6)])
-    with s2p.start_session(a) as sess:
+    with s2p.start_session(a, near_face_ratio=0.0) as sess:
         ups = run(sess, frames)
     per_frame = ups[:len(frames)]          # run() may append the end-of-stream update, which has no frame
     tracked = [u for u in per_frame if u.box is not None]
@@ -151,6 +166,26 @@ def test_second_face_reported_not_used(s2p, people):
     assert all(u.faces == 2 for u in per_frame)
     assert any(SECOND_FACE in u.reasons for u in ups)
     assert ups[-1].decision.liveness["stream"]["second_face_frames"] >= 1
+
+
+def test_a_face_beside_the_user_is_never_judged_a_small_one_behind_is(s2p, people):
+    """One person pays: a face as large as the user's beside them (or a group photo) makes every frame unusable
+    (MULTIPLE_FACES) and the session times out; a face a third of the size (further back) is tolerated."""
+    (a, na, pa), (_, nb, _) = people
+    frames = clips.clip_frames([(side_by_side(na, nb), 5), (side_by_side(pa, nb), 8)])
+    with s2p.start_session(a, timeout_s=len(frames) / FPS) as sess:
+        ups = run(sess, frames)
+    d = ups[-1].decision
+    assert not d.approved and d.reasons[0] == TIMEOUT and "MULTIPLE_FACES" in d.reasons, d.reasons
+    tracked = [u for u in ups[:len(frames)] if u.box is not None]
+    assert tracked and all("MULTIPLE_FACES" in u.reasons for u in tracked)
+    frames = clips.clip_frames([(small_face_beside(na, nb), 5), (small_face_beside(pa, nb), 8)])
+    with s2p.start_session(a) as sess:
+        ups = run(sess, frames)
+    assert all(u.faces == 2 for u in ups[:len(frames)] if u.box is not None)
+    d = ups[-1].decision
+    assert d.approved, d.reasons
+    assert d.liveness["stream"]["second_face_frames"] >= 1
 
 
 def test_offer_latest_frame_wins(s2p, people):

@@ -239,6 +239,44 @@ def test_a_second_face_is_reported_once_as_an_event():
     assert [e for e in m.events if e["event"] == R.SECOND_FACE] == [{"t": 0.0, "event": R.SECOND_FACE, "faces": 2}]
 
 
+def test_a_face_beside_the_user_makes_the_frame_unusable():
+    """Another face at least near_face_ratio of the user's (the session counts them): MULTIPLE_FACES, the frame is
+    not judged, the hold and the smile wait for frames with the user alone."""
+    m = machine()
+    f = Feed(m)
+    f.frames(3)                                            # alone, neutral: SMILE_NOW
+    assert m.state == R.SMILE_NOW
+    for st in f.frames(5, SMILE, faces=2, near_faces=1):   # smiling, someone beside: never judged
+        assert R.MULTIPLE_FACES in st.reasons and R.SECOND_FACE in st.reasons and st.verdict is None
+    assert m.state == R.SMILE_NOW and m.near_face_frames == 5
+    assert [e["event"] for e in m.events].count(R.MULTIPLE_FACES) == 1
+    f.frame(SMILE, faces=2)                                # a small face behind: tolerated, judged
+    d = f.frame(SMILE).verdict
+    assert isinstance(d, Decide) and m.conclude(d).approved
+
+
+def test_never_alone_times_out_with_multiple_faces_not_low_quality():
+    m = machine()
+    f = Feed(m)
+    f.frames(3, faces=2, near_faces=1)
+    out = m.timeout(20.0).outcome
+    assert out.reasons == [R.TIMEOUT, R.MULTIPLE_FACES], out.reasons
+    m2 = machine()
+    f2 = Feed(m2)
+    f2.frames(3)
+    f2.frames(3, SMILE, faces=2, near_faces=1)
+    assert m2.timeout(20.0).outcome.reasons == [R.TIMEOUT, R.AU_PATTERN_ABSENT, R.MULTIPLE_FACES]
+
+
+def test_near_face_ratio_zero_tolerates_every_other_face():
+    m = machine(near_face_ratio=0.0)
+    f = Feed(m)
+    f.frames(3, faces=2, near_faces=1)
+    f.frame(SMILE, faces=2, near_faces=1)
+    d = f.frame(SMILE, faces=2, near_faces=1).verdict
+    assert isinstance(d, Decide) and m.near_face_frames == 0
+
+
 def test_challenge_prompt_comes_after_the_random_delay_and_relax_decides():
     m = StreamMachine(RULE, POLICY, StreamSettings(smoothing=1.0, challenge=True, prompt_delay_s=(0.5, 1.5),
                                                      settle_frames=0),
@@ -371,6 +409,9 @@ def test_settings_are_validated():
         machine(smoothing=0.0)
     with pytest.raises(RequestError):
         machine(prompt_delay_s=(2.0, 1.0))
+    for bad in (-0.1, 1.5, "0.5", True, float("nan")):
+        with pytest.raises(RequestError):
+            machine(near_face_ratio=bad)
 
 
 def test_the_machine_loads_no_model_and_no_plotting():
