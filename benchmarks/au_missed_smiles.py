@@ -47,7 +47,6 @@ def main(argv=None) -> int:
 
     from smile2pay_tools.bench import au_population as ap
     from smile2pay_tools.train.au_mix import load_sources, source_masks
-    from smile2pay.vision.au import centre_crop, fuse_logits
 
     cal = json.loads((REPO / "smile2pay" / "decision" / "calibration" / "mobile.json").read_text())
     t6, t12 = cal["au"]["AU6"]["threshold"], cal["au"]["AU12"]["threshold"]
@@ -58,10 +57,9 @@ def main(argv=None) -> int:
     masks = source_masks(fer, lfw)
     model = ap.load_au_model(run_dir / "au_mobile.onnx")
     names = list(model.au_names)
-    P = ap.model_scores(model, lfw["crops"])[0]
-    happy = ap._fer_classifier(args.models).run([centre_crop(c, 0.15) for c in lfw["crops"]])[:, 3]
-    F6 = fuse_logits(P[:, names.index("AU6")], happy, 0.8)
-    F12 = fuse_logits(P[:, names.index("AU12")], happy, 0.8)
+    happy = ap.happy_scores(args.models, lfw["crops"])      # the product's AU stage, as au_cross_population.py
+    P = ap.fuse_matrix(ap.model_scores(model, lfw["crops"])[0], names, happy)
+    F6, F12 = P[:, names.index("AU6")], P[:, names.index("AU12")]
     pairs = [(a, b) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_test"]) if k == "smile"]
     a = np.array([x for x, _ in pairs])
     b = np.array([y for _, y in pairs])

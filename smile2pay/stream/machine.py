@@ -418,7 +418,7 @@ class StreamMachine:
             reasons.append(IDENTITY_MISMATCH)
         elif not ev["quality_ok"]:
             # never judged: the face failed the quality gates, or was never alone (near_face_frames, below)
-            if ev["low_quality"] or not self.near_face_frames:
+            if ev["low_quality"]:
                 reasons.append(LOW_QUALITY)
         elif not ev["neutral"]:
             reasons += [LIVENESS_FAILED, NO_ONSET]

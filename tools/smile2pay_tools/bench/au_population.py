@@ -185,8 +185,9 @@ def ck_pairs(ck: dict, data_dir, kinds: tuple[str, ...] = ("smile", "other")) ->
     out = []
     for r in rows:
         a, b = r["neutral_path"].split("/", 1)[1], r["peak_path"].split("/", 1)[1]
-        if a in row and b in row and ck_kind(r) in kinds:
-            out.append((row[a], row[b], ck_kind(r) == "smile"))
+        kind = ck_kind(r)
+        if a in row and b in row and kind in kinds:
+            out.append((row[a], row[b], kind == "smile"))
     return out
 
 
