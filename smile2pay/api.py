@@ -323,26 +323,37 @@ class Smile2Pay:
         """One face per burst frame, with quality and AU probabilities (no embedding), or the FaceError
         of a frame without exactly one face.
 
-        The first frame is detected on the whole frame (the ladder; more than one face is MULTIPLE_FACES).
-        Then, unless ``Settings.window_face_px`` is 0, every frame, the first included, is detected inside
-        one window around that face at one small scale (``FacePipeline.single_in_window``: ~1.5 ms instead
-        of ~5 ms a frame on one core); a frame whose face is not found there, has moved off the first
-        frame's box or is cut by the window's edge is detected on the whole frame instead. A second face
-        that enters the frame outside the window after the first frame is not looked for."""
+        The first frame is detected on the whole frame: first a cheap look at one small scale
+        (``FacePipeline.first_look``, ``Settings.burst_first_look``), which decides when it finds one face tall
+        enough that a face half its height would be seen too; else the ladder (more than one face is
+        MULTIPLE_FACES). Then, unless ``Settings.window_face_px`` is 0, every frame, the first included, is
+        detected inside one window around that face at one small scale (``FacePipeline.single_in_window``:
+        ~1.5 ms instead of ~5 ms a frame on one core; a first frame whose window is the look itself is not
+        detected again); a frame whose face is not found there, has moved off the first frame's box or is cut
+        by the window's edge is detected on the whole frame instead. A second face that enters the frame
+        outside the window after the first frame is not looked for, nor is one smaller than half the user's
+        face when the first look decided."""
         pipe = self.pipeline
         out: list[Face | FaceError] = []
         window = anchor = None
         for k, img in enumerate(images):
             f = pipe.single_in_window(img, window, anchor, au=False) if window is not None else None
             if f is None:
-                try:
-                    f = pipe.single(img, pick="error", embed=False, au=False)
-                except FaceError as e:
-                    out.append(e)
-                    continue
+                look = pipe.first_look(img) if k == 0 else None
+                if look is not None:
+                    f, look = look
+                else:
+                    try:
+                        f = pipe.single(img, pick="error", embed=False, au=False)
+                    except FaceError as e:
+                        out.append(e)
+                        continue
                 if k == 0:
                     window = pipe.window_for(img, f)
-                    redo = pipe.single_in_window(img, window, f, au=False) if window is not None else None
+                    if window is not None and window == look:
+                        redo = f               # the look was this window's detection: not run twice
+                    else:
+                        redo = pipe.single_in_window(img, window, f, au=False) if window is not None else None
                     if redo is None:
                         window = None      # no usable window: every frame on the whole frame
                     else:

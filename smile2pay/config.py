@@ -75,6 +75,12 @@ class Settings:
     #: face, scaled so the face is about this many detector pixels (smile2pay.vision.track.Window; ~1.5 ms
     #: instead of ~5 ms a frame on one core); 0: the whole frame, every frame (the reference path)
     window_face_px: int = 64
+    #: a burst's first frame is first looked at whole at this one small detector size (~1 ms on one core instead
+    #: of ~5 ms at the ladder's 320); the look decides when it finds exactly one face tall enough that a face
+    #: half its height would be seen too (smile2pay.vision.track.NEAR_FACE_RATIO / SEEN_FACE_PX), and a window
+    #: that is this same look is not detected twice. Otherwise the ladder runs as before. 0: the ladder always
+    #: (a second face of any size the ladder sees declines the burst); ignored when ``window_face_px`` is 0
+    burst_first_look: int = 128
     quality: QualitySettings = field(default_factory=QualitySettings)
 
     @classmethod
@@ -107,6 +113,12 @@ class Settings:
             except ValueError:
                 raise ConfigError("SMILE2PAY_WINDOW_FACE_PX must be an integer (0: off), got "
                                   f"{env['SMILE2PAY_WINDOW_FACE_PX']!r}")
+        if env.get("SMILE2PAY_BURST_FIRST_LOOK"):
+            try:
+                values["burst_first_look"] = int(env["SMILE2PAY_BURST_FIRST_LOOK"])
+            except ValueError:
+                raise ConfigError("SMILE2PAY_BURST_FIRST_LOOK must be an integer (0: off), got "
+                                  f"{env['SMILE2PAY_BURST_FIRST_LOOK']!r}")
         if env.get("SMILE2PAY_PROVIDERS"):
             values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -128,6 +140,10 @@ class Settings:
                 or not (self.window_face_px == 0 or 32 <= self.window_face_px <= 640):
             raise ConfigError(f"window_face_px must be 0 (off) or an integer in 32..640, got {self.window_face_px!r}",
                               code="CONFIG_INVALID", setting="window_face_px")
+        look = self.burst_first_look
+        if isinstance(look, bool) or not isinstance(look, int) or not (look == 0 or (64 <= look <= 640 and look % 32 == 0)):
+            raise ConfigError(f"burst_first_look must be 0 (off) or a multiple of 32 in 64..640, got {look!r}",
+                              code="CONFIG_INVALID", setting="burst_first_look")
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads!r}")
         self.quality.validate()

@@ -84,6 +84,14 @@ def carried_scores(faces: list, scores: dict[int, float], min_iou: float = LINK_
 WINDOW_CONTEXT = 2.0
 #: the smallest detector input of a window (the network's largest stride is 32)
 WINDOW_MIN_SIZE = 64
+#: another face at least this fraction of the user's face height is someone beside the user, not a queue
+#: behind (a face half the size is about twice as far from the camera): a burst's first look must be able to
+#: see such a face, and a stream frame holding one is not judged (StreamSettings.near_face_ratio)
+NEAR_FACE_RATIO = 0.5
+#: face height in detector pixels from which SCRFD-500M finds a face reliably: LFW faces on a 640x480 canvas,
+#: found 98.9 % (185 / 187) at 32-40 px and 100 % (225 / 225) at 40-56 px with a 128 input, 98.4 % / 100 % at 160;
+#: 24-28 px: 97.6 % / 95.2 %; 16-20 px: 56 % / 44 % (benchmarks/detect_min_face.py, 2026-12-07)
+SEEN_FACE_PX = 32
 
 
 @dataclass(frozen=True)
@@ -147,4 +155,4 @@ def window_around(box, image_shape, face_px: int, *, context: float = WINDOW_CON
 
 
 __all__ = ["LINK_IOU", "box_iou", "linked", "frames_to_embed", "chain_of", "carried_scores",
-           "WINDOW_CONTEXT", "WINDOW_MIN_SIZE", "Window", "window_around"]
+           "WINDOW_CONTEXT", "WINDOW_MIN_SIZE", "NEAR_FACE_RATIO", "SEEN_FACE_PX", "Window", "window_around"]

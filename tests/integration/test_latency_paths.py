@@ -242,3 +242,64 @@ def test_frames_of_another_size_are_searched_whole(s2p, people):
     assert faces[0].detector_pass.startswith("window:")
     assert all(not f.detector_pass.startswith("window") for f in faces[1:] if not isinstance(f, Exception))
     assert isinstance(s2p.verify(subj, [first, small, frames[2], frames[3]]).approved, bool)
+
+
+# -- a burst's first look (Settings.burst_first_look) -----------------------------------------------
+def test_first_look_decides_a_large_face_and_is_not_detected_twice(s2p, people):
+    """A till-sized face: the 128 look finds it alone and tall enough; the burst's window is that same look,
+    so frame 0 is the look's face (its landmarks are the window detection's own)."""
+    subj, neutral, peak = people[0]
+    frames = clips.clip_frames([(neutral, 2), (peak, 2)], seed=11)
+    got = s2p.pipeline.first_look(frames[0])
+    assert got is not None
+    face, look = got
+    assert look.size == 128 and (look.x1, look.y1, look.x2, look.y2) == (0, 0, 640, 480)
+    tall = float(face.bbox[3] - face.bbox[1]) * look.size / 640.0
+    assert tall >= track.SEEN_FACE_PX / track.NEAR_FACE_RATIO
+    window = s2p.pipeline.window_for(frames[0], face)
+    assert window == look
+    again = s2p.pipeline.single_in_window(frames[0], window, face, au=False)
+    assert np.array_equal(again.landmarks, face.landmarks)
+    faces = s2p._burst_faces(frames)
+    assert np.array_equal(faces[0].landmarks, face.landmarks)
+    # the ladder's face (320) and the look's are the same face
+    whole = s2p.pipeline.single(frames[0], embed=False, au=False)
+    assert track.box_iou(whole.bbox, face.bbox) > 0.8
+
+
+def test_first_look_leaves_small_faces_and_second_faces_to_the_ladder(s2p, people):
+    (a, na, pa), (b, nb, pb) = people[0], people[1]
+    # a face too small for a face half its height to be seen at 128 (nor at a second look <= 256): the ladder
+    small = clips.compose(na, face_frac=0.2)
+    assert s2p.pipeline.first_look(small) is None
+    faces = s2p._burst_faces(clips.clip_frames([(small, 2)], seed=3))
+    assert not isinstance(faces[0], Exception)
+    # a mid-sized face: one second look at the size that makes it tall enough
+    mid = clips.compose(na, face_frac=0.45)
+    got = s2p.pipeline.first_look(mid)
+    assert got is not None and got[1].size == 256      # ~200 px tall: 40 px at 128, 80 px at 256
+    assert track.box_iou(got[0].bbox, s2p.pipeline.single(mid, embed=False, au=False).bbox) > 0.8
+    # someone beside the user (a face as tall): the look sees two faces and leaves them to the ladder
+    pair = np.concatenate([clips.compose(na, canvas=(320, 480), face_frac=0.6),
+                           clips.compose(pb, canvas=(320, 480), face_frac=0.6)], axis=1)
+    assert s2p.pipeline.first_look(pair) is None
+    faces = s2p._burst_faces([pair, pair])
+    assert all(getattr(f, "code", None) == "MULTIPLE_FACES" for f in faces)
+
+
+def test_first_look_off_and_its_setting(tmp_path, models_dir, people):
+    from smile2pay.errors import ConfigError
+    from smile2pay.pipeline import FacePipeline
+
+    assert Settings.from_env({"SMILE2PAY_BURST_FIRST_LOOK": "0"}).burst_first_look == 0
+    for bad in ({"SMILE2PAY_BURST_FIRST_LOOK": "x"}, {"SMILE2PAY_BURST_FIRST_LOOK": "100"},
+                {"SMILE2PAY_BURST_FIRST_LOOK": "32"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)
+    pipe = FacePipeline(Settings.from_env(models=str(models_dir), quality=CK_QUALITY, burst_first_look=0))
+    subj, neutral, peak = people[0]
+    frames = clips.clip_frames([(neutral, 2), (peak, 2)], seed=11)
+    assert pipe.first_look(frames[0]) is None
+    with Smile2Pay(tmp_path / "g0", pipeline=pipe) as s:
+        off = s._burst_faces(frames)
+    assert all(f.detector_pass.startswith("window:") for f in off)

@@ -130,7 +130,8 @@ def test_provider_list_is_what_was_asked_with_reported_fallback(models_dir, capl
 
 
 def test_rewritten_graphs_give_the_same_outputs_on_real_faces(pipeline, models_dir, data_dir):
-    """The pipeline loads the identity and PAD models with PRelu rewritten (smile2pay.models.graph); on real
+    """The pipeline loads the identity and PAD models with PRelu rewritten and the PAD models' odd widths padded
+    (smile2pay.models.graph); on real
     faces their outputs are those of the graphs as on disk (float rounding only), and ``graph_rewrite=False``
     loads the graphs unchanged."""
     from smile2pay.models.runtime import create_session
@@ -154,6 +155,8 @@ def test_rewritten_graphs_give_the_same_outputs_on_real_faces(pipeline, models_d
 
     pad_rw = PresentationAttackDetector.from_pipeline(pipeline)
     assert all(pad_rw.providers[m.spec.name].rewrites["prelu"] == 33 for m in pad_rw.models)
+    # MiniFASNet's pruned widths (103, 231, 13, ...) padded to 16-channel blocks: 15 blocks in each model
+    assert all(pad_rw.providers[m.spec.name].rewrites["padded"] == 15 for m in pad_rw.models)
     pad_raw = PresentationAttackDetector(Settings.from_env(graph_rewrite=False), store=pipeline.store)
     assert all(pad_raw.providers[m.spec.name].rewrites == {} for m in pad_raw.models)
     boxes = [f.bbox for f in faces]

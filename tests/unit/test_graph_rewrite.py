@@ -88,3 +88,54 @@ def test_model_without_prelu_is_returned_unchanged():
     raw = helper.make_model(g).SerializeToString()
     out, report = optimized_bytes(raw)
     assert out is raw and report.prelu == 0
+
+
+def _expand_dw_project(c: int, *, shared_slope: bool = False, bias: bool = True) -> onnx.ModelProto:
+    """x (8 ch) -> 1x1 Conv (c) -> PRelu -> 3x3 depthwise Conv (group c, stride 2) -> PRelu -> 1x1 Conv (8):
+    the MiniFASNet block the channel padding applies to."""
+    rng = np.random.default_rng(c)
+    t = lambda *s: rng.standard_normal(s).astype(np.float32)   # noqa: E731
+    inits = [numpy_helper.from_array(t(c, 8, 1, 1), "wa"), numpy_helper.from_array(t(c, 1, 3, 3), "wb"),
+             numpy_helper.from_array(t(8, c, 1, 1), "wd"), numpy_helper.from_array(t(c, 1, 1) * 0.3, "s1"),
+             numpy_helper.from_array(t(c, 1, 1) * 0.3, "s2"), numpy_helper.from_array(t(c), "ba"),
+             numpy_helper.from_array(t(c), "bb"), numpy_helper.from_array(t(8), "bd")]
+    a_in = ["x", "wa", "ba"] if bias else ["x", "wa"]
+    nodes = [helper.make_node("Conv", a_in, ["a"]),
+             helper.make_node("PRelu", ["a", "s1"], ["p1"]),
+             helper.make_node("Conv", ["p1", "wb", "bb"], ["b"], group=c, pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("PRelu", ["b", "s1" if shared_slope else "s2"], ["p2"]),
+             helper.make_node("Conv", ["p2", "wd", "bd"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5])], initializer=inits,
+                          value_info=[helper.make_tensor_value_info("p1", TensorProto.FLOAT, [1, c, 10, 10])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("c,bias", [(13, True), (103, True), (13, False)])
+def test_padded_depthwise_block_computes_the_same_function(c, bias):
+    from smile2pay.models.graph import pad_depthwise_channels
+
+    raw = _expand_dw_project(c, bias=bias).SerializeToString()
+    new, report = optimized_bytes(raw)
+    assert report.padded == 1 and report.prelu == 2
+    m = onnx.load_from_string(new)
+    onnx.checker.check_model(m)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    padded = -(-c // 16) * 16
+    assert init["wa"].shape == (padded, 8, 1, 1) and init["wb"].shape == (padded, 1, 3, 3)
+    assert init["wd"].shape == (8, padded, 1, 1) and not init["wd"][:, c:].any()
+    dw = next(n for n in m.graph.node if n.op_type == "Conv" and n.input[1] == "wb")
+    assert helper.get_attribute_value(dw.attribute[0]) == padded
+    x = np.random.default_rng(2).standard_normal((1, 8, 10, 10)).astype(np.float32) * 2
+    ref, got = _run(raw, {"x": x}), _run(new, {"x": x})
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # a width already a multiple of 16 is left alone
+    _, n = pad_depthwise_channels(_expand_dw_project(16))
+    assert n == 0
+
+
+def test_a_block_sharing_a_weight_is_left_alone():
+    from smile2pay.models.graph import pad_depthwise_channels
+
+    _, n = pad_depthwise_channels(_expand_dw_project(13, shared_slope=True))
+    assert n == 0
