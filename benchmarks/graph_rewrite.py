@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
             ent["cosine_as_on_disk_vs_rewritten"] = {"min": round(min(cos), 7),
                                                      "median": round(float(np.median(cos)), 7)}
         res["models"][name] = ent
-        print(f"{name:22s} {rep.prelu} PRelu rewritten: {ent['as_on_disk_ms']['median']:.2f} -> "
+        print(f"{name:22s} {rep.prelu} PRelu rewritten, {rep.padded} blocks padded: {ent['as_on_disk_ms']['median']:.2f} -> "
               f"{ent['rewritten_ms']['median']:.2f} ms (x{ent['ratio_median']:.2f}), max output diff {diff:.2e}"
               + (f", LFW cosine min {ent['cosine_as_on_disk_vs_rewritten']['min']}" if "lfw_faces" in ent else ""))
     write_json(a.out, res)

@@ -174,14 +174,16 @@ class FacePipeline:
         """A burst's cheap first look at its first frame: ``(face, window)`` or None.
 
         The whole frame is detected at ``Settings.burst_first_look`` (128: ~1 ms on one core, against ~5 ms
-        for the ladder's 320). The look decides only when it finds exactly one face whose height at that
-        scale is at least ``SEEN_FACE_PX / NEAR_FACE_RATIO`` detector pixels (64), so that another face half
-        as tall would have been seen too; a single face found smaller gets one second look at the size that
-        makes it that tall, if that size is at most twice the first and below the ladder's first. ``window`` is the look as a
-        :class:`~smile2pay.vision.track.Window` (the whole frame at the look's size): a burst whose detection
-        window is that same window reuses the face instead of detecting the frame twice. None (no face,
-        several, or too small to decide): the caller runs the ladder, which sees smaller faces. No embedding,
-        no AU."""
+        for the ladder's 320). The look decides only when it finds exactly one candidate scoring at least
+        ``FAINT_FACE_SCORE`` (0.2; a face cut by the frame's edge scores that low at a small input), that one
+        above the detector's threshold and at least ``SEEN_FACE_PX / NEAR_FACE_RATIO`` detector pixels (64)
+        tall, so that another whole face half as tall would have been seen too; a single face found smaller
+        gets one second look at the size that makes it that tall, if that size is at most twice the first and
+        below the ladder's first. ``window`` is the look as a :class:`~smile2pay.vision.track.Window` (the whole
+        frame at the look's size): a burst whose detection window is that same window reuses the face instead
+        of detecting the frame twice (the look's one candidate is exactly what the window detection finds). None
+        (no face, another candidate, a face too small to decide, a detector that cannot count faint
+        candidates): the caller runs the ladder, which sees smaller faces. No embedding, no AU."""
         from .vision import track
 
         s = self.settings
@@ -190,11 +192,14 @@ class FacePipeline:
             return None
         h, w = img.shape[:2]
         need = track.SEEN_FACE_PX / track.NEAR_FACE_RATIO
+        if not getattr(self.detector, "lower_threshold_ok", False):
+            return None
+        faint = min(track.FAINT_FACE_SCORE, s.det_threshold)
         for _ in range(2):
             window = track.Window(0, 0, w, h, size, (h, w))
-            dets = self.detector.detect_window(img, window)
-            if len(dets) != 1:
-                return None
+            dets = self.detector.detect_window(img, window, threshold=faint)
+            if len(dets) != 1 or float(dets.scores[0]) < s.det_threshold:
+                return None     # another candidate, however faint, or no sure face: the ladder decides
             tall = float(dets.boxes[0, 3] - dets.boxes[0, 1]) * size / float(max(h, w))
             if tall >= need:
                 return self.faces(img, dets)[0], window

@@ -78,7 +78,7 @@ class StreamSettings:
     max_early_smiles: int = 2
     #: another face at least this fraction of the tracked face's height (someone beside the shopper, not a queue
     #: behind: a face half the size is about twice as far from the camera) makes the frame unusable for the
-    #: decision (``MULTIPLE_FACES`` in its reasons; a burst declines any second face). 0: every other face is
+    #: decision (``MULTIPLE_FACES`` in its reasons; a burst declines any second face it sees). 0: every other face is
     #: tolerated (reported ``SECOND_FACE`` only), as before 2026-12-06 (7th session)
     near_face_ratio: float = 0.5
 

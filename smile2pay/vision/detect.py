@@ -68,7 +68,11 @@ class Detector:
         self.threshold = float(threshold)
         self.pad_retry = float(pad_retry)
 
-    def _detect_at(self, image: np.ndarray, size: int) -> Detections:  # pragma: no cover - abstract
+    #: ``detect_window(..., threshold=)`` below the detector's own threshold is honoured (a burst's first look
+    #: counts faint second-face candidates with it); a detector without it gets no first look
+    lower_threshold_ok = False
+
+    def _detect_at(self, image: np.ndarray, size: int, threshold: float | None = None) -> Detections:  # pragma: no cover
         raise NotImplementedError
 
     def forward_blob(self, image: np.ndarray, size: int) -> np.ndarray:
@@ -97,13 +101,14 @@ class Detector:
                     return d
         return Detections.empty("none")
 
-    def detect_window(self, image: np.ndarray, window) -> Detections:
+    def detect_window(self, image: np.ndarray, window, threshold: float | None = None) -> Detections:
         """Faces inside ``window`` (a :class:`smile2pay.vision.track.Window`) only, at its one input size,
-        in source-image pixels; no ladder, no padding retry (the caller falls back to :meth:`detect`)."""
+        in source-image pixels; no ladder, no padding retry (the caller falls back to :meth:`detect`).
+        ``threshold``: a score threshold other than the detector's (only where :attr:`lower_threshold_ok`)."""
         crop = np.ascontiguousarray(image[window.y1:window.y2, window.x1:window.x2])
         if min(crop.shape[:2]) < 8:       # a window outside this image: nothing to look at
             return Detections.empty(f"window:{window.size}")
-        d = self._detect_at(crop, window.size)
+        d = self._detect_at(crop, window.size, threshold)
         if len(d):
             off = np.array([window.x1, window.y1], np.float32)
             d.boxes = d.boxes + np.tile(off, 2)
@@ -159,9 +164,11 @@ class SCRFDDetector(Detector):
         blob = cv2.dnn.blobFromImage(canvas, 1.0 / net.input_std, (iw, ih), (net.input_mean,) * 3, swapRB=True)
         return blob, float(new_h) / h
 
-    def _detect_at(self, image: np.ndarray, size: int) -> Detections:
+    lower_threshold_ok = True
+
+    def _detect_at(self, image: np.ndarray, size: int, threshold: float | None = None) -> Detections:
         h, w = image.shape[:2]
-        det, kps = self._decode(image, fitted_input(size, h, w))
+        det, kps = self._decode(image, fitted_input(size, h, w), threshold)
         if det.shape[0] == 0:
             return Detections.empty()
         return Detections(det[:, :4].astype(np.float32), det[:, 4].astype(np.float32),
@@ -177,7 +184,8 @@ class SCRFDDetector(Detector):
                 self._centres[key] = a
         return a
 
-    def _decode(self, image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(self, image: np.ndarray, input_size: tuple[int, int],
+                threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``insightface.model_zoo.SCRFD.detect(image, input_size, det_thresh)`` for one input size, with the
         same resize, blob, session outputs, score threshold, ordering and NMS, but box and landmark offsets
         decoded for the anchors above the threshold only (insightface decodes all ~3,000 anchors of a 320
@@ -187,7 +195,7 @@ class SCRFDDetector(Detector):
         iw, ih = input_size
         blob, det_scale = self._input(image, input_size)
         outs = self.session.run(net.output_names, {net.input_name: blob})
-        fmc, thr = net.fmc, float(self.threshold)
+        fmc, thr = net.fmc, float(self.threshold if threshold is None else threshold)
 
         def out(k):
             return outs[k][0] if net.batched else outs[k]
@@ -232,7 +240,7 @@ class YuNetDetector(Detector):
             raise ModelError(f"OpenCV could not load YuNet from {model_path}: {e}", code="MODEL_LOAD_FAILED",
                              file=str(model_path)) from e
 
-    def _detect_at(self, image: np.ndarray, size: int) -> Detections:
+    def _detect_at(self, image: np.ndarray, size: int, threshold: float | None = None) -> Detections:
         import cv2
 
         h, w = image.shape[:2]

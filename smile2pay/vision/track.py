@@ -92,6 +92,11 @@ NEAR_FACE_RATIO = 0.5
 #: found 98.9 % (185 / 187) at 32-40 px and 100 % (225 / 225) at 40-56 px with a 128 input, 98.4 % / 100 % at 160;
 #: 24-28 px: 97.6 % / 95.2 %; 16-20 px: 56 % / 44 % (benchmarks/detect_min_face.py, 2026-12-07)
 SEEN_FACE_PX = 32
+#: a burst's first look decides only when nothing else in the frame scores even this much: a face cut by the
+#: image edge or half hidden scores 0.23-0.47 at the look's small input where the ladder's 320 gives it 0.54-0.69
+#: (LFW Kwon_Yang-sook_0003, Martha_Stewart_0003, Gunter_Pleuger_0002: second faces 0.5-0.9 of the user's height),
+#: so any such candidate sends the frame to the ladder
+FAINT_FACE_SCORE = 0.2
 
 
 @dataclass(frozen=True)
@@ -155,4 +160,5 @@ def window_around(box, image_shape, face_px: int, *, context: float = WINDOW_CON
 
 
 __all__ = ["LINK_IOU", "box_iou", "linked", "frames_to_embed", "chain_of", "carried_scores",
-           "WINDOW_CONTEXT", "WINDOW_MIN_SIZE", "NEAR_FACE_RATIO", "SEEN_FACE_PX", "Window", "window_around"]
+           "WINDOW_CONTEXT", "WINDOW_MIN_SIZE", "NEAR_FACE_RATIO", "SEEN_FACE_PX", "FAINT_FACE_SCORE",
+           "Window", "window_around"]

@@ -287,6 +287,28 @@ def test_first_look_leaves_small_faces_and_second_faces_to_the_ladder(s2p, peopl
     assert all(getattr(f, "code", None) == "MULTIPLE_FACES" for f in faces)
 
 
+@pytest.mark.parametrize("name", ["Martha_Stewart/Martha_Stewart_0003.jpg", "Kwon_Yang-sook/Kwon_Yang-sook_0003.jpg"])
+def test_a_faint_second_face_sends_the_first_look_to_the_ladder(s2p, data_dir, name):
+    """LFW photos with a second face cut by the image's edge (0.5-0.8 of the user's height): the 128 / 160 look
+    scores it below the detector's threshold, the ladder's 320 above it. The look must not decide there: the
+    burst declines MULTIPLE_FACES, as it did before the first look existed."""
+    from smile2pay.vision.detect import Detections
+
+    img = clips.read(data_dir / "lfw" / "lfw-deepfunneled" / name)
+    ladder = s2p.pipeline.detector.detect(img)
+    assert len(ladder) == 2
+    h = ladder.boxes[:, 3] - ladder.boxes[:, 1]
+    assert h.min() >= track.NEAR_FACE_RATIO * h.max()
+    assert s2p.pipeline.first_look(img) is None
+    # what the look saw at the detector's own threshold: one face (the faint one is why it steps aside)
+    win = track.Window(0, 0, img.shape[1], img.shape[0], 160, img.shape[:2])
+    assert isinstance(s2p.pipeline.detector.detect_window(img, win), Detections)
+    assert len(s2p.pipeline.detector.detect_window(img, win)) == 1
+    assert len(s2p.pipeline.detector.detect_window(img, win, threshold=track.FAINT_FACE_SCORE)) == 2
+    faces = s2p._burst_faces([img, img])
+    assert all(getattr(f, "code", None) == "MULTIPLE_FACES" for f in faces)
+
+
 def test_first_look_off_and_its_setting(tmp_path, models_dir, people):
     from smile2pay.errors import ConfigError
     from smile2pay.pipeline import FacePipeline
