@@ -17,6 +17,10 @@ Timed per frame (median / p95 over every run):
   loads (``smile2pay.models.graph``: PRelu as Relu/Mul/Add, same weights and function), so the share of the
   ratio that is the rewrite and the share that is the pipeline can be told apart;
 * ``burst_pad_off_norewrite``: the burst with ``Settings.graph_rewrite=False`` (the graphs as on disk);
+* ``burst_pad_on_no_first_look``: the default burst with ``Settings.burst_first_look=0`` (the first frame on the
+  ladder, as before 2026-12-07), so the first look's share can be read in the same run;
+* ``burst_pad_enforced``: the burst with PAD enforced (``pad="enforce"``: both MiniFASNets on every frame; on these
+  CK+ frames it declines ``PRESENTATION_ATTACK``, the cost is what is timed);
 * ``burst_pad_off_wholeframe``: the burst with ``Settings.window_face_px=0`` (every frame detected on the whole
   frame instead of the first frame's window; its decisions are compared with the window path's, and may
   differ where a burst is borderline: see ``benchmarks/burst_window.py`` for that comparison at scale).
@@ -110,6 +114,10 @@ def run(args) -> dict:
            for pad in ("report", "off")}
     s2p["off_norewrite"] = Smile2Pay(tmp / "g_off_norewrite", pipeline=pipe_raw, pad="off", guard_settings=guard)
     s2p["off_whole"] = Smile2Pay(tmp / "g_off_whole", pipeline=pipe_whole, pad="off", guard_settings=guard)
+    pipe_nolook = FacePipeline(Settings.from_env(models=getattr(args, "models", None), quality=quality, threads=1,
+                                                 burst_first_look=0))
+    s2p["report_nolook"] = Smile2Pay(tmp / "g_report_nolook", pipeline=pipe_nolook, pad="report", guard_settings=guard)
+    s2p["enforce"] = Smile2Pay(tmp / "g_enforce", pipeline=pipe, pad="enforce", guard_settings=guard)
     for s in s2p.values():
         for subj, neutral, _ in people:
             s.enroll(subj, [clips.compose(neutral)], kind="neutral")
@@ -159,6 +167,8 @@ def run(args) -> dict:
         "burst_pad_off_wholeframe": lambda s: burst("off_whole", "decision", s),
         "burst_pad_on": lambda s: burst("report", "decision", s),
         "burst_pad_on_allframes": lambda s: burst("report", "all", s),
+        "burst_pad_on_no_first_look": lambda s: burst("report_nolook", "decision", s),
+        "burst_pad_enforced": lambda s: burst("enforce", "decision", s),
         "stream": lambda s: stream("decision", s),
         "stream_allframes": lambda s: stream("all", s),
         "stream_pad_on": lambda s: stream_pad("decision", s),
@@ -207,6 +217,10 @@ def run(args) -> dict:
                                 decisions[fast][s]["reasons"] == decisions[slow][s]["reasons"]
                                 for s in decisions[fast])
     res["same_decisions_as_reference_path"] = fast_vs_ref
+    res["first_look_vs_ladder_same_decisions"] = all(
+        decisions["burst_pad_on"][s]["approved"] == decisions["burst_pad_on_no_first_look"][s]["approved"]
+        and decisions["burst_pad_on"][s]["reasons"] == decisions["burst_pad_on_no_first_look"][s]["reasons"]
+        for s in decisions["burst_pad_on"])
     res["window_vs_whole_frame_decisions"] = {
         s: {"window": decisions["burst_pad_off"][s]["reasons"] or APPROVED,
             "whole_frame": decisions["burst_pad_off_wholeframe"][s]["reasons"] or APPROVED}
@@ -231,5 +245,6 @@ def summary(res: dict) -> str:
                      f"(ratio {res['ratio_stream_session_mean_to_insightface_median'][m]:.2f})")
     lines.append(f"same decisions as the all-frames path: {res['same_decisions_as_reference_path']}")
     lines.append(f"decisions, window vs whole frame: {res['window_vs_whole_frame_decisions']}")
+    lines.append(f"first look vs ladder, same decisions: {res['first_look_vs_ladder_same_decisions']}")
     lines.append(f"wrote {res['json']}")
     return "\n".join(lines)
