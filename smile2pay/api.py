@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def pad_frames(mode: str, n: int, embedded: list[int], smile: int | None) -> list[int]:
     """The burst frames passive PAD scores: ``"enforce"``, every frame (each must prove a live face);
     ``"report"``, the frame the payment rests on: the smile frame, or without one the last embedded frame
-    (one MiniFASNet pair, ~5 ms, instead of one per decision frame: the score is reported, not acted on);
+    (one MiniFASNet pair, ~3 ms, instead of one per decision frame: the score is reported, not acted on);
     ``"off"``, none."""
     if mode == "enforce":
         return list(range(n))
@@ -309,7 +309,7 @@ class Smile2Pay:
             faces.append(f)
             obs.append(attempt.observe(f))             # not embedded yet: identity_score None
         embedded, smile = self._identity_where_it_decides(faces, obs, attempt)
-        # passive PAD (~5 ms a face): enforced, on every frame; reported, on the frame the payment rests on
+        # passive PAD (~3 ms a face): enforced, on every frame; reported, on the frame the payment rests on
         # (the smile frame; without one, the last embedded frame), as a stream does: see pad_frames
         for i in pad_frames(attempt.policy.pad_mode, len(faces), embedded, smile):
             if faces[i] is not None:

@@ -334,7 +334,7 @@ class StreamSession:
         """A machine's verdict -> the Decision, through the payment attempt (guard, audit)."""
         if isinstance(verdict, Decide):
             self._check_identity(verdict.frames)    # identity again on the frames the decision uses
-            # passive PAD (~5 ms a face) on the frames the decision uses: enforced, each of them (neutral, smile,
+            # passive PAD (~3 ms a face) on the frames the decision uses: enforced, each of them (neutral, smile,
             # relaxed); reported, the smile frame the payment rests on (smile2pay.api.pad_frames)
             from ..api import pad_frames
 
