@@ -76,9 +76,10 @@ class Settings:
     #: instead of ~5 ms a frame on one core); 0: the whole frame, every frame (the reference path)
     window_face_px: int = 64
     #: a burst's first frame is first looked at whole at this one small detector size (~1 ms on one core instead
-    #: of ~5 ms at the ladder's 320); the look decides when it finds exactly one face tall enough that a face
-    #: half its height would be seen too (smile2pay.vision.track.NEAR_FACE_RATIO / SEEN_FACE_PX), and a window
-    #: that is this same look is not detected twice. Otherwise the ladder runs as before. 0: the ladder always
+    #: of ~5 ms at the ladder's 320); the look decides when it finds exactly one face, tall enough that a face
+    #: half its height would be seen too, and no other candidate scoring even 0.2 (smile2pay.vision.track:
+    #: NEAR_FACE_RATIO, SEEN_FACE_PX, FAINT_FACE_SCORE); a window that is this same look is not detected twice.
+    #: Otherwise the ladder runs as before (FacePipeline.first_look). 0: the ladder always
     #: (a second face of any size the ladder sees declines the burst); ignored when ``window_face_px`` is 0
     burst_first_look: int = 128
     quality: QualitySettings = field(default_factory=QualitySettings)

@@ -154,7 +154,8 @@ def pad_depthwise_channels(model, block: int = 16):
             continue
         c = aw.shape[0]
         if c % block == 0 or bw.shape[:2] != (c, 1) or _attr(b, "group", 1) != c or dw.shape[1] != c \
-                or s1.size != c or s2.size != c or len(b.input) > 2 and b.input[2] not in init:
+                or s1.shape[:1] != (c,) or s2.shape[:1] != (c,) or s1.size != c or s2.size != c \
+                or len(b.input) > 2 and b.input[2] not in init:
             continue
         if len(a.input) > 2 and (a.input[2] not in init or uses.get(a.input[2]) != 1):
             continue
@@ -170,8 +171,8 @@ def pad_depthwise_channels(model, block: int = 16):
         replaced[aw_n] = grow(aw, 0)
         replaced[bw_n] = grow(bw, 0)
         replaced[dw_n] = grow(dw, 1)
-        replaced[s1_n] = grow(s1.reshape(c, *s1.shape[1:]) if s1.ndim else s1, 0)
-        replaced[s2_n] = grow(s2.reshape(c, *s2.shape[1:]) if s2.ndim else s2, 0)
+        replaced[s1_n] = grow(s1, 0)      # slopes shaped (c, 1, 1) or (c,): one per channel
+        replaced[s2_n] = grow(s2, 0)
         for node in (a, b):
             if len(node.input) > 2:
                 replaced[node.input[2]] = grow(numpy_helper.to_array(init[node.input[2]]), 0)

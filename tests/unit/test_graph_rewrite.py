@@ -139,3 +139,15 @@ def test_a_block_sharing_a_weight_is_left_alone():
 
     _, n = pad_depthwise_channels(_expand_dw_project(13, shared_slope=True))
     assert n == 0
+
+
+def test_a_block_whose_slope_is_not_per_channel_is_left_alone():
+    """A PRelu slope of one value for all channels (broadcast) cannot be padded per channel: not touched."""
+    from smile2pay.models.graph import pad_depthwise_channels
+
+    m = _expand_dw_project(13)
+    for t in m.graph.initializer:
+        if t.name == "s1":
+            t.CopyFrom(numpy_helper.from_array(np.array([0.25], np.float32), "s1"))
+    _, n = pad_depthwise_channels(m)
+    assert n == 0
