@@ -43,6 +43,20 @@ class QualitySettings:
             raise ConfigError("min_brightness must be below max_brightness", code="CONFIG_INVALID")
 
 
+def _env_int(env, name: str, hint: str = "") -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer{hint}, got {env[name]!r}") from None
+
+
+def _env_flag(env, name: str) -> bool:
+    v = env[name].strip().lower()
+    if v not in ("0", "1", "true", "false", "on", "off"):
+        raise ConfigError(f"{name} must be 1/0 (on/off), got {env[name]!r}")
+    return v in ("1", "true", "on")
+
+
 @dataclass(frozen=True)
 class Settings:
     """All runtime settings. Build with ``Settings.from_env(**overrides)``."""
@@ -91,35 +105,17 @@ class Settings:
         if env.get("SMILE2PAY_MODELS"):
             values["models"] = env["SMILE2PAY_MODELS"]
         if env.get("SMILE2PAY_THREADS"):
-            try:
-                values["threads"] = int(env["SMILE2PAY_THREADS"])
-            except ValueError:
-                raise ConfigError(f"SMILE2PAY_THREADS must be an integer, got {env['SMILE2PAY_THREADS']!r}")
+            values["threads"] = _env_int(env, "SMILE2PAY_THREADS")
         if env.get("SMILE2PAY_AU_BACKEND"):
             values["au_backend"] = env["SMILE2PAY_AU_BACKEND"]
         if env.get("SMILE2PAY_AU_FUSION"):
-            v = env["SMILE2PAY_AU_FUSION"].strip().lower()
-            if v not in ("0", "1", "true", "false", "on", "off"):
-                raise ConfigError(f"SMILE2PAY_AU_FUSION must be 1/0 (on/off), got {env['SMILE2PAY_AU_FUSION']!r}")
-            values["au_fusion"] = v in ("1", "true", "on")
+            values["au_fusion"] = _env_flag(env, "SMILE2PAY_AU_FUSION")
         if env.get("SMILE2PAY_GRAPH_REWRITE"):
-            v = env["SMILE2PAY_GRAPH_REWRITE"].strip().lower()
-            if v not in ("0", "1", "true", "false", "on", "off"):
-                raise ConfigError("SMILE2PAY_GRAPH_REWRITE must be 1/0 (on/off), got "
-                                  f"{env['SMILE2PAY_GRAPH_REWRITE']!r}")
-            values["graph_rewrite"] = v in ("1", "true", "on")
+            values["graph_rewrite"] = _env_flag(env, "SMILE2PAY_GRAPH_REWRITE")
         if env.get("SMILE2PAY_WINDOW_FACE_PX"):
-            try:
-                values["window_face_px"] = int(env["SMILE2PAY_WINDOW_FACE_PX"])
-            except ValueError:
-                raise ConfigError("SMILE2PAY_WINDOW_FACE_PX must be an integer (0: off), got "
-                                  f"{env['SMILE2PAY_WINDOW_FACE_PX']!r}")
+            values["window_face_px"] = _env_int(env, "SMILE2PAY_WINDOW_FACE_PX", " (0: off)")
         if env.get("SMILE2PAY_BURST_FIRST_LOOK"):
-            try:
-                values["burst_first_look"] = int(env["SMILE2PAY_BURST_FIRST_LOOK"])
-            except ValueError:
-                raise ConfigError("SMILE2PAY_BURST_FIRST_LOOK must be an integer (0: off), got "
-                                  f"{env['SMILE2PAY_BURST_FIRST_LOOK']!r}")
+            values["burst_first_look"] = _env_int(env, "SMILE2PAY_BURST_FIRST_LOOK", " (0: off)")
         if env.get("SMILE2PAY_PROVIDERS"):
             values["providers"] = tuple(p.strip() for p in env["SMILE2PAY_PROVIDERS"].split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})

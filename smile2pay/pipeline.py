@@ -188,12 +188,10 @@ class FacePipeline:
 
         s = self.settings
         size = int(s.burst_first_look)
-        if not size or not s.window_face_px:
+        if not size or not s.window_face_px or not getattr(self.detector, "lower_threshold_ok", False):
             return None
         h, w = img.shape[:2]
         need = track.SEEN_FACE_PX / track.NEAR_FACE_RATIO
-        if not getattr(self.detector, "lower_threshold_ok", False):
-            return None
         faint = min(track.FAINT_FACE_SCORE, s.det_threshold)
         for _ in range(2):
             window = track.Window(0, 0, w, h, size, (h, w))

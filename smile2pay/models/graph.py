@@ -154,13 +154,10 @@ def pad_depthwise_channels(model, block: int = 16):
             continue
         c = aw.shape[0]
         if c % block == 0 or bw.shape[:2] != (c, 1) or _attr(b, "group", 1) != c or dw.shape[1] != c \
-                or s1.shape[:1] != (c,) or s2.shape[:1] != (c,) or s1.size != c or s2.size != c \
-                or len(b.input) > 2 and b.input[2] not in init:
+                or s1.shape[:1] != (c,) or s2.shape[:1] != (c,) or s1.size != c or s2.size != c:
             continue
-        if len(a.input) > 2 and (a.input[2] not in init or uses.get(a.input[2]) != 1):
-            continue
-        if len(b.input) > 2 and uses.get(b.input[2]) != 1:
-            continue
+        if any(len(n.input) > 2 and (n.input[2] not in init or uses.get(n.input[2]) != 1) for n in (a, b)):
+            continue        # a bias that is computed or shared cannot be padded here
         extra = -c % block
 
         def grow(arr, axis):

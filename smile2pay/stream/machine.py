@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from ..decision import continuity, engine
 from ..errors import RequestError
+from ..vision.track import NEAR_FACE_RATIO
 from ..reasons import (APPROVED, AU_PATTERN_ABSENT, CAPTURE_DISCONTINUITY, CHALLENGE_FAILED, DECLINED, EARLY_SMILE,
                        FINAL_STATES, FRAME_UNREADABLE, HOLD_NEUTRAL, IDENTITY_MISMATCH, LIVENESS_FAILED,
                        LOW_QUALITY, MULTIPLE_FACES, NO_FACE, NO_ONSET, RELAX, SECOND_FACE, SMILE_NOW, TIMEOUT,
@@ -80,7 +81,7 @@ class StreamSettings:
     #: behind: a face half the size is about twice as far from the camera) makes the frame unusable for the
     #: decision (``MULTIPLE_FACES`` in its reasons; a burst declines any second face it sees). 0: every other face is
     #: tolerated (reported ``SECOND_FACE`` only), as before 2026-12-06 (7th session)
-    near_face_ratio: float = 0.5
+    near_face_ratio: float = NEAR_FACE_RATIO
 
     def validate(self) -> None:
         if not 0.0 < self.smoothing <= 1.0:

@@ -106,8 +106,9 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
     a pair passes when min(AU6, AU12) at the peak >= t and both rose by >= delta over the neutral
     frame. Highest smile pass rate whose non-smile pass rate is <= max_fpr."""
     j6, j12 = au_names.index("AU6"), au_names.index("AU12")
-    rows = [(row_of_path[r["neutral_path"]], row_of_path[r["peak_path"]], r["is_smile_au6_au12"] == "1")
-            for r in seqs if fold_of.get(r["subject"]) != f and ck_kind(r) != "ambiguous"
+    kinds = [ck_kind(r) for r in seqs]
+    rows = [(row_of_path[r["neutral_path"]], row_of_path[r["peak_path"]], k == "smile")
+            for r, k in zip(seqs, kinds) if fold_of.get(r["subject"]) != f and k != "ambiguous"
             and r["neutral_path"] in row_of_path and r["peak_path"] in row_of_path]
     n_idx = np.array([a for a, _, _ in rows])
     k_idx = np.array([b for _, b, _ in rows])

@@ -257,7 +257,7 @@ def ck_cases(data: Path, s2p, max_other: int | None) -> list[dict]:
                 break
             except FaceError:
                 continue
-    smiles = [r for r in pairs if r["is_smile_au6_au12"] == "1" and r["subject"] in enrolled]
+    smiles = [r for r in pairs if clips.ck_kind(r) == "smile" and r["subject"] in enrolled]
     # other expressions: without the happy-labelled sequences not coded AU6+AU12 (clips.ck_kind), a smile by
     # their emotion label
     others = [r for r in pairs if clips.ck_kind(r) == "other" and r["subject"] in enrolled]
