@@ -38,6 +38,9 @@ def _cfg_train_au(p):
     p.add_argument("--skip-base", action="store_true", help="v3: reuse OUT/base/checkpoint.pt as it is")
     p.add_argument("--base-epochs", type=int, help="v3: epochs of the FER+/LFW base stage (default: the recipe's)")
     p.add_argument("--fine-epochs", type=int, help="v3: epochs of the CK+ fine-tune stage (default: the recipe's)")
+    p.add_argument("--distill-weight", type=float,
+                   help="v3: mix the identity network's smile teacher into the AU6/AU12 targets of FER+ and LFW "
+                        "(0-1; default 0, as shipped; smile2pay_tools.train.id_teacher, measured in docs/au.md)")
     p.add_argument("--ensemble-of", nargs="+", metavar="ONNX",
                    help="combine these trained AU models (same recipe, other seeds) into one ONNX file at "
                         "--export (mean probabilities, concatenated unit-norm embedding) and exit")
@@ -79,6 +82,8 @@ def cmd_train_au(args) -> tuple[Any, int]:
         from smile2pay_tools.train.run import report_from_folds
 
         return report_from_folds(args.data or data_dir(), models_dir, args.out, k=args.cv or 5), 0
+    if args.distill_weight is not None and not 0.0 <= args.distill_weight <= 1.0:
+        raise Smile2PayError(f"--distill-weight must be in [0, 1], got {args.distill_weight}", code="REQUEST_INVALID")
     if args.recipe == "v3" and not args.smoke:
         from smile2pay_tools.train.au_mix import run_mix
 
@@ -86,7 +91,8 @@ def cmd_train_au(args) -> tuple[Any, int]:
                        skip_final=args.skip_final, skip_base=args.skip_base, resume=not args.no_resume,
                        export=args.export, progress=not args.json, workers=args.workers,
                        base_epochs=args.base_epochs, fine_epochs=args.fine_epochs, input_size=args.input_size,
-                       batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads), 0
+                       batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
+                       distill_weight=args.distill_weight), 0
     summary = run(args.data or data_dir(), models_dir, args.out, cv=args.cv, lfw_n=args.lfw, smoke=args.smoke,
                   resume=not args.no_resume, export=args.export, extra_csv=args.csv,
                   ckplus_original=args.ckplus_original, folds=args.folds, skip_final=args.skip_final,

@@ -123,6 +123,31 @@ def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs:
     return [fer_pr, lfw_pr]
 
 
+def fusion_sweep(model, fer: dict, lfw: dict, masks: dict, models_dir, lfw_raw: np.ndarray, lfw_happy: np.ndarray,
+                 grid=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5)) -> dict:
+    """Smile AUC of min(AU6, AU12) fused at each AU-model weight of ``grid`` on the calibration populations only
+    (FER+ Valid single frames, LFW calibration people; never a report set) and the weight with the best
+    worst-case AUC over them: how :data:`smile2pay.vision.au.FUSION_WEIGHT` is chosen for a model."""
+    from smile2pay.vision.au import fuse_logits
+
+    from ..train.au_mix import fer_smile_target
+
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    pv, names = model_scores(model, fer["crops"][fv])
+    hv = happy_scores(models_dir, fer["crops"][fv])
+    lc = np.flatnonzero(masks["lfw_calib"] & (lfw["smile"] >= 0))
+    j6, j12 = names.index("AU6"), names.index("AU12")
+    pops = {"ferplus_valid": (pv, hv, fer["votes"][fv, :8].argmax(1) == 1),
+            "lfw_calib_people": (lfw_raw[lc], lfw_happy[lc], lfw["smile"][lc] == 1)}
+    out = {}
+    for w in grid:
+        out[str(w)] = {k: _auc(y, np.minimum(fuse_logits(P[:, j6], h, w), fuse_logits(P[:, j12], h, w)))
+                       for k, (P, h, y) in pops.items()}
+    best = max(grid, key=lambda w: (min(out[str(w)].values()), w))
+    return {"auc": out, "best_worst_case_weight": best}
+
+
 def fer_scores(models_dir, crops: np.ndarray) -> dict:
     """P(happy) of the FER classifier on the AU crop (pad 0.15) and on its centre (pad 0: the ArcFace box, what
     the product's AU stage feeds it)."""
@@ -255,6 +280,8 @@ def run(args) -> dict:
     Hl = happy_scores(args.models, lfw["crops"])
     Hck = happy_scores(args.models, ck["crops"])
     Pl = fuse_matrix(Pl_raw, names, Hl if fusion else None)
+    res["fusion_weight_sweep"] = fusion_sweep(model, fer, lfw, masks, args.models, Pl_raw, Hl)
+    print("fusion weight sweep (calibration populations):", json.dumps(res["fusion_weight_sweep"]), flush=True)
     oof_raw, oof = oof, fuse_matrix(oof, names, Hck if fusion else None)
     scored = {}
     for k, s in sets.items():

@@ -78,6 +78,8 @@ class MixConfig:
     lfw_weight: float = 0.5             # LFW crowd label -> AU6 / AU12
     pseudo_weight: float = 0.3
     pseudo_min_auc: float = 0.85
+    # v4: the identity network's smile teacher (smile2pay_tools.train.id_teacher), 0 = v3
+    distill_weight: float = 0.0         # AU6/AU12 target = (1 - w) * human label + w * sigmoid(teacher logit)
     seed: int = 0
     threads: int = 1
 
@@ -116,9 +118,26 @@ def _smile_rows(y: np.ndarray, K: int, j6: int, j12: int, w6: float, w12: float)
     return t, w
 
 
+def _distilled(t: np.ndarray, idx: np.ndarray, teacher: tuple | None, cfg: MixConfig, j6: int, j12: int):
+    """AU6 / AU12 targets of rows ``idx`` mixed with the teacher's (indices, logits); rows it has no score
+    for keep the human label."""
+    if teacher is None or cfg.distill_weight <= 0:
+        return t
+    ti, tl = teacher
+    pos = {int(i): k for k, i in enumerate(ti)}
+    rows = np.array([pos.get(int(i), -1) for i in idx])
+    have = rows >= 0
+    p = 1.0 / (1.0 + np.exp(-tl[rows[have]].astype(np.float64)))
+    a = float(cfg.distill_weight)
+    for j in (j6, j12):
+        t[have, j] = (1.0 - a) * t[have, j] + a * p
+    return t
+
+
 def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None, lfw_mask: np.ndarray | None,
-                 cfg: MixConfig):
-    """Targets/weights for AU6 and AU12 (plus all-AU negatives for clear neutrals) from human labels."""
+                 cfg: MixConfig, teacher: dict | None = None):
+    """Targets/weights for AU6 and AU12 (plus all-AU negatives for clear neutrals) from human labels;
+    ``teacher`` (:func:`smile2pay_tools.train.id_teacher.cross_fitted_teacher`): mixed in by ``distill_weight``."""
     names = au_names(cfg.aus)
     j6, j12 = names.index("AU6"), names.index("AU12")
     K = len(names)
@@ -130,6 +149,7 @@ def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None
         t, w = _smile_rows(share, K, j6, j12, cfg.fer_au6_weight, cfg.fer_weight)
         neutral = fer["votes"][idx, 0] >= 7
         w[neutral] = np.maximum(w[neutral], cfg.fer_neutral_weight)
+        t = _distilled(t, idx, teacher and (teacher["fer_idx"], teacher["fer_logit"]), cfg, j6, j12)
         out.append(("fer", idx, t, w))
     if lfw is not None:
         idx = np.flatnonzero(lfw_mask)
@@ -139,6 +159,7 @@ def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None
                                              "fear", "contempt"])
         idx, y = idx[known], y[known]
         t, w = _smile_rows(y, K, j6, j12, cfg.lfw_weight, cfg.lfw_weight)
+        t = _distilled(t, idx, teacher and (teacher["lfw_idx"], teacher["lfw_logit"]), cfg, j6, j12)
         out.append(("lfw", idx, t, w))
     return out
 
@@ -156,7 +177,7 @@ def teacher_pseudo(bs: np.ndarray, calib: dict, names, cfg: MixConfig) -> tuple[
 
 
 def build_mix(ck: dict | None, ck_mask: np.ndarray | None, fer: dict | None, fer_mask, lfw: dict | None,
-              lfw_mask, cfg: MixConfig, teacher: bool) -> MixSet:
+              lfw_mask, cfg: MixConfig, teacher: bool, smile_teacher: dict | None = None) -> MixSet:
     names = au_names(cfg.aus)
     crops, targets, weights, cls, group = [], [], [], [], []
     info: dict = {}
@@ -182,7 +203,7 @@ def build_mix(ck: dict | None, ck_mask: np.ndarray | None, fer: dict | None, fer
             calib = calibrate_teacher(ck["blendshapes"][idx], y, names)
             info["teacher_train_auc"] = {k: round(v[2], 3) for k, v in calib.items()}
             info["calibration"] = {k: [round(v[0], 4), round(v[1], 4)] for k, v in calib.items()}
-    for src, idx, t, w in human_labels(fer, fer_mask, lfw, lfw_mask, cfg):
+    for src, idx, t, w in human_labels(fer, fer_mask, lfw, lfw_mask, cfg, smile_teacher):
         d = fer if src == "fer" else lfw
         if calib:
             pt, pw = teacher_pseudo(d["blendshapes"][idx], calib, names, cfg)
@@ -371,6 +392,26 @@ def monitor_sets(fer, lfw, masks, n: int = 1500, seed: int = 0) -> dict:
     return out
 
 
+def smile_teacher(fer: dict, lfw: dict, masks: dict, cache_dir, models_dir, progress: bool = True) -> dict:
+    """The identity network's cross-fitted smile teacher on the training rows (:mod:`.id_teacher`), with its
+    AUC on the monitor sets (FER+ Valid, LFW calibration people; never a report set)."""
+    from sklearn.metrics import roc_auc_score
+
+    from .id_teacher import cached_features, cross_fitted_teacher
+
+    Xf = cached_features("ferplus", fer, cache_dir, models_dir, progress=progress)
+    Xl = cached_features("lfw", lfw, cache_dir, models_dir, progress=progress)
+    t = cross_fitted_teacher(Xf, Xl, fer, masks["fer_train"], lfw, masks["lfw_train"])
+    share, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    lc = np.flatnonzero(masks["lfw_calib"] & (lfw["smile"] >= 0))
+    t["report"] = {"rows": {"fer": int(len(t["fer_idx"])), "lfw": int(len(t["lfw_idx"]))},
+                   "auc_fer_valid": round(float(roc_auc_score(fer["votes"][fv, :8].argmax(1) == 1, t["fer_all"][fv])), 4),
+                   "auc_lfw_calib": round(float(roc_auc_score(lfw["smile"][lc] == 1, t["lfw_all"][lc])), 4)}
+    log.info("smile teacher %s", t["report"])
+    return t
+
+
 def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_final: bool = False,
             skip_base: bool = False, resume: bool = True, export: str | None = None, progress: bool = True,
             workers: int = 2, **overrides) -> dict:
@@ -389,15 +430,21 @@ def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_fina
                      "fer_detected": f"{len(fer['path'])}/{fer['n_requested']}",
                      "lfw_detected": f"{len(lfw['path'])}/{lfw['n_requested']}"}
     mon = smile_eval_fn(monitor_sets(fer, lfw, masks), cfg)
+    st = None
+    if cfg.distill_weight > 0:      # v4: the identity network's smile teacher (id_teacher)
+        st = smile_teacher(fer, lfw, masks, out / "cache", models_dir, progress=progress)
+        summary["smile_teacher"] = st["report"]
     base_ckpt = out / "base" / "checkpoint.pt"
     if not skip_base:
-        ms = build_mix(None, None, fer, masks["fer_train"], lfw, masks["lfw_train"], cfg, teacher=False)
+        ms = build_mix(None, None, fer, masks["fer_train"], lfw, masks["lfw_train"], cfg, teacher=False,
+                       smile_teacher=st)
         _, hist = train_stage(ms, cfg, "base", out / "base", resume=resume, progress=progress, eval_fn=mon)
         summary["base"] = {"info": ms.info, "history": hist}
     fold_of = subject_folds(ck["subject"], k=max(cv, 2), seed=cfg.seed)
     fold = np.array([fold_of[s] for s in ck["subject"]])
     for f in (folds if folds is not None else (range(cv) if cv else ())):
-        ms = build_mix(ck, fold != f, fer, masks["fer_train"], lfw, masks["lfw_train"], cfg, teacher=True)
+        ms = build_mix(ck, fold != f, fer, masks["fer_train"], lfw, masks["lfw_train"], cfg, teacher=True,
+                       smile_teacher=st)
         fdir = out / "cv" / f"fold{f}"
         net, hist = train_stage(ms, cfg, "fine", fdir, init=base_ckpt, resume=resume, progress=progress, eval_fn=mon)
         te = np.flatnonzero(fold == f)
@@ -409,7 +456,7 @@ def run_mix(data_dir, models_dir, out_dir, *, cv: int = 5, folds=None, skip_fina
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return summary
     ms = build_mix(ck, np.ones(len(ck["crops"]), bool), fer, masks["fer_train"], lfw, masks["lfw_train"], cfg,
-                   teacher=True)
+                   teacher=True, smile_teacher=st)
     net, hist = train_stage(ms, cfg, "fine", out / "final", init=base_ckpt, resume=resume, progress=progress,
                             eval_fn=mon)
     path = Path(export) if export else out / "au_mobile.onnx"

@@ -1,0 +1,207 @@
+"""Is the identity network a better smile feature than the AU network? (issue 14 probe; nothing shipped from it)
+
+A linear probe (L2 logistic regression, :mod:`smile2pay_tools.train.id_teacher`) on pooled inner feature maps
+of the pack's recogniser ``w600k_mbf.onnx``, trained on the AU model's own training rows only (FER+ training
+split with usable votes, LFW training-quarter people), reported on the issue's test populations beside the
+shipped gate score and its anchors, same images, same run:
+
+* FER+ test, deduplicated (majority happiness), LFW test people (Morishita smile label), and CK+ (every frame:
+  the probe never saw a CK+ face, so CK+ is a wholly unseen lab population for it; the AU rows are the
+  out-of-fold scores of ``train-au --recipe v3 --cv 5``);
+* scores: the shipped gate score (AU model fused with the FER classifier), the AU model alone, the FER
+  classifier's P(happy), the blendshape teacher's mouthSmile, the probe, and the probe fused with the shipped
+  score (sum of logits at weights 0.3 / 0.5 / 0.7);
+* ROC AUC, and the share of smiles above the score that lets 2 % of the other faces through (chosen on the test
+  set itself: a ranking figure, not an operating point);
+* ``--distill RUN ...``: the per-epoch monitors of ``train-au`` base stages trained with the probe as a soft
+  teacher (``distill_weight``), beside the v3 base (``results/au3``).
+
+Usage:
+    python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b]
+
+Writes ``benchmarks/results/au_identity_features.json``. Features are cached in RUN/cache (never committed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+
+def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float = 0.02) -> float:
+    """Share of positives strictly above the score that lets ``floor(fpr * negatives)`` negatives through."""
+    neg = np.sort(s[~y])[::-1]
+    k = int(np.floor(fpr * len(neg)))
+    t = neg[k] if k < len(neg) else -np.inf
+    return round(float((s[y] > t).mean()), 4)
+
+
+def logit(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, weights=(0.0, 0.3, 0.4, 0.5)) -> dict:
+    """The payment gate's AU judgement if AU6 / AU12 were the shipped scores fused with the probe,
+    ``sigmoid((1 - w) logit(shipped) + w probe)``, recalibrated exactly as ``au_cross_population.py`` does
+    (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
+    reported on the same test populations. Offline: in the product the probe would need the identity forward on
+    every frame the gate judges (see docs/au.md). w = 0 reproduces the shipped gate."""
+    from smile2pay.decision.au_calibration import MIN_DELTA, calibrate, rates
+    from smile2pay_tools.bench import au_population as ap
+    from smile2pay_tools.train.au_mix import fer_smile_target
+
+    j6, j12 = names.index("AU6"), names.index("AU12")
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+    ft = np.flatnonzero(masks["fer_test"] & usable)
+    lfw_raw, lfw_h = ap.model_scores(model, lfw["crops"])[0], ap.happy_scores(models_dir, lfw["crops"])
+    ck_h = ap.happy_scores(models_dir, ck["crops"])
+    fer_rows = np.concatenate([fv, ft])
+    fer_raw, fer_h = ap.model_scores(model, fer["crops"][fer_rows])[0], ap.happy_scores(models_dir, fer["crops"][fer_rows])
+
+    def fuse(P, H, pr, w):
+        Q = ap.fuse_matrix(P, names, H).astype(np.float64)
+        for j in (j6, j12):
+            Q[:, j] = 1.0 / (1.0 + np.exp(-((1.0 - w) * logit(Q[:, j]) + w * pr)))
+        return Q.astype(np.float32)
+
+    ckp = ap.ck_pairs(ck, os.environ.get("SMILE2PAY_DATA", "../shared/data"))
+    lc = [(a, b, k) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
+    lt = [(a, b, k) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_test"]) if k in ("smile", "other")]
+    out = {}
+    for w in weights:
+        Qck, Ql = fuse(oof, ck_h, probe["ck"], w), fuse(lfw_raw, lfw_h, probe["lfw"], w)
+        Qf = fuse(fer_raw, fer_h, probe["fer"][fer_rows], w)
+        ck_pr = ap.probes_of("ck", Qck, names, [b for _, b, _ in ckp], [s_ for _, _, s_ in ckp], [a for a, _, _ in ckp])
+        lfw_cal = ap.probes_of("lfw_calib", Ql, names, [b for _, b, _ in lc], [k == "smile" for _, _, k in lc],
+                               [a for a, _, _ in lc])
+        fer_cal = ap.probes_of("fer_valid", Qf[:len(fv)], names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
+        try:
+            cal = calibrate([ck_pr, lfw_cal], max_fpr=0.02, min_delta=MIN_DELTA)
+            cal1 = calibrate([fer_cal], max_fpr=0.02, grid_delta=(0.0,), grid_absent=(0.5,), min_delta=0.0)
+        except ValueError as e:
+            out[str(w)] = {"error": str(e)}
+            print(f"gate, probe weight {w}: {e}")
+            continue
+        ts = [cal["thresholds"][a] for a in ("AU6", "AU12")]
+        ts1 = [cal1["thresholds"][a] for a in ("AU6", "AU12")]
+        pr = ap.probes_of("lfw_test", Ql, names, [b for _, b, _ in lt], [k == "smile" for _, _, k in lt], [a for a, _, _ in lt])
+        r_l = rates(pr, ts, cal["delta"], cal["absent_threshold"])
+        r_f = rates(ap.probes_of("fer_test", Qf[len(fv):], names, np.arange(len(ft)), fer["votes"][ft, :8].argmax(1) == 1),
+                    ts1, 0.0, 0.5)
+        r_c = rates(ck_pr, ts, cal["delta"], cal["absent_threshold"])
+        pick = lambda r: {"smiles_passed": round(float(r["tpr"]), 4), "others_passed": round(float(r["fpr"]), 4)}
+        out[str(w)] = {"burst_thresholds": cal["thresholds"], "delta": cal["delta"], "absent": cal["absent_threshold"],
+                       "single_frame_thresholds": cal1["thresholds"],
+                       "lfw_test_neutral_to_smile_vs_other": pick(r_l), "ferplus_test_single_frame": pick(r_f),
+                       "ckplus_oof_pairs (operating point chosen on them too)": pick(r_c)}
+        print(f"gate, probe weight {w}: LFW test pairs {pick(r_l)}, FER+ test {pick(r_f)}, CK+ OOF pairs {pick(r_c)}",
+              flush=True)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="results/au3", help="train-au --recipe v3 folder (caches, cv/ out-of-fold)")
+    ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
+    ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
+    ap.add_argument("--distill", nargs="*", default=[], help="train-au runs with distill_weight > 0 (base monitors)")
+    ap.add_argument("--out", default="benchmarks/results/au_identity_features.json")
+    args = ap.parse_args(argv)
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from smile2pay_tools.bench.au_population import (fuse_matrix, happy_scores, load_au_model, model_scores,
+                                                     oof_probs, teacher_scores)
+    from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks
+    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, cross_fitted_teacher, teacher_rows
+
+    t0 = time.time()
+    run = Path(args.run)
+    ck, fer, lfw = load_sources(args.data, args.models, run / "cache", progress=False)
+    masks = source_masks(fer, lfw)
+    Xf = cached_features("ferplus", fer, run / "cache", args.models)
+    Xl = cached_features("lfw", lfw, run / "cache", args.models)
+    Xc = cached_features("ckplus", ck, run / "cache", args.models)
+    teacher = cross_fitted_teacher(Xf, Xl, fer, masks["fer_train"], lfw, masks["lfw_train"])
+    # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
+    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
+    X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+    sc = StandardScaler().fit(X)
+    clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), np.concatenate([fy, ly]))
+    probe = {"fer": teacher["fer_all"], "lfw": teacher["lfw_all"],
+             "ck": clf.decision_function(sc.transform(Xc.astype(np.float32)))}
+
+    model = load_au_model(run / "au_mobile.onnx")
+    names = list(model.au_names)
+    j6, j12 = names.index("AU6"), names.index("AU12")
+    share, usable = fer_smile_target(fer["votes"])
+    ft = np.flatnonzero(masks["fer_test"] & usable)
+    lt = np.flatnonzero(masks["lfw_test"] & (lfw["smile"] >= 0))
+    oof = oof_probs(run, len(ck["crops"]))
+    sets = {
+        "ferplus_test_dedup": (fer, ft, fer["votes"][ft, :8].argmax(1) == 1, probe["fer"][ft], None),
+        "lfw_test_people": (lfw, lt, lfw["smile"][lt] == 1, probe["lfw"][lt], None),
+        "ckplus_all_unseen_by_probe": (ck, np.arange(len(ck["crops"])),
+                                       np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]),
+                                       probe["ck"], oof),
+    }
+    res: dict = {"benchmark": "au_identity_features", "date": time.strftime("%Y-%m-%d"),
+                 "command": "python benchmarks/au_identity_features.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "probe": {"features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
+                           "trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li))},
+                           "classifier": f"standardised, L2 logistic regression C={TEACHER_C}"},
+                 "sets": {}}
+    for k, (src, idx, y, pr, raw) in sets.items():
+        P_raw = raw[idx] if raw is not None else model_scores(model, src["crops"][idx])[0]
+        H = happy_scores(args.models, src["crops"][idx])
+        P = fuse_matrix(P_raw, names, H)
+        gate = np.minimum(P[:, j6], P[:, j12])
+        sc_ = {"shipped_gate_score (AU model + FER fused)": gate,
+               "au_model_alone": np.minimum(P_raw[:, j6], P_raw[:, j12]),
+               "fer_classifier_happy": H,
+               "blendshape_teacher_mouthSmile": teacher_scores(src["blendshapes"][idx])["AU12"],
+               "identity_probe": pr}
+        for w in (0.3, 0.5, 0.7):
+            sc_[f"gate + probe, probe weight {w}"] = (1 - w) * logit(gate) + w * pr
+        ent = {"images": int(len(idx)), "smiles": int(y.sum()),
+               "auc": {n: round(float(roc_auc_score(y, s)), 4) for n, s in sc_.items()},
+               "smiles_passed_at_2pct_others": {n: tpr_at_fpr(y, np.asarray(s, np.float64)) for n, s in sc_.items()}}
+        res["sets"][k] = ent
+        print(f"{k:30s} n={len(idx):5d} smiles={int(y.sum()):4d}", flush=True)
+        for n in sc_:
+            print(f"    {n:45s} AUC {ent['auc'][n]:.4f}   smiles at 2% others {ent['smiles_passed_at_2pct_others'][n]:.3f}")
+    res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models)
+    dist = {}
+    for r in [args.run] + list(args.distill):
+        p = Path(r) / "summary.json"
+        if p.is_file():
+            s = json.loads(p.read_text())
+            hist = s.get("base", {}).get("history", [])
+            dist[r] = {"distill_weight": s.get("config", {}).get("distill_weight", 0.0),
+                       "smile_teacher": s.get("smile_teacher"),
+                       "base_monitors": [{k: h.get(k) for k in ("epoch", "auc_fer_valid", "auc_lfw_calib")} for h in hist]}
+    if dist:
+        res["distillation_base_monitors"] = dist
+        for r, d in dist.items():
+            last = d["base_monitors"][-1] if d["base_monitors"] else {}
+            print(f"base {r} (distill_weight {d['distill_weight']}): last epoch {last}")
+    res["seconds"] = round(time.time() - t0, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The identity-feature smile teacher's maths (smile2pay_tools.train.id_teacher, au_mix distillation) and the
+ranking figure of benchmarks/au_identity_features.py, on small synthetic arrays checked by hand."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smile2pay_tools.train.au_mix import MixConfig, _distilled
+from smile2pay_tools.train.id_teacher import pool_bands
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("au_identity_features", ROOT / "benchmarks" / "au_identity_features.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pool_bands_by_hand():
+    # one image, one channel, 7 rows: bands are rows 0-2, 3-4, 5-6 (np.array_split of 7 into 3)
+    t = np.arange(7 * 2, dtype=np.float32).reshape(1, 1, 7, 2)
+    out = pool_bands(t)
+    assert out.shape == (1, 4)
+    rows = t[0, 0]
+    assert out[0, 0] == pytest.approx(rows.mean())
+    assert out[0, 1] == pytest.approx(rows[0:3].mean())
+    assert out[0, 2] == pytest.approx(rows[3:5].mean())
+    assert out[0, 3] == pytest.approx(rows[5:7].mean())
+
+
+def test_pool_bands_keeps_channels_in_blocks():
+    t = np.zeros((2, 3, 14, 14), np.float32)
+    t[:, 1] = 1.0                       # channel 1 everywhere 1
+    out = pool_bands(t)
+    assert out.shape == (2, 12)
+    # block layout: [global c0 c1 c2, band0 c0 c1 c2, band1 ..., band2 ...]
+    assert out[0].tolist() == [0, 1, 0] * 4
+
+
+def test_distilled_mixes_only_rows_the_teacher_scored():
+    cfg = MixConfig(distill_weight=0.5)
+    t = np.zeros((3, 4), np.float32)
+    t[:, 1] = [1.0, 0.0, 1.0]           # AU6 column 1, AU12 column 2
+    t[:, 2] = [1.0, 0.0, 1.0]
+    idx = np.array([10, 11, 12])
+    teacher = (np.array([12, 10]), np.array([0.0, np.log(3.0)], np.float32))   # row 12: p 0.5, row 10: p 0.75
+    out = _distilled(t.copy(), idx, teacher, cfg, 1, 2)
+    assert out[0, 1] == pytest.approx(0.5 * 1.0 + 0.5 * 0.75)
+    assert out[2, 2] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    assert out[1].tolist() == t[1].tolist()      # no teacher score: the human label stays
+    assert out[:, [0, 3]].tolist() == t[:, [0, 3]].tolist()   # other AUs untouched
+
+
+def test_distilled_off_is_identity():
+    t = np.random.RandomState(0).rand(5, 4).astype(np.float32)
+    same = _distilled(t.copy(), np.arange(5), (np.arange(5), np.zeros(5, np.float32)), MixConfig(), 1, 2)
+    assert np.array_equal(same, t)
+
+
+def test_tpr_at_fpr_by_hand():
+    b = _bench()
+    y = np.array([True] * 4 + [False] * 100)
+    s = np.concatenate([[5.0, 4.0, 0.95, 0.5], np.linspace(0.0, 0.99, 100)])
+    # 2 % of 100 negatives may pass: the threshold is the third-highest negative (0.97); smiles above it: 5, 4
+    assert b.tpr_at_fpr(y, s, 0.02) == pytest.approx(0.5)
+    assert b.tpr_at_fpr(y, s, 0.0) == pytest.approx(0.5)      # above the top negative 0.99

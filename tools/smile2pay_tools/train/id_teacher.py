@@ -1,0 +1,136 @@
+"""A smile teacher read from the identity network's own features (recipe v4 of the AU model, issue 14).
+
+Why: a linear probe on pooled intermediate feature maps of ArcFace MobileFaceNet (``w600k_mbf.onnx``, the
+pack's identity model) ranks in-the-wild smiles better than the AU network trained on the same labels (FER+
+Valid AUC 0.995 against 0.980; FER+ test 0.993 against 0.972), because the recogniser has seen 600k people
+in the wild and the AU network 40k faces. Running that network on every frame would double a frame's cost,
+so it is a **teacher**: its cross-fitted scores on the training faces are soft AU6 / AU12 targets for the
+small AU network (:mod:`smile2pay_tools.train.au_mix`, ``distill_weight``), which keeps its 0.7 ms a face.
+
+Features (:func:`identity_features`): the recogniser on the unpadded centre of each cached AU crop, resized
+to 112 (the ArcFace template), two inner tensors pooled (global mean, and the mean of three horizontal bands:
+eyes, nose, mouth): ``473`` (256 x 14 x 14, end of the 14 x 14 stage) and ``509`` (512 x 7 x 7, before the
+global depthwise conv): 3,072 numbers a face, cached in ``id_features_<source>.npz`` (never committed).
+
+Teacher (:func:`cross_fitted_teacher`): standardised features -> L2 logistic regression (C 0.01) on the
+training rows only (FER+ training split with usable votes: happiness share >= 0.5; LFW training people:
+their smile label). Every training row's score comes from a model fitted on the other folds (5-fold), so the
+target a row gets is never the teacher's memory of that row's own label.
+
+Licence: ``w600k_mbf`` is InsightFace's (MS1M/WebFace-derived, non-commercial research only); a network
+distilled from it inherits that restriction (the AU model is research/evaluation only anyway).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TEACHER_MODEL = "w600k_mbf.onnx"
+FEATURE_TENSORS = ("473", "509")          # inner outputs of w600k_mbf (names as in the ONNX file)
+TEACHER_C = 0.01
+AU_PAD = 0.15
+
+
+def pool_bands(t: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, 4C): the global mean, then the means of three horizontal bands (top to bottom)."""
+    n, c, h, w = t.shape
+    bands = np.array_split(np.arange(h), 3)
+    return np.concatenate([t.mean((2, 3))] + [t[:, :, r].mean((2, 3)) for r in bands], 1)
+
+
+def feature_session(models_dir, threads: int = 2):
+    """An onnxruntime session of the recogniser that also returns :data:`FEATURE_TENSORS`."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(models_dir) / TEACHER_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (the identity model of the mobile pack)")
+    m = onnx.load(str(path))
+    have = {o for n in m.graph.node for o in n.output}
+    for name in FEATURE_TENSORS:
+        if name not in have:
+            raise ValueError(f"{path}: no tensor {name!r}: this teacher is defined on w600k_mbf's graph only")
+        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3                 # the added outputs' declared batch of 1 is only a warning
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool = False) -> np.ndarray:
+    """(N, 3072) float16 pooled features of AU crops (112 x 112, pad 0.15, BGR uint8)."""
+    import cv2
+    from tqdm import tqdm
+
+    from smile2pay.vision.au import centre_crop
+
+    inp = sess.get_inputs()[0].name
+    out = []
+    for i in tqdm(range(0, len(crops), batch), disable=not progress, desc="identity features", mininterval=5):
+        c = [cv2.resize(centre_crop(x, AU_PAD), (112, 112), interpolation=cv2.INTER_LINEAR) for x in crops[i:i + batch]]
+        blob = ((np.stack(c)[..., ::-1].astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2).copy()
+        res = sess.run(list(FEATURE_TENSORS), {inp: blob})
+        out.append(np.concatenate([pool_bands(t) for t in res], 1).astype(np.float16))
+    return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
+
+
+def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool = True) -> np.ndarray:
+    """Features of one source's crops, cached in ``cache_dir/id_features_<name>.npz`` (keyed on the paths)."""
+    path = Path(cache_dir) / f"id_features_{name}.npz"
+    paths = np.asarray(src["path"]).astype(str)
+    if path.is_file():
+        d = np.load(path, allow_pickle=False)
+        if len(d["path"]) == len(paths) and bool((d["path"] == paths).all()):
+            return d["features"]
+        log.info("%s: stale (different faces), recomputing", path)
+    t0 = time.time()
+    f = identity_features(src["crops"], feature_session(models_dir), progress=progress)
+    np.savez(path, features=f, path=paths)
+    log.info("identity features of %s: %d faces in %.0f s", name, len(f), time.time() - t0)
+    return f
+
+
+def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarray):
+    """(source, index, binary label) of the rows the teacher learns from: FER+ usable votes (happiness share
+    >= 0.5) and LFW people with a smile / expression label, as :func:`au_mix.human_labels` picks them."""
+    from .au_mix import fer_smile_target
+
+    share, usable = fer_smile_target(fer["votes"])
+    fi = np.flatnonzero(fer_mask & usable)
+    lab, smile = lfw["label"], lfw["smile"]
+    known = (smile >= 0) | np.isin(lab, ["happiness", "neutral", "surprise", "anger", "sadness", "disgust",
+                                         "fear", "contempt"])
+    li = np.flatnonzero(lfw_mask & known)
+    ly = np.where(smile[li] >= 0, smile[li], (lab[li] == "happiness").astype(int))
+    return fi, (share[fi] >= 0.5).astype(int), li, ly.astype(int)
+
+
+def cross_fitted_teacher(Xf: np.ndarray, Xl: np.ndarray, fer: dict, fer_mask, lfw: dict, lfw_mask,
+                         k: int = 5, seed: int = 0) -> dict:
+    """Teacher logits: out-of-fold on the training rows, and from the model fitted on all of them for every
+    other face (``fer_all`` / ``lfw_all``: what held-out sets would get; never used as a training target)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    fi, fy, li, ly = teacher_rows(fer, fer_mask, lfw, lfw_mask)
+    X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+    y = np.concatenate([fy, ly])
+    fold = np.random.RandomState(seed).randint(0, k, len(y))
+    oof = np.zeros(len(y), np.float32)
+
+    def fit(rows):
+        sc = StandardScaler().fit(X[rows])
+        clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X[rows]), y[rows])
+        return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32))).astype(np.float32)
+
+    for f in range(k):
+        oof[fold == f] = fit(np.flatnonzero(fold != f))(X[fold == f])
+    full = fit(np.arange(len(y)))
+    return {"fer_idx": fi, "fer_logit": oof[:len(fi)], "lfw_idx": li, "lfw_logit": oof[len(fi):],
+            "fer_all": full(Xf), "lfw_all": full(Xl)}
