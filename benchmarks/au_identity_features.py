@@ -17,7 +17,10 @@ shipped gate score and its anchors, same images, same run:
   teacher (``distill_weight``), beside the v3 base (``results/au3``).
 
 Usage:
-    python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b]
+    python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b results/au5a]
+
+The distillation runs compared (base stage only, ``run_mix(..., folds=[], skip_final=True, **overrides)``):
+``results/au4`` distill_weight 0.5, ``results/au4b`` 1.0 (width 32 as v3), ``results/au5a`` 0.5 at width 48.
 
 Writes ``benchmarks/results/au_identity_features.json``. Features are cached in RUN/cache (never committed).
 """
@@ -108,6 +111,58 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, weig
     return out
 
 
+def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
+    """Median / p95 ms of one face on one thread, interleaved in rounds (same run, same machine): the recogniser
+    as the product runs it, the same graph also returning the two probe tensors (+ pooling them), the recogniser
+    cut at tensor 473 on a 64 x 64 input (the cheapest stand-alone probe backbone), and the AU network."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from smile2pay.models.runtime import create_session
+    from smile2pay_tools.train.id_teacher import FEATURE_TENSORS, pool_bands
+
+    src = str(Path(models_dir) / "w600k_mbf.onnx")
+
+    def graph(extra=(), cut=None, size=112):
+        m = onnx.load(src)
+        if cut:
+            m = Extractor(m).extract_model([m.graph.input[0].name], [cut])
+            dims = m.graph.input[0].type.tensor_type.shape.dim
+            dims[2].dim_value = dims[3].dim_value = size
+            for o in m.graph.output:
+                o.type.tensor_type.ClearField("shape")
+            del m.graph.value_info[:]
+        for n in extra:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+        return create_session(m.SerializeToString(), threads=1, name="timing")[0], size
+
+    import smile2pay
+
+    au = Path(smile2pay.__file__).parent / "models" / "weights" / "au_mobile.onnx"
+    cases = {"identity_forward": graph(), "identity_forward_with_probe_tensors": graph(FEATURE_TENSORS),
+             "recogniser_cut_at_473_input_64": graph(cut="473", size=64),
+             "au_network": (create_session(str(au), threads=1, name="au")[0], 64)}
+    t = {k: [] for k in cases}
+    t["pooling_the_probe_tensors"] = []
+    rng = np.random.RandomState(0)
+    for _ in range(rounds):
+        for k, (sess, size) in cases.items():
+            x = rng.randn(1, 3, size, size).astype(np.float32)
+            name = sess.get_inputs()[0].name
+            for _ in range(5):
+                sess.run(None, {name: x})
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                out = sess.run(None, {name: x})
+                t[k].append(time.perf_counter() - t0)
+                if k == "identity_forward_with_probe_tensors":
+                    t1 = time.perf_counter()
+                    np.concatenate([pool_bands(o) for o in out[1:]], 1)
+                    t["pooling_the_probe_tensors"].append(time.perf_counter() - t1)
+    return {k: {"median_ms": round(1000 * float(np.median(v)), 3), "p95_ms": round(1000 * float(np.percentile(v, 95)), 3),
+                "n": len(v)} for k, v in t.items()}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="results/au3", help="train-au --recipe v3 folder (caches, cv/ out-of-fold)")
@@ -181,6 +236,9 @@ def main(argv=None) -> dict:
         print(f"{k:30s} n={len(idx):5d} smiles={int(y.sum()):4d}", flush=True)
         for n in sc_:
             print(f"    {n:45s} AUC {ent['auc'][n]:.4f}   smiles at 2% others {ent['smiles_passed_at_2pct_others'][n]:.3f}")
+    res["timings_one_thread"] = timings(args.models)
+    for k, v in res["timings_one_thread"].items():
+        print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models)
     dist = {}
     for r in [args.run] + list(args.distill):
@@ -189,13 +247,14 @@ def main(argv=None) -> dict:
             s = json.loads(p.read_text())
             hist = s.get("base", {}).get("history", [])
             dist[r] = {"distill_weight": s.get("config", {}).get("distill_weight", 0.0),
+                       "width": s.get("config", {}).get("width"), "base_epochs": s.get("config", {}).get("base_epochs"),
                        "smile_teacher": s.get("smile_teacher"),
                        "base_monitors": [{k: h.get(k) for k in ("epoch", "auc_fer_valid", "auc_lfw_calib")} for h in hist]}
     if dist:
         res["distillation_base_monitors"] = dist
         for r, d in dist.items():
             last = d["base_monitors"][-1] if d["base_monitors"] else {}
-            print(f"base {r} (distill_weight {d['distill_weight']}): last epoch {last}")
+            print(f"base {r} (distill_weight {d['distill_weight']}, width {d['width']}): last epoch {last}")
     res["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ def _cfg_train_au(p):
     p.add_argument("--ckplus-original", help="official CK+ folder (cohn-kanade-images/ + FACS/)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--input-size", type=int, help="network input side in pixels (default: the recipe's)")
+    p.add_argument("--width", type=int, help="v3: network width (channels of the first stage; default 32)")
     p.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
@@ -84,6 +85,8 @@ def cmd_train_au(args) -> tuple[Any, int]:
         return report_from_folds(args.data or data_dir(), models_dir, args.out, k=args.cv or 5), 0
     if args.distill_weight is not None and not 0.0 <= args.distill_weight <= 1.0:
         raise Smile2PayError(f"--distill-weight must be in [0, 1], got {args.distill_weight}", code="REQUEST_INVALID")
+    if args.width is not None and not 8 <= args.width <= 256:
+        raise Smile2PayError(f"--width must be in [8, 256], got {args.width}", code="REQUEST_INVALID")
     if args.recipe == "v3" and not args.smoke:
         from smile2pay_tools.train.au_mix import run_mix
 
@@ -92,7 +95,7 @@ def cmd_train_au(args) -> tuple[Any, int]:
                        export=args.export, progress=not args.json, workers=args.workers,
                        base_epochs=args.base_epochs, fine_epochs=args.fine_epochs, input_size=args.input_size,
                        batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
-                       distill_weight=args.distill_weight), 0
+                       distill_weight=args.distill_weight, width=args.width), 0
     summary = run(args.data or data_dir(), models_dir, args.out, cv=args.cv, lfw_n=args.lfw, smoke=args.smoke,
                   resume=not args.no_resume, export=args.export, extra_csv=args.csv,
                   ckplus_original=args.ckplus_original, folds=args.folds, skip_final=args.skip_final,

@@ -148,3 +148,18 @@ def test_cli_ensemble_of(smoke, tmp_path):
     assert code == 2 and d["error"]["code"] == "MODEL_LOAD_FAILED"
     code, d = cli("--ensemble-of", member, member)
     assert code == 2 and d["error"]["code"] == "REQUEST_INVALID"
+
+
+def test_cli_distill_and_width_are_checked(tmp_path):
+    """`--distill-weight` outside [0, 1] and an absurd `--width`: exit 2 with a JSON REQUEST_INVALID, before any
+    data is read or a folder written."""
+    import subprocess
+    import sys
+
+    for args in (["--distill-weight", "1.5"], ["--distill-weight", "-0.1"], ["--width", "0"]):
+        p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "train-au", "--out", str(tmp_path / "o"), *args,
+                            "--json"], capture_output=True, text=True, timeout=120)
+        d = json.loads(p.stdout)
+        assert p.returncode == 2 and d["error"]["code"] == "REQUEST_INVALID", (args, p.stdout)
+        assert args[0] in d["error"]["message"]
+    assert not (tmp_path / "o").exists()
