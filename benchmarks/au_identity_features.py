@@ -16,6 +16,10 @@ shipped gate score and its anchors, same images, same run:
 * ``--distill RUN ...``: the per-epoch monitors of ``train-au`` base stages trained with the probe as a soft
   teacher (``distill_weight``), beside the v3 base (``results/au3``).
 
+``--probe-ck``: the probe also learns from CK+ (coded AU6+AU12 vs not), each CK+ frame scored by the probe of
+the subject fold that left it out (train-au's folds), FER+ / LFW by the one fitted with all of CK+; JSON
+``benchmarks/results/au_identity_features_probe_ck.json``.
+
 Usage:
     python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b results/au5a]
 
@@ -169,7 +173,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
     ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
     ap.add_argument("--distill", nargs="*", default=[], help="train-au runs with distill_weight > 0 (base monitors)")
-    ap.add_argument("--out", default="benchmarks/results/au_identity_features.json")
+    ap.add_argument("--probe-ck", action="store_true",
+                    help="train the probe on CK+ too (CK+ rows scored out-of-fold by train-au's subject folds)")
+    ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
+    ap.add_argument("--out", default=None,
+                    help="JSON (default benchmarks/results/au_identity_features.json, or ..._probe_ck.json)")
     args = ap.parse_args(argv)
 
     from sklearn.linear_model import LogisticRegression
@@ -189,13 +197,34 @@ def main(argv=None) -> dict:
     Xl = cached_features("lfw", lfw, run / "cache", args.models)
     Xc = cached_features("ckplus", ck, run / "cache", args.models)
     teacher = cross_fitted_teacher(Xf, Xl, fer, masks["fer_train"], lfw, masks["lfw_train"])
-    # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
-    X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
-    sc = StandardScaler().fit(X)
-    clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), np.concatenate([fy, ly]))
-    probe = {"fer": teacher["fer_all"], "lfw": teacher["lfw_all"],
-             "ck": clf.decision_function(sc.transform(Xc.astype(np.float32)))}
+
+    def fit(X, y):
+        sc = StandardScaler().fit(X)
+        clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y)
+        return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32)))
+
+    if not args.probe_ck:
+        # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
+        f = fit(np.concatenate([Xf[fi], Xl[li]]).astype(np.float32), np.concatenate([fy, ly]))
+        probe = {"fer": teacher["fer_all"], "lfw": teacher["lfw_all"], "ck": f(Xc)}
+    else:
+        # CK+ coded AU6+AU12 as a third source of rows: CK+ scored out-of-fold by train-au's subject folds (the
+        # AU model's out-of-fold rows come from the same folds), FER+ / LFW by the probe fitted with all of CK+
+        from smile2pay_tools.datasets import subject_folds
+        from smile2pay_tools.train.au_mix import MixConfig
+
+        cky = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]).astype(int)
+        fold_of = subject_folds(ck["subject"], k=5, seed=MixConfig().seed)
+        fold = np.array([fold_of[s_] for s_ in ck["subject"]])
+        base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+        base_y = np.concatenate([fy, ly])
+        pck = np.zeros(len(cky))
+        for k in range(5):
+            tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            pck[te] = fit(np.concatenate([base_X, Xc[tr].astype(np.float32)]), np.concatenate([base_y, cky[tr]]))(Xc[te])
+        f = fit(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
+        probe = {"fer": f(Xf), "lfw": f(Xl), "ck": pck}
 
     model = load_au_model(run / "au_mobile.onnx")
     names = list(model.au_names)
@@ -207,7 +236,7 @@ def main(argv=None) -> dict:
     sets = {
         "ferplus_test_dedup": (fer, ft, fer["votes"][ft, :8].argmax(1) == 1, probe["fer"][ft], None),
         "lfw_test_people": (lfw, lt, lfw["smile"][lt] == 1, probe["lfw"][lt], None),
-        "ckplus_all_unseen_by_probe": (ck, np.arange(len(ck["crops"])),
+        ("ckplus_out_of_fold" if args.probe_ck else "ckplus_all_unseen_by_probe"): (ck, np.arange(len(ck["crops"])),
                                        np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]),
                                        probe["ck"], oof),
     }
@@ -215,7 +244,8 @@ def main(argv=None) -> dict:
                  "command": "python benchmarks/au_identity_features.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "probe": {"features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
                            "trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li))},
-                           "classifier": f"standardised, L2 logistic regression C={TEACHER_C}"},
+                           "classifier": f"standardised, L2 logistic regression C={TEACHER_C}",
+                           "ckplus_rows": "out-of-fold (train-au subject folds)" if args.probe_ck else "none"},
                  "sets": {}}
     for k, (src, idx, y, pr, raw) in sets.items():
         P_raw = raw[idx] if raw is not None else model_scores(model, src["crops"][idx])[0]
@@ -236,7 +266,7 @@ def main(argv=None) -> dict:
         print(f"{k:30s} n={len(idx):5d} smiles={int(y.sum()):4d}", flush=True)
         for n in sc_:
             print(f"    {n:45s} AUC {ent['auc'][n]:.4f}   smiles at 2% others {ent['smiles_passed_at_2pct_others'][n]:.3f}")
-    res["timings_one_thread"] = timings(args.models)
+    res["timings_one_thread"] = {} if args.no_timings else timings(args.models)
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models)
@@ -256,7 +286,8 @@ def main(argv=None) -> dict:
             last = d["base_monitors"][-1] if d["base_monitors"] else {}
             print(f"base {r} (distill_weight {d['distill_weight']}, width {d['width']}): last epoch {last}")
     res["seconds"] = round(time.time() - t0, 1)
-    out = Path(args.out)
+    out = Path(args.out or ("benchmarks/results/au_identity_features_probe_ck.json" if args.probe_ck
+                            else "benchmarks/results/au_identity_features.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     return res
