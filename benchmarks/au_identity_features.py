@@ -23,8 +23,8 @@ the subject fold that left it out (train-au's folds), FER+ / LFW by the one fitt
 Usage:
     python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b results/au5a]
 
-The distillation runs compared (base stage only, ``run_mix(..., folds=[], skip_final=True, **overrides)``):
-``results/au4`` distill_weight 0.5, ``results/au4b`` 1.0 (width 32 as v3), ``results/au5a`` 0.5 at width 48.
+The distillation runs compared are base stages only: ``smile2pay train-au --out results/au4 --cv 5 --folds
+--skip-final --distill-weight 0.5`` (``results/au4b``: 1.0; ``results/au5a``: 0.5 with ``--width 48``).
 
 Writes ``benchmarks/results/au_identity_features.json``. Features are cached in RUN/cache (never committed).
 """
@@ -55,7 +55,8 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
-def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, weights=(0.0, 0.3, 0.4, 0.5)) -> dict:
+def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data_dir,
+                 weights=(0.0, 0.3, 0.4, 0.5)) -> dict:
     """The payment gate's AU judgement if AU6 / AU12 were the shipped scores fused with the probe,
     ``sigmoid((1 - w) logit(shipped) + w probe)``, recalibrated exactly as ``au_cross_population.py`` does
     (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
@@ -80,7 +81,7 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, weig
             Q[:, j] = 1.0 / (1.0 + np.exp(-((1.0 - w) * logit(Q[:, j]) + w * pr)))
         return Q.astype(np.float32)
 
-    ckp = ap.ck_pairs(ck, os.environ.get("SMILE2PAY_DATA", "../shared/data"))
+    ckp = ap.ck_pairs(ck, data_dir)
     lc = [(a, b, k) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
     lt = [(a, b, k) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_test"]) if k in ("smile", "other")]
     out = {}
@@ -269,7 +270,7 @@ def main(argv=None) -> dict:
     res["timings_one_thread"] = {} if args.no_timings else timings(args.models)
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
-    res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models)
+    res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data)
     dist = {}
     for r in [args.run] + list(args.distill):
         p = Path(r) / "summary.json"

@@ -67,3 +67,12 @@ def test_tpr_at_fpr_by_hand():
     # 2 % of 100 negatives may pass: the threshold is the third-highest negative (0.97); smiles above it: 5, 4
     assert b.tpr_at_fpr(y, s, 0.02) == pytest.approx(0.5)
     assert b.tpr_at_fpr(y, s, 0.0) == pytest.approx(0.5)      # above the top negative 0.99
+
+
+def test_config_signature_unchanged_when_distillation_is_off():
+    """v3 checkpoints resume only when the config dict is the same: the new field is left out while it is 0."""
+    assert "distill_weight" not in MixConfig().to_dict()
+    assert MixConfig(distill_weight=0.5).to_dict()["distill_weight"] == 0.5
+    # load_net rebuilds the config from the dict (aus as a tuple)
+    for cfg in (MixConfig(), MixConfig(distill_weight=0.5)):
+        assert MixConfig(**{k: (tuple(v) if k == "aus" else v) for k, v in cfg.to_dict().items()}) == cfg

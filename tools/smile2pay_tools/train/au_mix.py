@@ -86,6 +86,8 @@ class MixConfig:
     def to_dict(self):
         d = asdict(self)
         d["aus"] = list(self.aus)
+        if not d["distill_weight"]:     # off (v3): left out, so v3 checkpoints' signatures still match (resume)
+            del d["distill_weight"]
         return d
 
 
