@@ -46,7 +46,8 @@ def pool_bands(t: np.ndarray) -> np.ndarray:
 def feature_session(models_dir, threads: int = 2):
     """An onnxruntime session of the recogniser that also returns :data:`FEATURE_TENSORS`."""
     import onnx
-    import onnxruntime as ort
+
+    from smile2pay.models.runtime import create_session
 
     path = Path(models_dir) / TEACHER_MODEL
     if not path.is_file():
@@ -57,10 +58,9 @@ def feature_session(models_dir, threads: int = 2):
         if name not in have:
             raise ValueError(f"{path}: no tensor {name!r}: this teacher is defined on w600k_mbf's graph only")
         m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.log_severity_level = 3                 # the added outputs' declared batch of 1 is only a warning
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    # the product's session factory (same graph rewrites: same function, faster on CPU; the added outputs keep
+    # their names through them)
+    return create_session(m.SerializeToString(), threads=int(threads), name="identity_features")[0]
 
 
 def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool = False) -> np.ndarray:
