@@ -3,9 +3,11 @@
 Why: a linear probe on pooled intermediate feature maps of ArcFace MobileFaceNet (``w600k_mbf.onnx``, the
 pack's identity model) ranks in-the-wild smiles better than the AU network trained on the same labels (FER+
 Valid AUC 0.995 against 0.980; FER+ test 0.993 against 0.972), because the recogniser has seen 600k people
-in the wild and the AU network 40k faces. Running that network on every frame would double a frame's cost,
-so it is a **teacher**: its cross-fitted scores on the training faces are soft AU6 / AU12 targets for the
-small AU network (:mod:`smile2pay_tools.train.au_mix`, ``distill_weight``), which keeps its 0.7 ms a face.
+in the wild and the AU network 40k faces. Running that network on every frame would more than double the AU
+stage's cost, so it is measured here two ways, neither in the product (docs/au.md): as a probe mixed into the gate
+offline (``benchmarks/au_identity_features.py``), and as a **teacher** whose cross-fitted scores on the training
+faces are soft AU6 / AU12 targets for the small AU network (:mod:`smile2pay_tools.train.au_mix`,
+``distill_weight``), which keeps its 0.6 ms a face.
 
 Features (:func:`identity_features`): the recogniser on the unpadded centre of each cached AU crop, resized
 to 112 (the ArcFace template), two inner tensors pooled (global mean, and the mean of three horizontal bands:
