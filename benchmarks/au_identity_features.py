@@ -181,14 +181,12 @@ def main(argv=None) -> dict:
                     help="JSON (default benchmarks/results/au_identity_features.json, or ..._probe_ck.json)")
     args = ap.parse_args(argv)
 
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import StandardScaler
 
     from smile2pay_tools.bench.au_population import (fuse_matrix, happy_scores, load_au_model, model_scores,
                                                      oof_probs, teacher_scores)
     from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks
-    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, cross_fitted_teacher, teacher_rows
+    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, fit_probe, teacher_rows
 
     t0 = time.time()
     run = Path(args.run)
@@ -197,18 +195,13 @@ def main(argv=None) -> dict:
     Xf = cached_features("ferplus", fer, run / "cache", args.models)
     Xl = cached_features("lfw", lfw, run / "cache", args.models)
     Xc = cached_features("ckplus", ck, run / "cache", args.models)
-    teacher = cross_fitted_teacher(Xf, Xl, fer, masks["fer_train"], lfw, masks["lfw_train"])
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
-
-    def fit(X, y):
-        sc = StandardScaler().fit(X)
-        clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y)
-        return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32)))
-
+    base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+    base_y = np.concatenate([fy, ly])
     if not args.probe_ck:
         # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
-        f = fit(np.concatenate([Xf[fi], Xl[li]]).astype(np.float32), np.concatenate([fy, ly]))
-        probe = {"fer": teacher["fer_all"], "lfw": teacher["lfw_all"], "ck": f(Xc)}
+        f = fit_probe(base_X, base_y)
+        probe = {"fer": f(Xf), "lfw": f(Xl), "ck": f(Xc)}
     else:
         # CK+ coded AU6+AU12 as a third source of rows: CK+ scored out-of-fold by train-au's subject folds (the
         # AU model's out-of-fold rows come from the same folds), FER+ / LFW by the probe fitted with all of CK+
@@ -218,13 +211,11 @@ def main(argv=None) -> dict:
         cky = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]).astype(int)
         fold_of = subject_folds(ck["subject"], k=5, seed=MixConfig().seed)
         fold = np.array([fold_of[s_] for s_ in ck["subject"]])
-        base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
-        base_y = np.concatenate([fy, ly])
         pck = np.zeros(len(cky))
         for k in range(5):
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            pck[te] = fit(np.concatenate([base_X, Xc[tr].astype(np.float32)]), np.concatenate([base_y, cky[tr]]))(Xc[te])
-        f = fit(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
+            pck[te] = fit_probe(np.concatenate([base_X, Xc[tr].astype(np.float32)]), np.concatenate([base_y, cky[tr]]))(Xc[te])
+        f = fit_probe(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
         probe = {"fer": f(Xf), "lfw": f(Xl), "ck": pck}
 
     model = load_au_model(run / "au_mobile.onnx")

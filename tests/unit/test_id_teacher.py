@@ -76,3 +76,21 @@ def test_config_signature_unchanged_when_distillation_is_off():
     # load_net rebuilds the config from the dict (aus as a tuple)
     for cfg in (MixConfig(), MixConfig(distill_weight=0.5)):
         assert MixConfig(**{k: (tuple(v) if k == "aus" else v) for k, v in cfg.to_dict().items()}) == cfg
+
+
+def test_lfw_smile_labels_by_hand_and_shared_by_teacher_and_training():
+    """One rule picks LFW's labelled faces for the AU model's targets and for the teacher's rows."""
+    from smile2pay_tools.train.au_mix import human_labels, lfw_smile_labels
+    from smile2pay_tools.train.id_teacher import teacher_rows
+
+    lfw = {"label": np.array(["happiness", "neutral", "", "anger", "happiness", "", "surprise"]),
+           "smile": np.array([-1, -1, 1, -1, 0, -1, 1])}
+    mask = np.array([True, True, True, True, True, True, False])
+    idx, y = lfw_smile_labels(lfw, mask)
+    # row 5: no label at all; row 6: outside the mask; Morishita's label wins over muxspace's (row 4)
+    assert idx.tolist() == [0, 1, 2, 3, 4] and y.tolist() == [1, 0, 1, 0, 0]
+    fer = {"votes": np.zeros((0, 10), np.float32)}
+    _, _, li, ly = teacher_rows(fer, np.zeros(0, bool), lfw, mask)
+    assert li.tolist() == idx.tolist() and ly.tolist() == y.astype(int).tolist()
+    (_, hidx, t, _), = human_labels(None, None, lfw, mask, MixConfig())
+    assert hidx.tolist() == idx.tolist()

@@ -136,6 +136,17 @@ def _distilled(t: np.ndarray, idx: np.ndarray, teacher: tuple | None, cfg: MixCo
     return t
 
 
+def lfw_smile_labels(lfw: dict, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, 0/1 smile label as float32) of the LFW faces in ``mask`` with a label: Morishita's smile label
+    where it exists, else muxspace's expression (happiness = 1, any other expression = 0)."""
+    idx = np.flatnonzero(mask)
+    lab, smile = lfw["label"][idx], lfw["smile"][idx]
+    y = np.where(smile >= 0, smile, np.where(lab == "happiness", 1, 0)).astype(np.float32)
+    known = (smile >= 0) | np.isin(lab, ["happiness", "neutral", "surprise", "anger", "sadness", "disgust",
+                                         "fear", "contempt"])
+    return idx[known], y[known]
+
+
 def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None, lfw_mask: np.ndarray | None,
                  cfg: MixConfig, teacher: dict | None = None):
     """Targets/weights for AU6 and AU12 (plus all-AU negatives for clear neutrals) from human labels;
@@ -154,12 +165,7 @@ def human_labels(fer: dict | None, fer_mask: np.ndarray | None, lfw: dict | None
         t = _distilled(t, idx, teacher and (teacher["fer_idx"], teacher["fer_logit"]), cfg, j6, j12)
         out.append(("fer", idx, t, w))
     if lfw is not None:
-        idx = np.flatnonzero(lfw_mask)
-        lab, smile = lfw["label"][idx], lfw["smile"][idx]
-        y = np.where(smile >= 0, smile, np.where(lab == "happiness", 1, 0)).astype(np.float32)
-        known = (smile >= 0) | np.isin(lab, ["happiness", "neutral", "surprise", "anger", "sadness", "disgust",
-                                             "fear", "contempt"])
-        idx, y = idx[known], y[known]
+        idx, y = lfw_smile_labels(lfw, lfw_mask)
         t, w = _smile_rows(y, K, j6, j12, cfg.lfw_weight, cfg.lfw_weight)
         t = _distilled(t, idx, teacher and (teacher["lfw_idx"], teacher["lfw_logit"]), cfg, j6, j12)
         out.append(("lfw", idx, t, w))

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 TEACHER_MODEL = "w600k_mbf.onnx"
 FEATURE_TENSORS = ("473", "509")          # inner outputs of w600k_mbf (names as in the ONNX file)
 TEACHER_C = 0.01
-AU_PAD = 0.15
 
 
 def pool_bands(t: np.ndarray) -> np.ndarray:
@@ -70,6 +69,7 @@ def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool 
     import cv2
     from tqdm import tqdm
 
+    from smile2pay.vision.align import AU_PAD
     from smile2pay.vision.au import centre_crop
 
     inp = sess.get_inputs()[0].name
@@ -99,40 +99,39 @@ def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool 
 
 
 def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarray):
-    """(source, index, binary label) of the rows the teacher learns from: FER+ usable votes (happiness share
-    >= 0.5) and LFW people with a smile / expression label, as :func:`au_mix.human_labels` picks them."""
-    from .au_mix import fer_smile_target
+    """The rows the teacher learns from, as :func:`au_mix.human_labels` picks them: ``(FER+ indices, their 0/1
+    label, LFW indices, their 0/1 label)``; FER+ usable votes (label: happiness share >= 0.5), LFW faces with a
+    smile or expression label (:func:`au_mix.lfw_smile_labels`)."""
+    from .au_mix import fer_smile_target, lfw_smile_labels
 
     share, usable = fer_smile_target(fer["votes"])
     fi = np.flatnonzero(fer_mask & usable)
-    lab, smile = lfw["label"], lfw["smile"]
-    known = (smile >= 0) | np.isin(lab, ["happiness", "neutral", "surprise", "anger", "sadness", "disgust",
-                                         "fear", "contempt"])
-    li = np.flatnonzero(lfw_mask & known)
-    ly = np.where(smile[li] >= 0, smile[li], (lab[li] == "happiness").astype(int))
+    li, ly = lfw_smile_labels(lfw, lfw_mask)
     return fi, (share[fi] >= 0.5).astype(int), li, ly.astype(int)
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray):
+    """The probe fitted on rows ``X`` (features) / ``y`` (0/1): standardised, L2 logistic regression (C
+    :data:`TEACHER_C`); returns a function features -> float32 logits."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(X)
+    clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y)
+    return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32))).astype(np.float32)
 
 
 def cross_fitted_teacher(Xf: np.ndarray, Xl: np.ndarray, fer: dict, fer_mask, lfw: dict, lfw_mask,
                          k: int = 5, seed: int = 0) -> dict:
     """Teacher logits: out-of-fold on the training rows, and from the model fitted on all of them for every
     other face (``fer_all`` / ``lfw_all``: what held-out sets would get; never used as a training target)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     fi, fy, li, ly = teacher_rows(fer, fer_mask, lfw, lfw_mask)
     X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
     y = np.concatenate([fy, ly])
     fold = np.random.RandomState(seed).randint(0, k, len(y))
     oof = np.zeros(len(y), np.float32)
-
-    def fit(rows):
-        sc = StandardScaler().fit(X[rows])
-        clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X[rows]), y[rows])
-        return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32))).astype(np.float32)
-
     for f in range(k):
-        oof[fold == f] = fit(np.flatnonzero(fold != f))(X[fold == f])
-    full = fit(np.arange(len(y)))
+        oof[fold == f] = fit_probe(X[fold != f], y[fold != f])(X[fold == f])
+    full = fit_probe(X, y)
     return {"fer_idx": fi, "fer_logit": oof[:len(fi)], "lfw_idx": li, "lfw_logit": oof[len(fi):],
             "fer_all": full(Xf), "lfw_all": full(Xl)}
