@@ -56,7 +56,7 @@ def logit(p):
 
 
 def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data_dir,
-                 weights=(0.0, 0.3, 0.4, 0.5)) -> dict:
+                 weights=(0.0, 0.2, 0.3, 0.4, 0.5)) -> dict:
     """The payment gate's AU judgement if AU6 / AU12 were the shipped scores fused with the probe,
     ``sigmoid((1 - w) logit(shipped) + w probe)``, recalibrated exactly as ``au_cross_population.py`` does
     (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
@@ -109,6 +109,8 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
         pick = lambda r: {"smiles_passed": round(float(r["tpr"]), 4), "others_passed": round(float(r["fpr"]), 4)}
         out[str(w)] = {"burst_thresholds": cal["thresholds"], "delta": cal["delta"], "absent": cal["absent_threshold"],
                        "single_frame_thresholds": cal1["thresholds"],
+                       "calibration_populations": cal["populations"],
+                       "single_frame_calibration": cal1["populations"],
                        "lfw_test_neutral_to_smile_vs_other": pick(r_l), "ferplus_test_single_frame": pick(r_f),
                        "ckplus_oof_pairs (operating point chosen on them too)": pick(r_c)}
         print(f"gate, probe weight {w}: LFW test pairs {pick(r_l)}, FER+ test {pick(r_f)}, CK+ OOF pairs {pick(r_c)}",
@@ -168,6 +170,49 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
                 "n": len(v)} for k, v in t.items()}
 
 
+def pick_weight(gate: dict) -> str:
+    """The probe weight (> 0) whose burst operating point passes the most smiles in its worst calibration
+    population (CK+ out-of-fold pairs, LFW calibration people), then the most FER+ Valid single-frame smiles:
+    chosen on calibration populations only, never on the report sets."""
+    def key(w):
+        g = gate[w]
+        tb = [r["tpr"] for r in g["calibration_populations"].values() if r["tpr"] is not None]
+        ts = [r["tpr"] for r in g["single_frame_calibration"].values() if r["tpr"] is not None]
+        return (round(min(tb), 6), round(min(ts), 6), -float(w))
+    cands = [w for w, g in gate.items() if float(w) > 0 and "error" not in g]
+    if not cands:
+        raise SystemExit("no probe weight has an operating point to ship")
+    return max(cands, key=key)
+
+
+def write_probe_calibration(path, res: dict, weight: str) -> dict:
+    """Write the ``au_probe`` section (smile2pay.decision.policy.parse_probe_section) into calibration ``path``."""
+    gate = res["gate_offline"]
+    w = pick_weight(gate) if weight == "auto" else str(float(weight))
+    if w not in gate or "error" in gate[w]:
+        raise SystemExit(f"probe weight {w} was not calibrated (have {sorted(gate)})")
+    g = gate[w]
+    cal_path = Path(path)
+    c = json.loads(cal_path.read_text())
+    probe = res.get("exported_probe") or {}
+    c["au_probe"] = {
+        "model": f"smile_probe:{probe['sha256']}" if probe else None,
+        "weight": float(w), "chosen_by": "best worst calibration population (pick_weight)",
+        "au": {a: {"threshold": g["burst_thresholds"][a], "absent_threshold": g["absent"]} for a in ("AU6", "AU12")},
+        "au_change": {"baseline_min_delta": g["delta"], "burst_min_delta": g["delta"]},
+        "au_single_frame": {a: {"threshold": t} for a, t in g["single_frame_thresholds"].items()},
+        "chosen_at": {"bursts": g["calibration_populations"], "single_frames": g["single_frame_calibration"]},
+        "weights_tried": {k: {"calibration": v.get("calibration_populations"),
+                              "single_frame_calibration": v.get("single_frame_calibration")} for k, v in gate.items()},
+        "command": res["command"], "date": res["date"],
+        "note": "AU6 / AU12 = sigmoid((1 - weight) logit(AU stage) + weight * probe logit) on the frames a decision "
+                "embeds (smile2pay.decision.engine.fuse_probe); CK+ rows of the calibration are scored out-of-fold "
+                "(probe and AU model)"}
+    cal_path.write_text(json.dumps(c, indent=1) + "\n")
+    print(f"au_probe (weight {w}) written to {cal_path}", flush=True)
+    return {"file": str(cal_path), "weight": float(w)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="results/au3", help="train-au --recipe v3 folder (caches, cv/ out-of-fold)")
@@ -177,6 +222,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--probe-ck", action="store_true",
                     help="train the probe on CK+ too (CK+ rows scored out-of-fold by train-au's subject folds)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
+    ap.add_argument("--export-probe", default=None, metavar="FILE",
+                    help="write the probe fitted on every training row (with --probe-ck: CK+ too) for the product "
+                         "(smile2pay/models/weights/smile_probe.npz)")
+    ap.add_argument("--write-calibration", default=None, metavar="FILE",
+                    help="write the fused gate's operating point (section au_probe) into this calibration file")
+    ap.add_argument("--ship-weight", default="auto",
+                    help="probe weight written with --write-calibration; auto: the best worst calibration population "
+                         "(CK+ out-of-fold pairs, LFW calibration people), then FER+ Valid single frames")
     ap.add_argument("--out", default=None,
                     help="JSON (default benchmarks/results/au_identity_features.json, or ..._probe_ck.json)")
     args = ap.parse_args(argv)
@@ -186,7 +239,10 @@ def main(argv=None) -> dict:
     from smile2pay_tools.bench.au_population import (fuse_matrix, happy_scores, load_au_model, model_scores,
                                                      oof_probs, teacher_scores)
     from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks
-    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, fit_probe, teacher_rows
+    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, fit_probe, probe_params, teacher_rows
+
+    def fit_probe_from(w, b):
+        return lambda Z: (np.asarray(Z, np.float32) @ w + np.float32(b)).astype(np.float32)
 
     t0 = time.time()
     run = Path(args.run)
@@ -200,7 +256,8 @@ def main(argv=None) -> dict:
     base_y = np.concatenate([fy, ly])
     if not args.probe_ck:
         # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
-        f = fit_probe(base_X, base_y)
+        wv, bv = probe_params(base_X, base_y)
+        f = fit_probe_from(wv, bv)
         probe = {"fer": f(Xf), "lfw": f(Xl), "ck": f(Xc)}
     else:
         # CK+ coded AU6+AU12 as a third source of rows: CK+ scored out-of-fold by train-au's subject folds (the
@@ -215,7 +272,8 @@ def main(argv=None) -> dict:
         for k in range(5):
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             pck[te] = fit_probe(np.concatenate([base_X, Xc[tr].astype(np.float32)]), np.concatenate([base_y, cky[tr]]))(Xc[te])
-        f = fit_probe(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
+        wv, bv = probe_params(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
+        f = fit_probe_from(wv, bv)
         probe = {"fer": f(Xf), "lfw": f(Xl), "ck": pck}
 
     model = load_au_model(run / "au_mobile.onnx")
@@ -262,6 +320,19 @@ def main(argv=None) -> dict:
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data)
+    if args.export_probe:
+        from smile2pay_tools.train.id_teacher import save_probe
+
+        meta = {"trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li)),
+                               "ckplus_rows": int(len(Xc)) if args.probe_ck else 0},
+                "classifier": f"standardised (folded into w), L2 logistic regression C={TEACHER_C}",
+                "features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
+                "command": res["command"], "date": res["date"]}
+        sha = save_probe(args.export_probe, wv, bv, meta)
+        res["exported_probe"] = {"file": args.export_probe, "sha256": sha, "size": Path(args.export_probe).stat().st_size}
+        print(f"probe written to {args.export_probe} (sha256 {sha})", flush=True)
+    if args.write_calibration:
+        res["wrote_calibration"] = write_probe_calibration(args.write_calibration, res, args.ship_weight)
     dist = {}
     for r in [args.run] + list(args.distill):
         p = Path(r) / "summary.json"

@@ -26,7 +26,7 @@ from .decision import population as population_mod
 from .decision.lockout import GuardSettings
 from .decision.policy import DEFAULT_FAR, Policy
 from .decision.rules import parse_rule
-from .errors import FaceError, RequestError, Smile2PayError
+from .errors import ConfigError, FaceError, RequestError, Smile2PayError
 from .gallery import EnrollResult, Gallery, IdentityResult, Match, UserRecord, open_gallery, open_guard
 from .reasons import LOW_QUALITY, NOT_NEUTRAL
 from .types import Decision, Face
@@ -111,9 +111,15 @@ class Smile2Pay:
         self._op_lock = threading.Lock()
 
     def _load_policy(self, policy, far: float) -> Policy:
-        if isinstance(policy, Policy):
-            return policy
-        return Policy.from_calibration(policy, far=far, model_fingerprint=self.pipeline.model_fingerprint)
+        if not isinstance(policy, Policy):
+            policy = Policy.from_calibration(policy, far=far, model_fingerprint=self.pipeline.model_fingerprint)
+        probe = getattr(self.pipeline, "smile_probe", None)
+        want = (policy.probe_calibration or {}).get("model")
+        if probe is not None and want and want != f"smile_probe:{probe.sha256}":
+            raise ConfigError(f"the calibration's smile-probe operating point was made for {want}, the pack reads "
+                              f"smile_probe:{probe.sha256}: its thresholds mean nothing for another probe",
+                              code="CALIBRATION_MODEL_MISMATCH")
+        return policy
 
     # -- the one identity threshold ---------------------------------------------------------------
     def identity_operating_point(self, refresh: bool = False) -> population_mod.PopulationEstimate:
@@ -211,6 +217,8 @@ class Smile2Pay:
         if len(kinds) != len(images):
             raise RequestError("kind must be one string or one per image", code="REQUEST_INVALID")
         self.gallery.check_user_id(user_id)
+        from .gallery.batch import baseline_probs, neutral_baseline
+
         embs, ok_kinds, rejected, neutral_au = [], [], [], []
         last_err: Smile2PayError | None = None
         for i, (im, kd) in enumerate(zip(images, kinds)):
@@ -231,14 +239,13 @@ class Smile2Pay:
             embs.append(f.embedding)
             ok_kinds.append(kd)
             if kd == "neutral" and f.au_probs:
-                neutral_au.append((f.au_probs, f.au_embedding))
+                neutral_au.append((baseline_probs(f), f.au_embedding))
         if not embs:
             code = last_err.code if (len(images) == 1 and last_err is not None) else LOW_QUALITY
             if len(images) == 1 and rejected and rejected[0]["code"] == NOT_NEUTRAL:
                 code = NOT_NEUTRAL
             raise FaceError(f"no usable face in the {len(images)} image(s) given for enrolment", code=code,
                             user_id=user_id, rejected=rejected)
-        from .gallery.batch import neutral_baseline
 
         # the personal AU baseline (mean of the neutral faces), written in the same transaction as the templates
         baseline = neutral_baseline(neutral_au)
@@ -309,13 +316,18 @@ class Smile2Pay:
             faces.append(f)
             obs.append(attempt.observe(f))             # not embedded yet: identity_score None
         embedded, smile = self._identity_where_it_decides(faces, obs, attempt)
+        policy = attempt.policy
+        probe_policy = self.smile_probe_policy(attempt.policy, attempt.baseline)
+        if probe_policy is not None:
+            embedded, smile = self._judge_with_probe(faces, obs, attempt, probe_policy, embedded)
+            policy = probe_policy
         # passive PAD (~3 ms a face): enforced, on every frame; reported, on the frame the payment rests on
         # (the smile frame; without one, the last embedded frame), as a stream does: see pad_frames
-        for i in pad_frames(attempt.policy.pad_mode, len(faces), embedded, smile):
+        for i in pad_frames(policy.pad_mode, len(faces), embedded, smile):
             if faces[i] is not None:
                 obs[i].pad_score = self.pad_score(images[i], faces[i])
         t_pipe = time.perf_counter() - t_frames
-        out = engine.decide(obs, attempt.rule, attempt.policy, liveness=attempt.liveness, baseline=attempt.baseline)
+        out = engine.decide(obs, attempt.rule, policy, liveness=attempt.liveness, baseline=attempt.baseline)
         return attempt.decision(out, timings_ms={"pipeline": round(t_pipe * 1000.0, 2),
                                                  "per_frame": round(t_pipe * 1000.0 / len(images), 2)})
 
@@ -401,6 +413,45 @@ class Smile2Pay:
             if s is not None:
                 o.identity_score = s
         return want, onset
+
+    def smile_probe_policy(self, policy: Policy, baseline: dict | None) -> Policy | None:
+        """The policy a burst's smile is judged by when the identity network's smile probe applies
+        (``policy.with_smile_probe()``, the attempt's policy with its identity threshold): the pipeline reads a
+        probe, the calibration has its operating point,
+        and the user's baseline (if any) was enrolled with the probe (an older enrolment is judged as before,
+        by the AU stage alone). None otherwise."""
+        if self.pipeline.smile_probe is None or (baseline and "smile_probe" not in baseline):
+            return None
+        return policy.with_smile_probe()
+
+    def _judge_with_probe(self, faces, obs, attempt: PaymentAttempt, policy: Policy, embedded: list[int]
+                          ) -> tuple[list[int], int | None]:
+        """The second judgement of a burst (smile probe): the frames already embedded carry the probe's logit; when
+        they show no neutral -> smile change on the fused scores, every other frame with a face is embedded too
+        (identity on its own score, as the reference path) and judged. Returns (embedded frames, the smile frame
+        the fused judgement finds, or None)."""
+        def onset_of() -> int | None:
+            if attempt.liveness != "burst":
+                return None
+            base = engine.judged_baseline(attempt.baseline, policy)
+            present, absent, _ = engine.judge_frames([engine.judged_probs(o, policy) for o in obs], attempt.rule,
+                                                     policy, base)
+            neutral = next((i for i in range(len(obs)) if absent[i]), None)
+            return None if neutral is None else next((j for j in range(neutral + 1, len(obs)) if present[j]), None)
+
+        for i in embedded:
+            obs[i].smile_probe = faces[i].smile_probe
+        onset = onset_of()
+        rest = [i for i, f in enumerate(faces) if f is not None and i not in set(embedded)]
+        if (onset is None and rest and attempt.liveness == "burst"
+                and not any(o.error or o.quality_reasons for o in obs)):   # (those decline whatever the smile)
+            self.pipeline.embed([faces[i] for i in rest])
+            for i in rest:
+                obs[i].identity_score = attempt.score(faces[i].embedding)
+                obs[i].smile_probe = faces[i].smile_probe
+            embedded = sorted(set(embedded) | set(rest))
+            onset = onset_of()
+        return embedded, onset
 
     # -- the payment attempt: one guard/audit path for verify() and stream sessions ----------------
     def _check_liveness(self, liveness: str, *, stream: bool = False) -> None:

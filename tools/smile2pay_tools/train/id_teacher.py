@@ -32,16 +32,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# the features and their pooling are the product's (smile2pay.vision.smile_probe): one definition
+from smile2pay.vision.smile_probe import FEATURE_TENSORS, pool_bands  # noqa: E402,F401
+
 TEACHER_MODEL = "w600k_mbf.onnx"
-FEATURE_TENSORS = ("473", "509")          # inner outputs of w600k_mbf (names as in the ONNX file)
 TEACHER_C = 0.01
-
-
-def pool_bands(t: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, 4C): the global mean, then the means of three horizontal bands (top to bottom)."""
-    n, c, h, w = t.shape
-    bands = np.array_split(np.arange(h), 3)
-    return np.concatenate([t.mean((2, 3))] + [t[:, :, r].mean((2, 3)) for r in bands], 1)
 
 
 def feature_session(models_dir, threads: int = 2):
@@ -110,15 +105,43 @@ def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarra
     return fi, (share[fi] >= 0.5).astype(int), li, ly.astype(int)
 
 
-def fit_probe(X: np.ndarray, y: np.ndarray):
+def probe_params(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """The probe fitted on rows ``X`` (features) / ``y`` (0/1): standardised, L2 logistic regression (C
-    :data:`TEACHER_C`); returns a function features -> float32 logits."""
+    :data:`TEACHER_C`), the standardisation folded into the weights: ``logit = X @ w + b``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    X = np.asarray(X, np.float32)
     sc = StandardScaler().fit(X)
     clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y)
-    return lambda Z: clf.decision_function(sc.transform(np.asarray(Z, np.float32))).astype(np.float32)
+    coef = clf.coef_[0].astype(np.float64) / sc.scale_
+    b = float(clf.intercept_[0] - np.dot(coef, sc.mean_))
+    return coef.astype(np.float32), b
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray):
+    """:func:`probe_params` as a function features -> float32 logits."""
+    w, b = probe_params(X, y)
+    return lambda Z: (np.asarray(Z, np.float32) @ w + np.float32(b)).astype(np.float32)
+
+
+def save_probe(path, w: np.ndarray, b: float, meta: dict) -> str:
+    """Write the probe the product loads (:class:`smile2pay.vision.smile_probe.SmileProbe`); returns its sha256.
+    Written through a temporary file and renamed, so a crash never leaves half a probe."""
+    import hashlib
+    import io
+    import json
+    import os
+
+    buf = io.BytesIO()
+    np.savez(buf, w=np.asarray(w, np.float32), b=np.float32(b), tensors=np.array(FEATURE_TENSORS),
+             recognizer=np.array(TEACHER_MODEL.rsplit(".", 1)[0]), meta=np.array(json.dumps(meta, sort_keys=True)))
+    data = buf.getvalue()
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def cross_fitted_teacher(Xf: np.ndarray, Xl: np.ndarray, fer: dict, fer_mask, lfw: dict, lfw_mask,
