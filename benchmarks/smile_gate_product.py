@@ -1,0 +1,112 @@
+"""The decision's smile judgement through the product, with and without the identity network's smile probe.
+
+Same images, same run: every face goes through the shipped pipeline (detection, alignment, the AU stage and
+the identity forward that also returns the probe's tensors, ``smile2pay.pipeline.FacePipeline``) at the
+image's own resolution, and each neutral -> probe pair is judged by ``smile2pay.decision.engine.judge_frames``
+as a two-frame burst (frame 0 clearly neutral, frame 1 the pattern as a change from it), once with the shipped
+AU-stage policy and once with the smile-probe policy (``Policy.with_smile_probe``, the ``au_probe`` section of
+the calibration file). No enrolled baseline (the offline protocol of ``au_cross_population.py`` has none).
+
+Sets: LFW test people's neutral -> smile / other-expression pairs (people never used to fit either model or
+to choose an operating point) and, for reference, LFW calibration people (the operating points were chosen
+on them: not a held-out figure). The offline figures of ``au_identity_features.py`` are on cached AU crops;
+this checks that the product path (the identity crop at full resolution) gives the same gate.
+
+    python benchmarks/smile_gate_product.py [--run results/au3] [--out benchmarks/results/smile_gate_product.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="results/au3", help="train-au run folder whose cache lists the LFW faces")
+    ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
+    ap.add_argument("--models", default=os.environ.get("SMILE2PAY_MODELS", "../shared/models"))
+    ap.add_argument("--out", default="benchmarks/results/smile_gate_product.json")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from smile2pay.config import Settings
+    from smile2pay.decision import engine
+    from smile2pay.decision.policy import Policy
+    from smile2pay.decision.rules import parse_rule
+    from smile2pay.errors import Smile2PayError
+    from smile2pay.pipeline import FacePipeline
+    from smile2pay_tools.bench import au_population as ap_
+    from smile2pay_tools.train.sources import lfw_cache
+
+    t0 = time.time()
+    lfw = lfw_cache(args.data, args.models, Path(args.run) / "cache", progress=False)
+    role = lfw["role"]
+    sets = {"lfw_test_people": [(a, b, k) for a, b, k in ap_.lfw_pairs(lfw, role == "test") if k in ("smile", "other")],
+            "lfw_calibration_people (operating points chosen here)":
+                [(a, b, k) for a, b, k in ap_.lfw_pairs(lfw, role == "calib") if k in ("smile", "other")]}
+    pipe = FacePipeline(Settings.from_env(models=args.models))
+    if pipe.smile_probe is None:
+        raise SystemExit("this pipeline reads no smile probe (SMILE2PAY_SMILE_PROBE=0, or a pack without one)")
+    plain = Policy.from_calibration(model_fingerprint=pipe.model_fingerprint)
+    probe_pol = plain.with_smile_probe()
+    if probe_pol is None:
+        raise SystemExit("the calibration file has no au_probe section")
+    rule = parse_rule("AU6+AU12")
+    rows = sorted({i for pairs in sets.values() for a, b, _ in pairs for i in (a, b)})
+    obs: dict[int, engine.FrameObs | None] = {}
+    t_face = []
+    for r in tqdm(rows, desc="faces", disable=args.no_progress, mininterval=5):
+        try:
+            t1 = time.perf_counter()
+            f = pipe.single(str(lfw["path"][r]), pick="center", embed=True, au=True)
+            t_face.append(time.perf_counter() - t1)
+            obs[r] = engine.FrameObs(au_probs=dict(f.au_probs or {}), smile_probe=f.smile_probe)
+        except Smile2PayError:
+            obs[r] = None
+
+    def passes(a, b, policy) -> bool | None:
+        if obs[a] is None or obs[b] is None:
+            return None
+        probs = [engine.judged_probs(o, policy) for o in (obs[a], obs[b])]
+        present, absent, _ = engine.judge_frames(probs, rule, policy, None)
+        return bool(absent[0] and present[1])
+
+    res = {"benchmark": "smile_gate_product", "date": time.strftime("%Y-%m-%d"),
+           "command": "python benchmarks/smile_gate_product.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "policy": {"au_stage": plain.version, "probe_weight": probe_pol.probe_weight,
+                      "probe_thresholds": probe_pol.au_thresholds, "probe_delta": probe_pol.burst_min_delta,
+                      "probe_model": (plain.probe_calibration or {}).get("model")},
+           "faces": len(rows), "faces_without_a_usable_face": int(sum(v is None for v in obs.values())),
+           "sets": {}}
+    for name, pairs in sets.items():
+        ent = {}
+        for label, pol in (("au_stage_alone (shipped before)", plain), ("with_smile_probe", probe_pol)):
+            got = [(passes(a, b, pol), k) for a, b, k in pairs]
+            got = [(p, k) for p, k in got if p is not None]
+            s = [p for p, k in got if k == "smile"]
+            o = [p for p, k in got if k == "other"]
+            ent[label] = {"smile_pairs": len(s), "other_pairs": len(o),
+                          "smiles_passed": round(float(np.mean(s)), 4) if s else None,
+                          "others_passed": round(float(np.mean(o)), 4) if o else None}
+        res["sets"][name] = ent
+        print(name, json.dumps(ent), flush=True)
+    res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
+    res["seconds"] = round(time.time() - t0, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
