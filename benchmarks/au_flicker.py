@@ -60,6 +60,13 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     data = data_dir()
     pipe = FacePipeline(Settings.from_env(quality=CK_QUALITY, threads=1))
+    from smile2pay.decision import engine
+    from smile2pay.decision.policy import Policy
+
+    # the smile probe's scale (the decision fuses the probe's logit into AU6 / AU12 on embedded frames): measured
+    # on the same copies beside the AU stage's own, when the pack reads a probe and the calibration has its section
+    pp = Policy.from_calibration().with_smile_probe() if pipe.smile_probe is not None else None
+    scales = ("au_stage",) + (("with_smile_probe",) if pp is not None else ())
     people = clips.lfw_expression_people(data)[a.skip_people:]
     stills = {"lfw_happy": [p["happy"][0] for p in people][:a.stills],
               "lfw_neutral": [p["neutral"][0] for p in people][:a.stills],
@@ -68,10 +75,10 @@ def main(argv=None) -> dict:
     res: dict = {"benchmark": "au_flicker", "date": time.strftime("%Y-%m-%d"),
                  "command": "python benchmarks/au_flicker.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "frames_per_still": a.frames, "jpeg_quality": 90, "rule": "AU6+AU12", "sets": {}}
-    worst = 0.0
+    worst = {sc: 0.0 for sc in scales}
     for sigma in a.sigmas:
         for name, paths in stills.items():
-            flick, per_au, missed = [], {au: [] for au in AUS}, 0
+            flick, per_au, missed = {sc: [] for sc in scales}, {sc: {au: [] for au in AUS} for sc in scales}, 0
             for rel in C.progress(paths, f"{name} sigma {sigma:g}", enabled=not a.no_progress):
                 base = clips.compose(clips.read(data / rel)).astype(np.float32)
                 probs = []
@@ -80,33 +87,43 @@ def main(argv=None) -> dict:
                     ok, buf = cv2.imencode(".jpg", fr, [cv2.IMWRITE_JPEG_QUALITY, 90])
                     fr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
                     try:
-                        f = pipe.single(fr, pick="largest", embed=False)
+                        f = pipe.single(fr, pick="largest", embed=pp is not None)
                     except Smile2PayError:
                         continue
-                    probs.append([float((f.au_probs or {}).get(au, 0.0)) for au in AUS])
+                    row = {"au_stage": dict(f.au_probs or {})}
+                    if pp is not None:
+                        row["with_smile_probe"] = engine.fuse_probe(row["au_stage"], f.smile_probe, pp.probe_weight,
+                                                                    pp.probe_aus)
+                    probs.append(row)
                 if len(probs) < 2:
                     missed += 1
                     continue
-                p = np.array(probs)
-                flick.append(pattern_flicker(p))
-                for k, au in enumerate(AUS):
-                    per_au[au].append(float(p[:, k].max() - p[:, k].min()))
-            f = np.array(flick)
-            worst = max(worst, float(f.max()) if f.size else 0.0)
-            res["sets"][f"{name}@sigma{sigma:g}"] = {
-                "stills": len(paths), "measured": int(f.size), "no_face_or_one_frame": missed,
-                "pattern_flicker": {"median": round(float(np.median(f)), 4),
-                                    "p99": round(float(np.percentile(f, 99)), 4), "max": round(float(f.max()), 4),
-                                    "share_at_or_above": {str(d): round(float((f >= d).mean()), 4)
-                                                          for d in (0.02, 0.05, 0.1, 0.15, 0.2)}},
-                "range_per_au_max": {au: round(float(np.max(v)), 4) for au, v in per_au.items() if v}}
-            print(f"{name:12s} sigma {sigma:g}: {f.size} stills, pattern flicker median {np.median(f):.4f} "
-                  f"p99 {np.percentile(f, 99):.4f} max {f.max():.4f}", flush=True)
-    res["max_pattern_flicker"] = round(worst, 4)
-    res["smallest_grid_delta_above_max"] = round(math.floor(worst / 0.05 + 1) * 0.05, 2)
+                for sc in scales:
+                    p = np.array([[float(r[sc].get(au, 0.0)) for au in AUS] for r in probs])
+                    flick[sc].append(pattern_flicker(p))
+                    for k, au in enumerate(AUS):
+                        per_au[sc][au].append(float(p[:, k].max() - p[:, k].min()))
+            ent = {"stills": len(paths), "no_face_or_one_frame": missed}
+            for sc in scales:
+                f = np.array(flick[sc])
+                worst[sc] = max(worst[sc], float(f.max()) if f.size else 0.0)
+                ent[sc] = {"measured": int(f.size),
+                           "pattern_flicker": {"median": round(float(np.median(f)), 4),
+                                               "p99": round(float(np.percentile(f, 99)), 4),
+                                               "max": round(float(f.max()), 4),
+                                               "share_at_or_above": {str(d): round(float((f >= d).mean()), 4)
+                                                                     for d in (0.02, 0.05, 0.1, 0.15, 0.2)}},
+                           "range_per_au_max": {au: round(float(np.max(v)), 4) for au, v in per_au[sc].items() if v}}
+                print(f"{name:12s} sigma {sigma:g} {sc:16s}: {f.size} stills, pattern flicker median "
+                      f"{np.median(f):.4f} p99 {np.percentile(f, 99):.4f} max {f.max():.4f}", flush=True)
+            res["sets"][f"{name}@sigma{sigma:g}"] = ent
+    res["max_pattern_flicker"] = {sc: round(w, 4) for sc, w in worst.items()}
+    res["smallest_grid_delta_above_max"] = {sc: round(math.floor(w / 0.05 + 1) * 0.05, 2) for sc, w in worst.items()}
+    if pp is not None:
+        res["smile_probe"] = {"weight": pp.probe_weight, "burst_min_delta": pp.burst_min_delta}
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"largest pattern flicker {worst:.4f}: a required rise of at least {res['smallest_grid_delta_above_max']} "
-          f"(grid 0.05) is above it")
+    print(f"largest pattern flicker {res['max_pattern_flicker']}: a required rise of at least "
+          f"{res['smallest_grid_delta_above_max']} (grid 0.05) is above it")
     C.write_json(a.out, res)
     print(f"wrote {a.out}")
     return res

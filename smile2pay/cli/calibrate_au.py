@@ -2,7 +2,9 @@
 
 Thresholds do not travel between populations (cameras, lighting, people). Like ``calibrate`` for identity,
 this measures the gate on frames like the deployment's and writes the ``au`` and ``au_change`` sections of a
-calibration file that ``verify()`` reads (:mod:`smile2pay.decision.policy`).
+calibration file that ``verify()`` reads (:mod:`smile2pay.decision.policy`), and, when the pack reads the
+identity network's smile probe and the file has its operating point, the ``au_probe`` section on the fused
+scores the decision judges embedded frames on (same frames, the probe weight of the input file kept).
 
 Input: a CSV ``path,subject,label[,burst]`` where ``label`` is ``neutral``, ``smile`` (the required pattern,
 e.g. AU6+AU12) or ``other`` (any other expression); paths are relative to the CSV's folder or absolute.
@@ -68,7 +70,8 @@ def run(args) -> dict:
 
     from ..config import Settings
     from ..decision.au_calibration import Probes, calibrate, calibration_section
-    from ..decision.policy import CALIBRATION_DIR, load_calibration
+    from ..decision.engine import fuse_probe
+    from ..decision.policy import CALIBRATION_DIR, load_calibration, parse_probe_section
     from ..decision.rules import parse_rule
     from ..pipeline import FacePipeline
 
@@ -80,11 +83,16 @@ def run(args) -> dict:
     cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
     cal = load_calibration(cal_in)
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
+    # the smile probe's scale too, when the pack reads a probe and the file has its operating point (the decision
+    # judges embedded frames on it): the frames are embedded, and both sections are recalibrated on them
+    probe_sec = parse_probe_section(cal["au_probe"], str(cal_in)) if cal.get("au_probe") else None
+    use_probe = pipe.smile_probe is not None and probe_sec is not None
     probs: dict[int, dict] = {}
+    fused: dict[int, dict] = {}
     skipped: dict[str, int] = defaultdict(int)
     for i, r in enumerate(tqdm(rows, desc="frames", disable=args.no_progress, mininterval=2)):
         try:
-            f = pipe.single(r["abs"], pick="largest", embed=False)
+            f = pipe.single(r["abs"], pick="largest", embed=use_probe)
         except Smile2PayError as e:
             skipped[e.code] += 1
             continue
@@ -92,31 +100,45 @@ def run(args) -> dict:
             skipped["NO_AU"] += 1
             continue
         probs[i] = f.au_probs
+        if use_probe:
+            fused[i] = fuse_probe(f.au_probs, f.smile_probe, probe_sec["weight"], probe_sec["aus"])
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         if i in probs:
             groups[r.get("burst") or r["subject"]].append(i)
-    probe, neutral, smile = [], [], []
-    for _, idx in groups.items():
-        neu = [i for i in idx if rows[i]["label"] == "neutral"]
-        tgt = [i for i in idx if rows[i]["label"] != "neutral"]
-        for j in tgt:
-            refs = neu or [None]
-            for n in refs[:max(1, args.max_pairs)]:
-                probe.append(probs[j])
-                neutral.append(probs[n] if n is not None else None)
-                smile.append(rows[j]["label"] == "smile")
-    if not smile or all(smile) or not any(smile):
-        raise RequestError("calibrate-au needs both smile and other-expression frames that were analysed "
-                           f"(analysed {len(probs)} of {len(rows)}; skipped {dict(skipped)})", code="DATASET_INVALID")
-    pr = Probes.from_dicts(Path(args.frames).stem, rule.required, probe, smile, neutral, neutral)
+
+    def probes_on(scale: dict[int, dict]) -> "Probes":
+        probe, neutral, smile = [], [], []
+        for _, idx in groups.items():
+            neu = [i for i in idx if rows[i]["label"] == "neutral"]
+            tgt = [i for i in idx if rows[i]["label"] != "neutral"]
+            for j in tgt:
+                refs = neu or [None]
+                for n in refs[:max(1, args.max_pairs)]:
+                    probe.append(scale[j])
+                    neutral.append(scale[n] if n is not None else None)
+                    smile.append(rows[j]["label"] == "smile")
+        if not smile or all(smile) or not any(smile):
+            raise RequestError("calibrate-au needs both smile and other-expression frames that were analysed "
+                               f"(analysed {len(probs)} of {len(rows)}; skipped {dict(skipped)})",
+                               code="DATASET_INVALID")
+        return Probes.from_dicts(Path(args.frames).stem, rule.required, probe, smile, neutral, neutral)
+
+    pr = probes_on(probs)
+    smile = list(pr.smile)
     try:
         res = calibrate([pr], max_fpr=args.max_fpr)
+        res_p = calibrate([probes_on(fused)], max_fpr=args.max_fpr) if use_probe else None
     except ValueError as e:
         raise RequestError(str(e), code="CALIBRATION_UNREACHABLE") from None
-    au, change = calibration_section(res, note=f"smile2pay calibrate-au --frames {args.frames} "
-                                                f"({time.strftime('%Y-%m-%d')})")
+    note = f"smile2pay calibrate-au --frames {args.frames} ({time.strftime('%Y-%m-%d')})"
+    au, change = calibration_section(res, note=note)
     cal["au"], cal["au_change"] = au, change
+    if res_p is not None:
+        au_p, change_p = calibration_section(res_p, note=note)
+        cal["au_probe"] = {**cal["au_probe"], "model": f"smile_probe:{pipe.smile_probe.sha256}", "au": au_p,
+                           "au_change": change_p, "chosen_at": {"bursts": res_p["populations"]}, "command": note}
+        cal["au_probe"].pop("weights_tried", None)
     cal.setdefault("history", []).append({"au_from": str(cal_in), "date": time.strftime("%Y-%m-%d")})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +148,20 @@ def run(args) -> dict:
     return {"out": str(out), "frames": len(rows), "analysed": len(probs), "skipped": dict(skipped),
             "probes": len(smile), "smiles": int(sum(smile)), "thresholds": res["thresholds"], "delta": res["delta"],
             "absent_threshold": res["absent_threshold"], "rates": res["populations"],
+            **({"smile_probe": {"weight": probe_sec["weight"], "thresholds": res_p["thresholds"],
+                                "delta": res_p["delta"], "absent_threshold": res_p["absent_threshold"],
+                                "rates": res_p["populations"]}} if res_p is not None else {}),
             "seconds": round(time.time() - t0, 1)}
 
 
 def summary(res: dict) -> str:
     r = next(iter(res["rates"].values()))
-    return (f"wrote {res['out']}: thresholds {res['thresholds']}, change >= {res['delta']}, neutral below "
-            f"{res['absent_threshold']}; on {res['probes']} probes: smiles passed {r['tpr']:.3f}, "
-            f"others passed {r['fpr']:.3f} (analysed {res['analysed']}/{res['frames']} frames)")
+    out = (f"wrote {res['out']}: thresholds {res['thresholds']}, change >= {res['delta']}, neutral below "
+           f"{res['absent_threshold']}; on {res['probes']} probes: smiles passed {r['tpr']:.3f}, "
+           f"others passed {r['fpr']:.3f} (analysed {res['analysed']}/{res['frames']} frames)")
+    if "smile_probe" in res:
+        sp = res["smile_probe"]
+        rp = next(iter(sp["rates"].values()))
+        out += (f"; with the smile probe (weight {sp['weight']}): thresholds {sp['thresholds']}, change >= "
+                f"{sp['delta']}: smiles passed {rp['tpr']:.3f}, others passed {rp['fpr']:.3f}")
+    return out

@@ -43,6 +43,12 @@ def test_calibrate_au_cli_on_real_frames(tmp_path, data_dir, models_dir, monkeyp
     pol = Policy.from_calibration(out)
     assert pol.au_threshold("AU12") == pytest.approx(res["thresholds"]["AU12"])
     assert pol.burst_min_delta == pytest.approx(res["delta"]) and pol.baseline_min_delta == pytest.approx(res["delta"])
+    # the smile probe's operating point recalibrated on the same frames (fused scale), the shipped weight kept
+    sp = res["smile_probe"]
+    pp = pol.with_smile_probe()
+    assert pp.probe_weight == sp["weight"] == Policy.from_calibration().probe_calibration["weight"]
+    assert pp.au_threshold("AU12") == pytest.approx(sp["thresholds"]["AU12"])
+    assert pp.burst_min_delta == pytest.approx(sp["delta"]) and next(iter(sp["rates"].values()))["fpr"] <= 0.1
     # bad input: a typed error and exit 2, JSON on stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("path,subject,label\nx.png,s1,grin\n")
