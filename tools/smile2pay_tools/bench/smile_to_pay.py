@@ -138,6 +138,39 @@ def _mix_calibration_inputs(args, data: Path) -> list:
                                    models_dir=None if args.no_fusion else models)
 
 
+def fold_probes(args, data: Path, gt, fold_row: np.ndarray, folds: int) -> dict:
+    """Per fold f, the smile probe fitted on its training rows (FER+ training split, LFW training people) and the
+    CK+ rows of the other folds (:func:`smile2pay_tools.train.id_teacher.probe_params`), and what it scores: the
+    out-of-fold CK+ logits (each CK+ row by its own fold's probe) and, per fold, the logits of the mix's held-out
+    populations (FER+ Valid, LFW calibration people: no probe trained on them)."""
+    from smile2pay_tools.train.au_mix import load_sources, source_masks
+    from smile2pay_tools.train.id_teacher import cached_features, probe_params, teacher_rows
+
+    run = Path(args.mix_run)
+    models = Settings.from_env().model_dir_candidates()[0]
+    ck, fer, lfw = load_sources(str(data), models, run / "cache", progress=False)
+    if len(ck["path"]) != len(gt["path"]) or not all(str(a) == str(b) for a, b in zip(ck["path"], gt["path"])):
+        raise SystemExit("--smile-probe: the mix run's CK+ cache is not the --gt-cache rows")
+    masks = source_masks(fer, lfw)
+    Xf = cached_features("ferplus", fer, run / "cache", models, progress=False)
+    Xl = cached_features("lfw", lfw, run / "cache", models, progress=False)
+    Xc = cached_features("ckplus", ck, run / "cache", models, progress=False).astype(np.float32)
+    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
+    base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+    base_y = np.concatenate([fy, ly])
+    cky = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]).astype(int)
+    out = {"params": {}, "ck_oof": np.zeros(len(cky), np.float32), "fer": {}, "lfw": {}}
+    for f in range(folds):
+        tr, te = fold_row != f, fold_row == f
+        w, b = probe_params(np.concatenate([base_X, Xc[tr]]), np.concatenate([base_y, cky[tr]]))
+        out["params"][f] = (w, b)
+        out["ck_oof"][te] = Xc[te] @ w + b
+        out["fer"][f] = (Xf.astype(np.float32) @ w + b).astype(np.float32)
+        out["lfw"][f] = (Xl.astype(np.float32) @ w + b).astype(np.float32)
+    out.update(fer_src=fer, lfw_src=lfw, masks=masks)
+    return out
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--far", type=float, default=1e-4)
     p.add_argument("--cv-dir", nargs="+", default=["results/au_train24/cv"],
@@ -154,6 +187,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                                 "on each calibration population")
     p.add_argument("--no-fusion", action="store_true",
                    help="the AU model alone (no FER P(happy) fused into AU6 / AU12, as before 2026-12-06)")
+    p.add_argument("--smile-probe", action="store_true",
+                   help="with --mix-run: the decision as the product makes it with the identity network's smile probe "
+                        "(AU6 / AU12 fused with the probe's logit at the shipped weight); each image's logit from a "
+                        "probe fitted without its subject's fold, the fused operating point calibrated per fold on "
+                        "the mix like the AU stage's")
     p.add_argument("--out", default="bench_out/smile_to_pay.json", help="JSON file to write")
 
 
@@ -230,6 +268,36 @@ def run(args) -> dict:
     row_of_path = {"ckplus_neutral_peak48/" + k: v for k, v in row_of_path.items()}
     thresholds, deltas, op_info, absent_thr, burst_deltas = {}, {}, {}, {}, {}
     mix = _mix_calibration_inputs(args, data) if getattr(args, "mix_run", None) else None
+    use_probe = bool(getattr(args, "smile_probe", False))
+    if use_probe and mix is None:
+        raise SystemExit("--smile-probe needs --mix-run (the probe's features and the calibration mix)")
+    if use_probe and pipe.smile_probe is None:
+        raise SystemExit("--smile-probe: the pipeline reads no smile probe")
+    probe_w = probe_aus = None
+    probe_thr, probe_delta, probe_absent, probe_info = {}, {}, {}, {}
+    if use_probe:
+        from smile2pay.decision.engine import fuse_probe
+
+        from .au_population import calibration_populations, ck_pairs as _ckp, probes_of as _po
+
+        sec = Policy.from_calibration().probe_calibration
+        probe_w, probe_aus = float(sec["weight"]), tuple(sec["aus"])
+        fp = fold_probes(args, data, gt, fold_row, args.folds)
+
+        def fused_matrix(P, z):
+            Q = P.astype(np.float64).copy()
+            for j, a in enumerate(au_names):
+                if a in probe_aus:
+                    Q[:, j] = [fuse_probe({a: float(p)}, float(zz), probe_w, (a,))[a] for p, zz in zip(P[:, j], z)]
+            return Q.astype(np.float32)
+
+        oof_fused = fused_matrix(oof, fp["ck_oof"])
+        run_dir = Path(args.mix_run)
+        models_dir = Settings.from_env().model_dir_candidates()[0]
+        from .au_population import fuse_matrix as _fm, happy_scores as _hs, model_scores as _ms
+
+        lfw_au = _fm(_ms(run_dir / "au_mobile.onnx", fp["lfw_src"]["crops"])[0], au_names,
+                     _hs(models_dir, fp["lfw_src"]["crops"]))
     for f in range(args.folds):
         thresholds[f] = fold_thresholds(oof, fold_row, present, au_names, f)
         if mix is not None:
@@ -244,6 +312,27 @@ def run(args) -> dict:
             deltas[f] = burst_deltas[f] = cal["delta"]
             absent_thr[f] = {a: cal["absent_threshold"] for a in cal["thresholds"]}
             op_info[f] = cal["populations"]
+            if use_probe:
+                # the same calibration on the fused scale: CK+ pairs of the other folds (AU model and probe out of
+                # fold), FER+ Valid and LFW calibration people scored by this fold's probe
+                ckpr_p = _po("ckplus_oof_pairs_other_folds", oof_fused, au_names, [b for _, b, _ in ckp],
+                             [y for _, _, y in ckp], [a for a, _, _ in ckp])
+                mix_p = calibration_populations(run_dir / "au_mobile.onnx", fp["fer_src"], fp["lfw_src"], fp["masks"],
+                                                lfw_probs=fused_matrix(lfw_au, fp["lfw"][f]), models_dir=models_dir)
+                # FER+ Valid: its AU-stage scores fused with this fold's probe (calibration_populations scores it
+                # with the AU stage; fuse its probe rows by the same FER+ Valid indices)
+                from smile2pay_tools.train.au_mix import fer_smile_target
+
+                _, usable = fer_smile_target(fp["fer_src"]["votes"])
+                fv = np.flatnonzero(fp["masks"]["fer_valid"] & usable)
+                zv = fp["fer"][f][fv]
+                for j, a in enumerate(mix_p[0].aus):
+                    mix_p[0].probe[:, j] = [fuse_probe({a: float(p)}, float(zz), probe_w, (a,))[a]
+                                            for p, zz in zip(mix_p[0].probe[:, j], zv)]
+                calp = calibrate([ckpr_p] + mix_p, max_fpr=args.max_fpr)
+                probe_thr[f], probe_delta[f] = calp["thresholds"], calp["delta"]
+                probe_absent[f] = {a: calp["absent_threshold"] for a in calp["thresholds"]}
+                probe_info[f] = calp["populations"]
             continue
         t, d, info = burst_operating_point(oof, row_of_path, fold_of, au_names, seqs, f)
         thresholds[f].update({"AU6": t, "AU12": t})
@@ -270,6 +359,13 @@ def run(args) -> dict:
             continue
         f = faces[0]
         pipe.embed([f])
+        z_oof = None
+        if use_probe:
+            # the product's features of this image (the identity forward's inner tensors, pooled), scored by the
+            # probe of the fold that never saw its subject
+            _, tens = pipe.embedder.embed_with_features([f.identity_crop])
+            w_, b_ = fp["params"][fold_of[subject_of[rel]]]
+            z_oof = float(pipe.smile_probe.features(tens)[0] @ w_ + b_)
         crop = norm_crop(img, f.landmarks, size=112, pad=0.15)
         # the fold model of each run that never saw this image's subject; mean over runs
         s = subject_of[rel]
@@ -283,7 +379,7 @@ def run(args) -> dict:
         if fer_clf is not None:
             probs = fuse_happy(probs, float(fer_clf.happy([centre_crop(crop, 0.15)])[0]))
         f.image = None                      # keep the crop and landmarks, not the frame
-        obs[rel] = {"face": f, "q": list(f.quality.reasons), "probs": probs}
+        obs[rel] = {"face": f, "q": list(f.quality.reasons), "probs": probs, "z": z_oof}
 
     by_subj: dict[str, list[dict]] = defaultdict(list)
     for r in seqs:
@@ -307,6 +403,14 @@ def run(args) -> dict:
                      absent_thresholds=absent_thr.get(f, base_policy.absent_thresholds),
                      baseline_min_delta=deltas[f], burst_min_delta=burst_deltas.get(f, 0.0),
                      liveness=base_policy.liveness)
+        baseline = e.get("probs")
+        if use_probe:
+            from dataclasses import replace as _rp
+
+            pol = _rp(pol, au_thresholds={**thresholds[f], **probe_thr[f]}, absent_thresholds=probe_absent[f],
+                      baseline_min_delta=probe_delta[f], burst_min_delta=probe_delta[f], probe_weight=probe_w,
+                      probe_aus=probe_aus)
+            baseline = {**baseline, "smile_probe": e["z"]} if baseline else baseline
         fos = []
         for rel in frames:
             o = obs[rel]
@@ -316,7 +420,8 @@ def run(args) -> dict:
             # the product's Face -> FrameObs and 1:1 scorer, against the one enrolled template
             score, _ = identity_score(e["face"].embedding[None, :], o["face"].embedding)
             fos.append(frame_obs(o["face"], score, au_probs=o["probs"]))
-        out = engine.decide(fos, RULE, pol, baseline=e.get("probs"))
+            fos[-1].smile_probe = o.get("z")
+        out = engine.decide(fos, RULE, pol, baseline=baseline)
         st = stats[kind]
         if kind == "genuine_smile" and not out.approved:
             failures.append({"subject": claim, "frames": frames, "reasons": out.reasons, "au": out.au,
@@ -367,6 +472,12 @@ def run(args) -> dict:
            "au_thresholds_per_fold": thresholds, "baseline_min_delta_per_fold": deltas,
            "burst_min_delta_per_fold": burst_deltas, "absent_thresholds_per_fold": absent_thr,
            "mix_run": getattr(args, "mix_run", None),
+           **({"smile_probe": {"weight": probe_w, "aus": list(probe_aus or ()), "thresholds_per_fold": probe_thr,
+                               "delta_per_fold": probe_delta, "absent_per_fold": probe_absent,
+                               "operating_point_on_other_folds": probe_info,
+                               "note": "each CK+ image's probe logit from the probe fitted without its subject's "
+                                       "fold (FER+ training split, LFW training people, the other folds' CK+)"}}
+              if use_probe else {}),
            "operating_point_on_other_folds": op_info,
            "subjects": len(by_subj), "sequences": len(seqs),
            "failure_to_enrol": {"subjects": len(fte), "detail": fte,
