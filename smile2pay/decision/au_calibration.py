@@ -28,8 +28,9 @@ GRID_ABSENT = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: the smallest required rise (``delta``) a paired calibration may choose. Camera noise and video compression
 #: alone move the fused AU6+AU12 pattern of one unchanging photo by up to 0.12 between frames (largest
 #: rise over 24 noisy JPEG copies of 231 stills at sigma 5 grey levels; ``python benchmarks/au_flicker.py
-#: --frames 24``, ``benchmarks/results/au_flicker.json``); with a smaller delta a single smiling photo whose
-#: score sits at the threshold "smiles" by flicker (1 of 200 LFW victims paid that way with delta 0).
+#: --frames 24``, ``benchmarks/results/au_flicker.json``; on the smile probe's fused scale up to 0.10, same copies,
+#: 2026-12-07); with a smaller delta a single smiling photo whose score sits at the threshold "smiles" by flicker
+#: (1 of 200 LFW victims paid that way with delta 0).
 MIN_DELTA = 0.15
 
 
