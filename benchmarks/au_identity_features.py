@@ -1,24 +1,28 @@
-"""Is the identity network a better smile feature than the AU network? (issue 14 probe; nothing shipped from it)
+"""Is the identity network a better smile feature than the AU network? (issue 14; the probe ships since 2026-12-07)
 
 A linear probe (L2 logistic regression, :mod:`smile2pay_tools.train.id_teacher`) on pooled inner feature maps
 of the pack's recogniser ``w600k_mbf.onnx``, trained on the AU model's own training rows only (FER+ training
 split with usable votes, LFW training-quarter people), reported on the issue's test populations beside the
-shipped gate score and its anchors, same images, same run:
+AU stage's score and its anchors, same images, same run:
 
 * FER+ test, deduplicated (majority happiness), LFW test people (Morishita smile label), and CK+ (every frame:
   the probe never saw a CK+ face, so CK+ is a wholly unseen lab population for it; the AU rows are the
   out-of-fold scores of ``train-au --recipe v3 --cv 5``);
-* scores: the shipped gate score (AU model fused with the FER classifier), the AU model alone, the FER
-  classifier's P(happy), the blendshape teacher's mouthSmile, the probe, and the probe fused with the shipped
-  score (sum of logits at weights 0.3 / 0.5 / 0.7);
+* scores: the AU stage's score (AU model fused with the FER classifier: the gate before the probe), the AU model
+  alone, the FER classifier's P(happy), the blendshape teacher's mouthSmile, the probe, and the probe fused with the
+  AU stage's score (sum of logits at probe weights 0.2 (the shipped fusion) / 0.3 / 0.5 / 0.7);
 * ROC AUC, and the share of smiles above the score that lets 2 % of the other faces through (chosen on the test
   set itself: a ranking figure, not an operating point);
+* the gate recalibrated at probe weights 0 / 0.2-0.5 as ``au_cross_population.py`` calibrates the AU stage, and its
+  rates on the test populations (``gate_offline``);
 * ``--distill RUN ...``: the per-epoch monitors of ``train-au`` base stages trained with the probe as a soft
   teacher (``distill_weight``), beside the v3 base (``results/au3``).
 
 ``--probe-ck``: the probe also learns from CK+ (coded AU6+AU12 vs not), each CK+ frame scored by the probe of
 the subject fold that left it out (train-au's folds), FER+ / LFW by the one fitted with all of CK+; JSON
-``benchmarks/results/au_identity_features_probe_ck.json``.
+``benchmarks/results/au_identity_features_probe_ck.json``. With ``--export-probe FILE`` that probe is written for
+the product (``smile2pay/models/weights/smile_probe.npz``), with ``--write-calibration FILE`` the fused gate's
+operating point (``au_probe``) at the weight chosen on the calibration populations (:func:`pick_weight`).
 
 Usage:
     python benchmarks/au_identity_features.py [--run results/au3] [--distill results/au4 results/au4b results/au5a]
@@ -208,7 +212,9 @@ def write_probe_calibration(path, res: dict, weight: str) -> dict:
         "note": "AU6 / AU12 = sigmoid((1 - weight) logit(AU stage) + weight * probe logit) on the frames a decision "
                 "embeds (smile2pay.decision.engine.fuse_probe); CK+ rows of the calibration are scored out-of-fold "
                 "(probe and AU model)"}
-    cal_path.write_text(json.dumps(c, indent=1) + "\n")
+    tmp = cal_path.with_suffix(cal_path.suffix + ".tmp")     # a reader never sees half a calibration file
+    tmp.write_text(json.dumps(c, indent=1) + "\n")
+    tmp.replace(cal_path)
     print(f"au_probe (weight {w}) written to {cal_path}", flush=True)
     return {"file": str(cal_path), "weight": float(w)}
 
@@ -302,7 +308,7 @@ def main(argv=None) -> dict:
         H = happy_scores(args.models, src["crops"][idx])
         P = fuse_matrix(P_raw, names, H)
         gate = np.minimum(P[:, j6], P[:, j12])
-        sc_ = {"shipped_gate_score (AU model + FER fused)": gate,
+        sc_ = {"au_stage_score (AU model + FER fused; the gate before the probe)": gate,
                "au_model_alone": np.minimum(P_raw[:, j6], P_raw[:, j12]),
                "fer_classifier_happy": H,
                "blendshape_teacher_mouthSmile": teacher_scores(src["blendshapes"][idx])["AU12"],

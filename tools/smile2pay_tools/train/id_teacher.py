@@ -4,10 +4,11 @@ Why: a linear probe on pooled intermediate feature maps of ArcFace MobileFaceNet
 pack's identity model) ranks in-the-wild smiles better than the AU network trained on the same labels (FER+
 Valid AUC 0.995 against 0.980; FER+ test 0.993 against 0.972), because the recogniser has seen 600k people
 in the wild and the AU network 40k faces. Running that network on every frame would more than double the AU
-stage's cost, so it is measured here two ways, neither in the product (docs/au.md): as a probe mixed into the gate
-offline (``benchmarks/au_identity_features.py``), and as a **teacher** whose cross-fitted scores on the training
-faces are soft AU6 / AU12 targets for the small AU network (:mod:`smile2pay_tools.train.au_mix`,
-``distill_weight``), which keeps its 0.6 ms a face.
+stage's cost, so the product reads the probe only on the frames a decision embeds anyway
+(:mod:`smile2pay.vision.smile_probe`, fitted and exported by ``benchmarks/au_identity_features.py --probe-ck
+--export-probe``; :func:`probe_params`, :func:`save_probe`). Measured, not shipped: the probe as a **teacher**
+whose cross-fitted scores on the training faces are soft AU6 / AU12 targets for the small AU network
+(:mod:`smile2pay_tools.train.au_mix`, ``distill_weight``), which keeps its 0.6 ms a face (docs/au.md).
 
 Features (:func:`identity_features`): the recogniser on the unpadded centre of each cached AU crop, resized
 to 112 (the ArcFace template), two inner tensors pooled (global mean, and the mean of three horizontal bands:
