@@ -81,6 +81,21 @@ def main(argv=None) -> dict:
         present, absent, _ = engine.judge_frames(probs, rule, policy, None)
         return bool(absent[0] and present[1])
 
+    def why_not(a, b, policy) -> list[str]:
+        """Which conditions of the two-frame judgement a declined pair misses (several may hold)."""
+        pn, pp = (engine.judged_probs(o, policy) for o in (obs[a], obs[b]))
+        req = list(rule.required)
+        out = []
+        if any(pp.get(x, 0.0) < policy.au_threshold(x) for x in req):
+            out.append("smile frame below the thresholds")
+        if any(pp.get(x, 0.0) - pn.get(x, 0.0) < policy.burst_min_delta for x in req):
+            out.append("rise over the neutral frame below the required rise")
+        if not all(pn.get(x, 0.0) < policy.absent_threshold(x) for x in req):
+            out.append("neutral frame not clearly neutral")
+        elif all(pn.get(x, 0.0) >= policy.au_threshold(x) for x in req):
+            out.append("neutral frame already shows the pattern")
+        return out or ["other"]
+
     res = {"benchmark": "smile_gate_product", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/smile_gate_product.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "policy": {"au_stage": plain.version, "probe_weight": probe_pol.probe_weight,
@@ -98,6 +113,12 @@ def main(argv=None) -> dict:
             ent[label] = {"smile_pairs": len(s), "other_pairs": len(o),
                           "smiles_passed": round(float(np.mean(s)), 4) if s else None,
                           "others_passed": round(float(np.mean(o)), 4) if o else None}
+            missed: dict[str, int] = {}
+            for a, b, k in pairs:
+                if k == "smile" and passes(a, b, pol) is False:
+                    for w in why_not(a, b, pol):
+                        missed[w] = missed.get(w, 0) + 1
+            ent[label]["declined_smile_pairs_by_condition"] = missed
         res["sets"][name] = ent
         print(name, json.dumps(ent), flush=True)
     res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
