@@ -317,7 +317,7 @@ class Smile2Pay:
             obs.append(attempt.observe(f))             # not embedded yet: identity_score None
         embedded, smile = self._identity_where_it_decides(faces, obs, attempt)
         policy = attempt.policy
-        probe_policy = self.smile_probe_policy(attempt.policy, attempt.baseline)
+        probe_policy = self.smile_probe_policy(attempt.policy, attempt.baseline, attempt.rule)
         if probe_policy is not None:
             embedded, smile = self._judge_with_probe(faces, obs, attempt, probe_policy, embedded)
             policy = probe_policy
@@ -414,15 +414,19 @@ class Smile2Pay:
                 o.identity_score = s
         return want, onset
 
-    def smile_probe_policy(self, policy: Policy, baseline: dict | None) -> Policy | None:
+    def smile_probe_policy(self, policy: Policy, baseline: dict | None, rule=None) -> Policy | None:
         """The policy a burst's smile is judged by when the identity network's smile probe applies
         (``policy.with_smile_probe()``, the attempt's policy with its identity threshold): the pipeline reads a
-        probe, the calibration has its operating point,
-        and the user's baseline (if any) was enrolled with the probe (an older enrolment is judged as before,
-        by the AU stage alone). None otherwise."""
+        probe, the calibration has its operating point, the rule requires only AUs the probe is fused into (AU6,
+        AU12; another rule is judged by the AU stage alone, as its thresholds were not chosen for the probe), and
+        the user's baseline (if any) was enrolled with the probe (an older enrolment is judged as before, by the
+        AU stage alone). None otherwise."""
         if self.pipeline.smile_probe is None or (baseline and "smile_probe" not in baseline):
             return None
-        return policy.with_smile_probe()
+        pp = policy.with_smile_probe()
+        if pp is None or (rule is not None and not set(rule.required) <= set(pp.probe_aus)):
+            return None
+        return pp
 
     def _judge_with_probe(self, faces, obs, attempt: PaymentAttempt, policy: Policy, embedded: list[int]
                           ) -> tuple[list[int], int | None]:

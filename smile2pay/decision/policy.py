@@ -169,13 +169,21 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
     if not isinstance(au, dict) or not au or not all(isinstance(v, dict) for v in au.values()):
         raise ConfigError(f"{source}: au_probe.au must map AU names to their thresholds", code="CALIBRATION_INVALID",
                           file=source)
+    single, change = sec.get("au_single_frame") or {}, sec.get("au_change") or {}
+    if not isinstance(single, dict) or not all(isinstance(v, dict) for v in single.values()) \
+            or not isinstance(change, dict):
+        raise ConfigError(f"{source}: au_probe.au_single_frame must map AU names to objects and au_probe.au_change "
+                          f"must be an object", code="CALIBRATION_INVALID", file=source)
+    model = sec.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f"{source}: au_probe.model must be a string", code="CALIBRATION_INVALID", file=source)
     out = {"weight": w, "aus": sorted(au, key=lambda a: int(a[2:]) if a[2:].isdigit() else 999),
            "thresholds": {a: num(v.get("threshold"), f"{a} threshold") for a, v in au.items()},
            "absent_thresholds": {a: num(v.get("absent_threshold"), f"{a} absent_threshold") for a, v in au.items()},
            "single_frame_thresholds": {a: num(v.get("threshold"), f"{a} single-frame threshold")
-                                       for a, v in (sec.get("au_single_frame") or {}).items()},
-           "model": sec.get("model")}
-    for k, v in (sec.get("au_change") or {}).items():
+                                       for a, v in single.items()},
+           "model": model}
+    for k, v in change.items():
         if k in ("baseline_min_delta", "burst_min_delta"):
             out[k] = num(v, k)
     return out

@@ -72,6 +72,9 @@ def test_decision_judges_with_the_probe_and_old_baselines_without(tmp_path, pipe
         assert d.au["smile_probe"]["weight"] == s2p.policy.probe_calibration["weight"]
         assert all("smile_probe" in f for f in d.frames)
         assert all(set(f["au_stage_probs"]) == {"AU6", "AU12"} for f in d.frames)
+        # a rule the probe's operating point was not chosen for: the AU stage alone
+        d_other = s2p.verify(p["subject"], frames, require="AU25")
+        assert "smile_probe" not in d_other.au
         # an enrolment made before the probe (baseline without its logit): judged by the AU stage alone, as then
         s2p.gallery.set_au_baseline(p["subject"], {k: v for k, v in base["probs"].items() if k != "smile_probe"})
         d2 = s2p.verify(p["subject"], frames)

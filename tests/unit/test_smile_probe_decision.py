@@ -60,6 +60,10 @@ def test_with_smile_probe_takes_the_probe_operating_point():
     {"weight": 0.2, "au": {"AU6": {"threshold": "high", "absent_threshold": 0.5}}},
     {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": float("nan")}}},
     {"weight": True, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "au_single_frame": {"AU6": 0.3}},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "au_single_frame": [1]},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "au_change": 0.2},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "model": 7},
 ])
 def test_malformed_probe_section_is_a_config_error(bad):
     with pytest.raises(ConfigError) as e:
