@@ -119,6 +119,11 @@ def main(argv=None) -> dict:
                     for w in why_not(a, b, pol):
                         missed[w] = missed.get(w, 0) + 1
             ent[label]["declined_smile_pairs_by_condition"] = missed
+            # which other-expression pairs pass (file names and the probe photo's expression label; no image data)
+            ent[label]["other_pairs_passed"] = [
+                {"neutral": Path(str(lfw["path"][a])).name, "probe": Path(str(lfw["path"][b])).name,
+                 "probe_label": str(lfw["label"][b]), "smile_label_morishita": int(lfw["smile"][b])}
+                for a, b, k in pairs if k == "other" and passes(a, b, pol)]
         res["sets"][name] = ent
         print(name, json.dumps(ent), flush=True)
     res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
