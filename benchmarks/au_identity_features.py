@@ -61,16 +61,15 @@ def logit(p):
 
 def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data_dir,
                  weights=(0.0, 0.2, 0.3, 0.4, 0.5)) -> dict:
-    """The payment gate's AU judgement if AU6 / AU12 were the shipped scores fused with the probe,
-    ``sigmoid((1 - w) logit(shipped) + w probe)``, recalibrated exactly as ``au_cross_population.py`` does
+    """The payment gate's AU judgement with AU6 / AU12 = the AU stage's scores fused with the probe,
+    ``sigmoid((1 - w) logit(AU stage) + w probe)`` (what the product does on embedded frames,
+    :func:`smile2pay.decision.engine.fuse_probe`), recalibrated exactly as ``au_cross_population.py`` does
     (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
-    reported on the same test populations. Offline: in the product the probe would need the identity forward on
-    every frame the gate judges (see docs/au.md). w = 0 reproduces the shipped gate."""
+    reported on the same test populations, offline on the cached crops. w = 0 reproduces the AU stage's gate."""
     from smile2pay.decision.au_calibration import MIN_DELTA, calibrate, rates
     from smile2pay_tools.bench import au_population as ap
     from smile2pay_tools.train.au_mix import fer_smile_target
 
-    j6, j12 = names.index("AU6"), names.index("AU12")
     _, usable = fer_smile_target(fer["votes"])
     fv = np.flatnonzero(masks["fer_valid"] & usable)
     ft = np.flatnonzero(masks["fer_test"] & usable)
@@ -80,10 +79,7 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
     fer_raw, fer_h = ap.model_scores(model, fer["crops"][fer_rows])[0], ap.happy_scores(models_dir, fer["crops"][fer_rows])
 
     def fuse(P, H, pr, w):
-        Q = ap.fuse_matrix(P, names, H).astype(np.float64)
-        for j in (j6, j12):
-            Q[:, j] = 1.0 / (1.0 + np.exp(-((1.0 - w) * logit(Q[:, j]) + w * pr)))
-        return Q.astype(np.float32)
+        return ap.fuse_probe_matrix(ap.fuse_matrix(P, names, H), names, pr, w)
 
     ckp = ap.ck_pairs(ck, data_dir)
     lc = [(a, b, k) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_calib"]) if k != "neutral"]
@@ -129,6 +125,7 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
     import onnx
     from onnx.utils import Extractor
 
+    from smile2pay.models.graph import add_outputs
     from smile2pay.models.runtime import create_session
     from smile2pay_tools.train.id_teacher import FEATURE_TENSORS, pool_bands
 
@@ -143,9 +140,8 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
             for o in m.graph.output:
                 o.type.tensor_type.ClearField("shape")
             del m.graph.value_info[:]
-        for n in extra:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-        return create_session(m.SerializeToString(), threads=1, name="timing")[0], size
+        data = add_outputs(m.SerializeToString(), extra) if extra else m.SerializeToString()
+        return create_session(data, threads=1, name="timing")[0], size
 
     import smile2pay
 
@@ -242,13 +238,11 @@ def main(argv=None) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
-    from smile2pay_tools.bench.au_population import (fuse_matrix, happy_scores, load_au_model, model_scores,
-                                                     oof_probs, teacher_scores)
+    from smile2pay_tools.bench.au_population import (ck_smile_coded, fuse_matrix, happy_scores, load_au_model,
+                                                     model_scores, oof_probs, teacher_scores)
     from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks
-    from smile2pay_tools.train.id_teacher import TEACHER_C, cached_features, fit_probe, probe_params, teacher_rows
-
-    def fit_probe_from(w, b):
-        return lambda Z: (np.asarray(Z, np.float32) @ w + np.float32(b)).astype(np.float32)
+    from smile2pay_tools.train.id_teacher import (TEACHER_C, cached_features, fit_probe, probe_logits, probe_params,
+                                                  teacher_rows)
 
     t0 = time.time()
     run = Path(args.run)
@@ -263,7 +257,7 @@ def main(argv=None) -> dict:
     if not args.probe_ck:
         # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
         wv, bv = probe_params(base_X, base_y)
-        f = fit_probe_from(wv, bv)
+        f = probe_logits(wv, bv)
         probe = {"fer": f(Xf), "lfw": f(Xl), "ck": f(Xc)}
     else:
         # CK+ coded AU6+AU12 as a third source of rows: CK+ scored out-of-fold by train-au's subject folds (the
@@ -271,7 +265,7 @@ def main(argv=None) -> dict:
         from smile2pay_tools.datasets import subject_folds
         from smile2pay_tools.train.au_mix import MixConfig
 
-        cky = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]).astype(int)
+        cky = ck_smile_coded(ck).astype(int)
         fold_of = subject_folds(ck["subject"], k=5, seed=MixConfig().seed)
         fold = np.array([fold_of[s_] for s_ in ck["subject"]])
         pck = np.zeros(len(cky))
@@ -279,7 +273,7 @@ def main(argv=None) -> dict:
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             pck[te] = fit_probe(np.concatenate([base_X, Xc[tr].astype(np.float32)]), np.concatenate([base_y, cky[tr]]))(Xc[te])
         wv, bv = probe_params(np.concatenate([base_X, Xc.astype(np.float32)]), np.concatenate([base_y, cky]))
-        f = fit_probe_from(wv, bv)
+        f = probe_logits(wv, bv)
         probe = {"fer": f(Xf), "lfw": f(Xl), "ck": pck}
 
     model = load_au_model(run / "au_mobile.onnx")
@@ -293,7 +287,7 @@ def main(argv=None) -> dict:
         "ferplus_test_dedup": (fer, ft, fer["votes"][ft, :8].argmax(1) == 1, probe["fer"][ft], None),
         "lfw_test_people": (lfw, lt, lfw["smile"][lt] == 1, probe["lfw"][lt], None),
         ("ckplus_out_of_fold" if args.probe_ck else "ckplus_all_unseen_by_probe"): (ck, np.arange(len(ck["crops"])),
-                                       np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]),
+                                       ck_smile_coded(ck),
                                        probe["ck"], oof),
     }
     res: dict = {"benchmark": "au_identity_features", "date": time.strftime("%Y-%m-%d"),

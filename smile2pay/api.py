@@ -446,14 +446,15 @@ class Smile2Pay:
         for i in embedded:
             obs[i].smile_probe = faces[i].smile_probe
         onset = onset_of()
-        rest = [i for i, f in enumerate(faces) if f is not None and i not in set(embedded)]
+        done = set(embedded)
+        rest = [i for i, f in enumerate(faces) if f is not None and i not in done]
         if (onset is None and rest and attempt.liveness == "burst"
                 and not any(o.error or o.quality_reasons for o in obs)):   # (those decline whatever the smile)
             self.pipeline.embed([faces[i] for i in rest])
             for i in rest:
                 obs[i].identity_score = attempt.score(faces[i].embedding)
                 obs[i].smile_probe = faces[i].smile_probe
-            embedded = sorted(set(embedded) | set(rest))
+            embedded = sorted(done | set(rest))
             onset = onset_of()
         return embedded, onset
 

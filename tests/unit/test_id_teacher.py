@@ -94,3 +94,27 @@ def test_lfw_smile_labels_by_hand_and_shared_by_teacher_and_training():
     assert li.tolist() == idx.tolist() and ly.tolist() == y.astype(int).tolist()
     (_, hidx, t, _), = human_labels(None, None, lfw, mask, MixConfig())
     assert hidx.tolist() == idx.tolist()
+
+
+def test_fuse_probe_matrix_is_the_engines_fusion():
+    """The benchmarks' vectorised fusion equals the decision's own (smile2pay.decision.engine.fuse_probe)."""
+    from smile2pay.decision.engine import fuse_probe
+    from smile2pay_tools.bench.au_population import fuse_probe_matrix
+
+    rng = np.random.RandomState(0)
+    names = ["AU1", "AU6", "AU12"]
+    P = rng.uniform(0, 1, (50, 3)).astype(np.float32)
+    P[0] = [0.0, 0.0, 1.0]                                   # clipped ends
+    z = rng.normal(0, 8, 50)
+    Q = fuse_probe_matrix(P, names, z, 0.2)
+    for i in range(50):
+        ref = fuse_probe(dict(zip(names, map(float, P[i]))), float(z[i]), 0.2, ("AU6", "AU12"))
+        assert np.allclose(Q[i], [ref[n] for n in names], atol=1e-6)
+    assert np.array_equal(Q[:, 0], P[:, 0])                  # an AU not fused is left as it was
+
+
+def test_ck_smile_coded():
+    from smile2pay_tools.bench.au_population import ck_smile_coded
+
+    got = ck_smile_coded({"aus": np.array(["6;12", "12", "1;6;12;25", "", "16;2"])})
+    assert got.tolist() == [True, False, True, False, False]

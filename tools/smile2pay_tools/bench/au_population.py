@@ -82,6 +82,27 @@ def fuse_matrix(P: np.ndarray, names: list[str], happy: np.ndarray | None) -> np
     return Q.astype(np.float32)
 
 
+def fuse_probe_matrix(P: np.ndarray, names: list[str], z: np.ndarray, weight: float,
+                      aus=("AU6", "AU12")) -> np.ndarray:
+    """:func:`smile2pay.decision.engine.fuse_probe` on precomputed outputs: the AUs ``aus`` of ``P`` (N, K) fused
+    with the smile probe's logits ``z`` (N,), ``sigmoid((1 - weight) logit(p) + weight z)``, p clipped to
+    [1e-6, 1 - 1e-6] as the engine does; other columns unchanged."""
+    from scipy.special import expit
+
+    Q = np.array(P, np.float64, copy=True)
+    z = np.asarray(z, np.float64)
+    for au in aus:
+        j = names.index(au)
+        v = np.clip(Q[:, j], 1e-6, 1.0 - 1e-6)
+        Q[:, j] = expit((1.0 - weight) * np.log(v / (1.0 - v)) + weight * z)
+    return Q.astype(np.float32)
+
+
+def ck_smile_coded(ck: dict) -> np.ndarray:
+    """(N,) bool: the CK+ frame's sequence is coded with both AU6 and AU12 (the gate's ground truth on CK+)."""
+    return np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]])
+
+
 def _fer_classifier(models_dir):
     from smile2pay.models.runtime import create_session
     from smile2pay.vision.fer import FERClassifier
@@ -98,18 +119,23 @@ def happy_scores(models_dir, crops: np.ndarray, pad: float = 0.15) -> np.ndarray
 
 
 def calibration_populations(model, fer: dict, lfw: dict, masks: dict, lfw_probs: np.ndarray | None = None,
-                            models_dir=None) -> list:
+                            models_dir=None, fer_valid_probs: np.ndarray | None = None) -> list:
     """The held-out calibration populations of the gate, scored by ``model`` (trained on none of them): FER+ Valid
     single frames and LFW calibration-people neutral -> probe pairs. ``lfw_probs``: the model's probabilities on
-    every LFW face when already computed (fused already when ``models_dir`` is given). ``models_dir``: fuse the
-    expression classifier's P(happy) in, as the product's AU stage does."""
+    every LFW face when already computed (fused already when ``models_dir`` is given); ``fer_valid_probs`` the same
+    for the FER+ Valid faces with usable votes, in mask order. ``models_dir``: fuse the expression classifier's
+    P(happy) in, as the product's AU stage does."""
     from ..train.au_mix import fer_smile_target
 
     _, usable = fer_smile_target(fer["votes"])
     fv = np.flatnonzero(masks["fer_valid"] & usable)
-    pv, names = model_scores(model, fer["crops"][fv])
-    if models_dir is not None:
-        pv = fuse_matrix(pv, names, happy_scores(models_dir, fer["crops"][fv]))
+    if fer_valid_probs is not None:
+        m = model if hasattr(model, "au_names") else load_au_model(model)
+        pv, names = fer_valid_probs, list(m.au_names)
+    else:
+        pv, names = model_scores(model, fer["crops"][fv])
+        if models_dir is not None:
+            pv = fuse_matrix(pv, names, happy_scores(models_dir, fer["crops"][fv]))
     fer_pr = probes_of("ferplus_valid", pv, names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
     if lfw_probs is not None:
         pl = lfw_probs
@@ -263,7 +289,7 @@ def run(args) -> dict:
     fer_major = fer["votes"][:, :8].argmax(1)
     sets = {}
     oof = oof_probs(run_dir, len(ck["crops"]))
-    ck_y = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]])
+    ck_y = ck_smile_coded(ck)
     sets["ckplus_subject_held_out"] = dict(idx=np.arange(len(ck["crops"])), y=ck_y, src=ck)
     ft = np.flatnonzero(masks["fer_test"] & usable)
     sets["ferplus_test_dedup"] = dict(idx=ft, y=fer_major[ft] == 1, src=fer)

@@ -125,49 +125,66 @@ def burst_operating_point(oof: np.ndarray, row_of_path: dict, fold_of: dict, au_
     return best[2], best[3], {"pairs": int(len(y)), "smiles": int(y.sum()), "tpr": best[0], "fpr": best[1]}
 
 
-def _mix_calibration_inputs(args, data: Path) -> list:
-    """FER+ Valid frames and LFW calibration-people pairs scored by the run's final model (none of them
-    trained on); the CK+ part of the mix is added per fold from the out-of-fold predictions."""
-    from smile2pay_tools.bench.au_population import calibration_populations
+def _mix_sources(args, data: Path) -> dict:
+    """The mix run's cached sources (CK+, FER+, LFW) and masks, loaded once for the calibration mix and the probe."""
     from smile2pay_tools.train.au_mix import load_sources, source_masks
-
-    run = Path(args.mix_run)
-    models = Settings.from_env().model_dir_candidates()[0]
-    _, fer, lfw = load_sources(str(data), models, run / "cache", progress=False)
-    return calibration_populations(run / "au_mobile.onnx", fer, lfw, source_masks(fer, lfw),
-                                   models_dir=None if args.no_fusion else models)
-
-
-def fold_probes(args, data: Path, gt, fold_row: np.ndarray, folds: int) -> dict:
-    """Per fold f, the smile probe fitted on its training rows (FER+ training split, LFW training people) and the
-    CK+ rows of the other folds (:func:`smile2pay_tools.train.id_teacher.probe_params`), and what it scores: the
-    out-of-fold CK+ logits (each CK+ row by its own fold's probe) and, per fold, the logits of the mix's held-out
-    populations (FER+ Valid, LFW calibration people: no probe trained on them)."""
-    from smile2pay_tools.train.au_mix import load_sources, source_masks
-    from smile2pay_tools.train.id_teacher import cached_features, probe_params, teacher_rows
 
     run = Path(args.mix_run)
     models = Settings.from_env().model_dir_candidates()[0]
     ck, fer, lfw = load_sources(str(data), models, run / "cache", progress=False)
+    return {"ck": ck, "fer": fer, "lfw": lfw, "masks": source_masks(fer, lfw), "models": models, "run": run}
+
+
+def _mix_calibration_inputs(args, src: dict) -> tuple[list, np.ndarray, np.ndarray]:
+    """FER+ Valid frames and LFW calibration-people pairs scored by the run's final model (none of them
+    trained on); the CK+ part of the mix is added per fold from the out-of-fold predictions. Also returns the AU
+    stage's scores they were built from (FER+ Valid faces with usable votes, every LFW face), for the probe."""
+    from smile2pay_tools.bench.au_population import (calibration_populations, fuse_matrix, happy_scores,
+                                                     load_au_model, model_scores)
+    from smile2pay_tools.train.au_mix import fer_smile_target
+
+    fer, lfw, masks = src["fer"], src["lfw"], src["masks"]
+    model = load_au_model(src["run"] / "au_mobile.onnx")
+    models_dir = None if args.no_fusion else src["models"]
+    _, usable = fer_smile_target(fer["votes"])
+    fv = np.flatnonzero(masks["fer_valid"] & usable)
+
+    def stage(crops):
+        P, names = model_scores(model, crops)
+        return fuse_matrix(P, names, happy_scores(models_dir, crops)) if models_dir is not None else P
+
+    pv, pl = stage(fer["crops"][fv]), stage(lfw["crops"])
+    return calibration_populations(model, fer, lfw, masks, lfw_probs=pl, fer_valid_probs=pv), pv, pl
+
+
+def fold_probes(src: dict, gt, fold_row: np.ndarray, folds: int) -> dict:
+    """Per fold f, the smile probe fitted on its training rows (FER+ training split, LFW training people) and the
+    CK+ rows of the other folds (:func:`smile2pay_tools.train.id_teacher.probe_params`), and what it scores: the
+    out-of-fold CK+ logits (each CK+ row by its own fold's probe) and, per fold, the logits of the mix's held-out
+    populations (FER+ Valid, LFW calibration people: no probe trained on them)."""
+    from smile2pay_tools.train.id_teacher import cached_features, probe_params, teacher_rows
+
+    from .au_population import ck_smile_coded
+
+    ck, fer, lfw, masks, models, cache = src["ck"], src["fer"], src["lfw"], src["masks"], src["models"], \
+        src["run"] / "cache"
     if len(ck["path"]) != len(gt["path"]) or not all(str(a) == str(b) for a, b in zip(ck["path"], gt["path"])):
         raise SystemExit("--smile-probe: the mix run's CK+ cache is not the --gt-cache rows")
-    masks = source_masks(fer, lfw)
-    Xf = cached_features("ferplus", fer, run / "cache", models, progress=False)
-    Xl = cached_features("lfw", lfw, run / "cache", models, progress=False)
-    Xc = cached_features("ckplus", ck, run / "cache", models, progress=False).astype(np.float32)
+    Xf = cached_features("ferplus", fer, cache, models, progress=False).astype(np.float32)
+    Xl = cached_features("lfw", lfw, cache, models, progress=False).astype(np.float32)
+    Xc = cached_features("ckplus", ck, cache, models, progress=False).astype(np.float32)
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
-    base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
+    base_X = np.concatenate([Xf[fi], Xl[li]])
     base_y = np.concatenate([fy, ly])
-    cky = np.array([{"6", "12"} <= set(str(a).split(";")) for a in ck["aus"]]).astype(int)
+    cky = ck_smile_coded(ck).astype(int)
     out = {"params": {}, "ck_oof": np.zeros(len(cky), np.float32), "fer": {}, "lfw": {}}
     for f in range(folds):
         tr, te = fold_row != f, fold_row == f
         w, b = probe_params(np.concatenate([base_X, Xc[tr]]), np.concatenate([base_y, cky[tr]]))
         out["params"][f] = (w, b)
         out["ck_oof"][te] = Xc[te] @ w + b
-        out["fer"][f] = (Xf.astype(np.float32) @ w + b).astype(np.float32)
-        out["lfw"][f] = (Xl.astype(np.float32) @ w + b).astype(np.float32)
-    out.update(fer_src=fer, lfw_src=lfw, masks=masks)
+        out["fer"][f] = Xf @ w + b
+        out["lfw"][f] = Xl @ w + b
     return out
 
 
@@ -267,7 +284,8 @@ def run(args) -> dict:
                    if "/ckplus_neutral_peak48/" in str(p)}
     row_of_path = {"ckplus_neutral_peak48/" + k: v for k, v in row_of_path.items()}
     thresholds, deltas, op_info, absent_thr, burst_deltas = {}, {}, {}, {}, {}
-    mix = _mix_calibration_inputs(args, data) if getattr(args, "mix_run", None) else None
+    src = _mix_sources(args, data) if getattr(args, "mix_run", None) else None
+    mix, mix_fer_valid, mix_lfw = _mix_calibration_inputs(args, src) if src is not None else (None, None, None)
     use_probe = bool(getattr(args, "smile_probe", False))
     if use_probe and mix is None:
         raise SystemExit("--smile-probe needs --mix-run (the probe's features and the calibration mix)")
@@ -276,28 +294,16 @@ def run(args) -> dict:
     probe_w = probe_aus = None
     probe_thr, probe_delta, probe_absent, probe_info = {}, {}, {}, {}
     if use_probe:
-        from smile2pay.decision.engine import fuse_probe
+        from smile2pay_tools.train.au_mix import fer_smile_target
 
-        from .au_population import calibration_populations, ck_pairs as _ckp, probes_of as _po
+        from .au_population import calibration_populations, fuse_probe_matrix
 
         sec = Policy.from_calibration().probe_calibration
         probe_w, probe_aus = float(sec["weight"]), tuple(sec["aus"])
-        fp = fold_probes(args, data, gt, fold_row, args.folds)
-
-        def fused_matrix(P, z):
-            Q = P.astype(np.float64).copy()
-            for j, a in enumerate(au_names):
-                if a in probe_aus:
-                    Q[:, j] = [fuse_probe({a: float(p)}, float(zz), probe_w, (a,))[a] for p, zz in zip(P[:, j], z)]
-            return Q.astype(np.float32)
-
-        oof_fused = fused_matrix(oof, fp["ck_oof"])
-        run_dir = Path(args.mix_run)
-        models_dir = Settings.from_env().model_dir_candidates()[0]
-        from .au_population import fuse_matrix as _fm, happy_scores as _hs, model_scores as _ms
-
-        lfw_au = _fm(_ms(run_dir / "au_mobile.onnx", fp["lfw_src"]["crops"])[0], au_names,
-                     _hs(models_dir, fp["lfw_src"]["crops"]))
+        fp = fold_probes(src, gt, fold_row, args.folds)
+        oof_fused = fuse_probe_matrix(oof, au_names, fp["ck_oof"], probe_w, probe_aus)
+        _, usable = fer_smile_target(src["fer"]["votes"])
+        fv = np.flatnonzero(src["masks"]["fer_valid"] & usable)
     for f in range(args.folds):
         thresholds[f] = fold_thresholds(oof, fold_row, present, au_names, f)
         if mix is not None:
@@ -314,21 +320,13 @@ def run(args) -> dict:
             op_info[f] = cal["populations"]
             if use_probe:
                 # the same calibration on the fused scale: CK+ pairs of the other folds (AU model and probe out of
-                # fold), FER+ Valid and LFW calibration people scored by this fold's probe
-                ckpr_p = _po("ckplus_oof_pairs_other_folds", oof_fused, au_names, [b for _, b, _ in ckp],
-                             [y for _, _, y in ckp], [a for a, _, _ in ckp])
-                mix_p = calibration_populations(run_dir / "au_mobile.onnx", fp["fer_src"], fp["lfw_src"], fp["masks"],
-                                                lfw_probs=fused_matrix(lfw_au, fp["lfw"][f]), models_dir=models_dir)
-                # FER+ Valid: its AU-stage scores fused with this fold's probe (calibration_populations scores it
-                # with the AU stage; fuse its probe rows by the same FER+ Valid indices)
-                from smile2pay_tools.train.au_mix import fer_smile_target
-
-                _, usable = fer_smile_target(fp["fer_src"]["votes"])
-                fv = np.flatnonzero(fp["masks"]["fer_valid"] & usable)
-                zv = fp["fer"][f][fv]
-                for j, a in enumerate(mix_p[0].aus):
-                    mix_p[0].probe[:, j] = [fuse_probe({a: float(p)}, float(zz), probe_w, (a,))[a]
-                                            for p, zz in zip(mix_p[0].probe[:, j], zv)]
+                # fold), FER+ Valid and LFW calibration people fused with this fold's probe
+                ckpr_p = probes_of("ckplus_oof_pairs_other_folds", oof_fused, au_names, [b for _, b, _ in ckp],
+                                   [y for _, _, y in ckp], [a for a, _, _ in ckp])
+                mix_p = calibration_populations(
+                    sample, src["fer"], src["lfw"], src["masks"],     # scores precomputed: the model only names AUs
+                    lfw_probs=fuse_probe_matrix(mix_lfw, au_names, fp["lfw"][f], probe_w, probe_aus),
+                    fer_valid_probs=fuse_probe_matrix(mix_fer_valid, au_names, fp["fer"][f][fv], probe_w, probe_aus))
                 calp = calibrate([ckpr_p] + mix_p, max_fpr=args.max_fpr)
                 probe_thr[f], probe_delta[f] = calp["thresholds"], calp["delta"]
                 probe_absent[f] = {a: calp["absent_threshold"] for a in calp["thresholds"]}
@@ -358,14 +356,16 @@ def run(args) -> dict:
             obs[rel] = {"error": NO_FACE if not faces else MULTIPLE_FACES}
             continue
         f = faces[0]
-        pipe.embed([f])
         z_oof = None
         if use_probe:
-            # the product's features of this image (the identity forward's inner tensors, pooled), scored by the
-            # probe of the fold that never saw its subject
-            _, tens = pipe.embedder.embed_with_features([f.identity_crop])
+            # one identity forward: the embedding and the product's probe features of this image (the inner tensors,
+            # pooled), scored by the probe of the fold that never saw its subject
+            emb, tens = pipe.embedder.embed_with_features([f.identity_crop], flip=pipe.settings.flip_tta)
+            f.embedding = emb[0]
             w_, b_ = fp["params"][fold_of[subject_of[rel]]]
             z_oof = float(pipe.smile_probe.features(tens)[0] @ w_ + b_)
+        else:
+            pipe.embed([f])
         crop = norm_crop(img, f.landmarks, size=112, pad=0.15)
         # the fold model of each run that never saw this image's subject; mean over runs
         s = subject_of[rel]

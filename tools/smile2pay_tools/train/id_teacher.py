@@ -41,23 +41,19 @@ TEACHER_C = 0.01
 
 
 def feature_session(models_dir, threads: int = 2):
-    """An onnxruntime session of the recogniser that also returns :data:`FEATURE_TENSORS`."""
-    import onnx
-
+    """An onnxruntime session of the recogniser that also returns :data:`FEATURE_TENSORS` (the product's graph
+    change, :func:`smile2pay.models.graph.add_outputs`, and session factory: same rewrites, same function)."""
+    from smile2pay.models.graph import add_outputs
     from smile2pay.models.runtime import create_session
 
     path = Path(models_dir) / TEACHER_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (the identity model of the mobile pack)")
-    m = onnx.load(str(path))
-    have = {o for n in m.graph.node for o in n.output}
-    for name in FEATURE_TENSORS:
-        if name not in have:
-            raise ValueError(f"{path}: no tensor {name!r}: this teacher is defined on w600k_mbf's graph only")
-        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    # the product's session factory (same graph rewrites: same function, faster on CPU; the added outputs keep
-    # their names through them)
-    return create_session(m.SerializeToString(), threads=int(threads), name="identity_features")[0]
+    try:
+        data = add_outputs(path.read_bytes(), FEATURE_TENSORS)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}: this teacher is defined on w600k_mbf's graph only") from e
+    return create_session(data, threads=int(threads), name="identity_features")[0]
 
 
 def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool = False) -> np.ndarray:
@@ -65,15 +61,16 @@ def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool 
     import cv2
     from tqdm import tqdm
 
+    from smile2pay.models.manifest import get_spec
     from smile2pay.vision.align import AU_PAD
     from smile2pay.vision.au import centre_crop
 
+    spec = get_spec(TEACHER_MODEL.rsplit(".", 1)[0])      # the recogniser's own preprocessing (RGB, 127.5)
     inp = sess.get_inputs()[0].name
     out = []
     for i in tqdm(range(0, len(crops), batch), disable=not progress, desc="identity features", mininterval=5):
         c = [cv2.resize(centre_crop(x, AU_PAD), (112, 112), interpolation=cv2.INTER_LINEAR) for x in crops[i:i + batch]]
-        blob = ((np.stack(c)[..., ::-1].astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2).copy()
-        res = sess.run(list(FEATURE_TENSORS), {inp: blob})
+        res = sess.run(list(FEATURE_TENSORS), {inp: spec.to_blob(np.stack(c))})
         out.append(np.concatenate([pool_bands(t) for t in res], 1).astype(np.float16))
     return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
@@ -120,10 +117,15 @@ def probe_params(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef.astype(np.float32), b
 
 
+def probe_logits(w: np.ndarray, b: float):
+    """The probe ``(w, b)`` as a function features -> float32 logits (what :class:`smile2pay.vision.smile_probe.SmileProbe`
+    computes on the product's features)."""
+    return lambda Z: (np.asarray(Z, np.float32) @ w + np.float32(b)).astype(np.float32)
+
+
 def fit_probe(X: np.ndarray, y: np.ndarray):
     """:func:`probe_params` as a function features -> float32 logits."""
-    w, b = probe_params(X, y)
-    return lambda Z: (np.asarray(Z, np.float32) @ w + np.float32(b)).astype(np.float32)
+    return probe_logits(*probe_params(X, y))
 
 
 def save_probe(path, w: np.ndarray, b: float, meta: dict) -> str:
