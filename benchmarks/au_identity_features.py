@@ -66,7 +66,8 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
     :func:`smile2pay.decision.engine.fuse_probe`), recalibrated exactly as ``au_cross_population.py`` does
     (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
     reported on the same test populations, offline on the cached crops. w = 0 reproduces the AU stage's gate."""
-    from smile2pay.decision.au_calibration import MIN_DELTA, calibrate, rates
+    from smile2pay.decision.au_calibration import MIN_DELTA, calibrate, gate, rates
+    from smile2pay_tools.bench import label_ceiling as ceiling
     from smile2pay_tools.bench import au_population as ap
     from smile2pay_tools.train.au_mix import fer_smile_target
 
@@ -103,8 +104,10 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
         ts1 = [cal1["thresholds"][a] for a in ("AU6", "AU12")]
         pr = ap.probes_of("lfw_test", Ql, names, [b for _, b, _ in lt], [k == "smile" for _, _, k in lt], [a for a, _, _ in lt])
         r_l = rates(pr, ts, cal["delta"], cal["absent_threshold"])
-        r_f = rates(ap.probes_of("fer_test", Qf[len(fv):], names, np.arange(len(ft)), fer["votes"][ft, :8].argmax(1) == 1),
-                    ts1, 0.0, 0.5)
+        pr_f = ap.probes_of("fer_test", Qf[len(fv):], names, np.arange(len(ft)), fer["votes"][ft, :8].argmax(1) == 1)
+        r_f = rates(pr_f, ts1, 0.0, 0.5)
+        # the same decisions against the majority of nine of the ten votes, beside one annotator (label_ceiling)
+        r_f9 = ceiling.decisions_vs_rest(fer["votes"][ft], gate(pr_f, ts1, 0.0, 0.5))
         r_c = rates(ck_pr, ts, cal["delta"], cal["absent_threshold"])
         pick = lambda r: {"smiles_passed": round(float(r["tpr"]), 4), "others_passed": round(float(r["fpr"]), 4)}
         out[str(w)] = {"burst_thresholds": cal["thresholds"], "delta": cal["delta"], "absent": cal["absent_threshold"],
@@ -112,9 +115,10 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
                        "calibration_populations": cal["populations"],
                        "single_frame_calibration": cal1["populations"],
                        "lfw_test_neutral_to_smile_vs_other": pick(r_l), "ferplus_test_single_frame": pick(r_f),
+                       "ferplus_test_single_frame_vs_nine_votes": r_f9,
                        "ckplus_oof_pairs (operating point chosen on them too)": pick(r_c)}
-        print(f"gate, probe weight {w}: LFW test pairs {pick(r_l)}, FER+ test {pick(r_f)}, CK+ OOF pairs {pick(r_c)}",
-              flush=True)
+        print(f"gate, probe weight {w}: LFW test pairs {pick(r_l)}, FER+ test {pick(r_f)} (vs nine votes "
+              f"{r_f9['tpr']} / {r_f9['fpr']}), CK+ OOF pairs {pick(r_c)}", flush=True)
     return out
 
 
@@ -168,6 +172,22 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
                     t["pooling_the_probe_tensors"].append(time.perf_counter() - t1)
     return {k: {"median_ms": round(1000 * float(np.median(v)), 3), "p95_ms": round(1000 * float(np.percentile(v, 95)), 3),
                 "n": len(v)} for k, v in t.items()}
+
+
+def label_ceiling(fer, lfw, masks) -> dict:
+    """How far the labels agree with themselves (smile2pay_tools.bench.label_ceiling): one FER+ annotator
+    against the majority of the other nine votes on the FER+ test faces the gate is reported on, and LFW
+    test people's images that carry both label sources."""
+    from smile2pay_tools.bench import label_ceiling as ceiling
+    from smile2pay_tools.train.au_mix import fer_smile_target
+
+    _, usable = fer_smile_target(fer["votes"])
+    ft = np.flatnonzero(masks["fer_test"] & usable)
+    return {"ferplus_test_one_annotator_vs_other_nine": ceiling.one_annotator(fer["votes"][ft]),
+            "lfw_test_people_two_label_sources": ceiling.lfw_agreement(lfw["label"], lfw["smile"], masks["lfw_test"]),
+            "what": "one FER+ annotator judged against the majority of the other nine votes (each face weighted by "
+                    "the dropped vote's probability); the gate at each probe weight is judged against the same truth "
+                    "in gate_offline[w]['ferplus_test_single_frame_vs_nine_votes']. LFW: images with both sources."}
 
 
 def pick_weight(gate: dict) -> str:
@@ -320,6 +340,10 @@ def main(argv=None) -> dict:
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data)
+    res["label_ceiling"] = label_ceiling(fer, lfw, masks)
+    one = res["label_ceiling"]["ferplus_test_one_annotator_vs_other_nine"]
+    print(f"label ceiling: one FER+ annotator vs the other nine votes: smiles {one['tpr']}, others {one['fpr']}",
+          flush=True)
     if args.export_probe:
         from smile2pay_tools.train.id_teacher import save_probe
 

@@ -9,7 +9,15 @@ camera differences between datasets cannot leak in):
 * **lighting pattern**: the 112 px aligned crop in grey, averaged over a 4x4 grid, standardised (zero mean,
   unit variance): where the light falls on the face, not how bright it is; and the same over a 6x3 grid of
   the upper half (eyes, brows, forehead: what a smile moves least);
-* **yaw** and **roll** of the head from the 5 points (:func:`smile2pay.vision.align.pose_from_landmarks`).
+* **yaw** and **roll** of the head from the 5 points (:func:`smile2pay.vision.align.pose_from_landmarks`);
+* **balance**: the left half of the crop's mean grey minus the right half's, over the whole crop's mean: which
+  side the light comes from (a symmetric expression barely moves it, two photos from different days often do);
+* **contrast**: log of the crop's grey standard deviation over its mean. Both are unchanged by a camera's gain
+  (auto-exposure scales every pixel alike), unlike raw brightness or contrast.
+
+The last two were added on 2026-12-07 (``benchmarks/capture_continuity.py``: at the same bona fide cost they
+flag more two-photo pairs than the first four alone); a calibration file without their scales scores the first
+four only, with the limit it was fitted with.
 
 The change between two frames is one score: ``sqrt(sum_cue (change_cue / scale_cue)^2)`` with each cue's
 scale its 75th percentile over same-session pairs; two frames are *discontinuous* when the score exceeds
@@ -47,10 +55,18 @@ class ContinuitySettings:
     scale_roll: float = 1.1
     max_score: float = 5.0
     enabled: bool = True
+    #: the gain-invariant cues (None: not part of the score, as in calibration files written before them)
+    scale_balance: float | None = None
+    scale_contrast: float | None = None
 
     def scales(self) -> dict:
-        return {"lighting": self.scale_lighting, "upper": self.scale_upper, "yaw": self.scale_yaw,
-                "roll": self.scale_roll}
+        s = {"lighting": self.scale_lighting, "upper": self.scale_upper, "yaw": self.scale_yaw,
+             "roll": self.scale_roll}
+        if self.scale_balance is not None:
+            s["balance"] = self.scale_balance
+        if self.scale_contrast is not None:
+            s["contrast"] = self.scale_contrast
+        return s
 
 
 @dataclass
@@ -59,6 +75,8 @@ class Signature:
     upper: np.ndarray         # (18,) the same over a 6x3 grid of its upper half
     yaw: float
     roll: float
+    balance: float = 0.0      # (mean of the left half - mean of the right half) / mean
+    contrast: float = 0.0     # log(std / mean)
 
 
 @dataclass
@@ -85,13 +103,19 @@ def signature(crop: np.ndarray, landmarks: np.ndarray) -> Signature:
         return ((grid - grid.mean()) / (float(grid.std()) + 1e-6)).astype(np.float32)
 
     yaw, _, roll, _ = pose_from_landmarks(np.asarray(landmarks, np.float32))
-    return Signature(pattern(g, (4, 4)), pattern(g[: g.shape[0] // 2], (6, 3)), float(yaw), float(roll))
+    mean = float(g.mean()) + 1.0
+    half = g.shape[1] // 2
+    balance = (float(g[:, :half].mean()) - float(g[:, g.shape[1] - half:].mean())) / mean
+    contrast = math.log((float(g.std()) + 1e-3) / mean)
+    return Signature(pattern(g, (4, 4)), pattern(g[: g.shape[0] // 2], (6, 3)), float(yaw), float(roll),
+                     float(balance), float(contrast))
 
 
 def pair_change(a: Signature, b: Signature) -> dict:
     return {"lighting": float(np.linalg.norm(a.lighting - b.lighting)),
             "upper": float(np.linalg.norm(a.upper - b.upper)), "yaw": abs(a.yaw - b.yaw),
-            "roll": abs(a.roll - b.roll)}
+            "roll": abs(a.roll - b.roll), "balance": abs(a.balance - b.balance),
+            "contrast": abs(a.contrast - b.contrast)}
 
 
 def score(change: dict, s: ContinuitySettings) -> float:

@@ -144,8 +144,18 @@ class Policy:
             kw["probe_calibration"] = parse_probe_section(cal["au_probe"], str(path))
         cc = cal.get("capture_continuity") or {}
         if cc:
-            keys = ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score")
-            kw["continuity"] = ContinuitySettings(**{k: float(cc[k]) for k in keys if k in cc})
+            keys = ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score", "scale_balance",
+                    "scale_contrast")
+            vals = {}
+            for k in keys:
+                if k not in cc:
+                    continue
+                v = cc[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                    raise ConfigError(f"{path}: capture_continuity {k} must be a positive number, got {v!r}",
+                                      code="CALIBRATION_INVALID", file=str(path))
+                vals[k] = float(v)
+            kw["continuity"] = ContinuitySettings(**vals)
         kw.update(overrides)
         return cls(**kw)
 

@@ -27,6 +27,10 @@ from smile2pay.decision.continuity import ContinuitySettings, excess, pair_chang
 
 from . import common as C
 
+FOUR_CUES = ("lighting", "upper", "yaw", "roll")
+ALL_CUES = FOUR_CUES + ("balance", "contrast")
+MARGIN_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+
 
 def _sig(pipe, path: str, composed: int | None = None):
     """Signature of a still as a file (``composed`` None) or as a camera-like frame: upscaled onto a 640x480
@@ -74,40 +78,76 @@ def run(args) -> dict:
     lfw_n, miss_n = _pairs(pipe, neutral[:args.max_pairs], not args.no_progress, "LFW neutral->neutral")
     lfw_hc, miss_hc = _pairs(pipe, happy[:args.max_pairs], not args.no_progress, "LFW neutral->happy, camera-like",
                              True)
-    tune = [c for s, c in ck if zlib.crc32(s.encode()) % 2 == 0]
-    check = [c for s, c in ck if zlib.crc32(s.encode()) % 2 == 1]
-    sc = {k: float(np.percentile([c[k] for c in tune], args.scale_percentile)) for k in ("lighting", "upper", "yaw", "roll")}
-    lim = ContinuitySettings(scale_lighting=sc["lighting"], scale_upper=sc["upper"], scale_yaw=sc["yaw"],
-                             scale_roll=sc["roll"], max_score=1.0)
-    lim = ContinuitySettings(**{**lim.__dict__, "max_score": args.margin * max(score(c, lim) for c in tune)})
+    is_tune = lambda s: zlib.crc32(s.encode()) % 2 == 0      # noqa: E731
+    tune = [c for s, c in ck if is_tune(s)]
+    check = [c for s, c in ck if not is_tune(s)]
+    tune_cam = [c for s, c in ck_cam if is_tune(s)]
+    sc = {k: float(np.percentile([c[k] for c in tune], args.scale_percentile)) for k in ALL_CUES}
 
-    def rate(changes, s=lim):
+    def limits(cues, margin):
+        s = ContinuitySettings(scale_lighting=sc["lighting"], scale_upper=sc["upper"], scale_yaw=sc["yaw"],
+                               scale_roll=sc["roll"], max_score=1.0,
+                               **{f"scale_{k}": sc[k] for k in cues if k not in FOUR_CUES})
+        return ContinuitySettings(**{**s.__dict__, "max_score": margin * max(score(c, s) for c in tune)})
+
+    def rate(changes, s):
         n = len(changes)
         k = sum(excess(c, s) > 1.0 for c in changes)
         return {"pairs": n, "flagged": int(k), "rate": k / n if n else None}
 
+    def pooled_tune(s):
+        """Flagged share of the tune half's same-session pairs, files and camera-like frames pooled."""
+        return (rate(tune, s)["flagged"] + rate(tune_cam, s)["flagged"]) / (len(tune) + len(tune_cam))
+
+    # the four cues at margin 1 (what shipped until 2026-12-07), same run
+    four = limits(FOUR_CUES, 1.0)
+    cues_used = FOUR_CUES if args.four_cues else ALL_CUES
+    if args.margin == "auto":
+        # bona fide only: the tightest margin whose tune-half flagged share (files and camera-like pooled) is no
+        # higher than the four cues' at margin 1; never looks at the two-photo pairs
+        budget = pooled_tune(four)
+        margin = min([m for m in MARGIN_GRID if pooled_tune(limits(cues_used, m)) <= budget + 1e-12] or [1.0])
+    else:
+        margin = float(args.margin)
+    lim = limits(cues_used, margin)
+    margin_sweep = {f"{m:g}": {"tune_pooled_flagged": round(pooled_tune(limits(cues_used, m)), 4),
+                               "ck_check_half": rate(check, limits(cues_used, m))["rate"],
+                               "ck_check_half_camera_like": rate([c for s_, c in ck_cam if not is_tune(s_)],
+                                                                 limits(cues_used, m))["rate"],
+                               "lfw_neutral_to_happy": rate([c for _, c in lfw_h], limits(cues_used, m))["rate"]}
+                    for m in MARGIN_GRID}
+
     cues = {}
-    for cue in ("lighting", "upper", "yaw", "roll"):
+    for cue in ALL_CUES:
         cues[cue] = {"ck_p50_p95_max": np.round(np.percentile([c[cue] for _, c in ck], [50, 95, 100]), 4).tolist(),
                      "lfw_happy_p5_p50": np.round(np.percentile([c[cue] for _, c in lfw_h], [5, 50]), 4).tolist()}
+    def same(s):
+        return {"ck_check_half": rate(check, s), "ck_tune_half_in_sample": rate(tune, s),
+                "ck_check_half_camera_like": rate([c for s_, c in ck_cam if not is_tune(s_)], s),
+                "ck_tune_half_camera_like": rate(tune_cam, s),
+                "ck_all_camera_like": rate([c for _, c in ck_cam], s), "ck_all": rate([c for _, c in ck], s)}
+
+    def photos(s):
+        return {"lfw_neutral_to_happy": rate([c for _, c in lfw_h], s),
+                "lfw_neutral_to_happy_camera_like": rate([c for _, c in lfw_hc], s),
+                "lfw_neutral_to_neutral": rate([c for _, c in lfw_n], s)}
+
     res = {"benchmark": "capture_continuity", "date": time.strftime("%Y-%m-%d"),
-           "command": "python benchmarks/capture_continuity.py" + (
-               f" --write-calibration {args.write_calibration}" if args.write_calibration else ""),
-           "limits": {"scale_lighting": round(lim.scale_lighting, 4), "scale_upper": round(lim.scale_upper, 4),
-                      "scale_yaw": round(lim.scale_yaw, 4), "scale_roll": round(lim.scale_roll, 4),
-                      "max_score": round(lim.max_score, 4), "margin": args.margin,
+           "command": "python benchmarks/capture_continuity.py" + (f" --margin {args.margin}" if args.margin != "1" else "")
+                      + (" --four-cues" if args.four_cues else "")
+                      + (f" --write-calibration {args.write_calibration}" if args.write_calibration else ""),
+           "limits": {**{f"scale_{k}": round(v, 4) for k, v in lim.scales().items()},
+                      "max_score": round(lim.max_score, 4), "margin": margin, "cues": list(lim.scales()),
                       "from": f"scales: {args.scale_percentile:g}th percentile, limit: max joint score over the "
-                              f"CK+ tune half ({len(tune)} pairs) x margin"},
-           "same_session_flagged": {
-               "ck_check_half": rate(check), "ck_tune_half_in_sample": rate(tune),
-               "ck_check_half_files": rate([c for s, c in ck_raw if zlib.crc32(s.encode()) % 2 == 1]),
-               "ck_check_half_camera_like": rate([c for s, c in ck_cam if zlib.crc32(s.encode()) % 2 == 1]),
-               "ck_all_camera_like": rate([c for _, c in ck_cam]),
-               "ck_all": rate([c for _, c in ck]), "ck_no_face": ck_missed + ck_missed_cam},
-           "two_photos_flagged": {"lfw_neutral_to_happy": rate([c for _, c in lfw_h]),
-                                  "lfw_neutral_to_happy_camera_like": rate([c for _, c in lfw_hc]),
-                                  "lfw_neutral_to_neutral": rate([c for _, c in lfw_n]),
-                                  "no_face": miss_h + miss_n + miss_hc},
+                              f"CK+ tune half ({len(tune)} pairs) x margin"
+                              + ("; margin: the tightest of the grid whose tune-half flagged share (files and "
+                                 "camera-like pooled) is no higher than the four cues' at margin 1"
+                                 if args.margin == "auto" else "")},
+           "same_session_flagged": same(lim), "two_photos_flagged": photos(lim),
+           "four_cues_margin_1_same_run": {"same_session_flagged": same(four), "two_photos_flagged": photos(four),
+                                           "max_score": round(four.max_score, 4)},
+           "margin_sweep": margin_sweep,
+           "no_face": {"ck": ck_missed + ck_missed_cam, "lfw": miss_h + miss_n + miss_hc},
            "cues": cues, "seconds": round(time.perf_counter() - t0, 1)}
     C.write_json(args.out, res)
     if args.write_calibration:
@@ -117,13 +157,28 @@ def run(args) -> dict:
             "same_session_flagged_ck_check_half": res["same_session_flagged"]["ck_check_half"],
             "two_photos_flagged_lfw_neutral_to_happy": res["two_photos_flagged"]["lfw_neutral_to_happy"]},
             "command": res["command"], "created": res["date"]}
-        p.write_text(json.dumps(cal, indent=1) + "\n")
+        tmp = p.with_suffix(p.suffix + ".tmp")      # a reader never sees half a calibration file
+        tmp.write_text(json.dumps(cal, indent=1) + "\n")
+        tmp.replace(p)
     return res
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--margin", type=float, default=1.0)
+    def margin_arg(v):
+        if v == "auto":
+            return v
+        try:
+            m = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"margin must be a number or 'auto', got {v!r}") from None
+        if not 0 < m <= 2:
+            raise argparse.ArgumentTypeError(f"margin must be in (0, 2], got {v!r}")
+        return v
+
+    ap.add_argument("--margin", default="1", type=margin_arg, help="limit = max tune-half score x margin; 'auto': the tightest "
+                    "margin whose bona fide tune-half cost is no higher than the four cues' at margin 1")
+    ap.add_argument("--four-cues", action="store_true", help="lighting, upper, yaw, roll only (before 2026-12-07)")
     ap.add_argument("--scale-percentile", type=float, default=75.0)
     ap.add_argument("--max-pairs", type=int, default=600)
     ap.add_argument("--out", default="benchmarks/results/capture_continuity.json")

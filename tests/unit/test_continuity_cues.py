@@ -1,0 +1,91 @@
+"""The capture-continuity cues added on 2026-12-07 (light balance, contrast): their maths on synthetic
+crops, their invariance to a camera's gain, and how calibration files switch them on."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from smile2pay.decision import continuity as C
+from smile2pay.decision.policy import Policy
+from smile2pay.errors import ConfigError
+
+LM = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], np.float32)
+
+
+def _crop(left=150.0, right=90.0, seed=0):
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(left, right, 112)[None, :]
+    g = np.clip(ramp + np.linspace(-10, 10, 112)[:, None] + rng.normal(0, 3, (112, 112)), 0, 255)
+    return g.astype(np.uint8)
+
+
+def test_balance_and_contrast_by_hand():
+    g = np.zeros((112, 112), np.uint8)
+    g[:, :56], g[:, 56:] = 120, 60
+    s = C.signature(g, LM)
+    assert s.balance == pytest.approx((120 - 60) / (90 + 1.0), rel=1e-5)
+    assert s.contrast == pytest.approx(math.log((30 + 1e-3) / 91.0), rel=1e-5)
+    m = C.signature(np.ascontiguousarray(g[:, ::-1]), LM)
+    assert m.balance == pytest.approx(-s.balance, rel=1e-5)     # mirrored light, mirrored balance
+
+
+def test_gain_leaves_the_new_cues_alone():
+    a = _crop()
+    b = np.clip(a.astype(np.float32) * 1.25, 0, 255).astype(np.uint8)     # auto-exposure: one gain
+    ch = C.pair_change(C.signature(a, LM), C.signature(b, LM))
+    assert ch["balance"] < 0.01 and ch["contrast"] < 0.01
+    flipped = C.pair_change(C.signature(a, LM), C.signature(np.ascontiguousarray(a[:, ::-1]), LM))
+    assert flipped["balance"] > 0.3
+
+
+def test_scores_use_only_the_calibrated_cues():
+    change = {"lighting": 1.0, "upper": 1.0, "yaw": 0.0, "roll": 0.0, "balance": 0.3, "contrast": 0.4}
+    four = C.ContinuitySettings(scale_lighting=1.0, scale_upper=1.0, scale_yaw=1.0, scale_roll=1.0)
+    assert set(four.scales()) == {"lighting", "upper", "yaw", "roll"}
+    assert C.score(change, four) == pytest.approx(math.sqrt(2))
+    six = C.ContinuitySettings(scale_lighting=1.0, scale_upper=1.0, scale_yaw=1.0, scale_roll=1.0,
+                               scale_balance=0.1, scale_contrast=0.2, max_score=4.0)
+    assert C.score(change, six) == pytest.approx(math.sqrt(1 + 1 + 9 + 4))
+    assert C.excess(change, six) == pytest.approx(math.sqrt(15) / 4)
+
+
+def test_light_from_the_other_side_is_discontinuous_with_the_new_cues():
+    """Same pattern after standardising (a ramp mirrored is still a ramp in the 4x4 grid up to sign), but the
+    balance flips: the six-cue score flags it."""
+    s = C.ContinuitySettings(scale_lighting=1e3, scale_upper=1e3, scale_yaw=1e3, scale_roll=1e3,
+                             scale_balance=0.05, scale_contrast=0.1, max_score=3.0)
+    a, b = _crop(150, 90, 1), _crop(90, 150, 2)
+    assert not C.check([C.signature(a, LM), C.signature(b, LM)], s).passed
+    assert C.check([C.signature(a, LM), C.signature(_crop(150, 90, 3), LM)], s).passed
+
+
+def _cal(tmp_path, cc):
+    cal = {"format": "smile2pay.calibration/1", "model": "m:1",
+           "identity": {"operating_points": [{"far": 1e-4, "threshold": 0.33}]}, "capture_continuity": cc}
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(cal))
+    return p
+
+
+def test_calibration_switches_the_cues_on(tmp_path):
+    base = {"scale_lighting": 1.3, "scale_upper": 1.4, "scale_yaw": 0.02, "scale_roll": 1.3, "max_score": 4.0}
+    pol = Policy.from_calibration(_cal(tmp_path, base), far=1e-4)
+    assert set(pol.continuity.scales()) == {"lighting", "upper", "yaw", "roll"}
+    pol = Policy.from_calibration(_cal(tmp_path, {**base, "scale_balance": 0.03, "scale_contrast": 0.05}), far=1e-4)
+    assert pol.continuity.scale_balance == 0.03 and pol.continuity.scale_contrast == 0.05
+    assert pol.continuity.max_score == 4.0
+
+
+@pytest.mark.parametrize("bad", ["0.1", -0.1, 0, True, float("nan"), None])
+def test_malformed_continuity_scale_is_a_config_error(tmp_path, bad):
+    cc = {"scale_lighting": 1.3, "scale_upper": 1.4, "scale_yaw": 0.02, "scale_roll": 1.3, "max_score": 4.0,
+          "scale_balance": bad}
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(_cal(tmp_path, cc), far=1e-4)
+    assert e.value.code == "CALIBRATION_INVALID"
+
+
+def test_shipped_calibration_uses_the_six_cues():
+    pol = Policy.from_calibration()
+    assert set(pol.continuity.scales()) == {"lighting", "upper", "yaw", "roll", "balance", "contrast"}
