@@ -58,6 +58,9 @@ class Policy:
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     #: one capture, not two photos (:mod:`smile2pay.decision.continuity`); limits from the calibration file
     continuity: ContinuitySettings = field(default_factory=ContinuitySettings)
+    #: the limits a stream uses instead (``capture_continuity_stream`` in the calibration file); None = the same
+    #: as bursts. A stream compares many more frame pairs than a burst, so one limit does not fit both
+    stream_continuity: ContinuitySettings | None = None
     #: passive presentation-attack detection (MiniFASNet, :mod:`smile2pay.vision.pad`): "enforce" declines a
     #: frame whose p_real is below ``pad_threshold`` (PRESENTATION_ATTACK); "report" scores and reports only;
     #: "off" skips it. Faces under ``pad_min_face_px`` (short side, frame pixels) are not scored: the
@@ -142,22 +145,31 @@ class Policy:
                     kw[k_pol] = float(pad[k_cal])
         if cal.get("au_probe"):
             kw["probe_calibration"] = parse_probe_section(cal["au_probe"], str(path))
-        cc = cal.get("capture_continuity") or {}
-        if cc:
-            keys = ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score", "scale_balance",
-                    "scale_contrast")
-            vals = {}
-            for k in keys:
-                if k not in cc:
-                    continue
-                v = cc[k]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                    raise ConfigError(f"{path}: capture_continuity {k} must be a positive number, got {v!r}",
-                                      code="CALIBRATION_INVALID", file=str(path))
-                vals[k] = float(v)
-            kw["continuity"] = ContinuitySettings(**vals)
+        for section, key in (("capture_continuity", "continuity"), ("capture_continuity_stream", "stream_continuity")):
+            if cal.get(section):
+                kw[key] = parse_continuity_section(cal[section], section, str(path))
         kw.update(overrides)
         return cls(**kw)
+
+
+def parse_continuity_section(cc, section: str = "capture_continuity", source: str = "calibration"
+                             ) -> ContinuitySettings:
+    """A ``capture_continuity`` / ``capture_continuity_stream`` section (written by
+    ``benchmarks/capture_continuity.py --write-calibration``) -> :class:`ContinuitySettings`; a scale or limit
+    that is not a positive number is a ConfigError (``CALIBRATION_INVALID``)."""
+    if not isinstance(cc, dict):
+        raise ConfigError(f"{source}: {section} must be an object", code="CALIBRATION_INVALID", file=source)
+    vals = {}
+    for k in ("scale_lighting", "scale_upper", "scale_yaw", "scale_roll", "max_score", "scale_balance",
+              "scale_contrast"):
+        if k not in cc:
+            continue
+        v = cc[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{source}: {section} {k} must be a positive number, got {v!r}",
+                              code="CALIBRATION_INVALID", file=source)
+        vals[k] = float(v)
+    return ContinuitySettings(**vals)
 
 
 def parse_probe_section(sec, source: str = "calibration") -> dict:

@@ -161,6 +161,9 @@ class StreamMachine:
                  random: Callable[[], float] | None = None) -> None:
         self.settings = settings or StreamSettings()
         self.settings.validate()
+        sc = getattr(policy, "stream_continuity", None)
+        if sc is not None and policy.continuity.enabled:     # streams have their own continuity limits
+            policy = replace(policy, continuity=sc)
         self.rule, self.policy, self.baseline = rule, policy, baseline
         self.need, self.forbid = engine.pattern_thresholds(rule, policy, baseline)
         self.absent = {a: policy.absent_threshold(a) for a in rule.required}

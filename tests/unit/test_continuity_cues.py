@@ -89,3 +89,39 @@ def test_malformed_continuity_scale_is_a_config_error(tmp_path, bad):
 def test_shipped_calibration_uses_the_six_cues():
     pol = Policy.from_calibration()
     assert set(pol.continuity.scales()) == {"lighting", "upper", "yaw", "roll", "balance", "contrast"}
+
+
+def test_streams_take_their_own_section(tmp_path):
+    base = {"scale_lighting": 1.3, "scale_upper": 1.4, "scale_yaw": 0.02, "scale_roll": 1.3, "max_score": 4.0}
+    p = _cal(tmp_path, {**base, "scale_balance": 0.05, "scale_contrast": 0.3, "max_score": 4.5})
+    cal = json.loads(p.read_text())
+    cal["capture_continuity_stream"] = base
+    p.write_text(json.dumps(cal))
+    pol = Policy.from_calibration(p, far=1e-4)
+    assert pol.continuity.max_score == 4.5 and pol.stream_continuity.max_score == 4.0
+    assert set(pol.stream_continuity.scales()) == {"lighting", "upper", "yaw", "roll"}
+    cal["capture_continuity_stream"] = {**base, "max_score": "x"}
+    p.write_text(json.dumps(cal))
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(p, far=1e-4)
+    assert e.value.code == "CALIBRATION_INVALID" and "capture_continuity_stream" in str(e.value)
+    cal["capture_continuity_stream"] = [1, 2]
+    p.write_text(json.dumps(cal))
+    with pytest.raises(ConfigError):
+        Policy.from_calibration(p, far=1e-4)
+
+
+def test_the_stream_machine_uses_the_stream_limits_unless_the_check_is_off():
+    from dataclasses import replace
+
+    from smile2pay.decision.rules import parse_rule
+    from smile2pay.stream.machine import StreamMachine
+
+    pol = Policy.from_calibration()
+    assert pol.stream_continuity is not None                     # the shipped file has both sections
+    m = StreamMachine(parse_rule("AU6+AU12"), pol)
+    assert m.policy.continuity == pol.stream_continuity and m.policy.continuity != pol.continuity
+    off = replace(pol, continuity=replace(pol.continuity, enabled=False))
+    assert not StreamMachine(parse_rule("AU6+AU12"), off).policy.continuity.enabled
+    none = replace(pol, stream_continuity=None)
+    assert StreamMachine(parse_rule("AU6+AU12"), none).policy.continuity == pol.continuity
