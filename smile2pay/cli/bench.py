@@ -209,6 +209,30 @@ def cmd_calibrate(args) -> tuple[Any, int]:
     return res, 0
 
 
+def _cfg_calibrate_continuity(p: argparse.ArgumentParser) -> None:
+    from . import calibrate_continuity
+
+    calibrate_continuity.configure(p)
+    fill_help(p)
+
+
+@command("calibrate-continuity", _cfg_calibrate_continuity, examples="""\
+examples:
+  smile2pay calibrate-continuity --sessions captures.csv --out my_policy.json    # CSV path,session
+  smile2pay calibrate-continuity --sessions captures.csv --attacks photos.csv --out my_policy.json --json""")
+def cmd_calibrate_continuity(args) -> tuple[Any, int]:
+    """Capture-continuity limits from your own same-session captures.
+
+    Fits the one-capture-not-two-photos check on bona fide bursts or stream frames from your camera and writes
+    the capture_continuity sections of a calibration file (--policy)."""
+    from . import calibrate_continuity
+
+    res = calibrate_continuity.run(args)
+    if not args.json:
+        return calibrate_continuity.summary(res), 0
+    return res, 0
+
+
 def _cfg_calibrate_au(p: argparse.ArgumentParser) -> None:
     from . import calibrate_au
 

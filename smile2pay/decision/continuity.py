@@ -127,6 +127,29 @@ def excess(change: dict, s: ContinuitySettings) -> float:
     return score(change, s) / s.max_score
 
 
+FOUR_CUES = ("lighting", "upper", "yaw", "roll")
+ALL_CUES = FOUR_CUES + ("balance", "contrast")
+
+
+def fit_settings(changes: list[dict], cues: tuple[str, ...] = ALL_CUES, percentile: float = 75.0,
+                 margin: float = 1.0) -> ContinuitySettings:
+    """Limits from same-session frame pairs (:func:`pair_change` dicts): each cue's scale is its ``percentile``
+    over the pairs, the limit the largest joint score of the pairs times ``margin``. The four pose / lighting
+    cues are always part of the score; ``balance`` and ``contrast`` only when named in ``cues``."""
+    if not changes:
+        raise ValueError("no same-session pairs to fit continuity limits on")
+    unknown = set(cues) - set(ALL_CUES)
+    if unknown or not set(FOUR_CUES) <= set(cues):
+        raise ValueError(f"cues must include {FOUR_CUES} and may add balance / contrast, got {cues}")
+    if not 0.0 < margin <= 10.0 or not 0.0 < percentile <= 100.0:
+        raise ValueError(f"margin must be in (0, 10] and percentile in (0, 100], got {margin}, {percentile}")
+    sc = {k: max(float(np.percentile([c[k] for c in changes], percentile)), 1e-6) for k in cues}
+    s = ContinuitySettings(scale_lighting=sc["lighting"], scale_upper=sc["upper"], scale_yaw=sc["yaw"],
+                           scale_roll=sc["roll"], max_score=1.0,
+                           **{f"scale_{k}": sc[k] for k in cues if k not in FOUR_CUES})
+    return ContinuitySettings(**{**s.__dict__, "max_score": margin * max(max(score(c, s) for c in changes), 1e-6)})
+
+
 def check(signatures: list[Signature], settings: ContinuitySettings) -> ContinuityResult:
     """Every pair of frames must be continuous, not only consecutive ones (see the module docstring): two
     photos cross-faded over a few frames change little from one frame to the next, but the first and the

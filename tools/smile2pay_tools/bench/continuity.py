@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smile2pay.decision.continuity import ContinuitySettings, excess, pair_change, score, signature
+from smile2pay.decision.continuity import ALL_CUES, FOUR_CUES, excess, fit_settings, pair_change, signature
 
 from . import common as C
 
-FOUR_CUES = ("lighting", "upper", "yaw", "roll")
-ALL_CUES = FOUR_CUES + ("balance", "contrast")
 MARGIN_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 #: why streams keep the four cues at margin 1 (``capture_continuity_stream`` in the calibration file)
 STREAM_NOTE = ("a stream compares every processed frame with the previous one and with its neutral anchor, many more "
@@ -87,13 +85,9 @@ def run(args) -> dict:
     tune = [c for s, c in ck if is_tune(s)]
     check = [c for s, c in ck if not is_tune(s)]
     tune_cam = [c for s, c in ck_cam if is_tune(s)]
-    sc = {k: float(np.percentile([c[k] for c in tune], args.scale_percentile)) for k in ALL_CUES}
 
     def limits(cues, margin):
-        s = ContinuitySettings(scale_lighting=sc["lighting"], scale_upper=sc["upper"], scale_yaw=sc["yaw"],
-                               scale_roll=sc["roll"], max_score=1.0,
-                               **{f"scale_{k}": sc[k] for k in cues if k not in FOUR_CUES})
-        return ContinuitySettings(**{**s.__dict__, "max_score": margin * max(score(c, s) for c in tune)})
+        return fit_settings(tune, cues, args.scale_percentile, margin)
 
     def rate(changes, s):
         n = len(changes)
