@@ -21,11 +21,14 @@ four only, with the limit it was fitted with.
 
 The change between two frames is one score: ``sqrt(sum_cue (change_cue / scale_cue)^2)`` with each cue's
 scale its 75th percentile over same-session pairs; two frames are *discontinuous* when the score exceeds
-``max_score`` (the largest score of those pairs): a pair moderately off on several cues counts, not only one
-far off on one. Scales and limit come from same-session pairs (CK+ first frame -> peak frame of one
-sequence; half the subjects, the other half checks) and ship in the calibration file (``capture_continuity``);
+``max_score`` (the largest score of those pairs times a margin): a pair moderately off on several cues counts,
+not only one far off on one. Scales and limit come from same-session pairs (CK+ first frame -> peak frame of one
+sequence; half the subjects, the other half checks) and ship in the calibration file: ``capture_continuity``
+for bursts (six cues, margin 0.8), ``capture_continuity_stream`` for streams (the first four cues, margin 1: a
+stream compares many more pairs, and the six cues cost it more bona fide clips).
 ``benchmarks/capture_continuity.py`` measures them against pairs of different photos of the same person
-(LFW neutral -> happy) and writes them. A burst is judged on **every pair** of its frames, not only
+(LFW neutral -> happy) and writes them; ``smile2pay calibrate-continuity`` fits them on a deployment's own
+captures (:func:`fit_settings`). A burst is judged on **every pair** of its frames, not only
 consecutive ones; a stream on every consecutive pair of processed frames between its neutral frame and its
 smile (a hard cut between two photos is exactly such a jump), its decision frames (neutral, smile, relaxed)
 against each other, and its smile and relaxed frames against the first frame of the neutral streak

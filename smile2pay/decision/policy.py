@@ -148,6 +148,8 @@ class Policy:
         for section, key in (("capture_continuity", "continuity"), ("capture_continuity_stream", "stream_continuity")):
             if cal.get(section):
                 kw[key] = parse_continuity_section(cal[section], section, str(path))
+        if "continuity" in overrides and "stream_continuity" not in overrides:
+            kw.pop("stream_continuity", None)   # an explicit continuity override applies to streams too
         kw.update(overrides)
         return cls(**kw)
 

@@ -125,3 +125,23 @@ def test_the_stream_machine_uses_the_stream_limits_unless_the_check_is_off():
     assert not StreamMachine(parse_rule("AU6+AU12"), off).policy.continuity.enabled
     none = replace(pol, stream_continuity=None)
     assert StreamMachine(parse_rule("AU6+AU12"), none).policy.continuity == pol.continuity
+
+
+def test_an_explicit_continuity_override_applies_to_streams_too():
+    mine = C.ContinuitySettings(max_score=9.0)
+    pol = Policy.from_calibration(continuity=mine)
+    assert pol.continuity == mine and pol.stream_continuity is None
+    both = Policy.from_calibration(continuity=mine, stream_continuity=C.ContinuitySettings(max_score=2.0))
+    assert both.stream_continuity.max_score == 2.0
+
+
+def test_fit_settings_by_hand():
+    ch = [{"lighting": x, "upper": x, "yaw": x, "roll": x, "balance": 2 * x, "contrast": 3 * x} for x in (1.0, 2.0, 3.0)]
+    s = C.fit_settings(ch, C.ALL_CUES, percentile=50.0, margin=0.5)
+    assert s.scale_lighting == 2.0 and s.scale_balance == 4.0 and s.scale_contrast == 6.0
+    assert s.max_score == pytest.approx(0.5 * math.sqrt(6 * 1.5 ** 2))      # the largest pair: x = 3
+    assert C.fit_settings(ch, C.FOUR_CUES).scale_balance is None
+    with pytest.raises(ValueError):
+        C.fit_settings([], C.ALL_CUES)
+    with pytest.raises(ValueError):
+        C.fit_settings(ch, ("lighting", "balance"))
