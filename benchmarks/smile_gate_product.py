@@ -5,7 +5,10 @@ the identity forward that also returns the probe's tensors, ``smile2pay.pipeline
 image's own resolution, and each neutral -> probe pair is judged by ``smile2pay.decision.engine.judge_frames``
 as a two-frame burst (frame 0 clearly neutral, frame 1 the pattern as a change from it), once with the shipped
 AU-stage policy and once with the smile-probe policy (``Policy.with_smile_probe``, the ``au_probe`` section of
-the calibration file). No enrolled baseline (the offline protocol of ``au_cross_population.py`` has none).
+the calibration file). Two protocols: the burst alone (no enrolled baseline), and **enrolled from the neutral
+photo** (the baseline ``verify()`` reads for a user enrolled from that photo: its AU stage probabilities and
+probe logit; the presence thresholds rise to baseline + the required rise). The offline protocol of
+``au_cross_population.py`` / ``au_identity_features.py`` is the second one (its baseline is the neutral frame).
 
 Sets: LFW test people's neutral -> smile / other-expression pairs (people never used to fit either model or
 to choose an operating point) and, for reference, LFW calibration people (the operating points were chosen
@@ -74,25 +77,33 @@ def main(argv=None) -> dict:
         except Smile2PayError:
             obs[r] = None
 
-    def passes(a, b, policy) -> bool | None:
+    def baseline_of(a, policy, enrolled: bool):
+        """The user's enrolled baseline when ``enrolled``: the neutral photo's AU stage probabilities and probe
+        logit, as ``enroll`` stores them for a user enrolled from that photo, on the policy's judged scale."""
+        if not enrolled:
+            return None
+        return engine.judged_baseline({**obs[a].au_probs, "smile_probe": obs[a].smile_probe}, policy)
+
+    def passes(a, b, policy, enrolled: bool = False) -> bool | None:
         if obs[a] is None or obs[b] is None:
             return None
         probs = [engine.judged_probs(o, policy) for o in (obs[a], obs[b])]
-        present, absent, _ = engine.judge_frames(probs, rule, policy, None)
+        present, absent, _ = engine.judge_frames(probs, rule, policy, baseline_of(a, policy, enrolled))
         return bool(absent[0] and present[1])
 
-    def why_not(a, b, policy) -> list[str]:
+    def why_not(a, b, policy, enrolled: bool = False) -> list[str]:
         """Which conditions of the two-frame judgement a declined pair misses (several may hold)."""
         pn, pp = (engine.judged_probs(o, policy) for o in (obs[a], obs[b]))
+        need, _ = engine.pattern_thresholds(rule, policy, baseline_of(a, policy, enrolled))
         req = list(rule.required)
         out = []
-        if any(pp.get(x, 0.0) < policy.au_threshold(x) for x in req):
-            out.append("smile frame below the thresholds")
+        if any(pp.get(x, 0.0) < need[x] for x in req):
+            out.append("smile frame below the thresholds" + (" (raised to the baseline + rise)" if enrolled else ""))
         if any(pp.get(x, 0.0) - pn.get(x, 0.0) < policy.burst_min_delta for x in req):
             out.append("rise over the neutral frame below the required rise")
         if not all(pn.get(x, 0.0) < policy.absent_threshold(x) for x in req):
             out.append("neutral frame not clearly neutral")
-        elif all(pn.get(x, 0.0) >= policy.au_threshold(x) for x in req):
+        elif all(pn.get(x, 0.0) >= need[x] for x in req):
             out.append("neutral frame already shows the pattern")
         return out or ["other"]
 
@@ -105,8 +116,11 @@ def main(argv=None) -> dict:
            "sets": {}}
     for name, pairs in sets.items():
         ent = {}
-        for label, pol in (("au_stage_alone (shipped before)", plain), ("with_smile_probe", probe_pol)):
-            got = [(passes(a, b, pol), k) for a, b, k in pairs]
+        for label, pol, enrolled in (("au_stage_alone (shipped before)", plain, False),
+                                     ("with_smile_probe", probe_pol, False),
+                                     ("au_stage_alone, enrolled from the neutral photo", plain, True),
+                                     ("with_smile_probe, enrolled from the neutral photo", probe_pol, True)):
+            got = [(passes(a, b, pol, enrolled), k) for a, b, k in pairs]
             got = [(p, k) for p, k in got if p is not None]
             s = [p for p, k in got if k == "smile"]
             o = [p for p, k in got if k == "other"]
@@ -115,15 +129,15 @@ def main(argv=None) -> dict:
                           "others_passed": round(float(np.mean(o)), 4) if o else None}
             missed: dict[str, int] = {}
             for a, b, k in pairs:
-                if k == "smile" and passes(a, b, pol) is False:
-                    for w in why_not(a, b, pol):
+                if k == "smile" and passes(a, b, pol, enrolled) is False:
+                    for w in why_not(a, b, pol, enrolled):
                         missed[w] = missed.get(w, 0) + 1
             ent[label]["declined_smile_pairs_by_condition"] = missed
             # which other-expression pairs pass (file names and the probe photo's expression label; no image data)
             ent[label]["other_pairs_passed"] = [
                 {"neutral": Path(str(lfw["path"][a])).name, "probe": Path(str(lfw["path"][b])).name,
                  "probe_label": str(lfw["label"][b]), "smile_label_morishita": int(lfw["smile"][b])}
-                for a, b, k in pairs if k == "other" and passes(a, b, pol)]
+                for a, b, k in pairs if k == "other" and passes(a, b, pol, enrolled)]
         res["sets"][name] = ent
         print(name, json.dumps(ent), flush=True)
     res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
