@@ -44,17 +44,25 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def read_frames(path: str | Path) -> list[dict]:
+def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tuple[Path, list[dict]]:
+    """(path, rows) of a calibration input CSV that must have ``columns``; a missing, unreadable or malformed file
+    is a RequestError ``DATASET_INVALID`` (shared by ``calibrate-au`` and ``calibrate-continuity``)."""
     p = Path(path)
     try:
-        rows = list(csv.DictReader(open(p, newline="", encoding="utf-8")))
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
     except FileNotFoundError:
-        raise RequestError(f"frames CSV not found: {p}", code="DATASET_INVALID") from None
+        raise RequestError(f"{what} CSV not found: {p}", code="DATASET_INVALID") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise RequestError(f"cannot read {p}: {e}", code="DATASET_INVALID") from None
-    if not rows or not {"path", "subject", "label"} <= set(rows[0]):
-        raise RequestError(f"{p}: needs columns path,subject,label (got {list(rows[0]) if rows else 'no rows'})",
+    if not rows or not set(columns) <= set(rows[0]):
+        raise RequestError(f"{p}: needs columns {','.join(columns)} (got {list(rows[0]) if rows else 'no rows'})",
                            code="DATASET_INVALID")
+    return p, rows
+
+
+def read_frames(path: str | Path) -> list[dict]:
+    p, rows = read_csv_rows(path, ("path", "subject", "label"), "frames")
     for i, r in enumerate(rows, 2):
         r["label"] = (r["label"] or "").strip().lower()
         if r["label"] not in LABELS:

@@ -21,7 +21,6 @@ Writes the ``capture_continuity`` section (bursts) and, with ``--section both`` 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import time
@@ -51,16 +50,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def read_sessions(path: str | Path, what: str = "sessions") -> dict[str, list[str]]:
-    p = Path(path)
-    try:
-        rows = list(csv.DictReader(open(p, newline="", encoding="utf-8")))
-    except FileNotFoundError:
-        raise RequestError(f"{what} CSV not found: {p}", code="DATASET_INVALID") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RequestError(f"cannot read {p}: {e}", code="DATASET_INVALID") from None
-    if not rows or not {"path", "session"} <= set(rows[0]):
-        raise RequestError(f"{p}: needs columns path,session (got {list(rows[0]) if rows else 'no rows'})",
-                           code="DATASET_INVALID")
+    from .calibrate_au import read_csv_rows
+
+    p, rows = read_csv_rows(path, ("path", "session"), what)
     out: dict[str, list[str]] = defaultdict(list)
     for i, r in enumerate(rows, 2):
         if not (r.get("path") or "").strip() or not (r.get("session") or "").strip():

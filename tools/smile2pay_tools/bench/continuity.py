@@ -85,6 +85,9 @@ def run(args) -> dict:
     tune = [c for s, c in ck if is_tune(s)]
     check = [c for s, c in ck if not is_tune(s)]
     tune_cam = [c for s, c in ck_cam if is_tune(s)]
+    check_cam = [c for s, c in ck_cam if not is_tune(s)]
+    ck_all, ck_cam_all = [c for _, c in ck], [c for _, c in ck_cam]
+    happy_all, happy_cam_all, neutral_all = ([c for _, c in x] for x in (lfw_h, lfw_hc, lfw_n))
 
     def limits(cues, margin):
         return fit_settings(tune, cues, args.scale_percentile, margin)
@@ -101,20 +104,20 @@ def run(args) -> dict:
     # the four cues at margin 1 (what shipped until 2026-12-07), same run
     four = limits(FOUR_CUES, 1.0)
     cues_used = FOUR_CUES if args.four_cues else ALL_CUES
+    fits = {m: limits(cues_used, m) for m in MARGIN_GRID}
     if args.margin == "auto":
         # bona fide only: the tightest margin whose tune-half flagged share (files and camera-like pooled) is no
         # higher than the four cues' at margin 1; never looks at the two-photo pairs
         budget = pooled_tune(four)
-        margin = min([m for m in MARGIN_GRID if pooled_tune(limits(cues_used, m)) <= budget + 1e-12] or [1.0])
+        margin = min([m for m, f in fits.items() if pooled_tune(f) <= budget + 1e-12] or [1.0])
     else:
         margin = float(args.margin)
-    lim = limits(cues_used, margin)
-    margin_sweep = {f"{m:g}": {"tune_pooled_flagged": round(pooled_tune(limits(cues_used, m)), 4),
-                               "ck_check_half": rate(check, limits(cues_used, m))["rate"],
-                               "ck_check_half_camera_like": rate([c for s_, c in ck_cam if not is_tune(s_)],
-                                                                 limits(cues_used, m))["rate"],
-                               "lfw_neutral_to_happy": rate([c for _, c in lfw_h], limits(cues_used, m))["rate"]}
-                    for m in MARGIN_GRID}
+    lim = fits.get(margin) or limits(cues_used, margin)
+    margin_sweep = {f"{m:g}": {"tune_pooled_flagged": round(pooled_tune(f), 4),
+                               "ck_check_half": rate(check, f)["rate"],
+                               "ck_check_half_camera_like": rate(check_cam, f)["rate"],
+                               "lfw_neutral_to_happy": rate(happy_all, f)["rate"]}
+                    for m, f in fits.items()}
 
     cues = {}
     for cue in ALL_CUES:
@@ -122,21 +125,22 @@ def run(args) -> dict:
                      "lfw_happy_p5_p50": np.round(np.percentile([c[cue] for _, c in lfw_h], [5, 50]), 4).tolist()}
     def same(s):
         return {"ck_check_half": rate(check, s), "ck_tune_half_in_sample": rate(tune, s),
-                "ck_check_half_camera_like": rate([c for s_, c in ck_cam if not is_tune(s_)], s),
-                "ck_tune_half_camera_like": rate(tune_cam, s),
-                "ck_all_camera_like": rate([c for _, c in ck_cam], s), "ck_all": rate([c for _, c in ck], s)}
+                "ck_check_half_camera_like": rate(check_cam, s), "ck_tune_half_camera_like": rate(tune_cam, s),
+                "ck_all_camera_like": rate(ck_cam_all, s), "ck_all": rate(ck_all, s)}
 
     def photos(s):
-        return {"lfw_neutral_to_happy": rate([c for _, c in lfw_h], s),
-                "lfw_neutral_to_happy_camera_like": rate([c for _, c in lfw_hc], s),
-                "lfw_neutral_to_neutral": rate([c for _, c in lfw_n], s)}
+        return {"lfw_neutral_to_happy": rate(happy_all, s), "lfw_neutral_to_happy_camera_like": rate(happy_cam_all, s),
+                "lfw_neutral_to_neutral": rate(neutral_all, s)}
+
+    def limits_entry(s, margin):
+        return {**{f"scale_{k}": round(v, 4) for k, v in s.scales().items()}, "max_score": round(s.max_score, 4),
+                "margin": margin, "cues": list(s.scales())}
 
     res = {"benchmark": "capture_continuity", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/capture_continuity.py" + (f" --margin {args.margin}" if args.margin != "1" else "")
                       + (" --four-cues" if args.four_cues else "")
                       + (f" --write-calibration {args.write_calibration}" if args.write_calibration else ""),
-           "limits": {**{f"scale_{k}": round(v, 4) for k, v in lim.scales().items()},
-                      "max_score": round(lim.max_score, 4), "margin": margin, "cues": list(lim.scales()),
+           "limits": {**limits_entry(lim, margin),
                       "from": f"scales: {args.scale_percentile:g}th percentile, limit: max joint score over the "
                               f"CK+ tune half ({len(tune)} pairs) x margin"
                               + ("; margin: the tightest of the grid whose tune-half flagged share (files and "
@@ -146,9 +150,7 @@ def run(args) -> dict:
            "four_cues_margin_1_same_run": {"same_session_flagged": same(four), "two_photos_flagged": photos(four),
                                            "max_score": round(four.max_score, 4)},
            # streams keep the four cues at margin 1 (see STREAM_NOTE)
-           "stream_limits": {**{f"scale_{k}": round(v, 4) for k, v in four.scales().items()},
-                             "max_score": round(four.max_score, 4), "margin": 1.0, "cues": list(FOUR_CUES),
-                             "why": STREAM_NOTE},
+           "stream_limits": {**limits_entry(four, 1.0), "why": STREAM_NOTE},
            "margin_sweep": margin_sweep,
            "no_face": {"ck": ck_missed + ck_missed_cam, "lfw": miss_h + miss_n + miss_hc},
            "cues": cues, "seconds": round(time.perf_counter() - t0, 1)}
