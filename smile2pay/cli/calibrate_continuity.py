@@ -43,6 +43,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "or both (default)")
     p.add_argument("--cues", choices=("six", "four"), default="six",
                    help="six: pose, lighting pattern, light balance and contrast (default); four: without the last two")
+    p.add_argument("--window", choices=("face", "full"), default="face",
+                   help="face: the lighting cues read the face inside the aligned crop (FACE_WINDOW, default); "
+                        "full: the whole crop, as limits fitted before 2026-12-07")
     p.add_argument("--percentile", type=float, default=75.0, help="each cue's scale: this percentile (default 75)")
     p.add_argument("--margin", type=float, default=1.0, help="limit = largest tune-half joint score x margin")
     p.add_argument("--max-frames", type=int, default=12, help="frames read per session (default 12)")
@@ -62,7 +65,8 @@ def read_sessions(path: str | Path, what: str = "sessions") -> dict[str, list[st
     return dict(out)
 
 
-def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bool, desc: str, skipped: dict):
+def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bool, desc: str, skipped: dict,
+             window=None):
     """{session: [pair_change of every pair of its usable frames]}."""
     from tqdm import tqdm
 
@@ -77,7 +81,7 @@ def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bo
             except Smile2PayError as e:
                 skipped[e.code] += 1
                 continue
-            sigs.append(signature(f.identity_crop, f.landmarks))
+            sigs.append(signature(f.identity_crop, f.landmarks, window))
         if len(sigs) >= 2:
             out[sid] = [pair_change(a, b) for a, b in itertools.combinations(sigs, 2)]
         else:
@@ -87,7 +91,7 @@ def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bo
 
 def run(args) -> dict:
     from ..config import Settings
-    from ..decision.continuity import ALL_CUES, FOUR_CUES, excess, fit_settings
+    from ..decision.continuity import ALL_CUES, FACE_WINDOW, FOUR_CUES, excess, fit_settings
     from ..decision.policy import CALIBRATION_DIR, load_calibration
     from ..pipeline import FacePipeline
 
@@ -104,7 +108,8 @@ def run(args) -> dict:
     cal = load_calibration(cal_in)
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     skipped: dict[str, int] = defaultdict(int)
-    same = _changes(pipe, sessions, args.max_frames, not args.no_progress, "sessions", skipped)
+    window = FACE_WINDOW if getattr(args, "window", "face") == "face" else None
+    same = _changes(pipe, sessions, args.max_frames, not args.no_progress, "sessions", skipped, window)
     tune_ids = [s for s in same if zlib.crc32(s.encode()) % 2 == 0]
     check_ids = [s for s in same if zlib.crc32(s.encode()) % 2 == 1]
     if not tune_ids or not check_ids:
@@ -113,7 +118,7 @@ def run(args) -> dict:
                            code="DATASET_INVALID")
     tune = [c for s in tune_ids for c in same[s]]
     cues = ALL_CUES if args.cues == "six" else FOUR_CUES
-    lim = fit_settings(tune, cues, args.percentile, args.margin)
+    lim = fit_settings(tune, cues, args.percentile, args.margin, window)
 
     def flagged(ids, changes):
         """Sessions with any pair over the limit (a burst is judged on every pair of its frames)."""
@@ -122,11 +127,12 @@ def run(args) -> dict:
 
     res = {"out": str(args.out), "sessions": len(sessions), "usable_sessions": len(same), "skipped": dict(skipped),
            "limits": {**{f"scale_{k}": round(v, 5) for k, v in lim.scales().items()},
-                      "max_score": round(lim.max_score, 4), "margin": args.margin, "cues": list(lim.scales())},
+                      "max_score": round(lim.max_score, 4), "margin": args.margin, "cues": list(lim.scales()),
+                      **({"window": list(window)} if window is not None else {})},
            "same_session_flagged": {"check_half": flagged(check_ids, same),
                                     "tune_half_in_sample": flagged(tune_ids, same)}}
     if attacks:
-        att = _changes(pipe, attacks, args.max_frames, not args.no_progress, "attacks", skipped)
+        att = _changes(pipe, attacks, args.max_frames, not args.no_progress, "attacks", skipped, window)
         res["attacks_flagged"] = flagged(list(att), att)
     note = f"smile2pay calibrate-continuity --sessions {args.sessions} ({time.strftime('%Y-%m-%d')})"
     section = {**res["limits"], "measured": res["same_session_flagged"], "command": note,

@@ -315,7 +315,7 @@ def continuity_step(frames: list[FrameObs], ok: list[FrameObs], policy: Policy, 
     (:func:`~.continuity.check`). Runs with the burst liveness check only (section ``None`` otherwise)."""
     if liveness != "burst" or not _burst_checkable(frames, ok):
         return Step([])
-    cr = continuity.check([continuity.signature(f.crop, f.landmarks) for f in ok
+    cr = continuity.check([continuity.signature(f.crop, f.landmarks, policy.continuity.window) for f in ok
                            if f.landmarks is not None], policy.continuity)
     return Step([] if cr.passed else list(cr.reasons), cr.to_dict())
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError
-from .continuity import ContinuitySettings
+from .continuity import ContinuitySettings, check_window
 from .liveness import LivenessSettings
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -171,6 +171,11 @@ def parse_continuity_section(cc, section: str = "capture_continuity", source: st
             raise ConfigError(f"{source}: {section} {k} must be a positive number, got {v!r}",
                               code="CALIBRATION_INVALID", file=source)
         vals[k] = float(v)
+    if cc.get("window") is not None:
+        try:
+            vals["window"] = check_window(cc["window"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: {section} {e}", code="CALIBRATION_INVALID", file=source) from None
     return ContinuitySettings(**vals)
 
 

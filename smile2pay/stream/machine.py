@@ -295,7 +295,7 @@ class StreamMachine:
 
     def _continuity(self, fo: engine.FrameObs) -> None:
         # one capture, not two photos: the largest jump between consecutive frames since the neutral frame
-        sig = (continuity.signature(fo.crop, fo.landmarks)
+        sig = (continuity.signature(fo.crop, fo.landmarks, self.policy.continuity.window)
                if fo.crop is not None and fo.landmarks is not None else None)
         if sig is not None and self._prev_sig is not None and self._neutral is not None:
             self._max_cut = max(self._max_cut, continuity.excess(continuity.pair_change(self._prev_sig, sig),

@@ -1,5 +1,5 @@
-"""The capture-continuity cues added on 2026-12-07 (light balance, contrast): their maths on synthetic
-crops, their invariance to a camera's gain, and how calibration files switch them on."""
+"""The capture-continuity cues added on 2026-12-07 (light balance, contrast) and the face window: their maths on
+synthetic crops, their invariance to a camera's gain and to warp fill, and how calibration files switch them on."""
 import json
 import math
 
@@ -119,6 +119,9 @@ def test_the_stream_machine_uses_the_stream_limits_unless_the_check_is_off():
 
     pol = Policy.from_calibration()
     assert pol.stream_continuity is not None                     # the shipped file has both sections
+    assert StreamMachine(parse_rule("AU6+AU12"), pol).policy.continuity == pol.stream_continuity
+    # since the face window both sections hold the same limits: tell them apart here
+    pol = replace(pol, stream_continuity=replace(pol.stream_continuity, max_score=1.234))
     m = StreamMachine(parse_rule("AU6+AU12"), pol)
     assert m.policy.continuity == pol.stream_continuity and m.policy.continuity != pol.continuity
     off = replace(pol, continuity=replace(pol.continuity, enabled=False))
@@ -145,3 +148,53 @@ def test_fit_settings_by_hand():
         C.fit_settings([], C.ALL_CUES)
     with pytest.raises(ValueError):
         C.fit_settings(ch, ("lighting", "balance"))
+
+
+def test_the_face_window_reads_the_face_not_the_warp_fill():
+    """A tight crop aligned to 112 px has a border of warp fill (black as a file, grey on a camera canvas) whose
+    extent moves with the alignment: the face window leaves it out, the whole crop does not."""
+    face = _crop(140, 100, 4)
+    a, b = face.copy(), face.copy()
+    a[:, :14], a[:, -14:], a[:12] = 0, 0, 0            # black fill on three sides
+    b[:, :20], b[:, -8:], b[:18] = 110, 110, 110         # the same face, fill of another extent and grey
+    full = C.pair_change(C.signature(a, LM), C.signature(b, LM))
+    win = C.pair_change(C.signature(a, LM, C.FACE_WINDOW), C.signature(b, LM, C.FACE_WINDOW))
+    assert full["lighting"] > 0.5 and full["contrast"] > 0.05
+    assert win["lighting"] == 0.0 and win["upper"] == 0.0 and win["balance"] == 0.0 and win["contrast"] == 0.0
+    # the window is exactly that part of the crop (x 27..85, y 26..100 of 112 px)
+    w, part = C.signature(face, LM, C.FACE_WINDOW), C.signature(np.ascontiguousarray(face[26:100, 27:85]), LM)
+    assert np.array_equal(w.lighting, part.lighting) and np.array_equal(w.upper, part.upper)
+    assert w.balance == part.balance and w.contrast == part.contrast and w.yaw == part.yaw
+
+
+@pytest.mark.parametrize("bad", [(0.1, 0.1, 0.9), (0.5, 0.1, 0.4, 0.9), (0.1, 0.1, 1.2, 0.9), (0.3, 0.3, 0.45, 0.9),
+                                 "face", None, (0.1, float("nan"), 0.9, 0.9)])
+def test_a_bad_window_is_refused(bad, tmp_path):
+    with pytest.raises(ValueError):
+        C.check_window(bad)
+    if bad is None:
+        return          # a missing window is the whole crop (older files), not an error
+    from smile2pay.decision.policy import CALIBRATION_DIR
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    cal["capture_continuity"] = {**cal["capture_continuity"], "window": bad}
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(cal))
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(p, far=1e-4)
+    assert e.value.code == "CALIBRATION_INVALID" and "window" in str(e.value)
+
+
+def test_window_travels_from_fit_to_calibration_to_policy(tmp_path):
+    ch = [{"lighting": x, "upper": x, "yaw": x, "roll": x, "balance": x, "contrast": x} for x in (1.0, 2.0)]
+    s = C.fit_settings(ch, C.ALL_CUES, window=C.FACE_WINDOW)
+    assert s.window == C.FACE_WINDOW and C.fit_settings(ch, C.ALL_CUES).window is None
+    from smile2pay.decision.policy import CALIBRATION_DIR
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    pol = Policy.from_calibration()
+    # the shipped limits read the face window, bursts and streams alike
+    assert cal["capture_continuity"]["window"] == list(C.FACE_WINDOW)
+    assert pol.continuity.window == C.FACE_WINDOW and pol.stream_continuity.window == C.FACE_WINDOW
+    del cal["capture_continuity"]["window"]             # a file from before the window: the whole crop
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(cal))
+    assert Policy.from_calibration(p, far=1e-4).continuity.window is None
