@@ -19,13 +19,19 @@ The last two were added on 2026-12-07 (``benchmarks/capture_continuity.py``: at 
 flag more two-photo pairs than the first four alone); a calibration file without their scales scores the first
 four only, with the limit it was fitted with.
 
+The lighting cues read the **face window** of the crop (:data:`FACE_WINDOW`, since 2026-12-07, 12th stop), not
+the whole crop: a tight face crop (CK+'s 48 px faces) aligned to 112 px leaves a border of warp fill, black as a
+file and grey on a camera canvas, whose extent follows the alignment, hence the expression; read whole, it made
+same-session pairs look like two photos (camera-like CK+ pairs were flagged 17 of 159 times against 2 as files).
+A calibration file without ``window`` reads the whole crop, as its limits were fitted.
+
 The change between two frames is one score: ``sqrt(sum_cue (change_cue / scale_cue)^2)`` with each cue's
 scale its 75th percentile over same-session pairs; two frames are *discontinuous* when the score exceeds
 ``max_score`` (the largest score of those pairs times a margin): a pair moderately off on several cues counts,
 not only one far off on one. Scales and limit come from same-session pairs (CK+ first frame -> peak frame of one
-sequence; half the subjects, the other half checks) and ship in the calibration file: ``capture_continuity``
-for bursts (six cues, margin 0.8), ``capture_continuity_stream`` for streams (the first four cues, margin 1: a
-stream compares many more pairs, and the six cues cost it more bona fide clips).
+sequence, as files and as camera-like frames; half the subjects, the other half checks) and ship in the
+calibration file: ``capture_continuity`` for bursts and ``capture_continuity_stream`` for streams (both six cues
+on the face window, margin 0.8: the tightest whose tune-half flagged share is at most 2 %).
 ``benchmarks/capture_continuity.py`` measures them against pairs of different photos of the same person
 (LFW neutral -> happy) and writes them; ``smile2pay calibrate-continuity`` fits them on a deployment's own
 captures (:func:`fit_settings`). A burst is judged on **every pair** of its frames, not only

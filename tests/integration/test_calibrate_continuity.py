@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from smile2pay.decision.continuity import FACE_WINDOW
 from smile2pay.decision.policy import Policy
 
 
@@ -62,15 +63,17 @@ def test_calibrate_continuity_cli_on_real_frames(tmp_path, data_dir, models_dir)
     assert pol.continuity.max_score == pytest.approx(res["limits"]["max_score"])
     assert pol.continuity.scale_balance == pytest.approx(res["limits"]["scale_balance"])
     assert pol.stream_continuity == pol.continuity                 # --section both
+    assert res["limits"]["window"] == list(FACE_WINDOW) and pol.continuity.window == FACE_WINDOW   # the default
     # bursts only: the input file's stream section is kept; four cues: no balance / contrast
     out2 = tmp_path / "cal2.json"
     r = _run(["--sessions", _sessions(tmp_path, data_dir), "--out", out2, "--section", "bursts", "--cues", "four",
-              "--margin", "0.9"], models_dir)
+              "--margin", "0.9", "--window", "full"], models_dir)
     assert r.returncode == 0, r.stderr[-2000:]
     pol2 = Policy.from_calibration(out2)
     assert pol2.continuity.scale_balance is None and pol2.stream_continuity == Policy.from_calibration().stream_continuity
     assert pol2.continuity.max_score == pytest.approx(json.loads(r.stdout)["limits"]["max_score"])
     assert json.loads(r.stdout)["limits"]["margin"] == 0.9
+    assert pol2.continuity.window is None and "window" not in json.loads(r.stdout)["limits"]   # the whole crop
 
 
 def test_calibrate_continuity_bad_input(tmp_path, data_dir, models_dir):
