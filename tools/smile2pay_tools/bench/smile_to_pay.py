@@ -44,7 +44,7 @@ from smile2pay.config import QualitySettings, Settings
 from smile2pay.decision import engine
 from smile2pay.decision.policy import Policy
 from smile2pay.decision.rules import parse_rule
-from smile2pay.reasons import MULTIPLE_FACES, NO_FACE
+from smile2pay.reasons import CAPTURE_DISCONTINUITY, MULTIPLE_FACES, NO_FACE
 from smile2pay.scoring import identity_score
 
 from .clips import CK_AMBIGUOUS_NOTE, ck_kind
@@ -389,7 +389,7 @@ def run(args) -> dict:
         non_smile = [r for r in rs if r["is_smile_au6_au12"] != "1"]
         src = (non_smile or rs)[0]
         enrol[s] = src
-    stats = {k: {"accepted": 0, "total": 0, "reasons": defaultdict(int)} for k in
+    stats = {k: {"accepted": 0, "total": 0, "only_continuity": 0, "reasons": defaultdict(int)} for k in
              ("genuine_smile", "genuine_non_smile", "impostor_smile", "still_smile", "happy_not_coded_au6_au12")}
     enrol_same_image = 0
     failures: list[dict] = []
@@ -402,7 +402,7 @@ def run(args) -> dict:
                      identity_source=base_policy.identity_source, au_thresholds=thresholds[f],
                      absent_thresholds=absent_thr.get(f, base_policy.absent_thresholds),
                      baseline_min_delta=deltas[f], burst_min_delta=burst_deltas.get(f, 0.0),
-                     liveness=base_policy.liveness)
+                     liveness=base_policy.liveness, continuity=base_policy.continuity)
         baseline = e.get("probs")
         if use_probe:
             from dataclasses import replace as _rp
@@ -431,6 +431,7 @@ def run(args) -> dict:
                                "au_probs": [fr.get("au_probs") for fr in out.frames]})
         st["total"] += 1
         st["accepted"] += int(out.approved)
+        st["only_continuity"] += int(out.reasons == [CAPTURE_DISCONTINUITY])   # the gate passed it
         for r in out.reasons:
             st["reasons"][r] += 1
 
@@ -464,6 +465,8 @@ def run(args) -> dict:
         lo, hi = clopper_pearson(st["accepted"], st["total"]) if st["total"] else (None, None)
         table[k] = {"accepted": st["accepted"], "total": st["total"],
                     "rate": st["accepted"] / st["total"] if st["total"] else None, "rate_ci95": [lo, hi],
+                    # approved, or declined only by the capture-continuity check (issue 15's bona fide cost)
+                    "accepted_without_continuity_check": st["accepted"] + st["only_continuity"],
                     "reasons": dict(sorted(st["reasons"].items(), key=lambda x: -x[1]))}
     res = {"date": time.strftime("%Y-%m-%d"), "au_backend": args.backend, "cv_dirs": [str(d) for d in cv_dirs],
            "command": getattr(args, "command_line", None) or "smile2pay bench smile-to-pay " + " ".join(sys.argv[3:]),
