@@ -13,8 +13,8 @@
 Since 2026-12-07 (12th stop) the lighting cues read the face inside the aligned crop (``--window face``,
 :data:`smile2pay.decision.continuity.FACE_WINDOW`), not the whole crop: a tight 48 px CK+ crop aligned to 112 px
 leaves a border of warp fill (black as a file, the canvas grey as a camera-like frame) whose extent moves with the
-alignment, hence with the expression, and made same-session pairs look like two photos (camera-like CK+ pairs were
-flagged 4-8 times as often as the same pairs as files). The JSON keeps the limits shipped before it
+alignment, hence with the expression, and made same-session pairs look like two photos (the CK+ check half's camera-like
+pairs were flagged 17-18 of 159 times against 2 of 159 as files). The JSON keeps the limits shipped before it
 (``before_face_window``: the whole crop, limits fitted on files, six cues at margin 0.8 for bursts and four at
 margin 1 for streams), same run.
 
