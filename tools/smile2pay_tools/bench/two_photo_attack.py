@@ -116,7 +116,18 @@ def enrol_victims(s2p, data: Path, max_victims: int) -> list[dict]:
     return victims
 
 
-def _count(decisions, burst: bool = False) -> dict:
+def _excess(d):
+    """The decision's continuity excess: a burst's worst pair, a stream's largest cut (None if not judged)."""
+    live = d.liveness or {}
+    if isinstance(live.get("stream"), dict) and "max_cut_excess" in live["stream"]:
+        return live["stream"]["max_cut_excess"]
+    w = (live.get("continuity") or {}).get("worst") or {}
+    return w.get("excess")
+
+
+def _count(decisions, burst: bool = False, who: list[str] | None = None, attack: bool = True) -> dict:
+    """Counts; with ``who`` (one name per decision) also who paid (attacks) or who the check stopped (bona fide),
+    with the continuity excess."""
     n = len(decisions)
     app = sum(d.approved for d in decisions)
     stopped = [(not d.approved) and d.reasons == [CAPTURE_DISCONTINUITY] for d in decisions]
@@ -130,6 +141,9 @@ def _count(decisions, burst: bool = False) -> dict:
            "stopped_by_continuity": sum(stopped)}
     if burst:   # a stream's decision always compared its neutral and smile frames directly
         out["approved_comparing_consecutive_frames_only"] = app + far_pair
+    if who is not None:
+        key, pick = (("approved_who", [d.approved for d in decisions]) if attack else ("stopped_by_continuity_who", stopped))
+        out[key] = [{"subject": w, "continuity_excess": _excess(d)} for w, d, k in zip(who, decisions, pick) if k]
     return out
 
 
@@ -157,7 +171,9 @@ def run(args) -> dict:
             victims = enrol_victims(s2p, data, args.max_victims)
             burst, clip, chal, xburst, xclip, cburst, cxburst, cclip = [], [], [], [], [], [], [], []
             one_clip, one_burst, inter = [], [], []
+            names, cnames = [], []      # victims, and those whose photos could be cut to the face
             for k, p in enumerate(C.progress(victims, "LFW two-photo attack", enabled=not args.no_progress)):
+                names.append(p["subject"])
                 burst.append(s2p.verify(p["subject"], [str(data / p["neutral"][1]), str(data / p["happy"][0])]))
                 a, b = clips.read(data / p["neutral"][1]), clips.read(data / p["happy"][0])
                 frames = clips.clip_frames([(a, n1), (b, n2)], seed=k)
@@ -177,22 +193,24 @@ def run(args) -> dict:
                 one_clip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
                 one_burst.append(s2p.verify(p["subject"], frames[:4]))
                 if ca is not None:
+                    cnames.append(p["subject"])
                     cburst.append(s2p.verify(p["subject"], [ca, cb]))
                     cxburst.append(s2p.verify(p["subject"], [ca, *clips.crossfade(ca, cb, args.xfade), cb]))
                     frames = clips.clip_frames([(ca, n1), (cb, n2)], seed=k)
                     cclip.append(run_clip(s2p, p["subject"], frames, tmp / "clip.avi", fps, timeout)[0])
             op = s2p.identity_operating_point()
-            out["attack_lfw"] = {"victims": len(victims), "burst": _count(burst, True), "clip": _count(clip),
-                                 "clip_challenge": _count(chal), "clip_challenge_reasons": _reasons(chal),
-                                 "clip_challenge_interactive": _count(inter),
+            out["attack_lfw"] = {"victims": len(victims), "burst": _count(burst, True, names),
+                                 "clip": _count(clip, who=names),
+                                 "clip_challenge": _count(chal, who=names), "clip_challenge_reasons": _reasons(chal),
+                                 "clip_challenge_interactive": _count(inter, who=names),
                                  "clip_challenge_interactive_reasons": _reasons(inter),
-                                 "burst_crossfade": _count(xburst, True), "clip_crossfade": _count(xclip),
-                                 "burst_cropped": _count(cburst, True), "burst_cropped_reasons": _reasons(cburst),
-                                 "burst_crossfade_cropped": _count(cxburst, True),
-                                 "clip_cropped": _count(cclip), "clip_cropped_reasons": _reasons(cclip),
+                                 "burst_crossfade": _count(xburst, True, names), "clip_crossfade": _count(xclip, who=names),
+                                 "burst_cropped": _count(cburst, True, cnames), "burst_cropped_reasons": _reasons(cburst),
+                                 "burst_crossfade_cropped": _count(cxburst, True, cnames),
+                                 "clip_cropped": _count(cclip, who=cnames), "clip_cropped_reasons": _reasons(cclip),
                                  "burst_crossfade_cropped_reasons": _reasons(cxburst),
-                                 "one_photo_clip": _count(one_clip), "one_photo_clip_reasons": _reasons(one_clip),
-                                 "one_photo_burst": _count(one_burst), "one_photo_burst_reasons": _reasons(one_burst),
+                                 "one_photo_clip": _count(one_clip, who=names), "one_photo_clip_reasons": _reasons(one_clip),
+                                 "one_photo_burst": _count(one_burst, who=names), "one_photo_burst_reasons": _reasons(one_burst),
                                  "identity_threshold": round(op.threshold, 4), "threshold_source": op.source,
                                  "burst_reasons": _reasons(burst), "clip_reasons": _reasons(clip),
                                  "burst_crossfade_reasons": _reasons(xburst),
@@ -210,10 +228,13 @@ def run(args) -> dict:
                 frames = clips.clip_frames([(nimg, n1), (simg, n2)], seed=k)
                 clip.append(run_clip(s2p, c["claim"], frames, tmp / "clip.avi", fps, timeout)[0])
                 coop.append(_cooperative(s2p, c["claim"], nimg, simg, fps, 8.0, seed=k))
+            who = [c["claim"] for c in cases]
             out["bona_fide_ckplus_same_session"] = {
-                "sequences": len(cases), "burst": _count(burst, True), "clip": _count(clip),
-                "burst_crossfade": _count(xburst, True), "burst_crossfade_reasons": _reasons(xburst),
-                "challenge_following_prompts": _count(coop), "challenge_reasons": _reasons(coop),
+                "sequences": len(cases), "burst": _count(burst, True, who, False),
+                "clip": _count(clip, who=who, attack=False),
+                "burst_crossfade": _count(xburst, True, who, False), "burst_crossfade_reasons": _reasons(xburst),
+                "challenge_following_prompts": _count(coop, who=who, attack=False),
+                "challenge_reasons": _reasons(coop),
                 "burst_reasons": _reasons(burst), "clip_reasons": _reasons(clip),
                 "note": "AU model in-sample on CK+; compare approved with approved_without_continuity_check"}
     finally:
