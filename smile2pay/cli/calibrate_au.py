@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import time
 from collections import defaultdict
@@ -79,7 +78,7 @@ def run(args) -> dict:
     from ..config import Settings
     from ..decision.au_calibration import Probes, calibrate, calibration_section
     from ..decision.engine import fuse_probe
-    from ..decision.policy import CALIBRATION_DIR, load_calibration, parse_probe_section
+    from ..decision.policy import CALIBRATION_DIR, load_calibration, parse_probe_section, write_calibration
     from ..decision.rules import parse_rule
     from ..pipeline import FacePipeline
 
@@ -148,11 +147,7 @@ def run(args) -> dict:
                            "au_change": change_p, "chosen_at": {"bursts": res_p["populations"]}, "command": note}
         cal["au_probe"].pop("weights_tried", None)
     cal.setdefault("history", []).append({"au_from": str(cal_in), "date": time.strftime("%Y-%m-%d")})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(cal, indent=1) + "\n")
-    tmp.replace(out)
+    out = write_calibration(args.out, cal)
     return {"out": str(out), "frames": len(rows), "analysed": len(probs), "skipped": dict(skipped),
             "probes": len(smile), "smiles": int(sum(smile)), "thresholds": res["thresholds"], "delta": res["delta"],
             "absent_threshold": res["absent_threshold"], "rates": res["populations"],

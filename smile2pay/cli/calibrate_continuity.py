@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 import zlib
 from collections import defaultdict
@@ -92,7 +91,7 @@ def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bo
 def run(args) -> dict:
     from ..config import Settings
     from ..decision.continuity import ALL_CUES, FACE_WINDOW, FOUR_CUES, excess, fit_settings
-    from ..decision.policy import CALIBRATION_DIR, load_calibration
+    from ..decision.policy import CALIBRATION_DIR, load_calibration, write_calibration
     from ..pipeline import FacePipeline
 
     t0 = time.time()
@@ -143,11 +142,7 @@ def run(args) -> dict:
     if args.section in ("both", "streams"):
         cal["capture_continuity_stream"] = section
     cal.setdefault("history", []).append({"continuity_from": str(cal_in), "date": time.strftime("%Y-%m-%d")})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(cal, indent=1) + "\n")
-    tmp.replace(out)
+    write_calibration(args.out, cal)
     res["seconds"] = round(time.time() - t0, 1)
     return res
 

@@ -244,6 +244,17 @@ def load_calibration(path: str | Path) -> dict:
     return cal
 
 
+def write_calibration(path: str | Path, cal: dict) -> Path:
+    """Write a calibration dict as JSON atomically (a temporary file, then a rename): a reader never sees half a
+    calibration file. Creates the parent folder."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(cal, indent=1) + "\n")
+    tmp.replace(out)
+    return out
+
+
 def pick_operating_point(cal: dict, far: float) -> dict:
     if not isinstance(far, (int, float)) or isinstance(far, bool) or not math.isfinite(far) or not 0 < far < 1:
         raise ConfigError(f"far must be a number in (0, 1), got {far!r}", code="FAR_INVALID", far=str(far))

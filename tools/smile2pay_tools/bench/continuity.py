@@ -37,6 +37,7 @@ import numpy as np
 
 from smile2pay.decision.continuity import (ALL_CUES, FACE_WINDOW, FOUR_CUES, excess, fit_settings, pair_change,
                                            signature)
+from smile2pay.decision.policy import write_calibration
 
 from . import common as C
 
@@ -198,9 +199,7 @@ def run(args) -> dict:
             "command": res["command"], "created": res["date"]}
         cal["capture_continuity"] = entry
         cal["capture_continuity_stream"] = {**entry, "why": STREAM_NOTE}
-        tmp = p.with_suffix(p.suffix + ".tmp")      # a reader never sees half a calibration file
-        tmp.write_text(json.dumps(cal, indent=1) + "\n")
-        tmp.replace(p)
+        write_calibration(p, cal)
     return res
 
 
