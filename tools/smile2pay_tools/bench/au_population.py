@@ -438,7 +438,9 @@ def run(args) -> dict:
         c["au"], c["au_change"] = au, change
         c["au_single_frame"] = {a: {"threshold": round(t, 4), "chosen_at": cal1["populations"]}
                                 for a, t in cal1["thresholds"].items()}
-        cal_path.write_text(json.dumps(c, indent=1) + "\n")
+        from smile2pay.decision.policy import write_calibration
+
+        write_calibration(cal_path, c)
         res["wrote_calibration"] = str(cal_path)
     res["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)

@@ -273,10 +273,10 @@ def run(args) -> dict:
         cal["au"] = section
     else:
         cal["au"] = prev.get("au", {})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(cal, indent=2, default=C.json_default) + "\n")
     # the file must load the way verify() loads it
-    from smile2pay.decision.policy import Policy
+    from smile2pay.decision.policy import Policy, write_calibration
+
+    write_calibration(out, json.loads(json.dumps(cal, default=C.json_default)))
 
     Policy.from_calibration(out, far=fars[-1] if pops or prev else 1e-4)
     return {"out": str(out), "calibration": cal, "seconds": round(time.perf_counter() - t0, 1)}

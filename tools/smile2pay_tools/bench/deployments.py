@@ -183,6 +183,8 @@ def run(args) -> dict:
         oracle[name] = {"impostor_pairs": int(imp.size), "shape": tail_shape(imp, FARS),
                         "threshold": {f"{f:g}": empirical_threshold(imp, f) for f in FARS}}
     if args.write_calibration:
+        from smile2pay.decision.policy import write_calibration
+
         from .calibrate import tail_shape_section
 
         out_cal = Path(args.write_calibration)
@@ -191,7 +193,7 @@ def run(args) -> dict:
         cal["identity"]["tail_shape"] = tail_shape_section(shapes, FARS)
         cal["identity"]["tail_shape"]["command"] = ("python benchmarks/identity_deployments.py "
                                                    f"--write-calibration {args.write_calibration}")
-        out_cal.write_text(json.dumps(cal, indent=1) + "\n")
+        write_calibration(out_cal, cal)
         load_calibration(out_cal)
     policies = {f: Policy.from_calibration(cal_path, far=f) for f in FARS}
     for f, pol in policies.items():
