@@ -1,4 +1,4 @@
-"""Passive PAD against presentation attacks built at run time: see smile2pay/bench/pad_attacks.py.
+"""Passive PAD against presentation attacks built at run time: see tools/smile2pay_tools/bench/pad_attacks.py.
 
     python benchmarks/pad_attacks.py [--lfw 800] [--ferplus 500] [--seed 0] [--examples /tmp/pad_examples]
 """

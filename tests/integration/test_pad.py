@@ -151,3 +151,24 @@ def test_bad_inputs_are_typed_errors(pad, image, box, err, code):
 def test_threshold_must_be_a_probability(pipeline):
     with pytest.raises(RequestError):
         PresentationAttackDetector.from_pipeline(pipeline, threshold=1.5)
+
+
+def test_continuous_tone_species_and_live_frames_show_the_victim_where_expected(pipeline, data_dir):
+    """The two species without periodic artefacts (photo-lab print, high-DPI screen) and the simulated live
+    capture: 640x480 BGR frames in which the detector finds the victim's face where the generator put it."""
+    from smile2pay_tools.bench.pad_attacks import SCENE, _iou, live_frame, make_attack
+
+    faces = _lfw_faces(pipeline, data_dir, n=8)
+    hits = {"print_photo": 0, "screen_hidpi": 0, "live": 0}
+    for i, (img, box, _) in enumerate(faces):
+        for k, sp in enumerate(("print_photo", "screen_hidpi")):
+            att, exp = make_attack(sp, img, box, np.random.default_rng([11, k, i]))
+            assert att.shape == (SCENE[1], SCENE[0], 3) and att.dtype == np.uint8
+            d = pipeline.detect(att)
+            hits[sp] += bool(len(d)) and max(_iou(b, exp) for b in d.boxes) >= 0.3
+        fr = live_frame(img, np.random.default_rng([12, i]))
+        assert fr.shape == (SCENE[1], SCENE[0], 3) and fr.dtype == np.uint8
+        hits["live"] += bool(len(pipeline.detect(fr)))
+    assert all(v >= 7 for v in hits.values()), hits
+    with pytest.raises(ValueError):
+        make_attack("cutout_mask", faces[0][0], faces[0][1], np.random.default_rng(0))

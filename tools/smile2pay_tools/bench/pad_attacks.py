@@ -16,7 +16,11 @@ PAD then crops from the 48x48 image, which is what the SDK would do with such a 
 * samples: the 6 faces of ``t1.jpg``, the 25 deepface photos (largest face), the 112x112 Tom Hanks crop;
 * ``*_canvas640``: the LFW test, CK+ and FER+ images as the stream benchmarks and demo clips present them
   (:func:`smile2pay_tools.bench.clips.compose`: upscaled with INTER_CUBIC to 80 % of a 640x480 canvas, plus sensor
-  noise of sigma 2), detected and scored on that frame.
+  noise of sigma 2), detected and scored on that frame;
+* ``*_live_camera`` (since 2026-12-07): the LFW test, CK+, FER+ and samples images as the scene in front of the
+  till camera (:func:`live_frame`: filling a 640x480 frame, then the same light fall-off, defocus, sensor noise
+  and JPEG as every attack's re-photographing): bona fide and attacks then share the simulated camera, and differ
+  only by the instrument.
 
 **Attack presentations** (presentation attack instrument species, generated from the LFW test images in
 memory, never written to the repository; ``--examples DIR`` saves a few to look at, outside the repo):
@@ -30,7 +34,14 @@ memory, never written to the repository; ``--examples DIR`` saves a few to look 
 * ``cutout_mask``: the face region of a (printed-looking) photo of the victim pasted with a hard elliptical
   edge over another LFW person's face, aligned on the 5 landmarks; half with eye holes through which the
   wearer's own eyes show;
-* ``digital_recapture`` (the weakest): JPEG q=30 + downscale to 35-50 % and back up.
+* ``digital_recapture`` (the weakest): JPEG q=30 + downscale to 35-50 % and back up;
+* ``print_photo`` (since 2026-12-07): a continuous-tone photo-lab print: no halftone, gamut compression, lifted
+  blacks, a gloss highlight, re-photographed as ``print``;
+* ``screen_hidpi`` (since 2026-12-07): a high-DPI screen whose pixels and moire the camera does not resolve: gamma,
+  blue shift, lifted blacks, glare and a bezel, re-photographed as ``screen_replay``.
+
+The last two remove the periodic artefacts (halftone dots, sub-pixel stripes, moire) that make the first two
+easy, so they show what a detector does when the instrument is better than the one it was shown.
 
 An attack image goes through the same detector; the face nearest the place where the victim's face was put
 (IoU with the transformed source box) is scored. Attacks with no face found are counted apart
@@ -58,7 +69,8 @@ from . import common as C
 log = logging.getLogger("smile2pay_tools.bench.pad_attacks")
 
 CANVAS_POPS = ("lfw_test", "ckplus", "ferplus")
-SPECIES = ("print", "screen_replay", "cutout_mask", "digital_recapture")
+LIVE_POPS = ("lfw_test", "ckplus", "ferplus", "samples")
+SPECIES = ("print", "screen_replay", "cutout_mask", "digital_recapture", "print_photo", "screen_hidpi")
 BPCER_POINTS = (0.01, 0.05, 0.10)
 OPERATING_BPCER = 0.05
 SCENE = (640, 480)   # (width, height) of the re-photographed scene
@@ -275,6 +287,86 @@ def attack_recapture(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarra
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.asarray(box, np.float64)
 
 
+def attack_print_photo(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A continuous-tone photo-lab print (no halftone): gamut compression, lifted blacks, a warm cast, a gloss
+    highlight, an optional white border; re-photographed like :func:`attack_print`."""
+    f = photo.astype(np.float32) / 255
+    grey = f.mean(axis=2, keepdims=True)
+    f = grey + rng.uniform(0.7, 0.95) * (f - grey)
+    black, white = rng.uniform(0.04, 0.12), rng.uniform(0.88, 0.97)
+    f = black + (white - black) * f
+    f = f * np.array([rng.uniform(0.9, 1.0), rng.uniform(0.96, 1.0), 1.0], np.float32)
+    f = np.clip(f * 255, 0, 255)
+    margin = int(rng.choice([0, int(f.shape[0] * rng.uniform(0.04, 0.1))]))
+    sheet = cv2.copyMakeBorder(f, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=[225, 232, 238])
+    h, w = sheet.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = rng.uniform(0, w), rng.uniform(0, h)
+    rad = rng.uniform(0.2, 0.5) * max(w, h)
+    gloss = rng.uniform(20, 70) * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * rad ** 2))
+    sheet = np.clip(sheet + gloss[..., None], 0, 255)
+    scene = _background(rng)
+    H = _place(scene, sheet, np.ones((h, w), np.float32), rng.uniform(0.7, 1.2), rng, persp=0.07, rot_deg=8)
+    exp_box = _box_of(_apply_h(H, _corners(np.asarray(box, np.float64) + margin)))
+    return _camera(scene, rng, blur=(0.6, 1.4), noise=(2.0, 5.0), jpeg=(65, 88)), exp_box
+
+
+def attack_screen_hidpi(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A high-DPI screen: no visible sub-pixels or moire; display gamma, blue shift, backlight (lifted blacks),
+    a glare highlight and a bezel; re-photographed like :func:`attack_screen`."""
+    ph, pw = photo.shape[:2]
+    scr_h = int(rng.integers(300, 420))
+    scr_w = int(round(scr_h * rng.uniform(0.62, 1.0)))
+    s = min(scr_h / ph, scr_w / pw)
+    disp = np.zeros((scr_h, scr_w, 3), np.float32)
+    rh, rw = int(round(ph * s)), int(round(pw * s))
+    oy, ox = (scr_h - rh) // 2, (scr_w - rw) // 2
+    disp[oy:oy + rh, ox:ox + rw] = cv2.resize(photo, (rw, rh), interpolation=cv2.INTER_AREA)
+    f = (disp / 255.0) ** rng.uniform(0.8, 1.25)
+    f = f * np.array([rng.uniform(1.0, 1.1), rng.uniform(0.97, 1.03), rng.uniform(0.88, 0.98)], np.float32)
+    f = rng.uniform(0.02, 0.07) + 0.95 * f
+    hh, ww = f.shape[:2]
+    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
+    gx, gy = rng.uniform(0.2, 0.8) * ww, rng.uniform(0.1, 0.6) * hh
+    rad = rng.uniform(0.15, 0.35) * max(ww, hh)
+    f = f + rng.uniform(0.05, 0.3) * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * rad ** 2))[..., None]
+    screen = np.clip(f * 255, 0, 255)
+    bz = int(round(rng.uniform(0.04, 0.09) * screen.shape[1]))
+    body = float(rng.uniform(10, 45))
+    dev = cv2.copyMakeBorder(screen, bz, bz, bz, bz, cv2.BORDER_CONSTANT, value=(body, body, body * 1.05))
+    scene = _background(rng)
+    H = _place(scene, dev, np.ones(dev.shape[:2], np.float32), rng.uniform(0.7, 0.98), rng, persp=0.05, rot_deg=6)
+    fb = np.asarray(box, np.float64) * s + [ox + bz, oy + bz] * 2
+    return _camera(scene, rng, blur=(0.5, 1.1), noise=(2.0, 5.0), jpeg=(72, 92)), _box_of(_apply_h(H, _corners(fb)))
+
+
+def live_frame(img: np.ndarray, rng) -> np.ndarray:
+    """A bona fide capture simulated from a still: the image is the scene (it fills a 640x480 frame, 1.0-1.3x,
+    cropped at random), seen through the same :func:`_camera` as every attack (fall-off, defocus, noise, JPEG)."""
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    W, H = SCENE
+    s = H / img.shape[0] * rng.uniform(1.0, 1.3)
+    big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    bh, bw = big.shape[:2]
+    big = cv2.copyMakeBorder(big, 0, max(0, H - bh), 0, 0, cv2.BORDER_REPLICATE)
+    if bw < W:
+        left = (W - bw) // 2
+        big = cv2.copyMakeBorder(big, 0, 0, left, W - bw - left, cv2.BORDER_REPLICATE)
+    x0 = int(rng.integers(0, big.shape[1] - W + 1))
+    y0 = int(rng.integers(0, big.shape[0] - H + 1))
+    return _camera(np.ascontiguousarray(big[y0:y0 + H, x0:x0 + W]), rng)
+
+
+def make_attack(species: str, photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
+    """One attack of a species that needs only the victim's photo and face box (not ``cutout_mask``)."""
+    fn = {"print": attack_print, "screen_replay": attack_screen, "digital_recapture": attack_recapture,
+          "print_photo": attack_print_photo, "screen_hidpi": attack_screen_hidpi}.get(species)
+    if fn is None:
+        raise ValueError(f"unknown attack species {species!r}")
+    return fn(photo, box, rng)
+
+
 # ============================================================================ scoring helpers
 def _iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -418,6 +510,23 @@ def run(args) -> dict:
             scores.extend(p[:, 1])
         bona[pop + "_canvas640"] = {"paths": len(paths), "no_face": no_face, "scores": np.asarray(scores, np.float64),
                                     "probs": np.asarray(probs, np.float64).reshape(-1, 3)}
+    # the same stills as the scene in front of the simulated till camera that re-photographs every attack
+    for pop in LIVE_POPS:
+        scores, probs, no_face = [], [], 0
+        paths = sets[pop]
+        for i, rel in enumerate(C.progress(paths, pop + " live camera", enabled=not args.quiet)):
+            fr = live_frame(pipe.load(str(data / rel)), np.random.default_rng([args.seed, 55, i]))
+            d = pipe.detect(fr)
+            if not len(d):
+                no_face += 1
+                continue
+            j = _pick_largest(d.boxes) if rel.startswith("samples/") else _pick_center(d.boxes, fr.shape)
+            p = pad.probabilities(fr, d.boxes[j:j + 1])
+            probs.extend(p)
+            scores.extend(p[:, 1])
+        bona[pop + "_live_camera"] = {"paths": len(paths), "no_face": no_face,
+                                      "scores": np.asarray(scores, np.float64),
+                                      "probs": np.asarray(probs, np.float64).reshape(-1, 3)}
     t_bona = time.perf_counter() - t_start
 
     # ---- attacks from the LFW test half (in memory only)
@@ -432,16 +541,12 @@ def run(args) -> dict:
         for i, rel in enumerate(C.progress(src, sp, enabled=not args.quiet)):
             rng = np.random.default_rng([args.seed, si, i])
             img, box, lm = lfw_faces[rel]
-            if sp == "print":
-                att, exp_box = attack_print(img, box, rng)
-            elif sp == "screen_replay":
-                att, exp_box = attack_screen(img, box, rng)
-            elif sp == "cutout_mask":
+            if sp == "cutout_mask":
                 wrel = src[(i + 1 + int(rng.integers(len(src) - 1))) % len(src)]   # another person
                 wimg, wbox, wlm = lfw_faces[wrel]
                 att, exp_box = attack_cutout(img, lm, wimg, wlm, wbox, rng)
             else:
-                att, exp_box = attack_recapture(img, box, rng)
+                att, exp_box = make_attack(sp, img, box, rng)
             if ex_dir and i < args.n_examples:
                 cv2.imwrite(str(ex_dir / f"{sp}_{i:03d}.jpg"), att)
             d = pipe.detect(att)
