@@ -196,21 +196,28 @@ class PresentationAttackDetector:
             out.append(m.spec.to_blob(crops))
         return out
 
-    def probabilities(self, image: np.ndarray, boxes) -> np.ndarray:
-        """(N, 3) softmax averaged over the models (class 1 = real)."""
+    def model_probabilities(self, image: np.ndarray, boxes) -> np.ndarray:
+        """(N, M, 3) float64 softmax of each of the M models for each box (class 1 = real), in ``self.models``
+        order: what :meth:`probabilities` averages."""
         blobs = self.preprocess(image, boxes)
         if blobs[0].shape[0] == 0:
-            return np.zeros((0, 3), np.float32)
-        acc = None
+            return np.zeros((0, len(self.models), 3), np.float64)
+        out = []
         for m, blob in zip(self.models, blobs):
             try:
                 logits = m.session.run([m.output_name], {m.input_name: blob})[0]
             except Exception as e:  # onnxruntime raises its own exception types
                 raise ModelError(f"{m.spec.name} failed to run: {e}", code="MODEL_LOAD_FAILED",
                                  model=m.spec.name) from e
-            p = _softmax(logits)
-            acc = p if acc is None else acc + p
-        return (acc / len(self.models)).astype(np.float32)
+            out.append(_softmax(logits))
+        return np.stack(out, axis=1)
+
+    def probabilities(self, image: np.ndarray, boxes) -> np.ndarray:
+        """(N, 3) softmax averaged over the models (class 1 = real)."""
+        p = self.model_probabilities(image, boxes)
+        if p.shape[0] == 0:
+            return np.zeros((0, 3), np.float32)
+        return (p.sum(axis=1) / p.shape[1]).astype(np.float32)
 
     # -- public scores ----------------------------------------------------------------------------
     def scores(self, image: np.ndarray, boxes) -> np.ndarray:

@@ -172,3 +172,12 @@ def test_continuous_tone_species_and_live_frames_show_the_victim_where_expected(
     assert all(v >= 7 for v in hits.values()), hits
     with pytest.raises(ValueError):
         make_attack("cutout_mask", faces[0][0], faces[0][1], np.random.default_rng(0))
+
+
+def test_model_probabilities_are_what_probabilities_average(pad, pipeline, t1_path):
+    img = pipeline.load(t1_path)
+    d = pipeline.detect(img)
+    per = pad.model_probabilities(img, d.boxes)
+    assert per.shape == (len(d), len(pad.models), 3) and np.allclose(per.sum(axis=2), 1.0, atol=1e-9)
+    assert np.allclose(pad.probabilities(img, d.boxes), per.mean(axis=1), atol=1e-6)
+    assert pad.model_probabilities(img, np.zeros((0, 4))).shape == (0, len(pad.models), 3)

@@ -121,11 +121,7 @@ def texture_features(crop: np.ndarray) -> np.ndarray:
 
 def per_model_probs(pad, img: np.ndarray, box) -> np.ndarray:
     """The two models' softmaxes side by side (6 numbers)."""
-    from smile2pay.vision.pad import _softmax
-
-    blobs = pad.preprocess(img, np.asarray(box, np.float64)[None, :4])
-    return np.concatenate([_softmax(m.session.run([m.output_name], {m.input_name: b})[0])[0]
-                           for m, b in zip(pad.models, blobs)])
+    return pad.model_probabilities(img, np.asarray(box, np.float64)[None, :4])[0].reshape(-1).astype(np.float64)
 
 
 # ============================================================================ collection
