@@ -2,8 +2,8 @@
 
 ``main`` (the parser, dispatch, ``--json``, exit codes 0/1/2, typed errors, install hints) is in
 :mod:`smile2pay.cli.main`; commands register themselves with :func:`command` from ``gallery``, ``verify``,
-``stream``, ``au``, ``bench``, ``calibrate_au`` and ``calibrate_continuity`` (the deployment's own AU and
-capture-continuity calibrations). Benchmarks, dataset
+``stream``, ``au``, ``bench``, ``calibrate_au``, ``calibrate_continuity`` and ``calibrate_pad`` (the deployment's
+own AU, capture-continuity and presentation-attack calibrations). Benchmarks, dataset
 loaders and training live in the separate ``smile2pay-tools`` distribution (``tools/``), imported only by the
 commands that need it.
 """

@@ -233,6 +233,31 @@ def cmd_calibrate_continuity(args) -> tuple[Any, int]:
     return res, 0
 
 
+def _cfg_calibrate_pad(p: argparse.ArgumentParser) -> None:
+    from . import calibrate_pad
+
+    calibrate_pad.configure(p)
+    fill_help(p)
+
+
+@command("calibrate-pad", _cfg_calibrate_pad, examples="""\
+examples:
+  smile2pay calibrate-pad --bona-fide till_frames/ --out my_policy.json                 # a folder of images
+  smile2pay calibrate-pad --bona-fide frames.csv --attacks attacks/ --mode enforce --out my_policy.json --json
+                                          # CSV path[,group]; attacks/<species>/*.jpg reported per species""")
+def cmd_calibrate_pad(args) -> tuple[Any, int]:
+    """Passive-PAD threshold from your own camera frames.
+
+    Sets the presentation-attack threshold at a chosen BPCER on bona fide frames from your camera, reports
+    APCER on attack frames you captured, and writes the pad section of a calibration file (--policy)."""
+    from . import calibrate_pad
+
+    res = calibrate_pad.run(args)
+    if not args.json:
+        return calibrate_pad.summary(res), 0
+    return res, 0
+
+
 def _cfg_calibrate_au(p: argparse.ArgumentParser) -> None:
     from . import calibrate_au
 

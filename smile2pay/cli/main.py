@@ -43,7 +43,7 @@ COMMAND_INFO: dict[str, dict[str, Any]] = {}
 #: then measurement and training (any command not named here comes last, alphabetically)
 COMMAND_ORDER = ("demo", "analyze", "compare", "enroll", "verify", "identify", "verify-identity", "serve", "watch",
                  "gallery", "remove", "enroll-batch", "gallery-rotate-key", "models", "bench", "calibrate",
-                 "calibrate-au", "calibrate-continuity", "train-au", "replay")
+                 "calibrate-au", "calibrate-continuity", "calibrate-pad", "train-au", "replay")
 
 
 def command(name: str, configure: Callable[[argparse.ArgumentParser], None], *, help: str | None = None,

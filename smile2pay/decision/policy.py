@@ -136,13 +136,7 @@ class Policy:
         for k in ("baseline_min_delta", "burst_min_delta"):
             if k in change:
                 kw[k] = float(change[k])
-        pad = cal.get("pad") or {}
-        if pad:
-            if pad.get("mode") in ("enforce", "report", "off"):
-                kw["pad_mode"] = pad["mode"]
-            for k_cal, k_pol in (("threshold", "pad_threshold"), ("min_face_px", "pad_min_face_px")):
-                if isinstance(pad.get(k_cal), (int, float)):
-                    kw[k_pol] = float(pad[k_cal])
+        kw.update(parse_pad_section(cal.get("pad"), str(path)))
         if cal.get("au_probe"):
             kw["probe_calibration"] = parse_probe_section(cal["au_probe"], str(path))
         for section, key in (("capture_continuity", "continuity"), ("capture_continuity_stream", "stream_continuity")):
@@ -152,6 +146,32 @@ class Policy:
             kw.pop("stream_continuity", None)   # an explicit continuity override applies to streams too
         kw.update(overrides)
         return cls(**kw)
+
+
+def parse_pad_section(pad, source: str = "calibration") -> dict:
+    """The ``pad`` section (``mode``, ``threshold``, ``min_face_px``; written by ``smile2pay calibrate-pad``) ->
+    Policy keyword arguments. Absent keys keep the Policy defaults; a malformed value is a ConfigError
+    (``CALIBRATION_INVALID``), never a silent default: a mistyped ``"enforce"`` must not leave PAD off."""
+    if pad is None or pad == {}:
+        return {}
+    if not isinstance(pad, dict):
+        raise ConfigError(f"{source}: pad must be an object", code="CALIBRATION_INVALID", file=source)
+    kw = {}
+    if "mode" in pad:
+        if pad["mode"] not in ("enforce", "report", "off"):
+            raise ConfigError(f"{source}: pad mode must be enforce, report or off, got {pad['mode']!r}",
+                              code="CALIBRATION_INVALID", file=source)
+        kw["pad_mode"] = pad["mode"]
+    for k_cal, k_pol, lo, hi in (("threshold", "pad_threshold", 0.0, 1.0),
+                                 ("min_face_px", "pad_min_face_px", 1e-9, math.inf)):
+        if k_cal not in pad:
+            continue
+        v = pad[k_cal]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise ConfigError(f"{source}: pad {k_cal} must be a number in [{lo:g}, {hi:g}], got {v!r}",
+                              code="CALIBRATION_INVALID", file=source)
+        kw[k_pol] = float(v)
+    return kw
 
 
 def parse_continuity_section(cc, section: str = "capture_continuity", source: str = "calibration"

@@ -35,6 +35,16 @@ REAL_CLASS = 1
 DEFAULT_THRESHOLD = 0.0938
 
 
+def threshold_at_bpcer(bona_fide_scores, bpcer: float) -> float:
+    """The smallest score ``t`` with at most ``bpcer`` of ``bona_fide_scores`` below it (a face is bona fide when
+    ``p_real >= t``): how the shipped threshold and ``smile2pay calibrate-pad`` set it."""
+    s = np.sort(np.asarray(bona_fide_scores, np.float64).ravel())
+    if not s.size:
+        raise ValueError("no bona fide scores")
+    k = int(math.floor(float(bpcer) * s.size))
+    return float(s[min(k, s.size - 1)])
+
+
 @dataclass(frozen=True)
 class PADModel:
     spec: ModelSpec

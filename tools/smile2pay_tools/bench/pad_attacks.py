@@ -64,6 +64,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from smile2pay.vision.pad import threshold_at_bpcer
+
 from . import common as C
 
 log = logging.getLogger("smile2pay_tools.bench.pad_attacks")
@@ -400,13 +402,6 @@ def rate(mask) -> dict:
     m = np.asarray(mask, bool)
     k, n = int(m.sum()), int(m.size)
     return {"rate": round(k / n, 4) if n else None, "errors": k, "n": n, "ci95": wilson(k, n)}
-
-
-def threshold_at_bpcer(bona_scores: np.ndarray, bpcer: float) -> float:
-    """Smallest score t with at most ``bpcer`` of ``bona_scores`` below it (decision: bona fide iff s >= t)."""
-    s = np.sort(np.asarray(bona_scores, np.float64))
-    k = int(math.floor(bpcer * len(s)))
-    return float(s[min(k, len(s) - 1)])
 
 
 def _auc(bona: np.ndarray, attack: np.ndarray) -> float | None:
