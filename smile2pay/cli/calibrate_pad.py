@@ -131,7 +131,8 @@ def run(args) -> dict:
             f"half (tune {len(tune_scored)}, check {sum(s is not None for s in check)}; faces under {min_face:g} px "
             f"{sum(s is None for _, s in scored)}; frames without a usable face {dict(skipped)})",
             code="DATASET_INVALID")
-    t = threshold_at_bpcer(tune_scored, args.bpcer)
+    # six decimals, rounded down: the written threshold rejects no face the measured one accepted
+    t = math.floor(threshold_at_bpcer(tune_scored, args.bpcer) * 1e6) / 1e6
 
     def bpcer(scores):
         sc = [s for s in scores if s is not None]
@@ -141,7 +142,7 @@ def run(args) -> dict:
                 "enforced_including_too_small": _rate(sum(s < t for s in sc) + small, len(scores))}
 
     res = {"out": str(args.out), "frames": len(bona), "faces": len(scored), "skipped": dict(skipped),
-           "threshold": round(t, 6), "bpcer_target": args.bpcer, "min_face_px": min_face,
+           "threshold": t, "bpcer_target": args.bpcer, "min_face_px": min_face,
            "bpcer": {"check_half": bpcer(check), "tune_half_in_sample": bpcer(tune)}}
     if attacks:
         by: dict[str, list] = defaultdict(list)
@@ -154,7 +155,7 @@ def run(args) -> dict:
     mode = args.mode or old.get("mode", "report")
     section = {k: v for k, v in old.items() if k not in ("why_report", "threshold_rule", "command", "created",
                                                          "measured")}
-    section.update({"mode": mode, "threshold": round(t, 6), "min_face_px": min_face,
+    section.update({"mode": mode, "threshold": t, "min_face_px": min_face,
                     "threshold_rule": f"BPCER {args.bpcer:g} on the tune half of {args.bona_fide} "
                                       f"({len(tune_scored)} faces)",
                     "measured": {"bpcer": res["bpcer"], **({"apcer": res["apcer"]} if attacks else {})},

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RequestError
 from .continuity import ContinuitySettings, check_window
 from .liveness import LivenessSettings
 
@@ -266,12 +266,21 @@ def load_calibration(path: str | Path) -> dict:
 
 def write_calibration(path: str | Path, cal: dict) -> Path:
     """Write a calibration dict as JSON atomically (a temporary file, then a rename): a reader never sees half a
-    calibration file. Creates the parent folder."""
+    calibration file. Creates the parent folder. A path that cannot be written (a folder, no permission, no
+    such parent) is a RequestError ``REQUEST_INVALID`` naming it, and leaves no temporary file behind."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(cal, indent=1) + "\n")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cal, indent=1) + "\n")
+        tmp.replace(out)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise RequestError(f"cannot write the calibration file {out}: {e.strerror or e}", code="REQUEST_INVALID",
+                           field="out", path=str(out)) from None
     return out
 
 

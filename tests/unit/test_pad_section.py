@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from smile2pay.decision.policy import CALIBRATION_DIR, Policy, parse_pad_section
-from smile2pay.errors import ConfigError
+from smile2pay.decision.policy import CALIBRATION_DIR, Policy, parse_pad_section, write_calibration
+from smile2pay.errors import ConfigError, RequestError
 from smile2pay.vision.pad import threshold_at_bpcer
 
 
@@ -39,3 +39,15 @@ def test_malformed_pad_section_is_calibration_invalid(pad, tmp_path):
     with pytest.raises(ConfigError) as e2:
         Policy.from_calibration(f)
     assert e2.value.code == "CALIBRATION_INVALID"
+
+
+def test_write_calibration_to_an_unwritable_path_is_a_typed_error(tmp_path):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    for bad in (tmp_path / "a_folder", tmp_path / "a_file" / "below_a_file.json"):
+        with pytest.raises(RequestError) as e:
+            write_calibration(bad, {"format": "x"})
+        assert e.value.code == "REQUEST_INVALID" and str(bad) in str(e.value)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a_file", "a_folder"]     # no .tmp left
+    ok = write_calibration(tmp_path / "new" / "cal.json", {"format": "x"})
+    assert json.loads(ok.read_text()) == {"format": "x"}
