@@ -497,6 +497,10 @@ def cmd_models(args) -> tuple[Any, int]:
 def _cfg_analyze(p):
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, WebP)")
     p.add_argument("--no-embed", action="store_true", help="skip the identity embedding")
+    p.add_argument("--pad", action="store_true",
+                   help="also score each face for presentation attacks (MiniFASNet p_real, as verify() scores it; "
+                        "the threshold and minimum face size of --policy or the shipped calibration)")
+    p.add_argument("--policy", help="calibration file whose pad section --pad reports against (default: shipped)")
     add_runtime_args(p)
 
 
@@ -519,8 +523,14 @@ def _human_analyze(d: dict, code: int) -> str:
             probs = f.get("au_probs") or {}
             au = " ".join(f"{k} {probs[k]:.2f}" for k in ("AU6", "AU12") if k in probs)
             au = f"smile {au}" if au else ""
+            pad = f.get("pad")
+            ps = ""
+            if pad:
+                ps = (f"PAD face under {pad['min_face_px']:g} px, not scored" if pad["p_real"] is None else
+                      f"PAD p_real {pad['p_real']:.3f} ({'bona fide' if pad['bona_fide'] else 'attack'} at "
+                      f"{pad['threshold']:g})")
             lines.append(f"  face {i + 1}: box {x1:.0f},{y1:.0f} {x2 - x1:.0f}x{y2 - y1:.0f}px, detection "
-                         f"{f['det_score']:.2f}, {qs}" + (f", {au}" if au else ""))
+                         f"{f['det_score']:.2f}, {qs}" + (f", {au}" if au else "") + (f", {ps}" if ps else ""))
         if n == 0:
             lines.append("  (a face too small, turned away or covered is not found; try a frontal photo)")
     return "\n".join(lines)
@@ -530,6 +540,7 @@ def _human_analyze(d: dict, code: int) -> str:
 examples:
   smile2pay analyze photo.jpg                  # faces, boxes, quality checks, smile AUs
   smile2pay analyze a.jpg b.png --json         # everything: landmarks, every AU probability
+  smile2pay analyze frame.jpg --pad            # also the presentation-attack score of each face
 exit: 0 every image has a face, 1 an image has none, 2 an image cannot be read""")
 def cmd_analyze(args) -> tuple[Any, int]:
     """Find the faces in photos: box, quality, smile AUs.
@@ -538,12 +549,27 @@ def cmd_analyze(args) -> tuple[Any, int]:
     from ..pipeline import FacePipeline
 
     pipe = FacePipeline(settings_from(args))
+    pad = policy = None
+    if args.pad:
+        from ..decision.policy import CALIBRATION_DIR, Policy
+        from ..vision.pad import PresentationAttackDetector
+
+        policy = Policy.from_calibration(args.policy or CALIBRATION_DIR / "mobile.json")
+        pad = PresentationAttackDetector.from_pipeline(pipe, threshold=policy.pad_threshold)
     results = []
     errors = faceless = 0
     for path in args.images:
         try:
-            faces = pipe.analyze(path, embed=not args.no_embed)
-            results.append({"image": path, "faces": [f.to_dict() for f in faces], "count": len(faces)})
+            img = pipe.load(path)
+            faces = pipe.analyze(img, embed=not args.no_embed)
+            dicts = [f.to_dict() for f in faces]
+            if pad is not None:
+                for f, d in zip(faces, dicts):
+                    small = min(f.width, f.height) < policy.pad_min_face_px
+                    p = None if small else round(float(pad.score(img, f.bbox)), 4)
+                    d["pad"] = {"p_real": p, "bona_fide": None if p is None else p >= policy.pad_threshold,
+                                "threshold": policy.pad_threshold, "min_face_px": policy.pad_min_face_px}
+            results.append({"image": path, "faces": dicts, "count": len(faces)})
             faceless += not faces
         except Smile2PayError as e:
             errors += 1

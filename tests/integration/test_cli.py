@@ -24,6 +24,39 @@ def test_analyze_t1_six_faces_pure_json(t1_path):
     assert out.count("\n") == 1
 
 
+def test_analyze_pad_scores_each_face_as_verify_does(t1_path, data_dir, tmp_path):
+    """--pad: p_real per face, the same number the detector gives for that box; a 48 px CK+ face is not scored;
+    a malformed pad section in --policy is a JSON error."""
+    import csv
+
+    import numpy as np
+
+    from smile2pay.pipeline import FacePipeline
+    from smile2pay.vision.pad import PresentationAttackDetector
+
+    ck = data_dir / next(csv.DictReader(open(data_dir / "ckplus_neutral_peak48" / "manifest.csv")))["path"]
+    code, out, err = run("analyze", str(t1_path), str(ck), "--pad", "--no-embed", "--json")
+    assert code == 0, err
+    imgs = json.loads(out)["images"]
+    pads = [f["pad"] for f in imgs[0]["faces"]]
+    assert len(pads) == 6 and all(0.0 <= p["p_real"] <= 1.0 and p["min_face_px"] == 64 for p in pads)
+    assert all(p["bona_fide"] == (p["p_real"] >= p["threshold"]) for p in pads)
+    pipe = FacePipeline()
+    img = pipe.load(str(t1_path))
+    boxes = np.array([f["bbox"] for f in imgs[0]["faces"]])
+    expect = PresentationAttackDetector.from_pipeline(pipe).scores(img, boxes)
+    assert np.allclose([p["p_real"] for p in pads], expect, atol=1e-4)
+    assert imgs[1]["faces"][0]["pad"]["p_real"] is None and imgs[1]["faces"][0]["pad"]["bona_fide"] is None
+    bad = tmp_path / "bad_policy.json"
+    from smile2pay.decision.policy import CALIBRATION_DIR
+
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    cal["pad"]["mode"] = "enfroce"
+    bad.write_text(json.dumps(cal))
+    code, out, _ = run("analyze", str(t1_path), "--pad", "--policy", str(bad), "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "CALIBRATION_INVALID"
+
+
 def test_analyze_bad_input_exit_2_json_error(tmp_path, t1_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("hello")
