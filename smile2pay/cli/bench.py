@@ -174,6 +174,8 @@ def calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="image folder for --pairs")
     p.add_argument("--far", type=float, action="append", help="target FAR (repeatable; default 1e-3 1e-4)")
     p.add_argument("--out", required=True, help="calibration JSON to write (the file verify() reads)")
+    p.add_argument("--calibration", help="calibration file whose other sections (smile gate, continuity, PAD) are "
+                                         "kept (default: --out if it exists, else the shipped one)")
     p.add_argument("--bootstrap", type=int, default=100, help="subject-bootstrap rounds (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--au-data", metavar="SPEC", help="AU-labelled images (ckplus, ckplus48, or CSV path,subject,au_codes)")

@@ -111,3 +111,12 @@ def test_calibrate_dataset_writes_the_tail_shape_the_policy_reads(tmp_path, data
     pol = Policy.from_calibration(out, far=1e-2)
     assert pol.identity_tail_z == pytest.approx(shape["z"]["0.01"])
     assert pol.identity_floor == pol.identity_threshold      # one population: floor = its own threshold
+    # what calibrate does not measure (smile gate, continuity, PAD) is kept from the shipped file, not dropped
+    from smile2pay.decision.policy import CALIBRATION_DIR
+
+    shipped = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    for k in ("au", "au_change", "capture_continuity", "capture_continuity_stream", "pad", "au_probe"):
+        assert cal.get(k) == shipped.get(k), k
+    shipped_pol = Policy.from_calibration(CALIBRATION_DIR / "mobile.json")
+    assert pol.continuity == shipped_pol.continuity and pol.pad_threshold == shipped_pol.pad_threshold
+    assert pol.au_thresholds == shipped_pol.au_thresholds

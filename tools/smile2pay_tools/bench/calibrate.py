@@ -219,18 +219,28 @@ def run(args) -> dict:
         raise RequestError("give --dataset and/or --pairs (identity), and/or --au-data/--au-oof (AU)",
                            code="REQUEST_INVALID")
     out = Path(args.out)
+    # the sections this command does not measure (smile gate, continuity, PAD, ...) come from --calibration, else
+    # from --out when it exists, else from the shipped file: an identity calibration must not drop them
+    from smile2pay.decision.policy import CALIBRATION_DIR, load_calibration
+
+    base_path = getattr(args, "calibration", None)
     prev = {}
-    if out.exists():
+    if base_path:
+        prev = load_calibration(base_path)
+    elif out.exists():
         try:
             prev = json.loads(out.read_text())
         except ValueError:
             prev = {}
+    base = prev if prev else load_calibration(CALIBRATION_DIR / "mobile.json")
     pipe = C.make_pipeline(getattr(args, "models", None), detector=args.detector or DEFAULT_DETECTOR, threads=args.threads)
     pops: dict[str, dict] = {}
     for spec in args.dataset:
         pops[_name(spec)] = _identity_dataset(pipe, spec, fars, args)
     for spec in args.pairs:
         pops[f"pairs:{_name(spec)}"] = _identity_pairs(pipe, spec, fars, args)
+    kept = {k: v for k, v in base.items() if k not in ("format", "model", "created", "command", "dataset", "note",
+                                                       "identity", "au")}
     cal: dict = {"format": FORMAT, "model": pipe.model_fingerprint, "created": time.strftime("%Y-%m-%d"),
                  "command": "smile2pay calibrate " + " ".join(
                      [f"--dataset {d}" for d in args.dataset] + [f"--pairs {p}" for p in args.pairs]
@@ -272,7 +282,8 @@ def run(args) -> dict:
             section[au] = op
         cal["au"] = section
     else:
-        cal["au"] = prev.get("au", {})
+        cal["au"] = base.get("au", {})
+    cal.update(kept)
     # the file must load the way verify() loads it
     from smile2pay.decision.policy import Policy, write_calibration
 
