@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 from ..errors import ConfigError, RequestError
 from .continuity import ContinuitySettings, check_window
 from .liveness import LivenessSettings
+
+log = logging.getLogger("smile2pay.policy")
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 DEFAULT_FAR = 1e-4
@@ -142,6 +145,10 @@ class Policy:
         for section, key in (("capture_continuity", "continuity"), ("capture_continuity_stream", "stream_continuity")):
             if cal.get(section):
                 kw[key] = parse_continuity_section(cal[section], section, str(path))
+        if not cal.get("capture_continuity") and "continuity" not in overrides:
+            log.warning("calibration %s has no capture_continuity section: bursts are judged with the code's early "
+                        "whole-crop limits; fit them with `smile2pay calibrate-continuity` or start the file from "
+                        "the shipped one", path)
         if "continuity" in overrides and "stream_continuity" not in overrides:
             kw.pop("stream_continuity", None)   # an explicit continuity override applies to streams too
         kw.update(overrides)

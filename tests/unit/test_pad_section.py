@@ -51,3 +51,17 @@ def test_write_calibration_to_an_unwritable_path_is_a_typed_error(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a_file", "a_folder"]     # no .tmp left
     ok = write_calibration(tmp_path / "new" / "cal.json", {"format": "x"})
     assert json.loads(ok.read_text()) == {"format": "x"}
+
+
+def test_a_file_without_continuity_limits_is_loaded_with_a_warning(tmp_path, caplog):
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    with caplog.at_level("WARNING", logger="smile2pay.policy"):
+        Policy.from_calibration(CALIBRATION_DIR / "mobile.json")
+    assert not [r for r in caplog.records if "capture_continuity" in r.getMessage()]
+    del cal["capture_continuity"]
+    f = tmp_path / "old.json"
+    f.write_text(json.dumps(cal))
+    with caplog.at_level("WARNING", logger="smile2pay.policy"):
+        pol = Policy.from_calibration(f)
+    assert any("no capture_continuity section" in r.getMessage() for r in caplog.records)
+    assert pol.continuity.window is None          # the code's whole-crop defaults, as the warning says
