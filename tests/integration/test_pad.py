@@ -156,7 +156,8 @@ def test_threshold_must_be_a_probability(pipeline):
 def test_continuous_tone_species_and_live_frames_show_the_victim_where_expected(pipeline, data_dir):
     """The two species without periodic artefacts (photo-lab print, high-DPI screen) and the simulated live
     capture: 640x480 BGR frames in which the detector finds the victim's face where the generator put it."""
-    from smile2pay_tools.bench.pad_attacks import SCENE, _iou, live_frame, make_attack
+    from smile2pay.vision.track import box_iou
+    from smile2pay_tools.bench.pad_attacks import SCENE, live_frame, make_attack
 
     faces = _lfw_faces(pipeline, data_dir, n=8)
     hits = {"print_photo": 0, "screen_hidpi": 0, "live": 0}
@@ -165,7 +166,7 @@ def test_continuous_tone_species_and_live_frames_show_the_victim_where_expected(
             att, exp = make_attack(sp, img, box, np.random.default_rng([11, k, i]))
             assert att.shape == (SCENE[1], SCENE[0], 3) and att.dtype == np.uint8
             d = pipeline.detect(att)
-            hits[sp] += bool(len(d)) and max(_iou(b, exp) for b in d.boxes) >= 0.3
+            hits[sp] += bool(len(d)) and max(box_iou(b, exp) for b in d.boxes) >= 0.3
         fr = live_frame(img, np.random.default_rng([12, i]))
         assert fr.shape == (SCENE[1], SCENE[0], 3) and fr.dtype == np.uint8
         hits["live"] += bool(len(pipeline.detect(fr)))

@@ -65,6 +65,7 @@ import cv2
 import numpy as np
 
 from smile2pay.vision.pad import threshold_at_bpcer
+from smile2pay.vision.track import box_iou
 
 from . import common as C
 
@@ -195,16 +196,31 @@ def attack_print(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
     return _camera(scene, rng, blur=(0.6, 1.4), noise=(2.0, 5.0), jpeg=(65, 88)), exp_box
 
 
-def attack_screen(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Replay on a phone/monitor screen. Returns (640x480 BGR uint8, expected face box)."""
+def _screen_image(photo: np.ndarray, rng) -> tuple[np.ndarray, float, int, int]:
+    """The photo aspect-fitted on a phone/tablet screen (300-420 px along the photo's height, portrait phone ..
+    square tablet) with black bars: (float32 screen image, scale, x offset, y offset)."""
     ph, pw = photo.shape[:2]
-    scr_h = int(rng.integers(300, 420))                     # screen pixels along the photo's height
-    scr_w = int(round(scr_h * rng.uniform(0.62, 1.0)))      # portrait phone .. square tablet
+    scr_h = int(rng.integers(300, 420))
+    scr_w = int(round(scr_h * rng.uniform(0.62, 1.0)))
     s = min(scr_h / ph, scr_w / pw)
-    disp = np.zeros((scr_h, scr_w, 3), np.float32)          # black bars around the photo (aspect fit)
+    disp = np.zeros((scr_h, scr_w, 3), np.float32)
     rh, rw = int(round(ph * s)), int(round(pw * s))
     oy, ox = (scr_h - rh) // 2, (scr_w - rw) // 2
     disp[oy:oy + rh, ox:ox + rw] = cv2.resize(photo, (rw, rh), interpolation=cv2.INTER_AREA)
+    return disp, s, ox, oy
+
+
+def _bezel(screen: np.ndarray, rng) -> tuple[np.ndarray, int]:
+    """The device body around a screen image: (screen with its bezel, bezel width in pixels)."""
+    bz = int(round(rng.uniform(0.04, 0.09) * screen.shape[1]))
+    body = float(rng.uniform(10, 45))
+    return cv2.copyMakeBorder(screen, bz, bz, bz, bz, cv2.BORDER_CONSTANT, value=(body, body, body * 1.05)), bz
+
+
+def attack_screen(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Replay on a phone/monitor screen. Returns (640x480 BGR uint8, expected face box)."""
+    disp, s, ox, oy = _screen_image(photo, rng)
+    scr_h, scr_w = disp.shape[:2]
     f = disp / 255.0
     f = f ** rng.uniform(0.75, 1.3)                                         # display gamma mismatch
     f = f * np.array([rng.uniform(1.0, 1.12), rng.uniform(0.97, 1.03), rng.uniform(0.86, 0.97)], np.float32)
@@ -234,10 +250,7 @@ def attack_screen(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
     rad = rng.uniform(0.15, 0.35) * max(ww, hh)
     big = big + rng.uniform(0.1, 0.35) * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * rad ** 2))[..., None]
     screen = np.clip(big * 255, 0, 255)
-    # bezel / device body
-    bz = int(round(rng.uniform(0.04, 0.09) * screen.shape[1]))
-    body = float(rng.uniform(10, 45))
-    dev = cv2.copyMakeBorder(screen, bz, bz, bz, bz, cv2.BORDER_CONSTANT, value=(body, body, body * 1.05))
+    dev, bz = _bezel(screen, rng)
     mask = np.zeros(dev.shape[:2], np.float32)
     rad_c = max(2, int(bz * 1.5))
     cv2.rectangle(mask, (rad_c, 0), (dev.shape[1] - 1 - rad_c, dev.shape[0] - 1), 1.0, -1)
@@ -316,14 +329,7 @@ def attack_print_photo(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndar
 def attack_screen_hidpi(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.ndarray]:
     """A high-DPI screen: no visible sub-pixels or moire; display gamma, blue shift, backlight (lifted blacks),
     a glare highlight and a bezel; re-photographed like :func:`attack_screen`."""
-    ph, pw = photo.shape[:2]
-    scr_h = int(rng.integers(300, 420))
-    scr_w = int(round(scr_h * rng.uniform(0.62, 1.0)))
-    s = min(scr_h / ph, scr_w / pw)
-    disp = np.zeros((scr_h, scr_w, 3), np.float32)
-    rh, rw = int(round(ph * s)), int(round(pw * s))
-    oy, ox = (scr_h - rh) // 2, (scr_w - rw) // 2
-    disp[oy:oy + rh, ox:ox + rw] = cv2.resize(photo, (rw, rh), interpolation=cv2.INTER_AREA)
+    disp, s, ox, oy = _screen_image(photo, rng)
     f = (disp / 255.0) ** rng.uniform(0.8, 1.25)
     f = f * np.array([rng.uniform(1.0, 1.1), rng.uniform(0.97, 1.03), rng.uniform(0.88, 0.98)], np.float32)
     f = rng.uniform(0.02, 0.07) + 0.95 * f
@@ -333,9 +339,7 @@ def attack_screen_hidpi(photo: np.ndarray, box, rng) -> tuple[np.ndarray, np.nda
     rad = rng.uniform(0.15, 0.35) * max(ww, hh)
     f = f + rng.uniform(0.05, 0.3) * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * rad ** 2))[..., None]
     screen = np.clip(f * 255, 0, 255)
-    bz = int(round(rng.uniform(0.04, 0.09) * screen.shape[1]))
-    body = float(rng.uniform(10, 45))
-    dev = cv2.copyMakeBorder(screen, bz, bz, bz, bz, cv2.BORDER_CONSTANT, value=(body, body, body * 1.05))
+    dev, bz = _bezel(screen, rng)
     scene = _background(rng)
     H = _place(scene, dev, np.ones(dev.shape[:2], np.float32), rng.uniform(0.7, 0.98), rng, persp=0.05, rot_deg=6)
     fb = np.asarray(box, np.float64) * s + [ox + bz, oy + bz] * 2
@@ -370,21 +374,13 @@ def make_attack(species: str, photo: np.ndarray, box, rng) -> tuple[np.ndarray, 
 
 
 # ============================================================================ scoring helpers
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
-
-
-def _pick_center(boxes, shape) -> int:
+def pick_center(boxes, shape) -> int:
     cy, cx = shape[0] / 2.0, shape[1] / 2.0
     d = [((b[0] + b[2]) / 2 - cx) ** 2 + ((b[1] + b[3]) / 2 - cy) ** 2 for b in boxes]
     return int(np.argmin(d))
 
 
-def _pick_largest(boxes) -> int:
+def pick_largest(boxes) -> int:
     return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
 
 
@@ -473,9 +469,9 @@ def run(args) -> dict:
             if rel == "samples/t1.jpg":
                 idx = list(range(len(boxes)))                   # every face of the group photo is bona fide
             elif rel.startswith("samples/"):
-                idx = [_pick_largest(boxes)]
+                idx = [pick_largest(boxes)]
             else:
-                idx = [_pick_center(boxes, img.shape)]
+                idx = [pick_center(boxes, img.shape)]
             p = pad.probabilities(img, boxes[idx])
             probs.extend(p)
             scores.extend(p[:, 1])
@@ -499,7 +495,7 @@ def run(args) -> dict:
             if not len(d):
                 no_face += 1
                 continue
-            j = _pick_center(d.boxes, fr.shape)
+            j = pick_center(d.boxes, fr.shape)
             p = pad.probabilities(fr, d.boxes[j:j + 1])
             probs.extend(p)
             scores.extend(p[:, 1])
@@ -515,7 +511,7 @@ def run(args) -> dict:
             if not len(d):
                 no_face += 1
                 continue
-            j = _pick_largest(d.boxes) if rel.startswith("samples/") else _pick_center(d.boxes, fr.shape)
+            j = pick_largest(d.boxes) if rel.startswith("samples/") else pick_center(d.boxes, fr.shape)
             p = pad.probabilities(fr, d.boxes[j:j + 1])
             probs.extend(p)
             scores.extend(p[:, 1])
@@ -548,11 +544,11 @@ def run(args) -> dict:
             if not len(d):
                 no_face += 1
                 continue
-            ious = [_iou(b, exp_box) for b in d.boxes]
+            ious = [box_iou(b, exp_box) for b in d.boxes]
             j = int(np.argmax(ious))
             if ious[j] < 0.3:
                 wrong_face += 1
-                j = _pick_largest(d.boxes)
+                j = pick_largest(d.boxes)
             p = pad.probabilities(att, d.boxes[j:j + 1])
             probs.extend(p)
             scores.extend(p[:, 1])

@@ -43,6 +43,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from smile2pay.vision.track import box_iou
+
 from . import common as C
 from . import pad_attacks as P
 
@@ -138,10 +140,10 @@ class Collector:
             self.no_face[key] = self.no_face.get(key, 0) + 1
             return
         if expect_box is not None:
-            ious = [P._iou(b, expect_box) for b in d.boxes]
-            j = int(np.argmax(ious)) if max(ious) >= 0.3 else P._pick_largest(d.boxes)
+            ious = [box_iou(b, expect_box) for b in d.boxes]
+            j = int(np.argmax(ious)) if max(ious) >= 0.3 else P.pick_largest(d.boxes)
         else:
-            j = P._pick_largest(d.boxes) if largest else P._pick_center(d.boxes, frame.shape)
+            j = P.pick_largest(d.boxes) if largest else P.pick_center(d.boxes, frame.shape)
         box = d.boxes[j]
         pr = per_model_probs(self.pad, frame, box)
         f = np.concatenate([np.log(np.clip(pr, 1e-6, 1.0)), texture_features(face_crop(frame, box))])
@@ -185,7 +187,7 @@ def collect(args, pipe, pad) -> tuple[Collector, dict]:
             continue
         img = pipe.load(str(data / rel))
         boxes = np.asarray(rec["boxes"], np.float64)
-        j = P._pick_largest(boxes) if pop == "samples" else P._pick_center(boxes, img.shape)
+        j = P.pick_largest(boxes) if pop == "samples" else P.pick_center(boxes, img.shape)
         box, lm = boxes[j], np.asarray(rec["landmarks"][j], np.float64)
         salt = [args.seed, 77, n]
         if pop in ("lfw", "samples"):
