@@ -12,7 +12,9 @@ probe logit; the presence thresholds rise to baseline + the required rise). The 
 
 Sets: LFW test people's neutral -> smile / other-expression pairs (people never used to fit either model or
 to choose an operating point) and, for reference, LFW calibration people (the operating points were chosen
-on them: not a held-out figure). The offline figures of ``au_identity_features.py`` are on cached AU crops;
+on them: not a held-out figure). Each set's pairs are also split by where the probe photo's label comes from
+(``smile_pairs_by_label_source`` / ``other_pairs_by_label_source``): the two LFW label sources (muxspace's crowd
+expression labels, Morishita's curated smile labels) agree on some photos and not on others. The offline figures of ``au_identity_features.py`` are on cached AU crops;
 this checks that the product path (the identity crop at full resolution) gives the same gate.
 
     python benchmarks/smile_gate_product.py [--run results/au3] [--out benchmarks/results/smile_gate_product.json]
@@ -127,6 +129,27 @@ def main(argv=None) -> dict:
             ent[label] = {"smile_pairs": len(s), "other_pairs": len(o),
                           "smiles_passed": round(float(np.mean(s)), 4) if s else None,
                           "others_passed": round(float(np.mean(o)), 4) if o else None}
+            # the smile pairs by where the smiling photo's label comes from: Morishita's curated binary smile
+            # label, or only muxspace's crowd "happiness" (lfw_expression uses Morishita's where it exists)
+            by_src = {}
+            for src, keep in (("both_sources_smile", lambda b: lfw["smile"][b] == 1 and lfw["label"][b] == "happiness"),
+                              ("morishita_smile_muxspace_not_happiness",
+                               lambda b: lfw["smile"][b] == 1 and lfw["label"][b] != "happiness"),
+                              ("muxspace_happiness_only (no Morishita label)", lambda b: lfw["smile"][b] < 0)):
+                got_s = [passes(a, b, pol, enrolled) for a, b, k in pairs if k == "smile" and keep(b)]
+                got_s = [p for p in got_s if p is not None]
+                by_src[src] = {"pairs": len(got_s), "passed": int(sum(got_s)),
+                               "rate": round(float(np.mean(got_s)), 4) if got_s else None}
+            ent[label]["smile_pairs_by_label_source"] = by_src
+            # the other-expression pairs: muxspace's label, and whether Morishita's curated label calls it a smile
+            by_src = {}
+            for src, keep in (("morishita_not_smile_or_unlabelled", lambda b: lfw["smile"][b] != 1),
+                              ("morishita_smile (the two sources disagree)", lambda b: lfw["smile"][b] == 1)):
+                got_o = [passes(a, b, pol, enrolled) for a, b, k in pairs if k == "other" and keep(b)]
+                got_o = [p for p in got_o if p is not None]
+                by_src[src] = {"pairs": len(got_o), "passed": int(sum(got_o)),
+                               "rate": round(float(np.mean(got_o)), 4) if got_o else None}
+            ent[label]["other_pairs_by_label_source"] = by_src
             missed: dict[str, int] = {}
             for a, b, k in pairs:
                 if k == "smile" and passes(a, b, pol, enrolled) is False:

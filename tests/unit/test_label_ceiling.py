@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from smile2pay_tools.bench.label_ceiling import decisions_vs_rest, lfw_agreement, one_annotator
+from smile2pay_tools.bench.label_ceiling import decisions_vs_rest, lfw_agreement, one_annotator, vote_groups
 
 
 def _v(**kw):
@@ -48,3 +48,24 @@ def test_lfw_agreement_counts():
     assert r["images_with_both"] == 5
     assert r["happiness_called_neutral"] == {"n": 1, "of": 2, "rate": 0.5}
     assert r["other_called_smile"] == {"n": 1, "of": 2, "rate": 0.5}
+
+
+def test_vote_groups_by_hand():
+    V = np.stack([_v(happiness=9, neutral=1),            # clear smile
+                  _v(happiness=6, neutral=4),            # contested smile
+                  _v(neutral=7, happiness=3),            # other (neutral majority) with happiness votes
+                  _v(anger=6, sadness=4),                # clear other
+                  _v(neutral=9, surprise=1),             # clear neutral
+                  _v(neutral=5, surprise=5),             # neither clear neutral nor clear other (tie -> neutral)
+                  _v(unknown=8, nf=2)])                  # no emotion vote: only the majority's "others"
+    g = {k.split(" (")[0]: np.flatnonzero(m).tolist() for k, m in vote_groups(V).items()}
+    assert g["smiles"] == [0, 1]
+    assert g["others"] == [2, 3, 4, 5, 6]
+    assert g["clear smiles"] == [0]
+    assert g["contested smiles"] == [1]
+    assert g["others with some happiness votes"] == [2]
+    assert g["clear others"] == [3]
+    assert g["clear neutral"] == [4]
+    # the threshold is the caller's: at 60 % the 6 / 4 face is clear too
+    g6 = {k.split(" (")[0]: np.flatnonzero(m).tolist() for k, m in vote_groups(V, clear=0.6).items()}
+    assert g6["clear smiles"] == [0, 1] and g6["contested smiles"] == []

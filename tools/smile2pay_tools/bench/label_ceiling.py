@@ -79,3 +79,27 @@ def lfw_agreement(labels, smile, mask=None, other=("surprise", "anger", "sadness
             "happiness_called_neutral": {"n": cnt[("happiness", 0)], "of": happy,
                                          "rate": round(cnt[("happiness", 0)] / happy, 4) if happy else None},
             "other_called_smile": {"n": oth_smile, "of": oth, "rate": round(oth_smile / oth, 4) if oth else None}}
+
+
+NEUTRAL = 0          # FER+ vote column of "neutral"
+
+
+def vote_groups(votes: np.ndarray, clear: float = 0.8) -> dict[str, np.ndarray]:
+    """Boolean masks over FER+ faces by how far the annotators agree (shares of the eight emotion votes): the
+    majority split the gate is reported on, and the faces on which the humans agree or not. A face with no
+    emotion vote belongs to no group but the majority's "others" (``argmax`` of zeros is neutral)."""
+    emo = np.asarray(votes, np.float64)[:, :EMOTIONS]
+    total = emo.sum(1)
+    happy = emo[:, HAPPINESS]
+    major = emo.argmax(1)
+    voted = total > 0
+    return {
+        "smiles (happiness majority)": major == HAPPINESS,
+        "others (any other majority)": major != HAPPINESS,
+        f"clear smiles (>= {clear:.0%} of emotion votes happiness)": voted & (happy >= clear * total),
+        f"contested smiles (happiness majority, < {clear:.0%})": (major == HAPPINESS) & (happy < clear * total),
+        "others with some happiness votes": (major != HAPPINESS) & (happy > 0),
+        "clear others (no happiness vote, majority neither happiness nor neutral)":
+            voted & (happy == 0) & (major != HAPPINESS) & (major != NEUTRAL),
+        f"clear neutral (no happiness vote, >= {clear:.0%} neutral)": voted & (happy == 0) & (emo[:, NEUTRAL] >= clear * total),
+    }
