@@ -60,6 +60,8 @@ def read_file(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
         raise ImageError(f"image file not found: {p}", code="IMAGE_NOT_FOUND", path=str(p)) from None
     except OSError as e:
         raise ImageError(f"cannot access {p}: {e.strerror}", code="IMAGE_UNREADABLE", path=str(p)) from None
+    except ValueError as e:   # a path no file can have (an embedded NUL byte, e.g. from a CSV)
+        raise ImageError(f"invalid image path {str(p)!r}: {e}", code="IMAGE_NOT_FOUND", path=str(p)) from None
     if not p.is_file():
         raise ImageError(f"not a regular file: {p}", code="IMAGE_UNREADABLE", path=str(p))
     if st.st_size == 0:

@@ -48,7 +48,7 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tupl
     is a RequestError ``DATASET_INVALID`` (shared by ``calibrate-au`` and ``calibrate-continuity``)."""
     p = Path(path)
     try:
-        with open(p, newline="", encoding="utf-8") as fh:
+        with open(p, newline="", encoding="utf-8-sig") as fh:   # -sig: a spreadsheet's byte order mark
             rows = list(csv.DictReader(fh))
     except FileNotFoundError:
         raise RequestError(f"{what} CSV not found: {p}", code="DATASET_INVALID") from None
@@ -67,7 +67,9 @@ def read_frames(path: str | Path) -> list[dict]:
         if r["label"] not in LABELS:
             raise RequestError(f"{p} line {i}: label must be one of {LABELS}, got {r['label']!r}",
                                code="DATASET_INVALID")
-        q = Path(r["path"])
+        if not (r["path"] or "").strip() or not (r["subject"] or "").strip():
+            raise RequestError(f"{p} line {i}: empty path or subject", code="DATASET_INVALID")
+        q = Path(r["path"].strip())
         r["abs"] = str(q if q.is_absolute() else p.parent / q)
     return rows
 
@@ -78,17 +80,22 @@ def run(args) -> dict:
     from ..config import Settings
     from ..decision.au_calibration import Probes, calibrate, calibration_section
     from ..decision.engine import fuse_probe
-    from ..decision.policy import CALIBRATION_DIR, load_calibration, parse_probe_section, write_calibration
+    from ..decision.policy import CALIBRATION_DIR, Policy, load_calibration, parse_probe_section, write_calibration
     from ..decision.rules import parse_rule
     from ..pipeline import FacePipeline
 
     t0 = time.time()
     if not 0.0 <= args.max_fpr < 1.0:
         raise RequestError(f"--max-fpr must be in [0, 1), got {args.max_fpr}", code="REQUEST_INVALID")
+    if args.max_pairs < 1:
+        raise RequestError(f"--max-pairs must be >= 1, got {args.max_pairs}", code="REQUEST_INVALID")
     rule = parse_rule(args.rule)
     rows = read_frames(args.frames)
     cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
     cal = load_calibration(cal_in)
+    # the sections this command keeps must load the way verify() loads them: a malformed one is an error now,
+    # not a written file that every later command refuses
+    Policy.from_calibration(cal_in, far=float(cal["identity"]["operating_points"][0]["far"]))
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     # the smile probe's scale too, when the pack reads a probe and the file has its operating point (the decision
     # judges embedded frames on it): the frames are embedded, and both sections are recalibrated on them
@@ -121,7 +128,7 @@ def run(args) -> dict:
             tgt = [i for i in idx if rows[i]["label"] != "neutral"]
             for j in tgt:
                 refs = neu or [None]
-                for n in refs[:max(1, args.max_pairs)]:
+                for n in refs[:args.max_pairs]:
                     probe.append(scale[j])
                     neutral.append(scale[n] if n is not None else None)
                     smile.append(rows[j]["label"] == "smile")

@@ -91,7 +91,7 @@ def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bo
 def run(args) -> dict:
     from ..config import Settings
     from ..decision.continuity import ALL_CUES, FACE_WINDOW, FOUR_CUES, excess, fit_settings
-    from ..decision.policy import CALIBRATION_DIR, load_calibration, write_calibration
+    from ..decision.policy import CALIBRATION_DIR, Policy, load_calibration, write_calibration
     from ..pipeline import FacePipeline
 
     t0 = time.time()
@@ -105,6 +105,9 @@ def run(args) -> dict:
     attacks = read_sessions(args.attacks, "attacks") if args.attacks else {}
     cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
     cal = load_calibration(cal_in)
+    # the sections this command keeps must load the way verify() loads them: a malformed one is an error now,
+    # not a written file that every later command refuses
+    Policy.from_calibration(cal_in, far=float(cal["identity"]["operating_points"][0]["far"]))
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     skipped: dict[str, int] = defaultdict(int)
     window = FACE_WINDOW if getattr(args, "window", "face") == "face" else None

@@ -121,8 +121,9 @@ def run(args) -> dict:
     skipped: Counter = Counter()
     scored = _score_all(pipe, pad, min_face, bona, not args.no_progress, "bona fide", skipped)
     att = _score_all(pipe, pad, min_face, attacks, not args.no_progress, "attacks", Counter()) if attacks else []
-    tune = [s for g, s in scored if zlib.crc32(g.encode()) % 2 == 0]
-    check = [s for g, s in scored if zlib.crc32(g.encode()) % 2 == 1]
+    # surrogateescape: a folder name that is not UTF-8 hashes as its own bytes
+    tune = [s for g, s in scored if zlib.crc32(g.encode("utf-8", "surrogateescape")) % 2 == 0]
+    check = [s for g, s in scored if zlib.crc32(g.encode("utf-8", "surrogateescape")) % 2 == 1]
     need = max(20, math.ceil(1.0 / args.bpcer))
     tune_scored = [s for s in tune if s is not None]
     if len(tune_scored) < need or not [s for s in check if s is not None]:

@@ -150,7 +150,8 @@ def stdout_to_stderr():
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
-    real = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    # backslashreplace: a file name that is not UTF-8 (a surrogate escape) is shown, not a crash
+    real = os.fdopen(os.dup(saved), "w", encoding="utf-8", errors="backslashreplace")
     old_stdout = sys.stdout
     sys.stdout = sys.stderr
     try:
@@ -546,8 +547,12 @@ def cmd_analyze(args) -> tuple[Any, int]:
     """Find the faces in photos: box, quality, smile AUs.
 
     Exit 1 when a photo holds no face, 2 when one cannot be read."""
+    from ..errors import RequestError
     from ..pipeline import FacePipeline
 
+    if args.policy and not args.pad:
+        raise RequestError("--policy only sets the PAD threshold analyze reports against: add --pad",
+                           code="REQUEST_INVALID")
     pipe = FacePipeline(settings_from(args))
     pad = policy = None
     if args.pad:

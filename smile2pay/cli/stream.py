@@ -56,9 +56,19 @@ def open_capture(camera: int | None = None, video: str | None = None):
     if video is not None:
         if not Path(video).is_file():
             raise RequestError(f"video file not found: {video}", code="VIDEO_UNREADABLE", path=str(video))
-        cap = cv2.VideoCapture(str(video))
+        try:
+            cap = cv2.VideoCapture(str(video))
+        except cv2.error as e:
+            raise RequestError(f"cannot open video {video}: {e}", code="VIDEO_UNREADABLE", path=str(video)) from None
     else:
-        cap = cv2.VideoCapture(int(camera))
+        # OpenCV takes a C int; -1 ("any camera") crashes some builds' backends outright (a segfault, no error)
+        if not 0 <= int(camera) < 2 ** 31:
+            raise RequestError(f"camera index must be from 0 (the first camera) to {2 ** 31 - 1}, got {camera}",
+                               code="VIDEO_UNREADABLE", camera=int(camera))
+        try:
+            cap = cv2.VideoCapture(int(camera))
+        except cv2.error as e:
+            raise RequestError(f"cannot open camera {camera}: {e}", code="VIDEO_UNREADABLE") from None
     if not cap.isOpened():
         what = f"video {video}" if video is not None else f"camera {camera}"
         raise RequestError(f"cannot open {what}", code="VIDEO_UNREADABLE")
@@ -140,6 +150,12 @@ def cmd_watch(args) -> tuple[Any, int]:
                 out.write(f"t={d['t']:6.2f}s {d['state']:16s} {au}{sc} {','.join(d['reasons'])}\n")
             out.flush()
 
+    if args.record:   # an unwritable recording is bad input: said now, not after the shopper has paid
+        rec = Path(args.record)
+        if rec.is_dir() or not rec.parent.is_dir():
+            raise RequestError(f"cannot write the recording {rec}: "
+                               f"{'it is a folder' if rec.is_dir() else f'no folder {rec.parent}'}",
+                               code="REQUEST_INVALID", field="record", path=str(rec))
     cap = open_capture(args.camera, args.video)   # bad source: exit 2 before loading any model
     try:
         with Smile2Pay(args.gallery, settings=settings_from(args), gallery_settings=gallery_settings_from(args),
@@ -150,7 +166,11 @@ def cmd_watch(args) -> tuple[Any, int]:
                 watch_capture(session, cap, live=args.camera is not None, realtime=args.realtime, on_update=emit)
                 dec = session.decision
                 if args.record:
-                    Path(args.record).write_text(json.dumps(session.recording(), indent=1, default=str))
+                    try:
+                        Path(args.record).write_text(json.dumps(session.recording(), indent=1, default=str))
+                    except OSError as e:
+                        raise RequestError(f"cannot write the recording {args.record}: {e.strerror or e}",
+                                           code="REQUEST_INVALID", field="record", path=str(args.record)) from None
     finally:
         cap.release()
     payload = {"final": True, "state": APPROVED if dec.approved else DECLINED, "decision": dec.to_dict()}

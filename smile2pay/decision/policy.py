@@ -123,22 +123,27 @@ class Policy:
                               f"thresholds of one embedding space mean nothing in another",
                               code="CALIBRATION_MODEL_MISMATCH", file=str(path))
         op = pick_operating_point(cal, far)
-        au = {k: float(v["threshold"]) for k, v in (cal.get("au") or {}).items() if "threshold" in v}
-        absent = {k: float(v["absent_threshold"]) for k, v in (cal.get("au") or {}).items()
+        src = str(path)
+        au_sec = _au_section(cal.get("au"), "au", src)
+        au = {k: _number(v["threshold"], f"au {k} threshold", src) for k, v in au_sec.items() if "threshold" in v}
+        absent = {k: _number(v["absent_threshold"], f"au {k} absent_threshold", src) for k, v in au_sec.items()
                   if "absent_threshold" in v}
         change = cal.get("au_change") or {}
-        single = {k: float(v["threshold"]) for k, v in (cal.get("au_single_frame") or {}).items()
-                  if isinstance(v, dict) and "threshold" in v}
+        if not isinstance(change, dict):
+            raise ConfigError(f"{src}: au_change must be an object", code="CALIBRATION_INVALID", file=src)
+        single = {k: _number(v["threshold"], f"au_single_frame {k} threshold", src)
+                  for k, v in _au_section(cal.get("au_single_frame"), "au_single_frame", src).items()
+                  if "threshold" in v}
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
         kw = dict(identity_threshold=float(op["threshold"]), identity_far=float(op["far"]),
                   identity_source=f"{path.name}@{digest}", au_thresholds=au, absent_thresholds=absent,
                   single_frame_au_thresholds=single,
-                  **_self_calibration_fields(cal, op),
+                  **_self_calibration_fields(cal, op, src),
                   version=f"{cal.get('format', FORMAT)}:{path.name}@{digest}:far={op['far']:g}")
         for k in ("baseline_min_delta", "burst_min_delta"):
             if k in change:
-                kw[k] = float(change[k])
+                kw[k] = _number(change[k], f"au_change {k}", src)
         kw.update(parse_pad_section(cal.get("pad"), str(path)))
         if cal.get("au_probe"):
             kw["probe_calibration"] = parse_probe_section(cal["au_probe"], str(path))
@@ -245,10 +250,33 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
     return out
 
 
-def _self_calibration_fields(cal: dict, op: dict) -> dict:
+def _number(v, what: str, source: str, lo: float = 0.0, hi: float = 1.0) -> float:
+    """``v`` as a float when it is a finite number in [lo, hi]; anything else (a string, null, NaN, a bool) is a
+    ConfigError ``CALIBRATION_INVALID`` naming the field."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise ConfigError(f"{source}: {what} must be a number in [{lo:g}, {hi:g}], got {v!r}",
+                          code="CALIBRATION_INVALID", file=source)
+    return float(v)
+
+
+def _au_section(sec, name: str, source: str) -> dict:
+    """An ``au`` / ``au_single_frame`` section: an object mapping AU names to objects (absent: {})."""
+    if sec is None:
+        return {}
+    if not isinstance(sec, dict) or not all(isinstance(v, dict) for v in sec.values()):
+        raise ConfigError(f"{source}: {name} must map AU names to objects (e.g. AU12: {{threshold: 0.5}})",
+                          code="CALIBRATION_INVALID", file=source)
+    return sec
+
+
+def _self_calibration_fields(cal: dict, op: dict, source: str = "calibration") -> dict:
     """``identity_floor`` (most lenient population at this FAR) and ``identity_tail_z`` of an operating point."""
-    per_pop = [float(v) for v in (op.get("per_population") or {}).values() if isinstance(v, (int, float))]
-    z = ((cal["identity"].get("tail_shape") or {}).get("z") or {}).get(f"{float(op['far']):g}")
+    per_pop, tail = op.get("per_population") or {}, cal["identity"].get("tail_shape") or {}
+    if not isinstance(per_pop, dict) or not isinstance(tail, dict) or not isinstance(tail.get("z") or {}, dict):
+        raise ConfigError(f"{source}: identity per_population, tail_shape and tail_shape.z must be objects",
+                          code="CALIBRATION_INVALID", file=source)
+    per_pop = [float(v) for v in per_pop.values() if isinstance(v, (int, float)) and math.isfinite(v)]
+    z = (tail.get("z") or {}).get(f"{float(op['far']):g}")
     return {"identity_floor": min(per_pop) if per_pop else None,
             "identity_tail_z": float(z) if isinstance(z, (int, float)) else None}
 
@@ -256,7 +284,7 @@ def _self_calibration_fields(cal: dict, op: dict) -> dict:
 def load_calibration(path: str | Path) -> dict:
     p = Path(path)
     try:
-        cal = json.loads(p.read_text())
+        cal = json.loads(p.read_text(encoding="utf-8-sig"))   # -sig: an editor's byte order mark
     except FileNotFoundError:
         raise ConfigError(f"calibration file not found: {p}", code="CALIBRATION_MISSING", file=str(p)) from None
     except (OSError, ValueError) as e:
@@ -265,9 +293,18 @@ def load_calibration(path: str | Path) -> dict:
     if not isinstance(cal, dict) or cal.get("format") != FORMAT:
         raise ConfigError(f"{p} is not a smile2pay calibration file (format {FORMAT})",
                           code="CALIBRATION_INVALID", file=str(p))
-    ops = (cal.get("identity") or {}).get("operating_points") or []
-    if not ops or not all(isinstance(o, dict) and "far" in o and "threshold" in o for o in ops):
+    ident = cal.get("identity") or {}
+    ops = (ident.get("operating_points") or []) if isinstance(ident, dict) else []
+    if not ops or not isinstance(ops, list) or not all(isinstance(o, dict) and "far" in o and "threshold" in o
+                                                       for o in ops):
         raise ConfigError(f"{p} has no identity operating points", code="CALIBRATION_INVALID", file=str(p))
+    for o in ops:   # a NaN or out-of-range threshold would silently refuse (or accept) everyone
+        far = o["far"]
+        if isinstance(far, bool) or not isinstance(far, (int, float)) or not 0.0 < far < 1.0:
+            raise ConfigError(f"{p}: identity operating point far must be a number in (0, 1), got {far!r}",
+                              code="CALIBRATION_INVALID", file=str(p))
+        # cosine similarity: [-1, 1] (a threshold above every impostor score of 1.0 is a hair above 1)
+        _number(o["threshold"], f"identity threshold at FAR {far:g}", str(p), -1.0, 1.0 + 1e-6)
     return cal
 
 

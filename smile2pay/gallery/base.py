@@ -412,8 +412,10 @@ class BaseGallery(GalleryStore):
     # -- validation ----------------------------------------------------------------------------
     def check_user_id(self, user_id: str) -> str:
         """``user_id`` if it is a valid user id, else ``GalleryError(GALLERY_BAD_USER_ID)``."""
+        # a lone surrogate (0xD800-0xDFFF: a command-line argument that is not UTF-8) is not text: no database
+        # can store it
         if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > MAX_USER_ID \
-                or any(ord(ch) < 32 for ch in user_id):
+                or any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in user_id):
             raise GalleryError(f"user id must be a non-empty printable string of at most {MAX_USER_ID} "
                                f"characters, got {user_id!r}", code="GALLERY_BAD_USER_ID")
         return user_id

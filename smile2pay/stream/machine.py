@@ -84,14 +84,23 @@ class StreamSettings:
     near_face_ratio: float = NEAR_FACE_RATIO
 
     def validate(self) -> None:
+        """RequestError ``REQUEST_INVALID`` for any setting out of range or not a number (a string, None, a list
+        from a Python caller: the HTTP routes check types before this)."""
+        try:
+            self._validate()
+        except (TypeError, ValueError) as e:
+            raise RequestError(f"stream settings must be numbers: {e}", code="REQUEST_INVALID") from None
+
+    def _validate(self) -> None:
         if not 0.0 < self.smoothing <= 1.0:
             raise RequestError(f"smoothing must be in (0, 1], got {self.smoothing!r}", code="REQUEST_INVALID")
         for k in ("neutral_frames", "smile_frames", "lost_frames", "mismatch_frames", "max_faces"):
             if int(getattr(self, k)) < 1:
                 raise RequestError(f"{k} must be >= 1", code="REQUEST_INVALID")
         for k in ("window_s", "timeout_s"):
-            if not float(getattr(self, k)) > 0:
-                raise RequestError(f"{k} must be > 0", code="REQUEST_INVALID")
+            if not 0 < float(getattr(self, k)) < float("inf"):   # inf: a camera session that never ends
+                raise RequestError(f"{k} must be a finite number > 0, got {getattr(self, k)!r}",
+                                   code="REQUEST_INVALID")
         if not 0.0 < self.iou_min < 1.0:
             raise RequestError("iou_min must be in (0, 1)", code="REQUEST_INVALID")
         lo_hi = tuple(self.prompt_delay_s) if isinstance(self.prompt_delay_s, (tuple, list)) else ()

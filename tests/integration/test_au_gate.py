@@ -58,3 +58,33 @@ def test_calibrate_au_cli_on_real_frames(tmp_path, data_dir, models_dir, monkeyp
     r = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate-au", "--frames", str(tmp_path / "none.csv"),
                         "--out", str(tmp_path / "x.json"), "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_calibrate_au_bad_rows_and_calibration_are_exit_2(tmp_path, data_dir, models_dir):
+    """A short row (no path), an empty subject, a malformed starting calibration: exit 2 with a JSON error."""
+    import json
+    import subprocess
+    import sys
+
+    from smile2pay.decision.policy import CALIBRATION_DIR
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "smile2pay.cli", "calibrate-au", *map(str, args), "--out",
+                            str(tmp_path / "x.json"), "--json", "--no-progress"], capture_output=True, text=True,
+                           env={**__import__("os").environ, "SMILE2PAY_MODELS": str(models_dir)}, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        return json.loads(r.stdout)["error"]
+
+    short = tmp_path / "short.csv"
+    short.write_text("label,subject,path\nsmile\n")
+    assert run("--frames", short)["code"] == "DATASET_INVALID"
+    assert run("--frames", short, "--max-pairs", 0)["code"] == "REQUEST_INVALID"
+    no_subject = tmp_path / "no_subject.csv"
+    no_subject.write_text("path,subject,label\na.png,,smile\n")
+    assert run("--frames", no_subject)["code"] == "DATASET_INVALID"
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    cal["au_change"] = "baseline_min_delta"
+    (tmp_path / "bad_cal.json").write_text(json.dumps(cal))
+    assert run("--frames", _ck_frames_csv(tmp_path, data_dir, 2), "--calibration",
+               tmp_path / "bad_cal.json")["code"] == "CALIBRATION_INVALID"
+    assert not (tmp_path / "x.json").exists()

@@ -92,4 +92,20 @@ def test_calibrate_continuity_bad_input(tmp_path, data_dir, models_dir):
     r = _run(["--sessions", _sessions(tmp_path, data_dir, 4), "--out", tmp_path / "x.json", "--margin", "-1"],
              models_dir, timeout=120)
     assert r.returncode == 2 and json.loads(r.stdout)["error"]["code"] == "REQUEST_INVALID"
+    # a spreadsheet's byte order mark is not part of the first column's name; a path with a NUL byte is a frame
+    # that cannot be read (skipped), not a ValueError
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"\xef\xbb\xbfpath,session\r\na\x00b.png,s1\r\na\x00b.png,s1\r\n")
+    r = _run(["--sessions", odd, "--out", tmp_path / "x.json"], models_dir, timeout=120)
+    err = json.loads(r.stdout)["error"]
+    assert r.returncode == 2 and err["code"] == "DATASET_INVALID" and "IMAGE_NOT_FOUND" in err["message"], err
+    # the calibration file to start from must load as verify() loads it, before anything is written from it
+    from smile2pay.decision.policy import CALIBRATION_DIR
+
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    cal["identity"]["tail_shape"] = [1]
+    (tmp_path / "bad_cal.json").write_text(json.dumps(cal))
+    r = _run(["--sessions", _sessions(tmp_path, data_dir, 4), "--out", tmp_path / "x.json", "--calibration",
+              tmp_path / "bad_cal.json"], models_dir, timeout=120)
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["code"] == "CALIBRATION_INVALID"
     assert not (tmp_path / "x.json").exists()

@@ -87,7 +87,8 @@ def test_calibrate_pad_cli_on_real_frames(tmp_path, data_dir, models_dir):
 
 @pytest.mark.parametrize("case, code", [
     ("missing", "DATASET_NOT_FOUND"), ("empty_dir", "DATASET_INVALID"), ("no_path_column", "DATASET_INVALID"),
-    ("too_few", "DATASET_INVALID"), ("bad_bpcer", "REQUEST_INVALID"), ("bad_min_face", "REQUEST_INVALID")])
+    ("too_few", "DATASET_INVALID"), ("bad_bpcer", "REQUEST_INVALID"), ("bad_min_face", "REQUEST_INVALID"),
+    ("non_utf8_folder", "DATASET_INVALID"), ("bad_calibration", "CALIBRATION_INVALID")])
 def test_calibrate_pad_bad_input_is_exit_2_with_a_json_error(tmp_path, data_dir, models_dir, case, code):
     rows = _lfw_rows(data_dir)
     src, extra = tmp_path / "x", []
@@ -96,11 +97,17 @@ def test_calibrate_pad_bad_input_is_exit_2_with_a_json_error(tmp_path, data_dir,
     elif case == "no_path_column":
         src = tmp_path / "x.csv"
         src.write_text("file,group\na.jpg,1\n")
-    elif case in ("too_few", "bad_bpcer", "bad_min_face"):
-        src.mkdir()
+    elif case in ("too_few", "bad_bpcer", "bad_min_face", "non_utf8_folder", "bad_calibration"):
+        # non_utf8_folder: the frames' group is a folder name that is not UTF-8 (it is hashed to split the halves)
+        folder = src / os.fsdecode(b"cam\xff") if case == "non_utf8_folder" else src
+        folder.mkdir(parents=True)
         for r in rows[:4]:
-            (src / os.path.basename(r["path"])).write_bytes((data_dir / r["path"]).read_bytes())
-        extra = {"bad_bpcer": ["--bpcer", "0.7"], "bad_min_face": ["--min-face-px", "-3"]}.get(case, [])
+            (folder / os.path.basename(r["path"])).write_bytes((data_dir / r["path"]).read_bytes())
+        cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+        cal["au"] = [0.5]                                       # a section verify() reads, malformed
+        (tmp_path / "bad_cal.json").write_text(json.dumps(cal))
+        extra = {"bad_bpcer": ["--bpcer", "0.7"], "bad_min_face": ["--min-face-px", "-3"],
+                 "bad_calibration": ["--calibration", tmp_path / "bad_cal.json"]}.get(case, [])
     r = _run(["--bona-fide", src, "--out", tmp_path / "o.json", *extra], models_dir)
     assert r.returncode == 2, (r.stdout, r.stderr[-1000:])
     assert json.loads(r.stdout)["error"]["code"] == code

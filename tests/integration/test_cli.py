@@ -68,6 +68,27 @@ def test_analyze_bad_input_exit_2_json_error(tmp_path, t1_path):
     assert d["images"][2]["count"] == 6  # good images are still analysed
 
 
+def test_analyze_odd_policy_and_file_name(tmp_path, t1_path):
+    """A --policy whose au section is a list is a JSON error (exit 2, not a TypeError); a photo whose file name is
+    not UTF-8 is analysed and its name printed (escaped), in readable lines too."""
+    import os
+
+    from smile2pay.decision.policy import CALIBRATION_DIR
+
+    cal = json.loads((CALIBRATION_DIR / "mobile.json").read_text())
+    cal["au"] = [0.2, 0.6]
+    bad = tmp_path / "bad_policy.json"
+    bad.write_text(json.dumps(cal))
+    code, out, err = run("analyze", str(t1_path), "--pad", "--no-embed", "--policy", str(bad), "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "CALIBRATION_INVALID", err[-2000:]
+    code, out, err = run("analyze", str(t1_path), "--no-embed", "--policy", str(bad), "--json")   # without --pad
+    assert code == 2 and json.loads(out)["error"]["code"] == "REQUEST_INVALID", err[-2000:]
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")        # Latin-1 bytes: not UTF-8
+    odd.symlink_to(t1_path)
+    code, out, err = run("analyze", str(odd), "--no-embed")
+    assert code == 0 and "Traceback" not in err and "6 faces" in out, err[-2000:]
+
+
 def test_demo_is_the_main_job(data_dir):
     """README's first command: enrol + verify on the shared sample photos (identity and smile to pay)."""
     code, out, err = run("demo", "--data", str(data_dir), "--json")

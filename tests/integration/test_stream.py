@@ -253,6 +253,15 @@ def test_watch_cli_exit_codes(watch_setup):
     (d / "junk.avi").write_bytes(b"not a video at all")
     rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(d / "junk.avi"))
     assert rc == 2 and lines[-1]["error"]["code"] == "VIDEO_UNREADABLE"
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--camera", "-1")   # OpenCV segfaulted on -1
+    assert rc == 2 and lines[-1]["error"]["code"] == "VIDEO_UNREADABLE"
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--camera", str(2 ** 40))
+    assert rc == 2 and lines[-1]["error"]["code"] == "VIDEO_UNREADABLE"
+    for rec in (d, d / "r.json" / "below_a_file.json"):      # said before the session, not after the payment
+        rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(genuine), "--record", str(rec))
+        assert rc == 2 and lines[-1]["error"]["code"] == "REQUEST_INVALID" and len(lines) == 1
+    rc, lines = _watch("--gallery", str(d / "g"), "--user", a, "--video", str(genuine), "--timeout", "inf")
+    assert rc == 2 and lines[-1]["error"]["code"] == "REQUEST_INVALID"
     p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "replay", str(d / "r.json"), "--png",
                         str(d / "t.png"), "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and json.loads(p.stdout)["approved"] is True and (d / "t.png").stat().st_size > 0

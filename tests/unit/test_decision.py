@@ -281,6 +281,39 @@ def test_bad_calibration_files(tmp_path):
         load_calibration(_cal(tmp_path, identity={"operating_points": []}))
 
 
+@pytest.mark.parametrize("extra", [
+    {"identity": [1]},
+    {"identity": {"operating_points": {"far": 1e-4, "threshold": 0.3}}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": float("nan")}]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": -5}]}},        # would accept everyone
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": float("inf")}]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": None}]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": "0.3"}]}},
+    {"identity": {"operating_points": [{"far": "abc", "threshold": 0.3}]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": 0.3, "per_population": [1]}]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": 0.3}], "tail_shape": [1]}},
+    {"identity": {"operating_points": [{"far": 1e-4, "threshold": 0.3}], "tail_shape": {"z": [1]}}},
+    {"au": [1, 2]}, {"au": {"AU6": 0.5}}, {"au": {"AU6": {"threshold": "x"}}},
+    {"au": {"AU6": {"threshold": float("nan")}}}, {"au": {"AU6": {"threshold": -3}}},
+    {"au": {"AU6": {"absent_threshold": 7}}},
+    {"au_change": [1]}, {"au_change": "baseline_min_delta"}, {"au_change": {"baseline_min_delta": "x"}},
+    {"au_change": {"burst_min_delta": float("nan")}},
+    {"au_single_frame": [1]}, {"au_single_frame": {"AU6": {"threshold": "x"}}}])
+def test_malformed_calibration_sections_are_calibration_invalid(tmp_path, extra):
+    """Every section verify() reads is checked: a wrong type or a NaN, infinite or out-of-range number is a
+    ConfigError CALIBRATION_INVALID naming the file (never a TypeError, nor a threshold that passes everyone)."""
+    p = _cal(tmp_path, **extra)
+    with pytest.raises(ConfigError) as e:
+        Policy.from_calibration(p, far=1e-4)
+    assert e.value.code == "CALIBRATION_INVALID" and str(p) in e.value.message
+
+
+def test_calibration_file_with_a_byte_order_mark_loads(tmp_path):
+    p = _cal(tmp_path)
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+    assert Policy.from_calibration(p, far=1e-4).identity_threshold == 0.33
+
+
 def test_calibration_threshold_and_counts_hand_case():
     """4 subjects x 2 images, hand-made 2-d embeddings: every pair score is known."""
     from smile2pay.metrics.calibration import calibrate, pair_scores, threshold_at_far

@@ -15,6 +15,11 @@ def test_missing_file(tmp_path):
     assert code_of(tmp_path / "nope.jpg") == "IMAGE_NOT_FOUND"
 
 
+def test_path_with_a_nul_byte(tmp_path):
+    """A path no file can have (a CSV cell with a NUL byte): a typed error, not os.stat's ValueError."""
+    assert code_of(str(tmp_path / "a\x00b.png")) == "IMAGE_NOT_FOUND"
+
+
 def test_zero_bytes(tmp_path):
     p = tmp_path / "empty.jpg"
     p.write_bytes(b"")

@@ -140,6 +140,8 @@ def test_validation_errors_are_the_same_everywhere(opener):
         (lambda: g.enroll("", E[1]), "GALLERY_BAD_USER_ID"),
         (lambda: g.enroll("x\n", E[1]), "GALLERY_BAD_USER_ID"),
         (lambda: g.enroll("u" * 257, E[1]), "GALLERY_BAD_USER_ID"),
+        (lambda: g.enroll("bad\udcffid", E[1]), "GALLERY_BAD_USER_ID"),   # a non-UTF-8 argv byte
+        (lambda: g.templates("bad\udcffid"), "GALLERY_BAD_USER_ID"),
         (lambda: g.enroll("x", E[1], mode="upsert"), "GALLERY_BAD_MODE"),
         (lambda: g.enroll("x", np.stack([E[1], E[2]]), kind=["a"]), "GALLERY_BAD_KIND"),
         (lambda: g.enroll("x", E[1], kind=" "), "GALLERY_BAD_KIND"),

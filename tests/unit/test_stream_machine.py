@@ -412,6 +412,13 @@ def test_settings_are_validated():
     for bad in (-0.1, 1.5, "0.5", True, float("nan")):
         with pytest.raises(RequestError):
             machine(near_face_ratio=bad)
+    for k in ("timeout_s", "window_s"):    # inf: a camera session that never ends
+        for bad in (0, -1, float("nan"), float("inf"), "abc", None, [1]):   # a Python caller's wrong types too
+            with pytest.raises(RequestError):
+                machine(**{k: bad})
+    for k, bad in (("smoothing", "0.5"), ("neutral_frames", None), ("prompt_delay_s", ("a", 2))):
+        with pytest.raises(RequestError):
+            machine(**{k: bad})
 
 
 def test_the_machine_loads_no_model_and_no_plotting():
