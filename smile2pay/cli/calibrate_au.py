@@ -43,13 +43,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tuple[Path, list[dict]]:
-    """(path, rows) of a calibration input CSV that must have ``columns``; a missing, unreadable or malformed file
-    is a RequestError ``DATASET_INVALID`` (shared by ``calibrate-au`` and ``calibrate-continuity``)."""
+def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tuple[Path, list[dict], list[int]]:
+    """(path, rows, line numbers) of a calibration input CSV that must have ``columns``: each row's line in the
+    file (blank lines are skipped by the reader, so counting rows would misname it); a missing, unreadable or
+    malformed file is a RequestError ``DATASET_INVALID`` (shared by the ``calibrate-*`` commands)."""
     p = Path(path)
+    rows, lines = [], []
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:   # -sig: a spreadsheet's byte order mark
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            for r in reader:
+                rows.append(r)
+                lines.append(reader.line_num)
     except FileNotFoundError:
         raise RequestError(f"{what} CSV not found: {p}", code="DATASET_INVALID") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -57,12 +62,12 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tupl
     if not rows or not set(columns) <= set(rows[0]):
         raise RequestError(f"{p}: needs columns {','.join(columns)} (got {list(rows[0]) if rows else 'no rows'})",
                            code="DATASET_INVALID")
-    return p, rows
+    return p, rows, lines
 
 
 def read_frames(path: str | Path) -> list[dict]:
-    p, rows = read_csv_rows(path, ("path", "subject", "label"), "frames")
-    for i, r in enumerate(rows, 2):
+    p, rows, lines = read_csv_rows(path, ("path", "subject", "label"), "frames")
+    for i, r in zip(lines, rows):
         r["label"] = (r["label"] or "").strip().lower()
         if r["label"] not in LABELS:
             raise RequestError(f"{p} line {i}: label must be one of {LABELS}, got {r['label']!r}",

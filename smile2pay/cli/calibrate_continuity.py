@@ -54,9 +54,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 def read_sessions(path: str | Path, what: str = "sessions") -> dict[str, list[str]]:
     from .calibrate_au import read_csv_rows
 
-    p, rows = read_csv_rows(path, ("path", "session"), what)
+    p, rows, lines = read_csv_rows(path, ("path", "session"), what)
     out: dict[str, list[str]] = defaultdict(list)
-    for i, r in enumerate(rows, 2):
+    for i, r in zip(lines, rows):
         if not (r.get("path") or "").strip() or not (r.get("session") or "").strip():
             raise RequestError(f"{p} line {i}: empty path or session", code="DATASET_INVALID")
         q = Path(r["path"].strip())

@@ -64,9 +64,9 @@ def read_images(source: str | Path, what: str, label: str, top: str | None = Non
     if not src.exists():
         raise RequestError(f"{what} not found: {src} (a folder of images or a CSV with a path column)",
                            code="DATASET_NOT_FOUND")
-    p, rows = read_csv_rows(src, ("path",), what)
+    p, rows, lines = read_csv_rows(src, ("path",), what)
     out = []
-    for i, r in enumerate(rows, 2):
+    for i, r in zip(lines, rows):
         path = (r.get("path") or "").strip()
         if not path:
             raise RequestError(f"{p} line {i}: empty path", code="DATASET_INVALID")

@@ -129,3 +129,16 @@ def test_calibrate_never_picks_a_rise_below_the_flicker_floor():
     assert calibrate([pr], max_fpr=0.01, min_delta=0.0)["delta"] == 0.0
     with pytest.raises(ValueError):
         calibrate([pr], max_fpr=0.01, min_delta=0.9)
+
+
+def test_csv_errors_name_the_file_line(tmp_path):
+    """Blank lines are skipped by the CSV reader: the error names the row's line in the file, not its row count."""
+    from smile2pay.cli.calibrate_au import read_csv_rows, read_frames
+    from smile2pay.errors import RequestError
+
+    f = tmp_path / "frames.csv"
+    f.write_text("path,subject,label\n\na.png,s1,neutral\n\n\nb.png,s1,grin\n")
+    _, rows, lines = read_csv_rows(f, ("path", "subject", "label"), "frames")
+    assert [r["path"] for r in rows] == ["a.png", "b.png"] and lines == [3, 6]
+    with pytest.raises(RequestError, match="line 6: label must be one of"):
+        read_frames(f)
