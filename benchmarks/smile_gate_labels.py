@@ -11,7 +11,9 @@ labels. This asks, on the same held-out faces and the same run, how the gate doe
   annotators who voted "happiness", and for the faces the annotators agree on: **clear smiles** (>= 8 of the
   emotion votes happiness) and **clear others** (no happiness vote, majority neither happiness nor neutral), and
   **clear neutral** (no happiness vote, >= 8 neutral). The majority rows reproduce the figure reported so far
-  (``au_identity_features.py --probe-ck``, ``gate_offline['0.2']['ferplus_test_single_frame']``).
+  (``au_identity_features.py --probe-ck``, ``gate_offline['0.2']['ferplus_test_single_frame']``). The anchors
+  (the FER classifier's P(happy), the blendshape teacher's mouthSmile) are ranked beside the gate on the same
+  faces: ROC AUC on the majority and on the clear faces, and their pass rates at the gate's false-pass rate.
 * **LFW test people** (burst protocol, enrolled from the neutral photo): ``benchmarks/smile_gate_product.py``'s
   ``smile_pairs_by_label_source`` (the smiling photo's label from both sources, Morishita's curated label only,
   or muxspace's crowd "happiness" only) is the LFW half of this question; it runs the product pipeline itself.
@@ -50,6 +52,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/smile_gate_labels.json")
     args = ap.parse_args(argv)
 
+    from sklearn.metrics import roc_auc_score
+
     from smile2pay.decision import engine
     from smile2pay.decision.policy import Policy
     from smile2pay.decision.rules import parse_rule
@@ -85,6 +89,37 @@ def main(argv=None) -> dict:
                                 pol)
         passed[i] = p is not None and all(p.get(a, 0.0) >= t for a, t in need.items())
 
+    # anchors beside the gate, same faces, same run: a ranking view (no operating point of theirs exists). The
+    # gate's own scalar is its margin over the single-frame thresholds on the logit scale, min over AU6 / AU12.
+    def logit(p):
+        p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    judged = np.array([[engine.judged_probs(engine.FrameObs(au_probs=dict(zip(names, map(float, P[i]))),
+                                                            smile_probe=float(z[i])), pol)[a] for a in need]
+                       for i in range(len(ft))])
+    gate_score = (logit(judged) - logit(np.array([need[a] for a in need]))).min(1)
+    scorers = {"smile gate (shipped, single frame)": gate_score,
+               "fer_classifier_happy": ap_.happy_scores(args.models, crops),
+               "blendshape_teacher_mouthSmile": ap_.teacher_scores(fer["blendshapes"][ft])["AU12"]}
+    groups = vote_groups(votes)
+    maj_s, maj_o = groups["smiles (happiness majority)"], groups["others (any other majority)"]
+    clear_s = groups["clear smiles (>= 80% of emotion votes happiness)"]
+    clear_o = groups["clear others (no happiness vote, majority neither happiness nor neutral)"] | \
+        groups["clear neutral (no happiness vote, >= 80% neutral)"]
+    fpr = float(passed[maj_o].mean())
+    anchors = {}
+    for name, sc in scorers.items():
+        neg = np.sort(sc[maj_o])[::-1]
+        t = neg[int(np.floor(fpr * len(neg)))]          # lets the gate's share of majority others through
+        anchors[name] = {
+            "auc_majority": round(float(roc_auc_score(maj_s[maj_s | maj_o], sc[maj_s | maj_o])), 4),
+            "auc_clear_smiles_vs_clear_others_and_neutral": round(float(roc_auc_score(clear_s[clear_s | clear_o],
+                                                                                      sc[clear_s | clear_o])), 4),
+            "at_the_gates_false_pass_rate": {"others_passed": round(float((sc[maj_o] > t).mean()), 4),
+                                             "smiles_passed": round(float((sc[maj_s] > t).mean()), 4),
+                                             "clear_smiles_passed": round(float((sc[clear_s] > t).mean()), 4),
+                                             "clear_others_and_neutral_passed": round(float((sc[clear_o] > t).mean()), 4)}}
     happy = votes[:, HAPPINESS].astype(int)
     res = {"benchmark": "smile_gate_labels", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/smile_gate_labels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -95,12 +130,19 @@ def main(argv=None) -> dict:
                     "single_frame_thresholds": {a: round(t, 4) for a, t in need.items()},
                     "probe_model": f"smile_probe:{probe.sha256}"},
            "faces": int(len(ft)),
-           "groups": {k: rate(passed, m) for k, m in vote_groups(votes).items()},
-           "by_happiness_votes": {str(k): rate(passed, happy == k) for k in range(11) if (happy == k).any()}}
+           "groups": {k: rate(passed, m) for k, m in groups.items()},
+           "by_happiness_votes": {str(k): rate(passed, happy == k) for k in range(11) if (happy == k).any()},
+           "anchors": {"what": "each scorer's threshold lets through the same share of the majority's other "
+                               "expressions as the gate does (chosen on these test faces: a ranking figure, not an "
+                               "operating point); the gate's scalar is its logit margin over its thresholds",
+                       **anchors}}
     res["seconds"] = round(time.time() - t0, 1)
     for k, v in res["groups"].items():
         print(f"FER+ test, {k}: {v['passed']} / {v['faces']} passed ({v['rate']})")
     print("by happiness votes:", {k: v["rate"] for k, v in res["by_happiness_votes"].items()})
+    for k, v in anchors.items():
+        print(f"{k}: AUC {v['auc_majority']} (clear faces {v['auc_clear_smiles_vs_clear_others_and_neutral']}); "
+              f"at the gate's false-pass rate {v['at_the_gates_false_pass_rate']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
