@@ -88,3 +88,33 @@ def test_documented_commands_exist(doc):
 def test_the_docs_show_many_commands():
     """The check above reads something: the README and docs show dozens of invocations."""
     assert sum(len(invocations(d.read_text())) for d in DOCS) > 60
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_documented_python_names_exist():
+    """The Python examples (runnable or sketches) import names that exist and call methods ``Smile2Pay`` has:
+    ``from X import Y`` resolves, and every ``s2p.<name>`` is an attribute of the class."""
+    import ast
+    import importlib
+
+    from smile2pay import Smile2Pay
+
+    bad, seen = [], 0
+    for doc in DOCS:
+        for block in python_blocks(doc.read_text()):
+            tree = ast.parse(block)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "smile2pay":
+                    mod = importlib.import_module(node.module)
+                    bad += [f"{doc.name}: from {node.module} import {a.name}" for a in node.names
+                            if not hasattr(mod, a.name)]
+                    seen += 1
+                elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                      and node.value.id == "s2p"):
+                    seen += 1
+                    if not hasattr(Smile2Pay, node.attr):
+                        bad.append(f"{doc.name}: s2p.{node.attr}")
+    assert seen > 20 and not bad, bad
