@@ -32,6 +32,8 @@ from .reasons import LOW_QUALITY, NOT_NEUTRAL
 from .types import Decision, Face
 
 MAX_FRAMES = 30
+#: the largest offset / limit ``Smile2Pay.list`` takes (a signed 64-bit integer)
+MAX_LIST_INDEX = 2**63 - 1
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,21 @@ def pad_frames(mode: str, n: int, embedded: list[int], smile: int | None) -> lis
             return [smile]
         return [max(embedded)] if embedded else []
     return []
+
+
+#: one image (as opposed to a list of them): what ``enroll`` and ``verify`` wrap in a list
+_ONE_IMAGE = (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray, Face)
+
+
+def _image_list(images, what: str) -> list:
+    """``images`` (one image, or an iterable of them) as a list; anything else is a ``RequestError``."""
+    if isinstance(images, _ONE_IMAGE):
+        return [images]
+    try:
+        return list(images)
+    except TypeError:   # None, a number, an object that is neither an image nor a list of them
+        raise RequestError(f"{what} must be an image (path, bytes or BGR array) or a list of them, "
+                           f"got {type(images).__name__}", code="REQUEST_INVALID") from None
 
 
 class Smile2Pay:
@@ -194,6 +211,10 @@ class Smile2Pay:
             if image_or_face.embedding is None:
                 self.pipeline.embed([image_or_face])
             return image_or_face
+        from .pipeline import PICKS
+
+        if not isinstance(pick, str) or pick not in PICKS:
+            raise RequestError(f"pick must be one of {PICKS}, got {pick!r}", code="REQUEST_INVALID")
         return self.pipeline.single(image_or_face, pick=pick)
 
     # -- enrolment -----------------------------------------------------------------------------
@@ -208,12 +229,13 @@ class Smile2Pay:
         per-image reasons. A face matching another user raises ``DuplicateIdentityError``.
         ``mode``: ``new`` | ``append`` | ``replace`` (see :meth:`Gallery.enroll`).
         """
-        if isinstance(images, (str, bytes, os.PathLike, np.ndarray, Face)):
-            images = [images]
-        images = list(images)
+        images = _image_list(images, "images")
         if not images:
             raise RequestError("enroll needs at least one image", code="REQUEST_INVALID")
-        kinds = [kind] * len(images) if isinstance(kind, str) else list(kind)
+        try:
+            kinds = [kind] * len(images) if isinstance(kind, str) else list(kind)
+        except TypeError:   # None, a number
+            kinds = []
         if len(kinds) != len(images):
             raise RequestError("kind must be one string or one per image", code="REQUEST_INVALID")
         self.gallery.check_user_id(user_id)
@@ -287,9 +309,7 @@ class Smile2Pay:
         t0 = time.perf_counter()
         rule = parse_rule(require)
         self._check_liveness(liveness)
-        if isinstance(frames, (str, bytes, os.PathLike, np.ndarray)):
-            frames = [frames]
-        frames = list(frames)
+        frames = _image_list(frames, "frames")
         if not frames or len(frames) > MAX_FRAMES:
             raise RequestError(f"verify needs 1 to {MAX_FRAMES} frames, got {len(frames)}", code="REQUEST_INVALID")
         check_nonce(nonce)
@@ -523,7 +543,15 @@ class Smile2Pay:
         return self.gallery.get(user_id)
 
     def list(self, offset: int = 0, limit: int | None = None) -> list[str]:
-        return self.gallery.list(offset, limit)
+        """The enrolled user ids, sorted: ``limit`` (None: all) of them from ``offset``."""
+        for name, v in (("offset", offset), ("limit", limit)):
+            if v is None and name == "limit":
+                continue
+            # integers a database can take (SQLite and PostgreSQL: signed 64-bit)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= MAX_LIST_INDEX:
+                raise RequestError(f"{name} must be an integer in [0, {MAX_LIST_INDEX}], got {v!r}",
+                                   code="REQUEST_INVALID")
+        return self.gallery.list(int(offset), None if limit is None else int(limit))
 
     def count(self) -> int:
         return self.gallery.count()

@@ -38,8 +38,10 @@ MAX_NONCE_CHARS = 256
 
 
 def check_nonce(nonce: str | None) -> None:
-    """A request's nonce: None, or a non-empty string of at most 256 characters (else ``RequestError``)."""
-    if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > MAX_NONCE_CHARS):
+    """A request's nonce: None, or a non-empty string of at most 256 characters of text (else ``RequestError``)."""
+    # a lone surrogate (a JSON "\\ud800") is not text: it cannot be hashed as UTF-8 nor stored
+    if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > MAX_NONCE_CHARS
+                              or any(0xD800 <= ord(ch) <= 0xDFFF for ch in nonce)):
         raise RequestError(f"nonce must be a non-empty string of at most {MAX_NONCE_CHARS} characters",
                            code="REQUEST_INVALID")
 

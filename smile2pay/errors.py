@@ -6,6 +6,7 @@ carrying a stable ``code`` (a caller can branch on it), a human message, and a
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .reasons import NO_FACE
@@ -30,7 +31,7 @@ class Smile2PayError(Exception):
             "error": {
                 "type": type(self).__name__,
                 "code": self.code,
-                "message": self.message,
+                "message": _text(self.message),
                 "details": {k: _jsonable(v) for k, v in self.details.items()},
             }
         }
@@ -39,14 +40,28 @@ class Smile2PayError(Exception):
         return f"[{self.code}] {self.message}"
 
 
+def _text(s: str) -> str:
+    """``s`` as text any JSON encoder can write: a lone surrogate (``"\\ud800"`` from a JSON body or a
+    non-UTF-8 argument) is escaped, as ``repr`` would, rather than failing the error's own rendering."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)     # NaN / inf are not JSON (an HTTP error body is rendered strictly)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
+    return _text(str(value))
 
 
 class ImageError(Smile2PayError):

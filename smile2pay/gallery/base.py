@@ -445,8 +445,13 @@ class BaseGallery(GalleryStore):
 
     @staticmethod
     def _kinds(kind: str | Sequence[str], n: int) -> list[str]:
-        kinds = [kind] * n if isinstance(kind, str) else list(kind)
-        if len(kinds) != n or not all(isinstance(x, str) and x.strip() for x in kinds):
+        try:
+            kinds = [kind] * n if isinstance(kind, str) else list(kind)
+        except TypeError:   # None, a number: not a kind
+            kinds = []
+        # a lone surrogate is not text: no database can store it (as for user ids)
+        if len(kinds) != n or not all(isinstance(x, str) and x.strip()
+                                      and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in x) for x in kinds):
             raise GalleryError("kind must be one non-empty string or one per embedding", code="GALLERY_BAD_KIND")
         return kinds
 

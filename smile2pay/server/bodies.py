@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..errors import RequestError
 from .state import Limits
@@ -38,10 +39,14 @@ async def body_of(request: Request, limits: Limits) -> bytes:
     if cl and cl.isdigit() and int(cl) > limits.max_body_bytes:
         raise _too_large(limits)
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limits.max_body_bytes:
-            raise _too_large(limits)
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limits.max_body_bytes:
+                raise _too_large(limits)
+    except ClientDisconnect:   # the client left mid-body: a bad request, not an internal error to log
+        raise RequestError("the client disconnected before the request body was complete",
+                           code="REQUEST_INVALID") from None
     return bytes(buf)
 
 

@@ -242,15 +242,20 @@ async def _first_message(ws: WebSocket):
     """The first message as JSON (None when it is not JSON), or :data:`GONE` (no start message in time,
     answered and closed; or the client left)."""
     try:
-        first = await asyncio.wait_for(ws.receive_text(), START_TIMEOUT_S)
+        first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
     except asyncio.TimeoutError:
         await _fail(ws, "REQUEST_INVALID", "no start message", 4408)
         return GONE
-    except (WebSocketDisconnect, RuntimeError, KeyError):
+    except (WebSocketDisconnect, RuntimeError):
         return GONE
+    if first.get("type") == "websocket.disconnect":
+        return GONE
+    text = first.get("text")
+    if text is None:     # a binary message first: not a start message (answered as such, not dropped)
+        return None
     try:
-        return json.loads(first)
-    except ValueError:
+        return json.loads(text)
+    except (ValueError, RecursionError):   # RecursionError: hostile nesting ([[[[...]]]])
         return None
 
 
@@ -346,7 +351,7 @@ async def _receive(ws: WebSocket, session, limits) -> str:
             continue
         try:
             ctl = json.loads(m.get("text") or "null")
-        except ValueError:
+        except (ValueError, RecursionError):
             ctl = None
         if isinstance(ctl, dict) and ctl.get("type") == "end":
             await run_in_threadpool(session.end)

@@ -18,6 +18,7 @@ payment attempt (:class:`smile2pay.attempt.PaymentAttempt`), feeding the state m
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..attempt import check_nonce
 from ..decision.rules import parse_rule
-from ..errors import Smile2PayError
+from ..errors import RequestError, Smile2PayError
 from ..reasons import INTERNAL
 from ..types import Decision, Face
 from ..vision import track
@@ -38,6 +39,23 @@ from .mailbox import Mailbox
 log = logging.getLogger(__name__)
 
 RECORD_FORMAT = "smile2pay.stream-record/1"
+
+
+def _seconds(timestamp) -> float:
+    """A frame's timestamp in seconds (None: now, on a monotonic clock); not a finite number (``"abc"``,
+    NaN, inf: a stream clock that would never reach its timeout) is a ``RequestError``."""
+    if timestamp is None:
+        return time.monotonic()
+    try:
+        ts = float(timestamp)
+    except (TypeError, ValueError):
+        ts = math.nan
+    if not math.isfinite(ts):
+        raise RequestError(f"timestamp must be a finite number of seconds, got {type(timestamp).__name__}",
+                           code="REQUEST_INVALID")
+    return ts
+
+
 #: the reason of a session whose worker failed on a frame (declined, not counted as a failure)
 
 
@@ -122,7 +140,7 @@ class StreamSession:
     def push(self, frame, timestamp: float | None = None) -> StreamUpdate:
         """Process one frame now (blocking) and return the state after it. ``timestamp`` in seconds
         (any origin; default: a monotonic clock). After the final state every push returns it."""
-        ts = time.monotonic() if timestamp is None else float(timestamp)
+        ts = _seconds(timestamp)
         with self._lock:
             idx = self._frames_in
             self._frames_in += 1
@@ -133,7 +151,7 @@ class StreamSession:
         waiting, it is replaced (counted in ``skipped``). Returns False once the session is final."""
         if self.final or self._mailbox.closed:
             return False
-        ts = time.monotonic() if timestamp is None else float(timestamp)
+        ts = _seconds(timestamp)
         with self._mailbox.cond:
             if self.final or self._mailbox.closed:
                 return False
@@ -152,12 +170,21 @@ class StreamSession:
 
     def wait(self, timeout: float | None = None) -> Decision | None:
         """Block until the session is final (or ``timeout`` seconds); returns the Decision or None."""
+        if timeout is not None:
+            try:
+                timeout = float(timeout)
+            except (TypeError, ValueError):
+                timeout = math.nan
+            if math.isnan(timeout):   # NaN: a wait that would never end
+                raise RequestError("timeout must be a number of seconds or None", code="REQUEST_INVALID")
+            if timeout >= threading.TIMEOUT_MAX:   # inf, 1e300: no limit (the lock cannot take them)
+                timeout = None
         self._mailbox.wait_for(lambda: self.final, timeout)
         return self.decision
 
     def expire(self, timestamp: float | None = None) -> StreamUpdate | None:
         """Decline with TIMEOUT if ``timeout_s`` has passed (for callers whose frames stop coming)."""
-        ts = time.monotonic() if timestamp is None else float(timestamp)
+        ts = _seconds(timestamp)
         with self._lock:
             m = self.machine
             if not self.final and m.t0 is not None and m.expired(ts - m.t0):
@@ -173,8 +200,7 @@ class StreamSession:
         with self._lock:
             if not self.final:
                 t0 = self.machine.t0
-                t = 0.0 if t0 is None else max(0.0, (time.monotonic() if timestamp is None
-                                                     else float(timestamp)) - t0)
+                t = 0.0 if t0 is None else max(0.0, _seconds(timestamp) - t0)
                 self._settle(self.machine.timeout(t))
                 return self._emit(self._update(t, max(self._frames_in - 1, 0)))
             return self._last or self._update(0.0, 0)

@@ -97,12 +97,28 @@ def test_enroll_verify_delete_over_http(server, smile, data_dir):
     (b'{"user_id": "u", "frames": ["aGVsbG8="], "require": "AU6+smile"}', "RULE_INVALID"),
     (b'{"user_id": "u", "frames": ["aGVsbG8=", "aGVsbG8=", "aGVsbG8=", "aGVsbG8=", "aGVsbG8=", "aGVsbG8=", '
      b'"aGVsbG8=", "aGVsbG8=", "aGVsbG8="]}', "REQUEST_INVALID"),
+    # a lone surrogate (valid JSON, not text): in the error's details / as a nonce (were 500s)
+    (b'{"user_id": "u", "frames": ["aGVsbG8="], "require": "\\ud800"}', "RULE_INVALID"),
+    (b'{"user_id": "u", "frames": ["aGVsbG8="], "nonce": "\\udc80"}', "REQUEST_INVALID"),
 ])
 def test_malformed_requests_get_json_errors(server, body, code):
     base, _ = server
     r = httpx.post(base + "/v1/verify", headers={**H, "Content-Type": "application/json"}, content=body, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code
+
+
+def test_odd_enrol_fields_and_list_bounds_are_typed(server, smile, data_dir):
+    """``"kind": null`` / a surrogate kind, and a list offset no database takes: 400s (were 500s)."""
+    base, _ = server
+    image = b64(data_dir / smile[1]["neutral_path"]).encode()     # a real face: the kind is what is refused
+    for kind, code in ((b"null", "REQUEST_INVALID"), (b'"\\ud800"', "GALLERY_BAD_KIND")):
+        body = b'{"user_id": "odd-kind", "images": ["' + image + b'"], "kind": ' + kind + b"}"
+        r = httpx.post(base + "/v1/enroll", headers={**H, "Content-Type": "application/json"}, content=body, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    for offset in ("9223372036854775808", "1" + "0" * 30):
+        r = httpx.get(base + "/v1/users", params={"offset": offset}, headers=H, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "REQUEST_INVALID", r.text
 
 
 def test_body_size_limit(server):

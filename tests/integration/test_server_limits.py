@@ -156,6 +156,26 @@ def test_chunked_upload_gets_its_413_answer(default_server):
     typed(r, 413, "REQUEST_TOO_LARGE")
 
 
+def test_client_leaving_mid_body_is_no_internal_error(default_server, caplog):
+    """A client that sends part of its body and disconnects is a bad request, not an internal error logged
+    with a traceback."""
+    import logging
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    u = urlsplit(default_server)
+    caplog.set_level(logging.INFO)
+    for path in ("/v1/verify", "/v1/enroll", "/v1/identify"):
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {ADMIN}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"user_id\": ".encode())
+            time.sleep(0.2)
+    time.sleep(0.5)
+    assert httpx.get(default_server + "/healthz", timeout=10).status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
 # -- 2. the per-frame limit holds for multipart files too -------------------------------------------
 
 def test_multipart_frame_over_the_frame_limit_is_413(default_server):

@@ -217,6 +217,28 @@ def test_bad_options_are_typed_errors(s2p, people):
     assert sess.final and sess.decision.reasons == ["NOT_ENROLLED"]
 
 
+def test_bad_timestamps_are_typed_errors(s2p, people):
+    """A timestamp that is not a finite number (a clock that would never reach the timeout) and a wait
+    without an end are typed errors (were ValueError / TypeError, or a wait that never returned)."""
+    subj, neutral, _ = people[0]
+    frame = clips.compose(neutral)
+    with s2p.start_session(subj) as sess:
+        for ts in ("abc", [1], float("nan"), float("inf")):
+            for call in (sess.push, sess.offer):
+                with pytest.raises(RequestError):
+                    call(frame, ts)
+            with pytest.raises(RequestError):
+                sess.expire(ts)
+        for timeout in (float("nan"), "x"):
+            with pytest.raises(RequestError):
+                sess.wait(timeout)
+        assert sess.push(frame, 0.0).state == HOLD_NEUTRAL     # the session still works
+        assert sess.wait(0.01) is None and not sess.final
+        with pytest.raises(RequestError):
+            sess.end(float("nan"))
+        assert sess.end(1.0).state == DECLINED
+
+
 # ------------------------------------------------------------------------------------------ watch CLI
 def _watch(*args):
     p = subprocess.run([sys.executable, "-m", "smile2pay.cli", "watch", *args, "--json"],

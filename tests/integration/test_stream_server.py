@@ -122,6 +122,22 @@ def test_websocket_bad_start_is_a_json_error(server, people):
     assert msgs[0]["type"] == "error" and msgs[0]["error"]["code"] == "REQUEST_INVALID"
 
 
+def test_websocket_odd_first_messages_are_json_errors(server, people):
+    """A binary or hostilely nested first message is answered with a typed error and a close code (a binary
+    one was dropped without an answer)."""
+    _, port, _ = server
+    for first, suffix, code, close in ((b"\x00\x01", "", "UNAUTHORIZED", 4401),
+                                       (b"\xff\xd8\xff", f"?key={KEY}", "REQUEST_INVALID", 4400),
+                                       ("[" * 100_000 + "]" * 100_000, f"?key={KEY}", "REQUEST_INVALID", 4400)):
+        with ws_sync.connect(f"ws://127.0.0.1:{port}/v1/stream{suffix}", open_timeout=10) as ws:
+            ws.send(first)
+            m = json.loads(ws.recv(timeout=10))
+            assert m["type"] == "error" and m["error"]["code"] == code, m
+            with pytest.raises(Exception):
+                ws.recv(timeout=10)
+            assert ws.close_code == close
+
+
 def test_websocket_genuine_approves_and_impostor_declines(server, people):
     _, port, s2p = server
     (a, na, pa), (_, nb, pb) = people

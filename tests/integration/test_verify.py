@@ -12,7 +12,7 @@ from smile2pay_tools.bench.clips import ck_kind
 
 from smile2pay import Smile2Pay
 from smile2pay.config import QualitySettings, Settings
-from smile2pay.errors import RequestError, RuleError
+from smile2pay.errors import RequestError, RuleError, Smile2PayError
 from smile2pay.decision.lockout import GuardSettings
 
 CK_QUALITY = QualitySettings(min_interocular_px=12, max_brightness=235, max_clipped_fraction=0.4)
@@ -137,6 +137,41 @@ def test_not_enrolled_and_bad_requests(s2p, ck_pairs, data_dir):
         s2p.verify("nobody", [])
     with pytest.raises(RequestError):
         s2p.verify("nobody", frames * 20)
+
+
+def test_odd_arguments_are_typed_errors(s2p, ck_pairs, data_dir):
+    """Not a list of images, an unknown ``pick``/``kind``, a nonce that is not text, list bounds no database
+    takes: typed errors (were TypeError, ValueError, UnicodeEncodeError, OverflowError)."""
+    r = ck_pairs[0][0]
+    neutral = _p(data_dir, r["neutral_path"])
+    for frames in (None, 5, 1.5, object()):
+        with pytest.raises(RequestError):
+            s2p.verify("nobody", frames)
+        with pytest.raises(RequestError):
+            s2p.enroll("nobody", frames)
+    for kind in (None, 5):
+        with pytest.raises(RequestError):
+            s2p.enroll("nobody", [neutral], kind=kind)
+    with pytest.raises(Smile2PayError) as e:
+        s2p.enroll("nobody", [neutral], kind="\udc80")       # a lone surrogate: no database stores it
+    assert e.value.code == "GALLERY_BAD_KIND"
+    with pytest.raises(RequestError):
+        s2p.enroll("nobody", [neutral], pick="bogus")
+    with pytest.raises(RequestError):
+        s2p.identify(neutral, pick=None)
+    for nonce in ("\udc80", "ok\ud800"):
+        with pytest.raises(RequestError):
+            s2p.verify("nobody", [neutral], nonce=nonce)
+        with pytest.raises(RequestError):
+            s2p.start_session("nobody", nonce=nonce)
+    for off, lim in (("a", 1), (None, None), (-1, None), (2**63, 1), (0, 10**20), (float("nan"), 1)):
+        with pytest.raises(RequestError):
+            s2p.list(off, lim)
+    # one image given as a bytearray / memoryview is one image (was iterated byte by byte)
+    data = open(neutral, "rb").read()
+    assert s2p.enroll(r["subject"], bytearray(data)).template_ids
+    assert len(s2p.verify(r["subject"], memoryview(data)).frames) == 1
+    assert s2p.list() == [r["subject"]] and s2p.list(1, 5) == []
 
 
 def test_single_frame_mode_is_explicit(tmp_path, ck_pipeline, ck_pairs, data_dir):
