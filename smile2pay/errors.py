@@ -40,9 +40,16 @@ class Smile2PayError(Exception):
         return f"[{self.code}] {self.message}"
 
 
+#: the longest text an error body repeats: a caller's 200 kB rule string is echoed as its head and its length
+MAX_ECHO_CHARS = 2000
+
+
 def _text(s: str) -> str:
     """``s`` as text any JSON encoder can write: a lone surrogate (``"\\ud800"`` from a JSON body or a
-    non-UTF-8 argument) is escaped, as ``repr`` would, rather than failing the error's own rendering."""
+    non-UTF-8 argument) is escaped, as ``repr`` would, rather than failing the error's own rendering; text over
+    :data:`MAX_ECHO_CHARS` is cut there (an error should not echo a megabyte of the caller's input back)."""
+    if len(s) > MAX_ECHO_CHARS:
+        s = f"{s[:MAX_ECHO_CHARS]}... ({len(s)} characters)"
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
