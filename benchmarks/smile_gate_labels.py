@@ -74,7 +74,8 @@ def main(argv=None) -> dict:
 
     model = ap_.load_au_model(weights / "au_mobile.onnx")
     names = list(model.au_names)
-    P = ap_.fuse_matrix(ap_.model_scores(model, crops)[0], names, ap_.happy_scores(args.models, crops))
+    happy_p = ap_.happy_scores(args.models, crops)
+    P = ap_.fuse_matrix(ap_.model_scores(model, crops)[0], names, happy_p)
     probe = SmileProbe((weights / "smile_probe.npz").read_bytes())
     X = cached_features("ferplus", fer, cache, args.models, progress=False)[ft]
     z = X.astype(np.float64) @ probe.w.astype(np.float64) + probe.b
@@ -83,11 +84,12 @@ def main(argv=None) -> dict:
     pol = engine.au_policy(plain.with_smile_probe(), "none")
     rule = parse_rule("AU6+AU12")
     need, _ = engine.pattern_thresholds(rule, pol, None)
-    passed = np.zeros(len(ft), bool)
-    for i in range(len(ft)):
-        p = engine.judged_probs(engine.FrameObs(au_probs=dict(zip(names, map(float, P[i]))), smile_probe=float(z[i])),
-                                pol)
-        passed[i] = p is not None and all(p.get(a, 0.0) >= t for a, t in need.items())
+    # each face as the engine judges one frame: the AU stage's probabilities fused with the probe's logit
+    judged = np.array([[engine.judged_probs(engine.FrameObs(au_probs=dict(zip(names, map(float, P[i]))),
+                                                            smile_probe=float(z[i])), pol)[a] for a in need]
+                       for i in range(len(ft))])
+    thr = np.array([need[a] for a in need])
+    passed = (judged >= thr).all(1)
 
     # anchors beside the gate, same faces, same run: a ranking view (no operating point of theirs exists). The
     # gate's own scalar is its margin over the single-frame thresholds on the logit scale, min over AU6 / AU12.
@@ -95,12 +97,8 @@ def main(argv=None) -> dict:
         p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
         return np.log(p / (1 - p))
 
-    judged = np.array([[engine.judged_probs(engine.FrameObs(au_probs=dict(zip(names, map(float, P[i]))),
-                                                            smile_probe=float(z[i])), pol)[a] for a in need]
-                       for i in range(len(ft))])
-    gate_score = (logit(judged) - logit(np.array([need[a] for a in need]))).min(1)
-    scorers = {"smile gate (shipped, single frame)": gate_score,
-               "fer_classifier_happy": ap_.happy_scores(args.models, crops),
+    scorers = {"smile gate (shipped, single frame)": (logit(judged) - logit(thr)).min(1),
+               "fer_classifier_happy": happy_p,
                "blendshape_teacher_mouthSmile": ap_.teacher_scores(fer["blendshapes"][ft])["AU12"]}
     groups = vote_groups(votes)
     maj_s, maj_o = groups["smiles (happiness majority)"], groups["others (any other majority)"]
@@ -123,8 +121,8 @@ def main(argv=None) -> dict:
     happy = votes[:, HAPPINESS].astype(int)
     res = {"benchmark": "smile_gate_labels", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/smile_gate_labels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "population": "FER+ test (FER2013 PrivateTest + PublicTest as FER+ splits them), deduplicated against the "
-                         "training splits, usable votes; never used to train the AU model or the probe or to choose "
+           "population": "FER+ test split (FER2013's PrivateTest), deduplicated against the training and "
+                         "validation splits, usable votes; never used to train the AU model or the probe or to choose "
                          "an operating point",
            "gate": {"policy": plain.version, "probe_weight": pol.probe_weight,
                     "single_frame_thresholds": {a: round(t, 4) for a, t in need.items()},
