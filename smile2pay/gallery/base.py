@@ -449,10 +449,13 @@ class BaseGallery(GalleryStore):
             kinds = [kind] * n if isinstance(kind, str) else list(kind)
         except TypeError:   # None, a number: not a kind
             kinds = []
-        # a lone surrogate is not text: no database can store it (as for user ids)
-        if len(kinds) != n or not all(isinstance(x, str) and x.strip()
-                                      and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in x) for x in kinds):
-            raise GalleryError("kind must be one non-empty string or one per embedding", code="GALLERY_BAD_KIND")
+        # printable text of at most MAX_USER_ID characters, as for user ids (a lone surrogate is not text: no
+        # database can store it; a control character or a 100 kB label is nobody's template kind)
+        if len(kinds) != n or not all(isinstance(x, str) and x.strip() and len(x) <= MAX_USER_ID
+                                      and not any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in x)
+                                      for x in kinds):
+            raise GalleryError(f"kind must be one non-empty printable string of at most {MAX_USER_ID} characters, "
+                               f"or one per embedding", code="GALLERY_BAD_KIND")
         return kinds
 
     def _threshold(self, threshold) -> float:

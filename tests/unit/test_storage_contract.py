@@ -145,6 +145,8 @@ def test_validation_errors_are_the_same_everywhere(opener):
         (lambda: g.enroll("x", E[1], mode="upsert"), "GALLERY_BAD_MODE"),
         (lambda: g.enroll("x", np.stack([E[1], E[2]]), kind=["a"]), "GALLERY_BAD_KIND"),
         (lambda: g.enroll("x", E[1], kind=" "), "GALLERY_BAD_KIND"),
+        (lambda: g.enroll("x", E[1], kind="neu\ntral"), "GALLERY_BAD_KIND"),
+        (lambda: g.enroll("x", E[1], kind="k" * 100_000), "GALLERY_BAD_KIND"),
         (lambda: g.enroll("x", np.ones(DIM + 1)), "GALLERY_BAD_EMBEDDING"),
         (lambda: g.enroll("x", np.zeros(DIM)), "GALLERY_BAD_EMBEDDING"),
         (lambda: g.enroll("x", np.full(DIM, np.nan)), "GALLERY_BAD_EMBEDDING"),
