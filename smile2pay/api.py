@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .attempt import PaymentAttempt, check_nonce
+from .attempt import PaymentAttempt, check_nonce, check_request_id
 from .config import GallerySettings, Settings
 from .decision import engine
 from .decision import population as population_mod
@@ -313,6 +313,7 @@ class Smile2Pay:
         if not frames or len(frames) > MAX_FRAMES:
             raise RequestError(f"verify needs 1 to {MAX_FRAMES} frames, got {len(frames)}", code="REQUEST_INVALID")
         check_nonce(nonce)
+        check_request_id(request_id)
         self.gallery.check_user_id(user_id)
         images = [self.pipeline.load(fr) for fr in frames]   # bad input is a typed error, whoever claims
         with self.begin(user_id, rule, nonce=nonce, request_id=request_id, liveness=liveness,
@@ -501,6 +502,7 @@ class Smile2Pay:
         rule = parse_rule(require) if isinstance(require, str) else require
         self._check_liveness(liveness, stream=True)
         check_nonce(nonce)
+        check_request_id(request_id)
         self.gallery.check_user_id(user_id)
         return PaymentAttempt(self, user_id, rule, liveness=liveness, nonce=nonce, request_id=request_id,
                               started=started)

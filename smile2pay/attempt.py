@@ -46,6 +46,21 @@ def check_nonce(nonce: str | None) -> None:
                            code="REQUEST_INVALID")
 
 
+#: the longest request id a caller may give (it is written to the audit log as is)
+MAX_REQUEST_ID_CHARS = 128
+
+
+def check_request_id(request_id: str | None) -> None:
+    """A caller's request id (an ``X-Request-ID`` header, ``verify(request_id=...)``): None, or a non-empty string
+    of at most 128 printable characters (else ``RequestError``): it goes into every audit record as is."""
+    if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()
+                                   or len(request_id) > MAX_REQUEST_ID_CHARS
+                                   or any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF
+                                          for ch in request_id)):
+        raise RequestError(f"request_id must be a non-empty printable string of at most {MAX_REQUEST_ID_CHARS} "
+                           f"characters", code="REQUEST_INVALID")
+
+
 def frame_obs(face: Face, identity_score: float | None = None,
               au_probs: dict[str, float] | None = None) -> engine.FrameObs:
     """The one conversion of a ``Face`` into the engine's per-frame observation: its AU probabilities

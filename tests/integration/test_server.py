@@ -116,6 +116,10 @@ def test_odd_enrol_fields_and_list_bounds_are_typed(server, smile, data_dir):
         body = b'{"user_id": "odd-kind", "images": ["' + image + b'"], "kind": ' + kind + b"}"
         r = httpx.post(base + "/v1/enroll", headers={**H, "Content-Type": "application/json"}, content=body, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    # a request id goes into the audit record as is: an over-long one is refused before any work
+    r = httpx.post(base + "/v1/verify", headers={**H, "Content-Type": "application/json", "X-Request-ID": "r" * 200},
+                   content=b'{"user_id": "odd-kind", "frames": ["' + image + b'"]}', timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "REQUEST_INVALID", r.text
     for offset in ("9223372036854775808", "1" + "0" * 30):
         r = httpx.get(base + "/v1/users", params={"offset": offset}, headers=H, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "REQUEST_INVALID", r.text

@@ -164,6 +164,11 @@ def test_odd_arguments_are_typed_errors(s2p, ck_pairs, data_dir):
             s2p.verify("nobody", [neutral], nonce=nonce)
         with pytest.raises(RequestError):
             s2p.start_session("nobody", nonce=nonce)
+    for rid in ("", "r\nforged audit line", "x" * 129, 5, "\udc80"):   # a request id goes into the audit as is
+        with pytest.raises(RequestError):
+            s2p.verify("nobody", [neutral], request_id=rid)
+        with pytest.raises(RequestError):
+            s2p.start_session("nobody", request_id=rid)
     for off, lim in (("a", 1), (None, None), (-1, None), (2**63, 1), (0, 10**20), (float("nan"), 1)):
         with pytest.raises(RequestError):
             s2p.list(off, lim)
