@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +31,9 @@ from pathlib import Path
 from smile2pay.errors import RequestError, Smile2PayError
 
 log = logging.getLogger("smile2pay.cli.calibrate_au")
+
+#: fewer smile frames than this and calibrate-au warns (the smile rate it reports is too coarse to act on)
+MIN_SMILES = 50
 LABELS = ("neutral", "smile", "other")
 
 
@@ -145,6 +149,19 @@ def run(args) -> dict:
 
     pr = probes_on(probs)
     smile = list(pr.smile)
+    # the figures a small set cannot resolve: said in the result (and logged), not refused
+    n_smile = sum(1 for i in probs if rows[i]["label"] == "smile")
+    n_other = sum(1 for i in probs if rows[i]["label"] == "other")
+    warnings = []
+    if n_other < math.ceil(1.0 / max(args.max_fpr, 1e-9)):
+        warnings.append(f"only {n_other} other-expression frames were analysed: a false-pass rate of "
+                        f"{args.max_fpr:g} needs at least {math.ceil(1.0 / max(args.max_fpr, 1e-9))} to be resolved "
+                        f"(with fewer, the thresholds are set so that none of them passes)")
+    if n_smile < MIN_SMILES:
+        warnings.append(f"only {n_smile} smile frames were analysed: the smile rate is known to within about "
+                        f"{100.0 / max(n_smile, 1):.0f} points (aim for a few hundred)")
+    for w in warnings:
+        log.warning(w)
     try:
         res = calibrate([pr], max_fpr=args.max_fpr)
         res_p = calibrate([probes_on(fused)], max_fpr=args.max_fpr) if use_probe else None
@@ -166,7 +183,7 @@ def run(args) -> dict:
             **({"smile_probe": {"weight": probe_sec["weight"], "thresholds": res_p["thresholds"],
                                 "delta": res_p["delta"], "absent_threshold": res_p["absent_threshold"],
                                 "rates": res_p["populations"]}} if res_p is not None else {}),
-            "seconds": round(time.time() - t0, 1)}
+            "warnings": warnings, "seconds": round(time.time() - t0, 1)}
 
 
 def summary(res: dict) -> str:
