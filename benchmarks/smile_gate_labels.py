@@ -118,6 +118,24 @@ def main(argv=None) -> dict:
                                              "smiles_passed": round(float((sc[maj_s] > t).mean()), 4),
                                              "clear_smiles_passed": round(float((sc[clear_s] > t).mean()), 4),
                                              "clear_others_and_neutral_passed": round(float((sc[clear_o] > t).mean()), 4)}}
+    # what the clear smiles the gate misses look like to every scorer, and which faces it passes by mistake
+    miss = clear_s & ~passed
+    ok = clear_s & passed
+    margin = judged - thr
+    emotions = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+    fp = maj_o & passed
+    misses = {"faces": int(miss.sum()),
+              **{f"failing_{a}": int((miss & (margin[:, k] < 0)).sum()) for k, a in enumerate(need)},
+              **{f"{a}_margin_below_threshold": {"more_than_0.1": int((miss & (margin[:, k] < -0.1)).sum()),
+                                                 "within_0.03": int((miss & (margin[:, k] < 0)
+                                                                     & (margin[:, k] >= -0.03)).sum())}
+                 for k, a in enumerate(need)},
+              "median_fer_happy": {"missed": round(float(np.median(happy_p[miss])), 3) if miss.any() else None,
+                                   "passed": round(float(np.median(happy_p[ok])), 3)},
+              "median_probe_logit": {"missed": round(float(np.median(z[miss])), 2) if miss.any() else None,
+                                     "passed": round(float(np.median(z[ok])), 2)}}
+    false_passes = {e: int((votes[fp, :8].argmax(1) == k).sum()) for k, e in enumerate(emotions)
+                    if (votes[fp, :8].argmax(1) == k).any()}
     happy = votes[:, HAPPINESS].astype(int)
     res = {"benchmark": "smile_gate_labels", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/smile_gate_labels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -130,6 +148,8 @@ def main(argv=None) -> dict:
            "faces": int(len(ft)),
            "groups": {k: rate(passed, m) for k, m in groups.items()},
            "by_happiness_votes": {str(k): rate(passed, happy == k) for k in range(11) if (happy == k).any()},
+           "clear_smiles_missed": misses,
+           "false_passes_by_majority_label": false_passes,
            "anchors": {"what": "each scorer's threshold lets through the same share of the majority's other "
                                "expressions as the gate does (chosen on these test faces: a ranking figure, not an "
                                "operating point); the gate's scalar is its logit margin over its thresholds",
@@ -138,6 +158,8 @@ def main(argv=None) -> dict:
     for k, v in res["groups"].items():
         print(f"FER+ test, {k}: {v['passed']} / {v['faces']} passed ({v['rate']})")
     print("by happiness votes:", {k: v["rate"] for k, v in res["by_happiness_votes"].items()})
+    print("clear smiles missed:", misses)
+    print("false passes by majority label:", false_passes)
     for k, v in anchors.items():
         print(f"{k}: AUC {v['auc_majority']} (clear faces {v['auc_clear_smiles_vs_clear_others_and_neutral']}); "
               f"at the gate's false-pass rate {v['at_the_gates_false_pass_rate']}")
