@@ -153,12 +153,12 @@ def run(args) -> dict:
     n_smile = sum(1 for i in probs if rows[i]["label"] == "smile")
     n_other = sum(1 for i in probs if rows[i]["label"] == "other")
     warnings = []
-    if n_other < math.ceil(1.0 / max(args.max_fpr, 1e-9)):
+    if args.max_fpr > 0 and n_other < math.ceil(1.0 / args.max_fpr):
         warnings.append(f"only {n_other} other-expression frames were analysed: a false-pass rate of "
-                        f"{args.max_fpr:g} needs at least {math.ceil(1.0 / max(args.max_fpr, 1e-9))} to be resolved "
+                        f"{args.max_fpr:g} needs at least {math.ceil(1.0 / args.max_fpr)} to be resolved "
                         f"(with fewer, the thresholds are set so that none of them passes)")
     if n_smile < MIN_SMILES:
-        warnings.append(f"only {n_smile} smile frames were analysed: the smile rate is known to within about "
+        warnings.append(f"only {n_smile} smile frames were analysed: each one moves the smile rate by "
                         f"{100.0 / max(n_smile, 1):.0f} points (aim for a few hundred)")
     for w in warnings:
         log.warning(w)
