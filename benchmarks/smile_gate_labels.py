@@ -25,7 +25,6 @@ Offline on the training caches (``train-au``'s ``RUN/cache``; built on first use
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,6 +58,7 @@ def main(argv=None) -> dict:
     from smile2pay.decision.rules import parse_rule
     from smile2pay.vision.smile_probe import SmileProbe
     from smile2pay_tools.bench import au_population as ap_
+    from smile2pay_tools.bench import common as C
     from smile2pay_tools.bench.label_ceiling import vote_groups
     from smile2pay_tools.train.au_mix import fer_smile_target
     from smile2pay_tools.train.id_teacher import cached_features
@@ -163,9 +163,7 @@ def main(argv=None) -> dict:
     for k, v in anchors.items():
         print(f"{k}: AUC {v['auc_majority']} (clear faces {v['auc_clear_smiles_vs_clear_others_and_neutral']}); "
               f"at the gate's false-pass rate {v['at_the_gates_false_pass_rate']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    C.write_json(args.out, res)
     return res
 
 

@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     from smile2pay.errors import Smile2PayError
     from smile2pay.pipeline import FacePipeline
     from smile2pay_tools.bench import au_population as ap_
+    from smile2pay_tools.bench import common as C
     from smile2pay_tools.train.sources import lfw_cache
 
     t0 = time.time()
@@ -165,9 +166,7 @@ def main(argv=None) -> dict:
         print(name, json.dumps(ent), flush=True)
     res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
     res["seconds"] = round(time.time() - t0, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    C.write_json(args.out, res)
     return res
 
 

@@ -178,11 +178,7 @@ def parse_pad_section(pad, source: str = "calibration") -> dict:
                                  ("min_face_px", "pad_min_face_px", 1e-9, math.inf)):
         if k_cal not in pad:
             continue
-        v = pad[k_cal]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-            raise ConfigError(f"{source}: pad {k_cal} must be a number in [{lo:g}, {hi:g}], got {v!r}",
-                              code="CALIBRATION_INVALID", file=source)
-        kw[k_pol] = float(v)
+        kw[k_pol] = _number(pad[k_cal], f"pad {k_cal}", source, lo, hi)
     return kw
 
 
@@ -215,11 +211,8 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
     """The ``au_probe`` section (written by ``benchmarks/au_identity_features.py --write-calibration``) ->
     ``{"weight", "aus", "thresholds", "absent_thresholds", "single_frame_thresholds"[, "baseline_min_delta",
     "burst_min_delta"], "model"}``; a malformed section is a ConfigError, never a silent default."""
-    def num(v, what, lo=0.0, hi=1.0):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-            raise ConfigError(f"{source}: au_probe {what} must be a number in [{lo}, {hi}], got {v!r}",
-                              code="CALIBRATION_INVALID", file=source)
-        return float(v)
+    def num(v, what):
+        return _number(v, f"au_probe {what}", source)
 
     if not isinstance(sec, dict):
         raise ConfigError(f"{source}: au_probe must be an object", code="CALIBRATION_INVALID", file=source)
