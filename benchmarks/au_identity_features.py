@@ -243,6 +243,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--distill", nargs="*", default=[], help="train-au runs with distill_weight > 0 (base monitors)")
     ap.add_argument("--probe-ck", action="store_true",
                     help="train the probe on CK+ too (CK+ rows scored out-of-fold by train-au's subject folds)")
+    ap.add_argument("--hard-labels", action="store_true",
+                    help="FER+ rows as 0/1 majority labels (the probe shipped 2026-12-07, 10th-14th stops); default: "
+                         "their happiness share as a soft target (shipped since the 15th stop)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
     ap.add_argument("--export-probe", default=None, metavar="FILE",
                     help="write the probe fitted on every training row (with --probe-ck: CK+ too) for the product "
@@ -271,9 +274,11 @@ def main(argv=None) -> dict:
     Xf = cached_features("ferplus", fer, run / "cache", args.models)
     Xl = cached_features("lfw", lfw, run / "cache", args.models)
     Xc = cached_features("ckplus", ck, run / "cache", args.models)
-    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
+    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"], soft=not args.hard_labels)
     base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
-    base_y = np.concatenate([fy, ly])
+    base_y = np.concatenate([fy, ly]).astype(np.float64)
+    labels = ("FER+ rows 0/1 (happiness share >= 0.5)" if args.hard_labels
+              else "FER+ rows soft (happiness share of the emotion votes)") + "; LFW and CK+ rows 0/1"
     if not args.probe_ck:
         # the probe fitted on all training rows scores the held-out faces; CK+ was never a training row
         wv, bv = probe_params(base_X, base_y)
@@ -315,6 +320,7 @@ def main(argv=None) -> dict:
                  "probe": {"features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
                            "trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li))},
                            "classifier": f"standardised, L2 logistic regression C={TEACHER_C}",
+                           "labels": labels,
                            "ckplus_rows": "out-of-fold (train-au subject folds)" if args.probe_ck else "none"},
                  "sets": {}}
     for k, (src, idx, y, pr, raw) in sets.items():
@@ -350,6 +356,7 @@ def main(argv=None) -> dict:
         meta = {"trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li)),
                                "ckplus_rows": int(len(Xc)) if args.probe_ck else 0},
                 "classifier": f"standardised (folded into w), L2 logistic regression C={TEACHER_C}",
+                "labels": labels,
                 "features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
                 "command": res["command"], "date": res["date"]}
         sha = save_probe(args.export_probe, wv, bv, meta)

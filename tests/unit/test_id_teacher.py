@@ -118,3 +118,47 @@ def test_ck_smile_coded():
 
     got = ck_smile_coded({"aus": np.array(["6;12", "12", "1;6;12;25", "", "16;2"])})
     assert got.tolist() == [True, False, True, False, False]
+
+
+def test_soft_rows_by_hand():
+    """Soft targets become weighted 0/1 rows: t > 0 a positive of weight t, t < 1 a negative of weight 1 - t."""
+    from smile2pay_tools.train.id_teacher import soft_rows
+
+    X = np.arange(8, dtype=np.float64).reshape(4, 2)
+    Xs, ys, ws = soft_rows(X, np.array([1.0, 0.0, 0.6, 0.25]))
+    assert Xs.tolist() == [[0, 1], [4, 5], [6, 7], [2, 3], [4, 5], [6, 7]]
+    assert ys.tolist() == [1, 1, 1, 0, 0, 0]
+    assert np.allclose(ws, [1.0, 0.6, 0.25, 1.0, 0.4, 0.75])
+    for bad in (np.array([0.5, 1.2, 0, 0]), np.array([0.5, np.nan, 0, 0]), np.array([0.5, 0.5])):
+        with pytest.raises(ValueError):
+            soft_rows(X, bad)
+
+
+def test_probe_soft_targets_match_the_cross_entropy_minimum():
+    """probe_params on 0/1 targets is sklearn's plain fit; on soft targets it minimises the soft cross-entropy
+    (checked against a direct minimisation of the same penalised objective with scipy)."""
+    from scipy.optimize import minimize
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from smile2pay_tools.train.id_teacher import TEACHER_C, probe_params
+
+    rng = np.random.RandomState(1)
+    X = rng.normal(0, 1, (300, 5)).astype(np.float32)
+    X[:, 0] *= 3.0
+    y01 = (X[:, 1] + 0.5 * X[:, 2] + rng.normal(0, 1, 300) > 0).astype(int)
+    w, b = probe_params(X, y01)
+    sc = StandardScaler().fit(X)
+    ref = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y01)
+    assert np.allclose(X @ w + b, ref.decision_function(sc.transform(X)), atol=1e-4)
+
+    t = 1.0 / (1.0 + np.exp(-(X[:, 1] - X[:, 3])))                  # soft targets
+    w, b = probe_params(X, t)
+    Z = sc.transform(X).astype(np.float64)
+
+    def loss(p):                                                      # sklearn's objective: 0.5|w|^2 + C sum CE
+        z = Z @ p[:-1] + p[-1]
+        return 0.5 * p[:-1] @ p[:-1] + TEACHER_C * np.sum(np.logaddexp(0, z) - t * z)
+
+    opt = minimize(loss, np.zeros(6), method="BFGS", options={"gtol": 1e-10})
+    assert np.allclose(X @ w + b, Z @ opt.x[:-1] + opt.x[-1], atol=1e-3)

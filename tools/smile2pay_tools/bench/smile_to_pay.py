@@ -158,11 +158,12 @@ def _mix_calibration_inputs(args, src: dict) -> tuple[list, np.ndarray, np.ndarr
 
 
 def fold_probes(src: dict, gt, fold_row: np.ndarray, folds: int) -> dict:
-    """Per fold f, the smile probe fitted on its training rows (FER+ training split, LFW training people) and the
+    """Per fold f, the smile probe fitted as the shipped one is (FER+ training split with soft targets, LFW training
+    people) on its training rows and the
     CK+ rows of the other folds (:func:`smile2pay_tools.train.id_teacher.probe_params`), and what it scores: the
     out-of-fold CK+ logits (each CK+ row by its own fold's probe) and, per fold, the logits of the mix's held-out
     populations (FER+ Valid, LFW calibration people: no probe trained on them)."""
-    from smile2pay_tools.train.id_teacher import cached_features, probe_params, teacher_rows
+    from smile2pay_tools.train.id_teacher import PROBE_SOFT_LABELS, cached_features, probe_params, teacher_rows
 
     from .au_population import ck_smile_coded
 
@@ -173,7 +174,7 @@ def fold_probes(src: dict, gt, fold_row: np.ndarray, folds: int) -> dict:
     Xf = cached_features("ferplus", fer, cache, models, progress=False).astype(np.float32)
     Xl = cached_features("lfw", lfw, cache, models, progress=False).astype(np.float32)
     Xc = cached_features("ckplus", ck, cache, models, progress=False).astype(np.float32)
-    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"])
+    fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"], soft=PROBE_SOFT_LABELS)
     base_X = np.concatenate([Xf[fi], Xl[li]])
     base_y = np.concatenate([fy, ly])
     cky = ck_smile_coded(ck).astype(int)

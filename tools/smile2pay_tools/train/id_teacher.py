@@ -38,6 +38,8 @@ from smile2pay.vision.smile_probe import FEATURE_TENSORS, pool_bands  # noqa: E4
 
 TEACHER_MODEL = "w600k_mbf.onnx"
 TEACHER_C = 0.01
+# the shipped probe learns FER+ rows from their happiness share, not a 0/1 majority (see teacher_rows)
+PROBE_SOFT_LABELS = True
 
 
 def feature_session(models_dir, threads: int = 2):
@@ -91,27 +93,46 @@ def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool 
     return f
 
 
-def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarray):
-    """The rows the teacher learns from, as :func:`au_mix.human_labels` picks them: ``(FER+ indices, their 0/1
-    label, LFW indices, their 0/1 label)``; FER+ usable votes (label: happiness share >= 0.5), LFW faces with a
-    smile or expression label (:func:`au_mix.lfw_smile_labels`)."""
+def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarray, soft: bool = False):
+    """The rows the teacher learns from, as :func:`au_mix.human_labels` picks them: ``(FER+ indices, their
+    label, LFW indices, their 0/1 label)``; FER+ usable votes, LFW faces with a smile or expression label
+    (:func:`au_mix.lfw_smile_labels`). A FER+ row's label is 0/1 (happiness share >= 0.5), or with ``soft`` the
+    happiness share of its emotion votes itself (what the shipped probe learns from since 2026-12-07, 15th stop:
+    a face with 6 of 10 happiness votes is a 0.6 target, not a sure smile)."""
     from .au_mix import fer_smile_target, lfw_smile_labels
 
     share, usable = fer_smile_target(fer["votes"])
     fi = np.flatnonzero(fer_mask & usable)
     li, ly = lfw_smile_labels(lfw, lfw_mask)
-    return fi, (share[fi] >= 0.5).astype(int), li, ly.astype(int)
+    fy = share[fi].astype(np.float64) if soft else (share[fi] >= 0.5).astype(int)
+    return fi, fy, li, ly.astype(int)
+
+
+def soft_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets in [0, 1] as weighted 0/1 rows for a logistic fit: each row with target t > 0 once as a positive of
+    weight t, each with t < 1 once as a negative of weight 1 - t. Maximising that weighted likelihood is the
+    cross-entropy against the soft targets; for 0/1 targets it is the rows themselves, each of weight 1."""
+    y = np.asarray(y, np.float64)
+    if y.ndim != 1 or len(y) != len(X) or not np.all((y >= 0) & (y <= 1)):
+        raise ValueError("targets must be one number in [0, 1] per row")
+    pos, neg = y > 0, y < 1
+    Xs = np.concatenate([X[pos], X[neg]])
+    ys = np.r_[np.ones(int(pos.sum()), int), np.zeros(int(neg.sum()), int)]
+    ws = np.r_[y[pos], 1.0 - y[neg]]
+    return Xs, ys, ws
 
 
 def probe_params(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """The probe fitted on rows ``X`` (features) / ``y`` (0/1): standardised, L2 logistic regression (C
-    :data:`TEACHER_C`), the standardisation folded into the weights: ``logit = X @ w + b``."""
+    """The probe fitted on rows ``X`` (features) / ``y`` (targets in [0, 1]: 0/1 labels or soft ones, see
+    :func:`soft_rows`): standardised, L2 logistic regression (C :data:`TEACHER_C`), the standardisation folded
+    into the weights: ``logit = X @ w + b``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     X = np.asarray(X, np.float32)
     sc = StandardScaler().fit(X)
-    clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(sc.transform(X), y)
+    Xs, ys, ws = soft_rows(sc.transform(X), y)
+    clf = LogisticRegression(C=TEACHER_C, max_iter=3000).fit(Xs, ys, sample_weight=ws)
     coef = clf.coef_[0].astype(np.float64) / sc.scale_
     b = float(clf.intercept_[0] - np.dot(coef, sc.mean_))
     return coef.astype(np.float32), b

@@ -102,9 +102,23 @@ def build_parallel(samples: list[AUSample], out: str | Path, models_dir, workers
 
 
 def _join(cache: dict, rows: list[dict], data_dir: Path, cols) -> dict:
-    by_path = {str(data_dir / r["path"]): r for r in rows}
+    """Join the label ``cols`` of ``rows`` onto the cache's faces. A cache stores each image's path as spelled when
+    it was built (``../shared/data/...`` or ``/abs/.../data/...``), so faces are matched on the path inside the data
+    folder (the row's own relative path), and the cache's paths are respelled under ``data_dir``: a cache built
+    with a relative data folder still serves a run given the absolute one, and the other way round."""
+    by_rel = {Path(r["path"]).as_posix(): r for r in rows}
+    depths = sorted({len(Path(k).parts) for k in by_rel})
+    picked = []
+    for p in cache["path"]:
+        parts = Path(str(p)).parts
+        hit = next((by_rel[k] for k in ("/".join(parts[-d:]) for d in depths if d <= len(parts)) if k in by_rel), None)
+        if hit is None:
+            raise ValueError(f"cache face {p} is not in the data folder {data_dir}: the cache was built from other "
+                             f"data; delete the cache folder to rebuild it")
+        picked.append(hit)
+    cache["path"] = np.array([str(data_dir / r["path"]) for r in picked])
     for c in cols:
-        cache[c] = np.array([by_path[p][c] for p in cache["path"]])
+        cache[c] = np.array([r[c] for r in picked])
     return cache
 
 
