@@ -205,13 +205,33 @@ def pick_weight(gate: dict) -> str:
     return max(cands, key=key)
 
 
-def write_probe_calibration(path, res: dict, weight: str) -> dict:
+def pick_single_frame_weight(gate: dict) -> str:
+    """The probe weight (> 0) for single-frame mode: the most FER+ Valid smiles passed at its single-frame
+    operating point (<= 2 % of the other expressions), then the fewest others, then the smaller weight. Chosen on
+    FER+ Valid only. Single frames have their own weight because no neutral frame is judged there: the decision
+    rests on one face's appearance, where the probe ranks in-the-wild smiles best, while bursts also need the AU
+    stage's change from neutral on lab and LFW faces."""
+    def key(w):
+        r = list(gate[w]["single_frame_calibration"].values())
+        return (round(min(x["tpr"] for x in r), 6), -round(max(x["fpr"] for x in r), 6), -float(w))
+    cands = [w for w, g in gate.items() if float(w) > 0 and "error" not in g
+             and all(x["tpr"] is not None for x in g["single_frame_calibration"].values())]
+    if not cands:
+        raise SystemExit("no probe weight has a single-frame operating point to ship")
+    return max(cands, key=key)
+
+
+def write_probe_calibration(path, res: dict, weight: str, single_weight: str = "auto") -> dict:
     """Write the ``au_probe`` section (smile2pay.decision.policy.parse_probe_section) into calibration ``path``."""
     gate = res["gate_offline"]
     w = pick_weight(gate) if weight == "auto" else str(float(weight))
     if w not in gate or "error" in gate[w]:
         raise SystemExit(f"probe weight {w} was not calibrated (have {sorted(gate)})")
     g = gate[w]
+    sw = pick_single_frame_weight(gate) if single_weight == "auto" else str(float(single_weight))
+    if sw not in gate or "error" in gate[sw]:
+        raise SystemExit(f"probe weight {sw} was not calibrated (have {sorted(gate)})")
+    g1 = gate[sw]
     cal_path = Path(path)
     c = json.loads(cal_path.read_text())
     probe = res.get("exported_probe") or {}
@@ -220,8 +240,11 @@ def write_probe_calibration(path, res: dict, weight: str) -> dict:
         "weight": float(w), "chosen_by": "best worst calibration population (pick_weight)",
         "au": {a: {"threshold": g["burst_thresholds"][a], "absent_threshold": g["absent"]} for a in ("AU6", "AU12")},
         "au_change": {"baseline_min_delta": g["delta"], "burst_min_delta": g["delta"]},
-        "au_single_frame": {a: {"threshold": t} for a, t in g["single_frame_thresholds"].items()},
-        "chosen_at": {"bursts": g["calibration_populations"], "single_frames": g["single_frame_calibration"]},
+        "single_frame_weight": float(sw),
+        "single_frame_weight_chosen_by": "most FER+ Valid smiles at <= 2 % of its other expressions "
+                                         "(pick_single_frame_weight)",
+        "au_single_frame": {a: {"threshold": t} for a, t in g1["single_frame_thresholds"].items()},
+        "chosen_at": {"bursts": g["calibration_populations"], "single_frames": g1["single_frame_calibration"]},
         "weights_tried": {k: {"calibration": v.get("calibration_populations"),
                               "single_frame_calibration": v.get("single_frame_calibration")} for k, v in gate.items()},
         "command": res["command"], "date": res["date"],
@@ -231,8 +254,8 @@ def write_probe_calibration(path, res: dict, weight: str) -> dict:
     tmp = cal_path.with_suffix(cal_path.suffix + ".tmp")     # a reader never sees half a calibration file
     tmp.write_text(json.dumps(c, indent=1) + "\n")
     tmp.replace(cal_path)
-    print(f"au_probe (weight {w}) written to {cal_path}", flush=True)
-    return {"file": str(cal_path), "weight": float(w)}
+    print(f"au_probe (weight {w}, single frames {sw}) written to {cal_path}", flush=True)
+    return {"file": str(cal_path), "weight": float(w), "single_frame_weight": float(sw)}
 
 
 def main(argv=None) -> dict:
@@ -246,6 +269,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--hard-labels", action="store_true",
                     help="FER+ rows as 0/1 majority labels (the probe shipped 2026-12-07, 10th-14th stops); default: "
                          "their happiness share as a soft target (shipped since the 15th stop)")
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                    help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
     ap.add_argument("--export-probe", default=None, metavar="FILE",
                     help="write the probe fitted on every training row (with --probe-ck: CK+ too) for the product "
@@ -255,6 +280,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--ship-weight", default="auto",
                     help="probe weight written with --write-calibration; auto: the best worst calibration population "
                          "(CK+ out-of-fold pairs, LFW calibration people), then FER+ Valid single frames")
+    ap.add_argument("--ship-single-frame-weight", default="auto",
+                    help="probe weight for single-frame mode written with --write-calibration; auto: the most FER+ "
+                         "Valid smiles at its single-frame operating point")
     ap.add_argument("--out", default=None,
                     help="JSON (default benchmarks/results/au_identity_features.json, or ..._probe_ck.json)")
     args = ap.parse_args(argv)
@@ -345,7 +373,8 @@ def main(argv=None) -> dict:
     res["timings_one_thread"] = {} if args.no_timings else timings(args.models)
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
-    res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data)
+    res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data,
+                                       weights=tuple(args.weights))
     res["label_ceiling"] = label_ceiling(fer, lfw, masks)
     one = res["label_ceiling"]["ferplus_test_one_annotator_vs_other_nine"]
     print(f"label ceiling: one FER+ annotator vs the other nine votes: smiles {one['tpr']}, others {one['fpr']}",
@@ -363,7 +392,8 @@ def main(argv=None) -> dict:
         res["exported_probe"] = {"file": args.export_probe, "sha256": sha, "size": Path(args.export_probe).stat().st_size}
         print(f"probe written to {args.export_probe} (sha256 {sha})", flush=True)
     if args.write_calibration:
-        res["wrote_calibration"] = write_probe_calibration(args.write_calibration, res, args.ship_weight)
+        res["wrote_calibration"] = write_probe_calibration(args.write_calibration, res, args.ship_weight,
+                                                           args.ship_single_frame_weight)
     dist = {}
     for r in [args.run] + list(args.distill):
         p = Path(r) / "summary.json"

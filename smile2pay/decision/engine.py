@@ -222,9 +222,13 @@ def identity_step(frames: list[FrameObs], ok: list[FrameObs], policy: Policy) ->
 
 def au_policy(policy: Policy, liveness: str) -> Policy:
     """The policy the AU pattern is judged by (and every later step runs with): single-frame mode uses
-    the policy's single-frame AU thresholds where it has them."""
+    the policy's single-frame AU thresholds where it has them, and under a smile-probe policy the probe's
+    single-frame weight where the calibration file gives one (``au_probe.single_frame_weight``)."""
     if liveness == "none" and policy.single_frame_au_thresholds:
-        return replace(policy, au_thresholds={**policy.au_thresholds, **policy.single_frame_au_thresholds})
+        policy = replace(policy, au_thresholds={**policy.au_thresholds, **policy.single_frame_au_thresholds})
+        sw = (policy.probe_calibration or {}).get("single_frame_weight")
+        if policy.probe_weight > 0 and sw:
+            policy = replace(policy, probe_weight=float(sw))
     return policy
 
 

@@ -210,7 +210,9 @@ def parse_continuity_section(cc, section: str = "capture_continuity", source: st
 def parse_probe_section(sec, source: str = "calibration") -> dict:
     """The ``au_probe`` section (written by ``benchmarks/au_identity_features.py --write-calibration``) ->
     ``{"weight", "aus", "thresholds", "absent_thresholds", "single_frame_thresholds"[, "baseline_min_delta",
-    "burst_min_delta"], "model"}``; a malformed section is a ConfigError, never a silent default."""
+    "burst_min_delta", "single_frame_weight"], "model"}``; a malformed section is a ConfigError, never a silent
+    default. ``single_frame_weight`` (optional; absent: ``weight``) is the probe's weight in single-frame mode, where
+    no neutral frame is judged and the decision rests on one frame's appearance alone."""
     def num(v, what):
         return _number(v, f"au_probe {what}", source)
 
@@ -240,6 +242,12 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
     for k, v in change.items():
         if k in ("baseline_min_delta", "burst_min_delta"):
             out[k] = num(v, k)
+    if sec.get("single_frame_weight") is not None:
+        sw = num(sec["single_frame_weight"], "single_frame_weight")
+        if sw <= 0:
+            raise ConfigError(f"{source}: au_probe single_frame_weight must be > 0", code="CALIBRATION_INVALID",
+                              file=source)
+        out["single_frame_weight"] = sw
     return out
 
 

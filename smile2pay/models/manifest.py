@@ -125,7 +125,7 @@ MODELS: dict[str, ModelSpec] = {
     # read-out of two inner tensors of w600k_mbf, fused into AU6 / AU12 on the frames a decision embeds.
     "smile_probe": ModelSpec(
         name="smile_probe", file="smile_probe.npz", task="smile_probe",
-        sha256="69258e573e3f1a639181d4b6a143e762aa2a3483ac821bde0a9c5883c7b5de80", size=15404,
+        sha256="85566310912ec42c5c67e9d663fac28ecb3e281396b6c2b546f788a09d58d64f", size=15760,
         licence="smile2pay weights read from InsightFace's w600k_mbf features (" + INSIGHTFACE_NC + ") and fitted on "
                 "FER2013 faces with FER+ votes (research use), LFW (research use) and CK+ (research-only, no "
                 "commercial use): research/evaluation use only",

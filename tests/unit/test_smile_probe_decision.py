@@ -64,6 +64,9 @@ def test_with_smile_probe_takes_the_probe_operating_point():
     {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "au_single_frame": [1]},
     {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "au_change": 0.2},
     {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "model": 7},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "single_frame_weight": 0},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "single_frame_weight": 1.2},
+    {"weight": 0.2, "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.5}}, "single_frame_weight": "0.6"},
 ])
 def test_malformed_probe_section_is_a_config_error(bad):
     with pytest.raises(ConfigError) as e:
@@ -120,3 +123,25 @@ def test_decide_judges_fused_scores():
     assert engine.AU_PATTERN_ABSENT in out2.reasons and out2.frames[1]["pattern"] == "not judged (not embedded)"
     out3 = engine.decide([frames[0], replace(frames[1], smile_probe=float("nan"))], RULE, pp_nc)
     assert engine.INVALID_OBSERVATION in out3.reasons and not out3.approved
+
+
+def test_single_frame_mode_takes_the_probes_single_frame_weight():
+    """au_probe.single_frame_weight replaces the probe's weight (and the thresholds the single-frame ones) in
+    single-frame mode only; without it single frames keep the burst weight."""
+    base, pp = _policy()
+    assert engine.au_policy(pp, "none").probe_weight == 0.2                     # no single_frame_weight: as bursts
+    sec = parse_probe_section({"weight": 0.2, "single_frame_weight": 0.6,
+                               "au": {"AU6": {"threshold": 0.3, "absent_threshold": 0.6},
+                                      "AU12": {"threshold": 0.5, "absent_threshold": 0.6}},
+                               "au_single_frame": {"AU6": {"threshold": 0.25}, "AU12": {"threshold": 0.4}}})
+    assert sec["single_frame_weight"] == 0.6 and sec["weight"] == 0.2
+    pp6 = replace(base, probe_calibration=sec).with_smile_probe()
+    one = engine.au_policy(pp6, "none")
+    assert one.probe_weight == 0.6 and one.au_thresholds == {"AU6": 0.25, "AU12": 0.4}
+    assert engine.au_policy(pp6, "burst").probe_weight == 0.2
+    assert engine.au_policy(base, "none").probe_weight == 0                      # no probe policy: untouched
+    # a frame judged in single-frame mode is fused at 0.6: AU6 0.3 with logit 3 -> sigmoid(0.4 logit(0.3) + 1.8)
+    f = engine.FrameObs(identity_score=0.9, au_probs={"AU6": 0.3, "AU12": 0.3}, smile_probe=3.0, quality_reasons=[])
+    assert engine.judged_probs(f, one)["AU6"] == pytest.approx(_sig(0.4 * math.log(0.3 / 0.7) + 1.8))
+    out = engine.decide([f], RULE, pp6, liveness="none")
+    assert out.au["smile_probe"]["weight"] == 0.6
