@@ -162,3 +162,20 @@ def test_probe_soft_targets_match_the_cross_entropy_minimum():
 
     opt = minimize(loss, np.zeros(6), method="BFGS", options={"gtol": 1e-10})
     assert np.allclose(X @ w + b, Z @ opt.x[:-1] + opt.x[-1], atol=1e-3)
+
+
+def test_pick_single_frame_weight_by_hand():
+    """Single frames' probe weight: the most FER+ Valid smiles, then the fewest others, then the smaller weight;
+    never 0 (the AU stage alone) and never a weight whose calibration failed."""
+    pick = _bench().pick_single_frame_weight
+
+    def g(tpr, fpr):
+        return {"single_frame_calibration": {"fer_valid": {"tpr": tpr, "fpr": fpr}}}
+
+    gate = {"0.0": g(0.99, 0.0), "0.2": g(0.90, 0.01), "0.4": g(0.93, 0.019), "0.6": g(0.93, 0.015),
+            "0.8": g(0.93, 0.015), "0.9": {"error": "no operating point"}}
+    assert pick(gate) == "0.6"
+    gate["0.8"] = g(0.931, 0.02)
+    assert pick(gate) == "0.8"
+    with pytest.raises(SystemExit):
+        pick({"0.0": g(0.9, 0.0), "0.5": {"error": "x"}})
