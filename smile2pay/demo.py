@@ -131,9 +131,13 @@ def _smile_demo(root: Path, models: str | None, gallery: Path, n: int = 3, key: 
         enrolled = [{"user_id": r["subject"], "photo": _rel(root / r["neutral_path"], root), "kind": "neutral"}
                     for r in people]
         au_thresholds = dict(s2p.policy.au_thresholds)
+        # embedded frames are judged on AU6 / AU12 fused with the identity network's smile probe, on its own scale
+        pp = s2p.smile_probe_policy(s2p.policy, None)
+        probe_thresholds = {a: pp.au_thresholds[a] for a in au_thresholds if a in pp.probe_aus} if pp else {}
     right = sum(c["approved"] == c["expected"] for c in cases)
     return {"enrolled": enrolled, "identity": op, "identity_threshold": op.get("threshold"),
-            "threshold_why": threshold_why(op), "au_thresholds": au_thresholds, "cases": cases,
+            "threshold_why": threshold_why(op), "au_thresholds": au_thresholds,
+            "au_thresholds_with_smile_probe": probe_thresholds, "cases": cases,
             "summary": f"{right}/{len(cases)} decisions as expected"}
 
 
@@ -238,8 +242,12 @@ def report(res: dict) -> str:
         if stp.get("threshold_why"):
             lines += wrap("identity threshold: " + stp["threshold_why"])
         if au:
-            lines += wrap(f"smile: {' and '.join(f'{k} >= {v:g}' for k, v in au.items())} (the shipped calibration), "
-                          f"present in a later frame and absent in an earlier one, above the user's neutral baseline")
+            ap = stp.get("au_thresholds_with_smile_probe") or {}
+            fused = (f", {' and '.join(f'{k} >= {v:g}' for k, v in ap.items())} on the frames a burst embeds, "
+                     f"fused with the identity network's smile probe") if ap else ""
+            lines += wrap(f"smile (the shipped calibration): {' and '.join(f'{k} >= {v:g}' for k, v in au.items())} "
+                          f"on the AU stage{fused}; present in a later frame and absent in an earlier one, above the "
+                          f"user's neutral baseline")
         lines.append(f"   {'claim':6s} {'burst':31s} {'decision':31s} identity")
         for c in stp["cases"]:
             dec = APPROVED if c["approved"] else "declined: " + ", ".join(c["reasons"])

@@ -98,6 +98,12 @@ def test_demo_is_the_main_job(data_dir):
     cases = d["smile_to_pay"]["cases"]
     assert len(cases) == 9 and all(c["approved"] == c["expected"] for c in cases)
     assert {c["probe"] for c in cases if c["approved"]} == {"own neutral -> smile burst"}
+    # the report names both scales the smile is judged on: the AU stage's and the probe-fused one (shipped file)
+    from smile2pay.decision.policy import Policy
+
+    pp = Policy.from_calibration().with_smile_probe()
+    assert d["smile_to_pay"]["au_thresholds_with_smile_probe"] == {a: pp.au_thresholds[a] for a in ("AU6", "AU12")}
+    assert d["smile_to_pay"]["au_thresholds"]["AU12"] == Policy.from_calibration().au_thresholds["AU12"]
 
 
 def test_verify_cli_exit_codes(tmp_path, data_dir):
