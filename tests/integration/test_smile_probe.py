@@ -87,3 +87,18 @@ def test_calibration_for_another_probe_is_refused(tmp_path, pipeline):
     with pytest.raises(ConfigError) as e:
         Smile2Pay(tmp_path / "g", pipeline=pipeline, policy=other)
     assert e.value.code == "CALIBRATION_MODEL_MISMATCH"
+
+
+def test_single_frame_mode_uses_the_probes_single_frame_weight(tmp_path, pipeline, data_dir, lfw_people):
+    """liveness="none" (opt-in) judges the one frame at the probe's single-frame weight and thresholds (shipped
+    file); a burst of the same user keeps the burst weight."""
+    p = lfw_people[0]
+    with Smile2Pay(tmp_path / "g", pipeline=pipeline, allow_single_frame=True) as s2p:
+        s2p.enroll(p["subject"], [str(data_dir / p["neutral"][0])], kind="neutral")
+        cal = s2p.policy.probe_calibration
+        assert cal["single_frame_weight"] != cal["weight"]           # the shipped file has its own weight
+        one = s2p.verify(p["subject"], [str(data_dir / p["happy"][0])], liveness="none")
+        assert one.au["smile_probe"]["weight"] == cal["single_frame_weight"]
+        assert all(one.au["thresholds"][a] >= round(t, 4) for a, t in cal["single_frame_thresholds"].items())
+        burst = s2p.verify(p["subject"], [str(data_dir / p["neutral"][1]), str(data_dir / p["happy"][0])])
+        assert burst.au["smile_probe"]["weight"] == cal["weight"]
