@@ -51,6 +51,10 @@ def test_calibrate_au_cli_on_real_frames(tmp_path, data_dir, models_dir, monkeyp
     assert pp.probe_weight == sp["weight"] == Policy.from_calibration().probe_calibration["weight"]
     assert pp.au_threshold("AU12") == pytest.approx(sp["thresholds"]["AU12"])
     assert pp.burst_min_delta == pytest.approx(sp["delta"]) and next(iter(sp["rates"].values()))["fpr"] <= 0.1
+    # calibrate-au recalibrates bursts only: the single-frame weight and the thresholds chosen at it are kept
+    shipped = Policy.from_calibration().probe_calibration
+    assert pol.probe_calibration["single_frame_weight"] == shipped["single_frame_weight"]
+    assert pol.probe_calibration["single_frame_thresholds"] == shipped["single_frame_thresholds"]
     # bad input: a typed error and exit 2, JSON on stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("path,subject,label\nx.png,s1,grin\n")
