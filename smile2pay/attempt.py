@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .decision import engine
-from .errors import GalleryError, RequestError
+from .errors import GalleryError, RequestError, bad_chars
 from .reasons import LOCKED_OUT, NOT_ENROLLED, REPLAY
 from .scoring import identity_score, identity_scores
 from .types import Decision, Face
@@ -41,7 +41,7 @@ def check_nonce(nonce: str | None) -> None:
     """A request's nonce: None, or a non-empty string of at most 256 characters of text (else ``RequestError``)."""
     # a lone surrogate (a JSON "\\ud800") is not text: it cannot be hashed as UTF-8 nor stored
     if nonce is not None and (not isinstance(nonce, str) or not nonce or len(nonce) > MAX_NONCE_CHARS
-                              or any(0xD800 <= ord(ch) <= 0xDFFF for ch in nonce)):
+                              or bad_chars(nonce, controls=False)):
         raise RequestError(f"nonce must be a non-empty string of at most {MAX_NONCE_CHARS} characters",
                            code="REQUEST_INVALID")
 
@@ -55,8 +55,7 @@ def check_request_id(request_id: str | None) -> None:
     of at most 128 printable characters (else ``RequestError``): it goes into every audit record as is."""
     if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()
                                    or len(request_id) > MAX_REQUEST_ID_CHARS
-                                   or any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF
-                                          for ch in request_id)):
+                                   or bad_chars(request_id, delete=True)):
         raise RequestError(f"request_id must be a non-empty printable string of at most {MAX_REQUEST_ID_CHARS} "
                            f"characters", code="REQUEST_INVALID")
 

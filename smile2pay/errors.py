@@ -57,6 +57,17 @@ def _text(s: str) -> str:
     return s
 
 
+def bad_chars(s: str, *, controls: bool = True, delete: bool = False) -> bool:
+    """True when ``s`` holds a lone surrogate (0xD800-0xDFFF, e.g. a JSON ``"\\ud800"`` or a command-line argument
+    that is not UTF-8: not text, no database or hash can take it), or, with ``controls``, a control character
+    below 32 (and DEL with ``delete``). The one character test of the ids and labels callers give."""
+    for ch in s:
+        o = ord(ch)
+        if 0xD800 <= o <= 0xDFFF or (controls and o < 32) or (delete and o == 127):
+            return True
+    return False
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value)

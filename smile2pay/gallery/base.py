@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import DEFAULT_IDENTITY_THRESHOLD
 from ..decision.lockout import GuardSettings, lockout_end
-from ..errors import GalleryError
+from ..errors import GalleryError, bad_chars
 from ..scoring import identity_score
 from .crypto import TemplateCipher
 
@@ -415,7 +415,7 @@ class BaseGallery(GalleryStore):
         # a lone surrogate (0xD800-0xDFFF: a command-line argument that is not UTF-8) is not text: no database
         # can store it
         if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > MAX_USER_ID \
-                or any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in user_id):
+                or bad_chars(user_id):
             raise GalleryError(f"user id must be a non-empty printable string of at most {MAX_USER_ID} "
                                f"characters, got {user_id!r}", code="GALLERY_BAD_USER_ID")
         return user_id
@@ -452,7 +452,7 @@ class BaseGallery(GalleryStore):
         # printable text of at most MAX_USER_ID characters, as for user ids (a lone surrogate is not text: no
         # database can store it; a control character or a 100 kB label is nobody's template kind)
         if len(kinds) != n or not all(isinstance(x, str) and x.strip() and len(x) <= MAX_USER_ID
-                                      and not any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in x)
+                                      and not bad_chars(x)
                                       for x in kinds):
             raise GalleryError(f"kind must be one non-empty printable string of at most {MAX_USER_ID} characters, "
                                f"or one per embedding", code="GALLERY_BAD_KIND")

@@ -23,3 +23,14 @@ def test_a_huge_echo_is_cut():
     assert d["details"]["rule"].startswith("AU6+AU6+") and d["details"]["rule"].endswith("(200000 characters)")
     short = RuleError("cannot parse rule 'AU99'", code="RULE_INVALID", rule="AU99").to_dict()["error"]
     assert short["message"] == "cannot parse rule 'AU99'" and short["details"]["rule"] == "AU99"
+
+
+def test_bad_chars_by_hand():
+    """The one character test of caller-given ids and labels: lone surrogates always, controls and DEL on request."""
+    from smile2pay.errors import bad_chars
+
+    assert not bad_chars("alice-01 é 漢") and not bad_chars("")
+    assert bad_chars("a\ud800b") and bad_chars("a\udfff", controls=False)
+    assert bad_chars("a\tb") and not bad_chars("a\tb", controls=False)
+    assert not bad_chars("a\x7fb") and bad_chars("a\x7fb", delete=True)
+    assert not bad_chars("\U0001F600")           # an astral character is text, not a surrogate pair in Python
