@@ -69,6 +69,18 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...], what: str) -> tupl
     return p, rows, lines
 
 
+def starting_calibration(path: str | Path | None) -> tuple[Path, dict]:
+    """(path, contents) of the calibration file a ``calibrate-*`` command starts from (None: the shipped one). The
+    sections the command keeps must load the way verify() loads them: a malformed one is an error now, not a
+    written file that every later command refuses (shared by ``calibrate-au`` and ``calibrate-continuity``)."""
+    from ..decision.policy import CALIBRATION_DIR, Policy, load_calibration
+
+    cal_in = Path(path) if path else CALIBRATION_DIR / "mobile.json"
+    cal = load_calibration(cal_in)
+    Policy.from_calibration(cal_in, far=float(cal["identity"]["operating_points"][0]["far"]))
+    return cal_in, cal
+
+
 def read_frames(path: str | Path) -> list[dict]:
     p, rows, lines = read_csv_rows(path, ("path", "subject", "label"), "frames")
     for i, r in zip(lines, rows):
@@ -89,7 +101,7 @@ def run(args) -> dict:
     from ..config import Settings
     from ..decision.au_calibration import Probes, calibrate, calibration_section
     from ..decision.engine import fuse_probe
-    from ..decision.policy import CALIBRATION_DIR, Policy, load_calibration, parse_probe_section, write_calibration
+    from ..decision.policy import parse_probe_section, write_calibration
     from ..decision.rules import parse_rule
     from ..pipeline import FacePipeline
 
@@ -100,11 +112,7 @@ def run(args) -> dict:
         raise RequestError(f"--max-pairs must be >= 1, got {args.max_pairs}", code="REQUEST_INVALID")
     rule = parse_rule(args.rule)
     rows = read_frames(args.frames)
-    cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
-    cal = load_calibration(cal_in)
-    # the sections this command keeps must load the way verify() loads them: a malformed one is an error now,
-    # not a written file that every later command refuses
-    Policy.from_calibration(cal_in, far=float(cal["identity"]["operating_points"][0]["far"]))
+    cal_in, cal = starting_calibration(args.calibration)
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     # the smile probe's scale too, when the pack reads a probe and the file has its operating point (the decision
     # judges embedded frames on it): the frames are embedded, and both sections are recalibrated on them

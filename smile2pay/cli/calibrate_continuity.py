@@ -91,8 +91,9 @@ def _changes(pipe, sessions: dict[str, list[str]], max_frames: int, progress: bo
 def run(args) -> dict:
     from ..config import Settings
     from ..decision.continuity import ALL_CUES, FACE_WINDOW, FOUR_CUES, excess, fit_settings
-    from ..decision.policy import CALIBRATION_DIR, Policy, load_calibration, write_calibration
+    from ..decision.policy import write_calibration
     from ..pipeline import FacePipeline
+    from .calibrate_au import starting_calibration
 
     t0 = time.time()
     if not 0.0 < args.margin <= 10.0:
@@ -103,11 +104,7 @@ def run(args) -> dict:
         raise RequestError(f"--max-frames must be >= 2, got {args.max_frames}", code="REQUEST_INVALID")
     sessions = read_sessions(args.sessions)
     attacks = read_sessions(args.attacks, "attacks") if args.attacks else {}
-    cal_in = Path(args.calibration) if args.calibration else CALIBRATION_DIR / "mobile.json"
-    cal = load_calibration(cal_in)
-    # the sections this command keeps must load the way verify() loads them: a malformed one is an error now,
-    # not a written file that every later command refuses
-    Policy.from_calibration(cal_in, far=float(cal["identity"]["operating_points"][0]["far"]))
+    cal_in, cal = starting_calibration(args.calibration)
     pipe = FacePipeline(Settings.from_env(models=getattr(args, "models", None)))
     skipped: dict[str, int] = defaultdict(int)
     window = FACE_WINDOW if getattr(args, "window", "face") == "face" else None
