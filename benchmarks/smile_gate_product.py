@@ -123,37 +123,30 @@ def main(argv=None) -> dict:
                                      ("with_smile_probe", probe_pol, False),
                                      ("au_stage_alone, enrolled from the neutral photo", plain, True),
                                      ("with_smile_probe, enrolled from the neutral photo", probe_pol, True)):
-            got = [(passes(a, b, pol, enrolled), k) for a, b, k in pairs]
-            got = [(p, k) for p, k in got if p is not None]
-            s = [p for p, k in got if k == "smile"]
-            o = [p for p, k in got if k == "other"]
-            ent[label] = {"smile_pairs": len(s), "other_pairs": len(o),
-                          "smiles_passed": round(float(np.mean(s)), 4) if s else None,
-                          "others_passed": round(float(np.mean(o)), 4) if o else None}
+            verdict = [passes(a, b, pol, enrolled) for a, b, _ in pairs]   # judged once per pair
+
+            def tally(kind, keep=lambda b: True):
+                got = [v for v, (_, b, k) in zip(verdict, pairs) if k == kind and keep(b) and v is not None]
+                return {"pairs": len(got), "passed": int(sum(got)),
+                        "rate": round(float(np.mean(got)), 4) if got else None}
+
+            s, o = tally("smile"), tally("other")
+            ent[label] = {"smile_pairs": s["pairs"], "other_pairs": o["pairs"],
+                          "smiles_passed": s["rate"], "others_passed": o["rate"]}
             # the smile pairs by where the smiling photo's label comes from: Morishita's curated binary smile
             # label, or only muxspace's crowd "happiness" (lfw_expression uses Morishita's where it exists)
-            by_src = {}
-            for src, keep in (("both_sources_smile", lambda b: lfw["smile"][b] == 1 and lfw["label"][b] == "happiness"),
-                              ("morishita_smile_muxspace_not_happiness",
-                               lambda b: lfw["smile"][b] == 1 and lfw["label"][b] != "happiness"),
-                              ("muxspace_happiness_only (no Morishita label)", lambda b: lfw["smile"][b] < 0)):
-                got_s = [passes(a, b, pol, enrolled) for a, b, k in pairs if k == "smile" and keep(b)]
-                got_s = [p for p in got_s if p is not None]
-                by_src[src] = {"pairs": len(got_s), "passed": int(sum(got_s)),
-                               "rate": round(float(np.mean(got_s)), 4) if got_s else None}
-            ent[label]["smile_pairs_by_label_source"] = by_src
+            ent[label]["smile_pairs_by_label_source"] = {
+                "both_sources_smile": tally("smile", lambda b: lfw["smile"][b] == 1 and lfw["label"][b] == "happiness"),
+                "morishita_smile_muxspace_not_happiness":
+                    tally("smile", lambda b: lfw["smile"][b] == 1 and lfw["label"][b] != "happiness"),
+                "muxspace_happiness_only (no Morishita label)": tally("smile", lambda b: lfw["smile"][b] < 0)}
             # the other-expression pairs: muxspace's label, and whether Morishita's curated label calls it a smile
-            by_src = {}
-            for src, keep in (("morishita_not_smile_or_unlabelled", lambda b: lfw["smile"][b] != 1),
-                              ("morishita_smile (the two sources disagree)", lambda b: lfw["smile"][b] == 1)):
-                got_o = [passes(a, b, pol, enrolled) for a, b, k in pairs if k == "other" and keep(b)]
-                got_o = [p for p in got_o if p is not None]
-                by_src[src] = {"pairs": len(got_o), "passed": int(sum(got_o)),
-                               "rate": round(float(np.mean(got_o)), 4) if got_o else None}
-            ent[label]["other_pairs_by_label_source"] = by_src
+            ent[label]["other_pairs_by_label_source"] = {
+                "morishita_not_smile_or_unlabelled": tally("other", lambda b: lfw["smile"][b] != 1),
+                "morishita_smile (the two sources disagree)": tally("other", lambda b: lfw["smile"][b] == 1)}
             missed: dict[str, int] = {}
-            for a, b, k in pairs:
-                if k == "smile" and passes(a, b, pol, enrolled) is False:
+            for v, (a, b, k) in zip(verdict, pairs):
+                if k == "smile" and v is False:
                     for w in why_not(a, b, pol, enrolled):
                         missed[w] = missed.get(w, 0) + 1
             ent[label]["declined_smile_pairs_by_condition"] = missed
@@ -161,7 +154,7 @@ def main(argv=None) -> dict:
             ent[label]["other_pairs_passed"] = [
                 {"neutral": Path(str(lfw["path"][a])).name, "probe": Path(str(lfw["path"][b])).name,
                  "probe_label": str(lfw["label"][b]), "smile_label_morishita": int(lfw["smile"][b])}
-                for a, b, k in pairs if k == "other" and passes(a, b, pol, enrolled)]
+                for v, (a, b, k) in zip(verdict, pairs) if k == "other" and v]
         res["sets"][name] = ent
         print(name, json.dumps(ent), flush=True)
     res["seconds_per_face_median"] = round(float(np.median(t_face)), 4) if t_face else None
