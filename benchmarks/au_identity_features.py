@@ -122,10 +122,11 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
     return out
 
 
-def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
+def timings(models_dir, rounds: int = 8, per_round: int = 50, tail=None) -> dict:
     """Median / p95 ms of one face on one thread, interleaved in rounds (same run, same machine): the recogniser
     as the product runs it, the same graph also returning the two probe tensors (+ pooling them), the recogniser
-    cut at tensor 473 on a 64 x 64 input (the cheapest stand-alone probe backbone), and the AU network."""
+    cut at tensor 473 on a 64 x 64 input (the cheapest stand-alone probe backbone), the AU network, and with
+    ``tail`` the smile tail (473 -> 509) the probe reads through."""
     import onnx
     from onnx.utils import Extractor
 
@@ -145,20 +146,23 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50) -> dict:
                 o.type.tensor_type.ClearField("shape")
             del m.graph.value_info[:]
         data = add_outputs(m.SerializeToString(), extra) if extra else m.SerializeToString()
-        return create_session(data, threads=1, name="timing")[0], size
+        return create_session(data, threads=1, name="timing")[0], (1, 3, size, size)
 
     import smile2pay
 
     au = Path(smile2pay.__file__).parent / "models" / "weights" / "au_mobile.onnx"
     cases = {"identity_forward": graph(), "identity_forward_with_probe_tensors": graph(FEATURE_TENSORS),
              "recogniser_cut_at_473_input_64": graph(cut="473", size=64),
-             "au_network": (create_session(str(au), threads=1, name="au")[0], 64)}
+             "au_network": (create_session(str(au), threads=1, name="au")[0], (1, 3, 64, 64))}
+    if tail is not None:
+        cases["smile_tail_473_to_509"] = (create_session(Path(tail).read_bytes(), threads=1, name="tail")[0],
+                                          (1, 256, 14, 14))
     t = {k: [] for k in cases}
     t["pooling_the_probe_tensors"] = []
     rng = np.random.RandomState(0)
     for _ in range(rounds):
-        for k, (sess, size) in cases.items():
-            x = rng.randn(1, 3, size, size).astype(np.float32)
+        for k, (sess, shape) in cases.items():
+            x = rng.randn(*shape).astype(np.float32)
             name = sess.get_inputs()[0].name
             for _ in range(5):
                 sess.run(None, {name: x})
@@ -272,6 +276,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
+    ap.add_argument("--tail", default="shipped",
+                    help="smile tail file the probe's 509 features are read through (smile2pay_tools.train.smile_tail); "
+                         "'shipped' (default): the one the shipped probe reads through, 'none': the recogniser's own")
     ap.add_argument("--export-probe", default=None, metavar="FILE",
                     help="write the probe fitted on every training row (with --probe-ck: CK+ too) for the product "
                          "(smile2pay/models/weights/smile_probe.npz)")
@@ -295,13 +302,23 @@ def main(argv=None) -> dict:
     from smile2pay_tools.train.id_teacher import (TEACHER_C, cached_features, fit_probe, probe_logits, probe_params,
                                                   teacher_rows)
 
+    from smile2pay_tools.train.id_teacher import shipped_tail
+
     t0 = time.time()
     run = Path(args.run)
+    tail = None if args.tail == "none" else (shipped_tail() if args.tail == "shipped" else Path(args.tail))
+    tail_sha = None
+    if tail is not None:
+        import hashlib
+
+        tail_sha = hashlib.sha256(tail.read_bytes()).hexdigest()
+    feature_text = ("w600k_mbf tensor 473 + the smile tail's 509 (" + (tail_sha or "")[:12] + "), global + 3 band "
+                    "means (3,072)") if tail is not None else "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)"
     ck, fer, lfw = load_sources(args.data, args.models, run / "cache", progress=False)
     masks = source_masks(fer, lfw)
-    Xf = cached_features("ferplus", fer, run / "cache", args.models)
-    Xl = cached_features("lfw", lfw, run / "cache", args.models)
-    Xc = cached_features("ckplus", ck, run / "cache", args.models)
+    Xf = cached_features("ferplus", fer, run / "cache", args.models, tail=tail)
+    Xl = cached_features("lfw", lfw, run / "cache", args.models, tail=tail)
+    Xc = cached_features("ckplus", ck, run / "cache", args.models, tail=tail)
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"], soft=not args.hard_labels)
     base_X = np.concatenate([Xf[fi], Xl[li]]).astype(np.float32)
     base_y = np.concatenate([fy, ly]).astype(np.float64)
@@ -345,7 +362,7 @@ def main(argv=None) -> dict:
     }
     res: dict = {"benchmark": "au_identity_features", "date": time.strftime("%Y-%m-%d"),
                  "command": "python benchmarks/au_identity_features.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "probe": {"features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
+                 "probe": {"features": feature_text, "smile_tail_sha256": tail_sha,
                            "trained_on": {"ferplus_train_rows": int(len(fi)), "lfw_train_people_rows": int(len(li))},
                            "classifier": f"standardised, L2 logistic regression C={TEACHER_C}",
                            "labels": labels,
@@ -370,7 +387,7 @@ def main(argv=None) -> dict:
         print(f"{k:30s} n={len(idx):5d} smiles={int(y.sum()):4d}", flush=True)
         for n in sc_:
             print(f"    {n:45s} AUC {ent['auc'][n]:.4f}   smiles at 2% others {ent['smiles_passed_at_2pct_others'][n]:.3f}")
-    res["timings_one_thread"] = {} if args.no_timings else timings(args.models)
+    res["timings_one_thread"] = {} if args.no_timings else timings(args.models, tail=tail)
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data,
@@ -386,9 +403,9 @@ def main(argv=None) -> dict:
                                "ckplus_rows": int(len(Xc)) if args.probe_ck else 0},
                 "classifier": f"standardised (folded into w), L2 logistic regression C={TEACHER_C}",
                 "labels": labels,
-                "features": "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)",
+                "features": feature_text, "smile_tail_sha256": tail_sha,
                 "command": res["command"], "date": res["date"]}
-        sha = save_probe(args.export_probe, wv, bv, meta)
+        sha = save_probe(args.export_probe, wv, bv, meta, tail_sha256=tail_sha)
         res["exported_probe"] = {"file": args.export_probe, "sha256": sha, "size": Path(args.export_probe).stat().st_size}
         print(f"probe written to {args.export_probe} (sha256 {sha})", flush=True)
     if args.write_calibration:

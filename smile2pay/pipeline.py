@@ -53,7 +53,7 @@ class FacePipeline:
         #: the identity network's smile probe (smile2pay.vision.smile_probe), read on every embedded face; None
         #: when the pack has none, the setting is off, or the AU stage is not the one its thresholds belong to
         self.smile_probe = self._load_smile_probe()
-        feats = self.smile_probe.tensors if self.smile_probe is not None else ()
+        feats = self.smile_probe.recognizer_tensors if self.smile_probe is not None else ()
         self.embedder = IdentityEmbedder(rec, self._session(rec.name, extra_outputs=feats)[1], feature_outputs=feats)
 
     def _session(self, name: str, extra_outputs: tuple[str, ...] = ()):
@@ -114,6 +114,12 @@ class FacePipeline:
         if probe.recognizer != self.recognizer_spec.name:
             raise ModelError(f"{name} reads {probe.recognizer}'s features, the pack's recogniser is "
                              f"{self.recognizer_spec.name}", code="MODEL_LOAD_FAILED", model=name)
+        if probe.tail_sha256 is not None:
+            tail = getattr(self.pack, "smile_tail", None)
+            if not tail:
+                raise ModelError(f"{name} reads a smile tail the pack does not name", code="MODEL_LOAD_FAILED",
+                                 model=name)
+            probe.attach_tail(self._session(tail)[1], get_spec(tail).sha256 or "")
         return probe
 
     def au(self, faces: list[Face]) -> None:

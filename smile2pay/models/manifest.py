@@ -125,7 +125,7 @@ MODELS: dict[str, ModelSpec] = {
     # read-out of two inner tensors of w600k_mbf, fused into AU6 / AU12 on the frames a decision embeds.
     "smile_probe": ModelSpec(
         name="smile_probe", file="smile_probe.npz", task="smile_probe",
-        sha256="85566310912ec42c5c67e9d663fac28ecb3e281396b6c2b546f788a09d58d64f", size=15760,
+        sha256="28df02ad0a959de1e2a8dee6e8115fa6790d72c63b1a44df3afbac37c91d87ec", size=16942,
         licence="smile2pay weights read from InsightFace's w600k_mbf features (" + INSIGHTFACE_NC + ") and fitted on "
                 "FER2013 faces with FER+ votes (research use), LFW (research use) and CK+ (research-only, no "
                 "commercial use): research/evaluation use only",
@@ -134,6 +134,17 @@ MODELS: dict[str, ModelSpec] = {
         notes="numpy .npz: w (3072,) float32, b, tensors ('473', '509'), recognizer 'w600k_mbf', meta (JSON); "
               "features: each tensor's global mean and three horizontal band means of the identity crop's forward "
               "pass; logit = features @ w + b"),
+    # The smile tail the probe reads through (smile2pay_tools.train.smile_tail), shipped in smile2pay/models/weights:
+    # a copy of w600k_mbf's nodes 473 -> 509 fine-tuned for smiles; the recogniser itself is untouched.
+    "smile_tail": ModelSpec(
+        name="smile_tail", file="smile_tail.onnx", task="smile_probe",
+        sha256="9bb55c345ff39898d7c854faa955d82de5fa27b170d7d4b8f3d53a59401e32f8", size=2686736,
+        licence="a fine-tuned copy of InsightFace's w600k_mbf weights (" + INSIGHTFACE_NC + "), trained on FER2013 "
+                "faces with FER+ votes (research use) and LFW (research use): research/evaluation use only",
+        source="trained with `python -m smile2pay_tools.train.smile_tail --run results/au3` "
+               "(smile2pay_tools.train.smile_tail), shipped in the package weights folder",
+        notes="ONNX opset 17: input 't473' [N,256,14,14] (the recogniser's tensor 473 of the identity crop) -> output "
+              "'t509' [N,512,7,7]; the probe pools both (SmileProbe.features)"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
@@ -197,6 +208,8 @@ class Pack:
     expression: str | None = None
     #: the recogniser's smile probe, read on embedded faces and fused into AU6 / AU12 by the decision (None: none)
     smile_probe: str | None = None
+    #: the smile tail the probe reads through (the recogniser's last stage fine-tuned for smiles; None: none)
+    smile_tail: str | None = None
 
     def model_names(self) -> list[str]:
         names = [self.detector, self.recognizer]
@@ -206,13 +219,15 @@ class Pack:
             names.append(self.expression)
         if self.smile_probe:
             names.append(self.smile_probe)
+        if self.smile_tail:
+            names.append(self.smile_tail)
         names.extend(self.extra)
         return names
 
 
 PACKS: dict[str, Pack] = {
     "mobile": Pack("mobile", detector="det_500m", recognizer="w600k_mbf", au="au_mobile", extra=("yunet",),
-                   expression="fer_minixception", smile_probe="smile_probe",
+                   expression="fer_minixception", smile_probe="smile_probe", smile_tail="smile_tail",
                    description="SCRFD-500M + ArcFace MobileFaceNet (512-d) + AU network au_mobile fused with the FER "
                                "classifier's P(happy), read with the recogniser's smile probe + YuNet (MIT) alternative "
                                "detector"),

@@ -54,15 +54,46 @@ class SmileProbe:
             self.tensors = tuple(str(t) for t in z["tensors"])
             self.recognizer = str(z["recognizer"])
             self.meta = json.loads(str(z["meta"]))
+            self.tail_sha256 = str(z["tail_sha256"]) if "tail_sha256" in z.files else None
         except Exception as e:  # a corrupt or foreign file: say so, never a KeyError deep in a decision
             raise ModelError(f"{name}: not a smile probe file ({type(e).__name__}: {e})",
                              code="MODEL_LOAD_FAILED", model=name) from e
         self.sha256 = hashlib.sha256(data).hexdigest()
         if not self.tensors or not np.isfinite(self.w).all() or not np.isfinite(self.b):
             raise ModelError(f"{name}: empty or non-finite probe", code="MODEL_LOAD_FAILED", model=name)
+        if self.tail_sha256 is not None and len(self.tensors) != 2:
+            raise ModelError(f"{name}: a probe read through a tail names two tensors (its input and output)",
+                             code="MODEL_LOAD_FAILED", model=name)
+        self.name = name
+        self._tail = None
+        self._tail_input = None
+
+    @property
+    def recognizer_tensors(self) -> tuple[str, ...]:
+        """The inner tensors the recogniser must return: all of :attr:`tensors`, or with a tail its input only
+        (the tail computes the second)."""
+        return self.tensors[:1] if self.tail_sha256 else self.tensors
+
+    def attach_tail(self, session, sha256: str) -> None:
+        """Give the probe the session of its smile tail (``smile_tail.onnx``, :attr:`tail_sha256`): the
+        recogniser's ``473 -> 509`` stage fine-tuned for smiles (smile2pay_tools.train.smile_tail)."""
+        if self.tail_sha256 is None:
+            raise ModelError(f"{self.name} reads no tail", code="MODEL_LOAD_FAILED", model=self.name)
+        if sha256 != self.tail_sha256:
+            raise ModelError(f"{self.name} was fitted on the smile tail {self.tail_sha256[:12]}, got {sha256[:12]}",
+                             code="MODEL_LOAD_FAILED", model=self.name)
+        self._tail = session
+        self._tail_input = session.get_inputs()[0].name
 
     def features(self, tensors: list[np.ndarray]) -> np.ndarray:
-        """(N, D) pooled features of the inner tensors (in :attr:`tensors` order)."""
+        """(N, D) pooled features of the inner tensors (in :attr:`tensors` order; with a tail, ``tensors`` holds
+        :attr:`recognizer_tensors` and the tail computes the rest)."""
+        if self.tail_sha256 is not None:
+            if self._tail is None:
+                raise ModelError(f"{self.name} needs its smile tail (attach_tail)", code="MODEL_LOAD_FAILED",
+                                 model=self.name)
+            a = np.asarray(tensors[0], np.float32)
+            tensors = [a, self._tail.run(None, {self._tail_input: a})[0]]
         f = np.concatenate([pool_bands(t) for t in tensors], 1).astype(np.float32)
         if f.shape[1] != self.w.shape[0]:
             raise ModelError(f"smile probe expects {self.w.shape[0]} features, the recogniser gave {f.shape[1]}",

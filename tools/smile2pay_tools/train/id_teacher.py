@@ -77,9 +77,20 @@ def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool 
     return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
 
-def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool = True) -> np.ndarray:
-    """Features of one source's crops, cached in ``cache_dir/id_features_<name>.npz`` (keyed on the paths)."""
-    path = Path(cache_dir) / f"id_features_{name}.npz"
+def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool = True,
+                    tail="shipped") -> np.ndarray:
+    """Features of one source's crops, cached in ``cache_dir/id_features_<name>[_tail<sha>].npz`` (keyed on the
+    paths). ``tail``: the recogniser's own ``509`` (None), the smile tail the shipped probe reads through
+    ("shipped": :func:`shipped_tail`; the recogniser's own when the probe declares none), or a tail file
+    (:mod:`smile2pay_tools.train.smile_tail`): then ``509`` is the tail's output on the cached ``473``."""
+    if isinstance(tail, str) and tail == "shipped":
+        tail = shipped_tail()
+    sha = None
+    if tail is not None:
+        import hashlib
+
+        sha = hashlib.sha256(Path(tail).read_bytes()).hexdigest()
+    path = Path(cache_dir) / (f"id_features_{name}.npz" if sha is None else f"id_features_{name}_tail{sha[:12]}.npz")
     paths = np.asarray(src["path"]).astype(str)
     if path.is_file():
         d = np.load(path, allow_pickle=False)
@@ -87,10 +98,49 @@ def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool 
             return d["features"]
         log.info("%s: stale (different faces), recomputing", path)
     t0 = time.time()
-    f = identity_features(src["crops"], feature_session(models_dir), progress=progress)
+    if sha is None:
+        f = identity_features(src["crops"], feature_session(models_dir), progress=progress)
+    else:
+        from .smile_tail import cached_start_tensors
+
+        f = tail_features(cached_start_tensors(name, src, cache_dir, models_dir, progress=progress), tail)
     np.savez(path, features=f, path=paths)
     log.info("identity features of %s: %d faces in %.0f s", name, len(f), time.time() - t0)
     return f
+
+
+def shipped_tail() -> Path | None:
+    """The smile tail file the package's shipped probe reads through (sha256-checked), or None when the probe
+    declares none."""
+    import hashlib
+
+    import smile2pay
+    from smile2pay.vision.smile_probe import SmileProbe
+
+    weights = Path(smile2pay.__file__).resolve().parent / "models" / "weights"
+    probe = SmileProbe((weights / "smile_probe.npz").read_bytes())
+    if not probe.tail_sha256:
+        return None
+    from .smile_tail import TAIL_FILE
+
+    path = weights / TAIL_FILE
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != probe.tail_sha256:
+        raise ValueError(f"{path}: missing or not the tail the shipped probe was fitted on")
+    return path
+
+
+def tail_features(t473, tail, batch: int = 512) -> np.ndarray:
+    """(N, 3072) float16 probe features from ``473`` tensors (N, 256, 14, 14) and a smile tail file: the pooled
+    ``473`` beside the pooled tail output, the product's order (:meth:`SmileProbe.features`)."""
+    from smile2pay.models.runtime import create_session
+
+    sess = create_session(Path(tail).read_bytes(), threads=2, name="smile_tail")[0]
+    inp = sess.get_inputs()[0].name
+    out = []
+    for i in range(0, len(t473), batch):
+        a = np.asarray(t473[i:i + batch], np.float32)
+        out.append(np.concatenate([pool_bands(a), pool_bands(sess.run(None, {inp: a})[0])], 1).astype(np.float16))
+    return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
 
 def teacher_rows(fer: dict, fer_mask: np.ndarray, lfw: dict, lfw_mask: np.ndarray, soft: bool = False):
@@ -149,9 +199,10 @@ def fit_probe(X: np.ndarray, y: np.ndarray):
     return probe_logits(*probe_params(X, y))
 
 
-def save_probe(path, w: np.ndarray, b: float, meta: dict) -> str:
+def save_probe(path, w: np.ndarray, b: float, meta: dict, tail_sha256: str | None = None) -> str:
     """Write the probe the product loads (:class:`smile2pay.vision.smile_probe.SmileProbe`); returns its sha256.
-    Written through a temporary file and renamed, so a crash never leaves half a probe."""
+    ``tail_sha256``: the smile tail its features were read through (``smile_tail.onnx``), None for the
+    recogniser's own tensors. Written through a temporary file and renamed, so a crash never leaves half a probe."""
     import hashlib
     import io
     import json
@@ -159,7 +210,8 @@ def save_probe(path, w: np.ndarray, b: float, meta: dict) -> str:
 
     buf = io.BytesIO()
     np.savez(buf, w=np.asarray(w, np.float32), b=np.float32(b), tensors=np.array(FEATURE_TENSORS),
-             recognizer=np.array(TEACHER_MODEL.rsplit(".", 1)[0]), meta=np.array(json.dumps(meta, sort_keys=True)))
+             recognizer=np.array(TEACHER_MODEL.rsplit(".", 1)[0]), meta=np.array(json.dumps(meta, sort_keys=True)),
+             **({"tail_sha256": np.array(tail_sha256)} if tail_sha256 else {}))
     data = buf.getvalue()
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -1,0 +1,87 @@
+"""The smile tail (the recogniser's 473 -> 509 stage fine-tuned for smiles) on real weights and real faces."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+
+from smile2pay.config import PACKAGE_WEIGHTS
+from smile2pay.errors import ModelError
+from smile2pay.models.graph import add_outputs
+from smile2pay.models.manifest import MODELS, PACKS
+from smile2pay.models.runtime import create_session
+from smile2pay.vision.smile_probe import SmileProbe, pool_bands
+
+
+@pytest.fixture(scope="module")
+def t1_tensors(pipeline, t1_path, models_dir):
+    """The recogniser's own 473 and 509 tensors of t1.jpg's six identity crops."""
+    faces = pipeline.analyze(str(t1_path), embed=False, au=False)
+    data = add_outputs((models_dir / MODELS["w600k_mbf"].file).read_bytes(), ("473", "509"))
+    sess = create_session(data, threads=1, name="rec")[0]
+    blob = pipeline.embedder.preprocess([f.identity_crop for f in faces])
+    out = sess.run(["473", "509"], {sess.get_inputs()[0].name: blob})
+    assert out[0].shape == (6, 256, 14, 14)
+    return out
+
+
+def test_the_pack_reads_the_shipped_tail(pipeline):
+    probe = pipeline.smile_probe
+    assert PACKS["mobile"].smile_tail == "smile_tail" and "smile_tail" in PACKS["mobile"].model_names()
+    data = (PACKAGE_WEIGHTS / MODELS["smile_tail"].file).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == MODELS["smile_tail"].sha256 == probe.tail_sha256
+    assert probe.recognizer_tensors == ("473",) and pipeline.embedder.feature_outputs == ("473",)
+
+
+def test_product_features_are_the_training_features(pipeline, t1_tensors):
+    """What the product scores (SmileProbe.features on the recogniser's 473) is what the probe was fitted on
+    (smile2pay_tools.train.id_teacher.tail_features on cached 473 tensors, stored as float16)."""
+    from smile2pay_tools.train.id_teacher import tail_features
+
+    t473 = t1_tensors[0]
+    product = pipeline.smile_probe.features([t473])
+    training = tail_features(t473.astype(np.float16), PACKAGE_WEIGHTS / MODELS["smile_tail"].file).astype(np.float32)
+    assert product.shape == training.shape == (6, 3072)
+    np.testing.assert_allclose(product, training, rtol=2e-2, atol=2e-3)
+    # the tail is fine-tuned: its 509 is no longer the recogniser's own (the 473 half is)
+    np.testing.assert_allclose(product[:, :1024], pool_bands(t473), rtol=1e-5, atol=1e-6)
+    assert np.abs(product[:, 1024:] - pool_bands(t1_tensors[1])).max() > 1e-2
+
+
+def test_untrained_tail_is_the_recognisers_own_stage(models_dir, t1_tensors, tmp_path):
+    """The training module's torch copy of nodes 473 -> 509, exported as the product loads it, reproduces the
+    recogniser's own 509 before any training (so epoch 0 is the frozen probe exactly)."""
+    pytest.importorskip("torch")
+    from smile2pay_tools.train.smile_tail import export_tail, make_tail, tail_nodes
+
+    rec = (models_dir / MODELS["w600k_mbf"].file).read_bytes()
+    path = tmp_path / "tail.onnx"
+    sha = export_tail(make_tail(rec), path)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    sess = create_session(path.read_bytes(), threads=1, name="tail")[0]
+    out = sess.run(None, {sess.get_inputs()[0].name: t1_tensors[0]})[0]
+    np.testing.assert_allclose(out, t1_tensors[1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no path"):
+        tail_nodes(rec, start="no_such_tensor")
+    with pytest.raises(ValueError, match="unsupported op Flatten"):      # past 509 the graph leaves the tail's ops
+        tail_nodes(rec, start="473", stop="no_such_tensor")
+
+
+def _probe_with_tail(sha: str) -> bytes:
+    shipped = np.load(PACKAGE_WEIGHTS / MODELS["smile_probe"].file, allow_pickle=False)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: shipped[k] for k in shipped.files if k != "tail_sha256"}, tail_sha256=np.array(sha))
+    return buf.getvalue()
+
+
+def test_a_probe_refuses_a_missing_or_foreign_tail(pipeline, t1_tensors):
+    probe = SmileProbe(_probe_with_tail(MODELS["smile_tail"].sha256))
+    with pytest.raises(ModelError, match="needs its smile tail") as e:
+        probe.features([t1_tensors[0]])
+    assert e.value.code == "MODEL_LOAD_FAILED"
+    with pytest.raises(ModelError, match="fitted on the smile tail"):
+        probe.attach_tail(pipeline.smile_probe._tail, "0" * 64)
+    probe.attach_tail(pipeline.smile_probe._tail, MODELS["smile_tail"].sha256)
+    np.testing.assert_allclose(probe.logits([t1_tensors[0]]), pipeline.smile_probe.logits([t1_tensors[0]]))
