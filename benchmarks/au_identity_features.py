@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--hard-labels", action="store_true",
                     help="FER+ rows as 0/1 majority labels (the probe shipped 2026-12-07, 10th-14th stops); default: "
                          "their happiness share as a soft target (shipped since the 15th stop)")
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
     ap.add_argument("--tail", default="shipped",

@@ -125,7 +125,7 @@ MODELS: dict[str, ModelSpec] = {
     # read-out of two inner tensors of w600k_mbf, fused into AU6 / AU12 on the frames a decision embeds.
     "smile_probe": ModelSpec(
         name="smile_probe", file="smile_probe.npz", task="smile_probe",
-        sha256="28df02ad0a959de1e2a8dee6e8115fa6790d72c63b1a44df3afbac37c91d87ec", size=16942,
+        sha256="675de10b66004d9430e617654626f57b6aff25bbb4a5267d3b25e92a35fd4c4f", size=16942,
         licence="smile2pay weights read from InsightFace's w600k_mbf features (" + INSIGHTFACE_NC + ") and fitted on "
                 "FER2013 faces with FER+ votes (research use), LFW (research use) and CK+ (research-only, no "
                 "commercial use): research/evaluation use only",
@@ -138,7 +138,7 @@ MODELS: dict[str, ModelSpec] = {
     # a copy of w600k_mbf's nodes 473 -> 509 fine-tuned for smiles; the recogniser itself is untouched.
     "smile_tail": ModelSpec(
         name="smile_tail", file="smile_tail.onnx", task="smile_probe",
-        sha256="9bb55c345ff39898d7c854faa955d82de5fa27b170d7d4b8f3d53a59401e32f8", size=2686736,
+        sha256="46ffccd268823032fdd8ea28bb488e21d07a50c987e2f7cb63400e8a79293df5", size=2685085,
         licence="a fine-tuned copy of InsightFace's w600k_mbf weights (" + INSIGHTFACE_NC + "), trained on FER2013 "
                 "faces with FER+ votes (research use) and LFW (research use): research/evaluation use only",
         source="trained with `python -m smile2pay_tools.train.smile_tail --run results/au3` "

@@ -113,9 +113,8 @@ def make_tail(onnx_bytes: bytes, start: str = START, stop: str = STOP):
                     y = F.conv2d(g(ins[0]), g(ins[1]), g(ins[2]) if len(ins) > 2 else None,
                                  stride=tuple(at.get("strides", [1, 1])), padding=(p[0], p[1]),
                                  groups=int(at.get("group", 1)))
-                elif op == "PRelu":
-                    v, s = g(ins[0]), g(ins[1]).reshape(1, -1, 1, 1)
-                    y = torch.where(v > 0, v, v * s)
+                elif op == "PRelu":          # exported as one PRelu node (what the graph rewrite knows)
+                    y = F.prelu(g(ins[0]), g(ins[1]).reshape(-1))
                 else:
                     y = g(ins[0]) + g(ins[1])
                 env[out] = y
