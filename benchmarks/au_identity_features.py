@@ -378,7 +378,7 @@ def main(argv=None) -> dict:
                "fer_classifier_happy": H,
                "blendshape_teacher_mouthSmile": teacher_scores(src["blendshapes"][idx])["AU12"],
                "identity_probe": pr}
-        for w in (0.2, 0.3, 0.5, 0.7):
+        for w in (0.15, 0.2, 0.3, 0.5, 0.7):
             sc_[f"gate + probe, probe weight {w}"] = (1 - w) * logit(gate) + w * pr
         ent = {"images": int(len(idx)), "smiles": int(y.sum()),
                "auc": {n: round(float(roc_auc_score(y, s)), 4) for n, s in sc_.items()},
