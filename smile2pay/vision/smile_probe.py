@@ -17,7 +17,7 @@ decision fuses the logit into AU6 / AU12 as ``sigmoid((1 - weight) logit(p) + we
 
 **The smile tail (v3, since 2026-12-07, 16th stop).** A probe file may name a tail (``tail_sha256``): then the
 recogniser returns ``473`` only and ``509`` comes from ``smile_tail.onnx``, a copy of the recogniser's nodes
-``473 -> 509`` fine-tuned for smiles (``smile2pay_tools.train.smile_tail``; ~1.3 ms a face on one thread). The
+``473 -> 509`` fine-tuned for smiles (``smile2pay_tools.train.smile_tail``; ~1.1 ms a face on one thread). The
 identity network itself, its embedding and its thresholds are untouched. :attr:`SmileProbe.recognizer_tensors`
 names what the recogniser must return; the pipeline attaches the tail's session (:meth:`SmileProbe.attach_tail`,
 sha256-checked against the probe).

@@ -8,14 +8,14 @@ What moved it is letting the features themselves adapt. The tail is a **copy** o
 ``473 -> 509`` (three inverted-residual blocks and the 1 x 1 expansion, 670k weights), fine-tuned together with
 the probe's linear read-out; the identity network itself is untouched (the embedding, its thresholds and LFW
 do not move). In the product the recogniser returns ``473`` beside the embedding and the tail (an ONNX file,
-~0.6 ms a face on one thread) turns it into the smile's own ``509``.
+~1.1 ms a face on one thread) turns it into the smile's own ``509``.
 
 Training (:func:`train_tail`): FER+ training split (usable votes, happiness share as a soft target) and LFW
 training-quarter people (0/1 smile label), the rows the probe learns from (:func:`id_teacher.teacher_rows`);
 each row also as its mirror image. Never CK+ (its subjects stay out-of-fold for the probe fitted afterwards),
 never FER+ Valid / test or LFW calibration / test people. The read-out starts as the plain probe fitted on the
 frozen features, the tail as the recogniser's weights: epoch 0 is the frozen probe exactly. AdamW (lr 1e-4,
-cosine), batch 128, 5 epochs; a checkpoint after every epoch (resumed when present). ~4 min an epoch on two cores
+cosine), batch 128, 5 epochs; a checkpoint after every epoch (resumed when present). ~2.5 min an epoch on two cores
 once the ``473`` tensors are cached (``t473_<source>[_flip].npy`` in the run's cache: 7 GB, ~15 min to build).
 
 After training, ``benchmarks/au_identity_features.py --probe-ck --export-probe ...`` refits the probe's linear
