@@ -3,14 +3,15 @@
 A linear probe (L2 logistic regression, :mod:`smile2pay_tools.train.id_teacher`) on pooled inner feature maps
 of the pack's recogniser ``w600k_mbf.onnx``, trained on the AU model's own training rows only (FER+ training
 split with usable votes, LFW training-quarter people), reported on the issue's test populations beside the
-AU stage's score and its anchors, same images, same run:
+AU stage's score and its anchors, same images, same run. Since probe v3 (16th stop) the ``509`` features are the
+smile tail's (``--tail``, default: the one the shipped probe names; ``--tail none``: the recogniser's own):
 
 * FER+ test, deduplicated (majority happiness), LFW test people (Morishita smile label), and CK+ (every frame:
   the probe never saw a CK+ face, so CK+ is a wholly unseen lab population for it; the AU rows are the
   out-of-fold scores of ``train-au --recipe v3 --cv 5``);
 * scores: the AU stage's score (AU model fused with the FER classifier: the gate before the probe), the AU model
   alone, the FER classifier's P(happy), the blendshape teacher's mouthSmile, the probe, and the probe fused with the
-  AU stage's score (sum of logits at probe weights 0.2 (the shipped fusion) / 0.3 / 0.5 / 0.7);
+  AU stage's score (sum of logits at probe weights 0.15 (the shipped burst fusion since v3) / 0.2 / 0.3 / 0.5 / 0.7);
 * ROC AUC, and the share of smiles above the score that lets 2 % of the other faces through (chosen on the test
   set itself: a ranking figure, not an operating point);
 * the gate recalibrated at probe weights 0 / 0.2-0.5 as ``au_cross_population.py`` calibrates the AU stage, and its
@@ -271,8 +272,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--probe-ck", action="store_true",
                     help="train the probe on CK+ too (CK+ rows scored out-of-fold by train-au's subject folds)")
     ap.add_argument("--hard-labels", action="store_true",
-                    help="FER+ rows as 0/1 majority labels (the probe shipped 2026-12-07, 10th-14th stops); default: "
-                         "their happiness share as a soft target (shipped since the 15th stop)")
+                    help="FER+ rows as 0/1 majority labels (the probe shipped 2026-12-07, 10th-14th stops; with "
+                         "--tail none for v1 itself); default: their happiness share as a soft target (since the 15th stop)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
