@@ -139,8 +139,12 @@ def export_tail(tail, path) -> str:
     torch, _, _ = _torch()
     tail = tail.eval()
     buf = io.BytesIO()
+    import inspect
+
+    # the TorchScript exporter (torch >= 2.9 defaults to the dynamo one; older releases have no such argument)
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(tail, torch.zeros(1, 256, 14, 14), buf, input_names=["t" + START], output_names=["t" + STOP],
-                      dynamic_axes={"t" + START: {0: "n"}, "t" + STOP: {0: "n"}}, opset_version=17, dynamo=False)
+                      dynamic_axes={"t" + START: {0: "n"}, "t" + STOP: {0: "n"}}, opset_version=17, **legacy)
     data = buf.getvalue()
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
