@@ -44,9 +44,10 @@ TEACHER_C = 0.01
 PROBE_SOFT_LABELS = True
 
 
-def feature_session(models_dir, threads: int = 2):
-    """An onnxruntime session of the recogniser that also returns :data:`FEATURE_TENSORS` (the product's graph
-    change, :func:`smile2pay.models.graph.add_outputs`, and session factory: same rewrites, same function)."""
+def feature_session(models_dir, threads: int = 2, tensors: tuple[str, ...] = FEATURE_TENSORS):
+    """An onnxruntime session of the recogniser that also returns ``tensors`` (default :data:`FEATURE_TENSORS`;
+    the product's graph change, :func:`smile2pay.models.graph.add_outputs`, and session factory: same rewrites,
+    same function)."""
     from smile2pay.models.graph import add_outputs
     from smile2pay.models.runtime import create_session
 
@@ -54,27 +55,35 @@ def feature_session(models_dir, threads: int = 2):
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (the identity model of the mobile pack)")
     try:
-        data = add_outputs(path.read_bytes(), FEATURE_TENSORS)
+        data = add_outputs(path.read_bytes(), tuple(tensors))
     except ValueError as e:
         raise ValueError(f"{path}: {e}: this teacher is defined on w600k_mbf's graph only") from e
     return create_session(data, threads=int(threads), name="identity_features")[0]
 
 
-def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool = False) -> np.ndarray:
-    """(N, 3072) float16 pooled features of AU crops (112 x 112, pad 0.15, BGR uint8)."""
+def recogniser_blob(crops, flip: bool = False) -> np.ndarray:
+    """The recogniser's input for cached AU crops (112 x 112, pad 0.15, BGR uint8): each crop's unpadded centre
+    (mirrored with ``flip``) resized to 112, with the recogniser's own preprocessing (RGB, 127.5)."""
     import cv2
-    from tqdm import tqdm
 
     from smile2pay.models.manifest import get_spec
     from smile2pay.vision.align import AU_PAD
     from smile2pay.vision.au import centre_crop
 
-    spec = get_spec(TEACHER_MODEL.rsplit(".", 1)[0])      # the recogniser's own preprocessing (RGB, 127.5)
+    spec = get_spec(TEACHER_MODEL.rsplit(".", 1)[0])
+    c = [cv2.resize(centre_crop(x[:, ::-1] if flip else x, AU_PAD), (112, 112), interpolation=cv2.INTER_LINEAR)
+         for x in crops]
+    return spec.to_blob(np.stack(c))
+
+
+def identity_features(crops: np.ndarray, sess, batch: int = 256, progress: bool = False) -> np.ndarray:
+    """(N, 3072) float16 pooled features of AU crops (112 x 112, pad 0.15, BGR uint8)."""
+    from tqdm import tqdm
+
     inp = sess.get_inputs()[0].name
     out = []
     for i in tqdm(range(0, len(crops), batch), disable=not progress, desc="identity features", mininterval=5):
-        c = [cv2.resize(centre_crop(x, AU_PAD), (112, 112), interpolation=cv2.INTER_LINEAR) for x in crops[i:i + batch]]
-        res = sess.run(list(FEATURE_TENSORS), {inp: spec.to_blob(np.stack(c))})
+        res = sess.run(list(FEATURE_TENSORS), {inp: recogniser_blob(crops[i:i + batch])})
         out.append(np.concatenate([pool_bands(t) for t in res], 1).astype(np.float16))
     return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
@@ -204,17 +213,23 @@ def fit_probe(X: np.ndarray, y: np.ndarray):
 def save_probe(path, w: np.ndarray, b: float, meta: dict, tail_sha256: str | None = None) -> str:
     """Write the probe the product loads (:class:`smile2pay.vision.smile_probe.SmileProbe`); returns its sha256.
     ``tail_sha256``: the smile tail its features were read through (``smile_tail.onnx``), None for the
-    recogniser's own tensors. Written through a temporary file and renamed, so a crash never leaves half a probe."""
-    import hashlib
+    recogniser's own tensors. Written through :func:`write_atomic`, so a crash never leaves half a probe."""
     import io
     import json
-    import os
 
     buf = io.BytesIO()
     np.savez(buf, w=np.asarray(w, np.float32), b=np.float32(b), tensors=np.array(FEATURE_TENSORS),
              recognizer=np.array(TEACHER_MODEL.rsplit(".", 1)[0]), meta=np.array(json.dumps(meta, sort_keys=True)),
              **({"tail_sha256": np.array(tail_sha256)} if tail_sha256 else {}))
-    data = buf.getvalue()
+    return write_atomic(path, buf.getvalue())
+
+
+def write_atomic(path, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file and a rename (a crash never leaves half a file);
+    returns its sha256."""
+    import hashlib
+    import os
+
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)

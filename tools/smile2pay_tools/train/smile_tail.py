@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -145,28 +144,18 @@ def export_tail(tail, path) -> str:
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(tail, torch.zeros(1, 256, 14, 14), buf, input_names=["t" + START], output_names=["t" + STOP],
                       dynamic_axes={"t" + START: {0: "n"}, "t" + STOP: {0: "n"}}, opset_version=17, **legacy)
-    data = buf.getvalue()
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
+    from .id_teacher import write_atomic
+
+    return write_atomic(path, buf.getvalue())
 
 
 def cached_start_tensors(name: str, src: dict, cache_dir, models_dir, flip: bool = False,
                          progress: bool = True) -> np.ndarray:
     """(N, 256, 14, 14) float16 ``473`` tensors of one source's crops (mirrored with ``flip``), memory-mapped from
     ``cache_dir/t473_<name>[_flip].npy``; built on first use (the path list beside it keys the cache)."""
-    import cv2
     from tqdm import tqdm
 
-    from smile2pay.models.graph import add_outputs
-    from smile2pay.models.manifest import get_spec
-    from smile2pay.models.runtime import create_session
-    from smile2pay.vision.align import AU_PAD
-    from smile2pay.vision.au import centre_crop
-
-    from .id_teacher import TEACHER_MODEL
+    from .id_teacher import feature_session, recogniser_blob
 
     cache_dir = Path(cache_dir)
     base = cache_dir / f"t473_{name}{'_flip' if flip else ''}"
@@ -177,17 +166,14 @@ def cached_start_tensors(name: str, src: dict, cache_dir, models_dir, flip: bool
         if len(k) == len(paths) and bool((k == paths).all()):
             return np.load(npy, mmap_mode="r")
         log.info("%s: stale (different faces), recomputing", npy)
-    data = add_outputs((Path(models_dir) / TEACHER_MODEL).read_bytes(), (START,))
-    sess = create_session(data, threads=2, name="identity_tensors")[0]
-    spec = get_spec(TEACHER_MODEL.rsplit(".", 1)[0])
+    sess = feature_session(models_dir, tensors=(START,))
     inp = sess.get_inputs()[0].name
     crops = src["crops"]
     tmp = base.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, "w+", np.float16, (len(crops), 256, 14, 14))
     for i in tqdm(range(0, len(crops), 256), disable=not progress, desc=f"473 tensors {name}", mininterval=5):
-        c = [cv2.resize(centre_crop(x[:, ::-1] if flip else x, AU_PAD), (112, 112), interpolation=cv2.INTER_LINEAR)
-             for x in crops[i:i + 256]]
-        out[i:i + len(c)] = sess.run([START], {inp: spec.to_blob(np.stack(c))})[0]
+        blob = recogniser_blob(crops[i:i + 256], flip=flip)
+        out[i:i + len(blob)] = sess.run([START], {inp: blob})[0]
     out.flush()
     del out
     os.replace(tmp, npy)
