@@ -77,12 +77,17 @@ def tail_nodes(onnx_bytes: bytes, start: str = START, stop: str = STOP):
     return nodes, inits
 
 
-def make_tail(onnx_bytes: bytes, start: str = START, stop: str = STOP):
-    """The recogniser's ``start -> stop`` nodes as a torch module with its weights (trainable)."""
+def make_tail(onnx_bytes: bytes, start: str = START, stop: str = STOP, outputs: tuple[str, ...] | None = None):
+    """The recogniser's ``start -> stop`` nodes as a torch module with its weights (trainable). It returns the
+    ``stop`` tensor, or with ``outputs`` (names of tensors on the path, ``stop`` last) a tuple of them."""
     import onnx
 
     torch, nn, F = _torch()
     nodes, inits = tail_nodes(onnx_bytes, start, stop)
+    if outputs is not None and (not outputs or outputs[-1] != stop):
+        raise ValueError(f"the tail's outputs must end with {stop}: {outputs}")
+    if outputs is not None and not set(outputs) <= {n.output[0] for n in nodes}:
+        raise ValueError(f"the path {start} -> {stop} does not compute all of {outputs}")
 
     class Tail(nn.Module):
         def __init__(self):
@@ -117,7 +122,7 @@ def make_tail(onnx_bytes: bytes, start: str = START, stop: str = STOP):
                 else:
                     y = g(ins[0]) + g(ins[1])
                 env[out] = y
-            return env[stop]
+            return env[stop] if outputs is None else tuple(env[k] for k in outputs)
 
     return Tail()
 
@@ -130,9 +135,9 @@ def bands_torch(x):
     return torch.cat([x.mean((2, 3))] + [x[:, :, r[0]:r[-1] + 1].mean((2, 3)) for r in rows], 1)
 
 
-def export_tail(tail, path) -> str:
-    """Write the tail as ONNX (input ``t473`` [N, 256, 14, 14] -> output ``t509``), through a temporary file and a
-    rename; returns the file's sha256."""
+def export_tail(tail, path, start: str = START, outputs: tuple[str, ...] = (STOP,)) -> str:
+    """Write the tail as ONNX (input ``t<start>`` [N, 256, 14, 14] -> outputs ``t<name>`` for each of ``outputs``;
+    by default ``t473`` -> ``t509``), through a temporary file and a rename; returns the file's sha256."""
     import io
 
     torch, _, _ = _torch()
@@ -142,23 +147,25 @@ def export_tail(tail, path) -> str:
 
     # the TorchScript exporter (torch >= 2.9 defaults to the dynamo one; older releases have no such argument)
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    torch.onnx.export(tail, torch.zeros(1, 256, 14, 14), buf, input_names=["t" + START], output_names=["t" + STOP],
-                      dynamic_axes={"t" + START: {0: "n"}, "t" + STOP: {0: "n"}}, opset_version=17, **legacy)
+    names = ["t" + k for k in outputs]
+    torch.onnx.export(tail, torch.zeros(1, 256, 14, 14), buf, input_names=["t" + start], output_names=names,
+                      dynamic_axes={k: {0: "n"} for k in ["t" + start] + names}, opset_version=17, **legacy)
     from .id_teacher import write_atomic
 
     return write_atomic(path, buf.getvalue())
 
 
 def cached_start_tensors(name: str, src: dict, cache_dir, models_dir, flip: bool = False,
-                         progress: bool = True) -> np.ndarray:
-    """(N, 256, 14, 14) float16 ``473`` tensors of one source's crops (mirrored with ``flip``), memory-mapped from
-    ``cache_dir/t473_<name>[_flip].npy``; built on first use (the path list beside it keys the cache)."""
+                         progress: bool = True, start: str = START) -> np.ndarray:
+    """(N, 256, 14, 14) float16 ``start`` tensors (default ``473``) of one source's crops (mirrored with ``flip``),
+    memory-mapped from ``cache_dir/t<start>_<name>[_flip].npy``; built on first use (the path list beside it keys
+    the cache)."""
     from tqdm import tqdm
 
     from .id_teacher import feature_session, recogniser_blob
 
     cache_dir = Path(cache_dir)
-    base = cache_dir / f"t473_{name}{'_flip' if flip else ''}"
+    base = cache_dir / f"t{start}_{name}{'_flip' if flip else ''}"
     npy, keys = base.with_suffix(".npy"), base.with_suffix(".paths.npz")
     paths = np.asarray(src["path"]).astype(str)
     if npy.is_file() and keys.is_file():
@@ -166,14 +173,14 @@ def cached_start_tensors(name: str, src: dict, cache_dir, models_dir, flip: bool
         if len(k) == len(paths) and bool((k == paths).all()):
             return np.load(npy, mmap_mode="r")
         log.info("%s: stale (different faces), recomputing", npy)
-    sess = feature_session(models_dir, tensors=(START,))
+    sess = feature_session(models_dir, tensors=(start,))
     inp = sess.get_inputs()[0].name
     crops = src["crops"]
     tmp = base.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, "w+", np.float16, (len(crops), 256, 14, 14))
-    for i in tqdm(range(0, len(crops), 256), disable=not progress, desc=f"473 tensors {name}", mininterval=5):
+    for i in tqdm(range(0, len(crops), 256), disable=not progress, desc=f"{start} tensors {name}", mininterval=5):
         blob = recogniser_blob(crops[i:i + 256], flip=flip)
-        out[i:i + len(blob)] = sess.run([START], {inp: blob})[0]
+        out[i:i + len(blob)] = sess.run([start], {inp: blob})[0]
     out.flush()
     del out
     os.replace(tmp, npy)
@@ -182,10 +189,19 @@ def cached_start_tensors(name: str, src: dict, cache_dir, models_dir, flip: bool
 
 
 def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4, batch: int = 128,
-               flip: bool = True, seed: int = 0, threads: int = 2, progress: bool = True) -> dict:
+               flip: bool = True, seed: int = 0, threads: int = 2, progress: bool = True, aux: float = 0.0,
+               tag: str = "", start: str = START) -> dict:
     """Fine-tune the tail with the probe's linear read-out (module docstring); write the tail to ``out`` (ONNX)
     and return its sha256 and the per-epoch monitors (FER+ Valid, LFW calibration people: AUC and smiles at
-    2 % others; neither is a training row). Resumes from ``run/smile_tail/epoch_K.pt``."""
+    2 % others; neither is a training row). Resumes from ``run/smile_tail[_tag]/epoch_K.pt``.
+
+    ``aux`` > 0 adds an auxiliary task on the same pooled features: a linear 8-way head trained by
+    cross-entropy against each FER+ training face's distribution of emotion votes (neutral, happiness,
+    surprise, sadness, anger, disgust, fear, contempt), weighted by ``aux``; LFW rows do not enter it. The head
+    is dropped at export: the product reads the tail and the smile read-out only.
+
+    ``start`` other than ``473`` (e.g. ``462``, one inverted-residual block earlier) makes a deeper tail: it then
+    returns its own ``473`` and ``509``, and the read-out pools both (instead of the recogniser's ``473``)."""
     from sklearn.metrics import roc_auc_score
 
     torch, nn, _ = _torch()
@@ -197,28 +213,38 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
     rng = np.random.RandomState(seed)
     run = Path(run)
     cache = run / "cache"
-    ck_dir = run / "smile_tail"
+    ck_dir = run / ("smile_tail" + (f"_{tag}" if tag else ""))
     ck_dir.mkdir(parents=True, exist_ok=True)
     ck, fer, lfw = load_sources(data_dir, models_dir, cache, progress=progress)
     masks = source_masks(fer, lfw)
     share, usable = fer_smile_target(fer["votes"])
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"], soft=True)
     y = torch.tensor(np.r_[fy, ly], dtype=torch.float32)
+    emo = fer["votes"][fi, :8].astype(np.float32)
+    q = torch.tensor(np.r_[emo / emo.sum(1, keepdims=True), np.zeros((len(li), 8), np.float32)])
+    has_q = torch.tensor(np.r_[np.ones(len(fi)), np.zeros(len(li))], dtype=torch.bool)
     # the read-out's start: the plain probe on the frozen features of the same rows
     Xf = cached_features("ferplus", fer, cache, models_dir, progress=progress, tail=None).astype(np.float32)
     Xl = cached_features("lfw", lfw, cache, models_dir, progress=progress, tail=None).astype(np.float32)
     w0, b0 = probe_params(np.concatenate([Xf[fi], Xl[li]]), np.r_[fy, ly])
-    views = [(cached_start_tensors("ferplus", fer, cache, models_dir, progress=progress),
-              cached_start_tensors("lfw", lfw, cache, models_dir, progress=progress))]
+    views = [(cached_start_tensors("ferplus", fer, cache, models_dir, progress=progress, start=start),
+              cached_start_tensors("lfw", lfw, cache, models_dir, progress=progress, start=start))]
     if flip:
-        views.append((cached_start_tensors("ferplus", fer, cache, models_dir, flip=True, progress=progress),
-                      cached_start_tensors("lfw", lfw, cache, models_dir, flip=True, progress=progress)))
+        views.append((cached_start_tensors("ferplus", fer, cache, models_dir, flip=True, progress=progress, start=start),
+                      cached_start_tensors("lfw", lfw, cache, models_dir, flip=True, progress=progress, start=start)))
     train = [torch.from_numpy(np.concatenate([F_[fi], L_[li]])) for F_, L_ in views]
     rec_bytes = (Path(models_dir) / TEACHER_MODEL).read_bytes()
-    tail = make_tail(rec_bytes)
+    deep = start != START
+    outputs = (START, STOP) if deep else (STOP,)
+    tail = make_tail(rec_bytes, start=start, outputs=outputs)
+
+    def pooled(a):
+        o = tail(a)
+        return torch.cat([bands_torch(t) for t in ((*o,) if deep else (a, *o))], 1)
+
     with torch.no_grad():   # the standardisation of the pooled features at the recogniser's own tail (constants)
         x = train[0][:3000].float()
-        P = torch.cat([bands_torch(x), bands_torch(tail(x))], 1)
+        P = pooled(x)
         mu, sd = P.mean(0), P.std(0) + 1e-6
 
     class Net(nn.Module):
@@ -227,15 +253,18 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
             self.tail = tail
             self.w = nn.Parameter(torch.tensor(w0) * sd)
             self.b = nn.Parameter(torch.tensor(float(b0) + float((torch.tensor(w0) * mu).sum())))
+            self.emo = nn.Linear(len(mu), 8) if aux > 0 else None
 
-        def forward(self, a):
+        def forward(self, a, with_emotions: bool = False):
             a = a.float()
-            f = (torch.cat([bands_torch(a), bands_torch(self.tail(a))], 1) - mu) / sd
-            return f @ self.w + self.b
+            f = (pooled(a) - mu) / sd
+            z = f @ self.w + self.b
+            return (z, self.emo(f)) if with_emotions else z
 
     net = Net()
     opt = torch.optim.AdamW([{"params": net.tail.parameters(), "lr": lr, "weight_decay": 1e-4},
-                             {"params": [net.w, net.b], "lr": lr, "weight_decay": 0.0}])
+                             {"params": [net.w, net.b], "lr": lr, "weight_decay": 0.0}]
+                            + ([{"params": net.emo.parameters(), "lr": 10 * lr, "weight_decay": 1e-4}] if aux > 0 else []))
     per_epoch = (len(y) + batch - 1) // batch
     steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
@@ -281,7 +310,14 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
         for i in bar:
             j = perm[i:i + batch]
             src = train[rng.randint(len(train))]
-            loss = nn.functional.binary_cross_entropy_with_logits(net(src[j]), y[j])
+            if aux > 0:
+                z, e = net(src[j], with_emotions=True)
+                loss = nn.functional.binary_cross_entropy_with_logits(z, y[j])
+                m = has_q[j]
+                if bool(m.any()):
+                    loss = loss + aux * -(q[j][m] * nn.functional.log_softmax(e[m], 1)).sum(1).mean()
+            else:
+                loss = nn.functional.binary_cross_entropy_with_logits(net(src[j]), y[j])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -296,9 +332,10 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
                     "rng": rng.get_state(), "torch_rng": torch.get_rng_state(), "epoch": ep + 1,
                     "history": history}, tmp)
         os.replace(tmp, ck_dir / f"epoch_{ep + 1}.pt")
-    sha = export_tail(net.tail, out)
+    sha = export_tail(net.tail, out, start=start, outputs=outputs)
     res = {"file": str(out), "sha256": sha, "size": Path(out).stat().st_size, "epochs": epochs, "lr": lr,
-           "batch": batch, "flip": flip, "seed": seed,
+           "batch": batch, "flip": flip, "seed": seed, "aux_emotions": aux, "start": start,
+           "outputs": list(outputs),
            "rows": {"ferplus_train": int(len(fi)), "lfw_train_people": int(len(li))},
            "history": history, "seconds": round(time.time() - t0, 1)}
     (ck_dir / "summary.json").write_text(json.dumps(res, indent=1))
@@ -315,11 +352,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--no-flip", action="store_true", help="no mirrored copies of the training rows")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aux-emotions", type=float, default=0.0, metavar="WEIGHT",
+                    help="weight of an auxiliary 8-way FER+ emotion-vote task on the same features (0: none)")
+    ap.add_argument("--tag", default="", help="checkpoints in RUN/smile_tail_TAG instead of RUN/smile_tail")
+    ap.add_argument("--start", default=START,
+                    help=f"the recogniser tensor the tail starts from (default {START}; 462: one block deeper)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     res = train_tail(args.run, args.data, args.models, args.out, epochs=args.epochs, lr=args.lr,
-                     flip=not args.no_flip, seed=args.seed, progress=not args.no_progress)
+                     flip=not args.no_flip, seed=args.seed, progress=not args.no_progress,
+                     aux=args.aux_emotions, tag=args.tag, start=args.start)
     print(f"smile tail written to {res['file']} (sha256 {res['sha256']})")
     return res
 
