@@ -156,8 +156,8 @@ def timings(models_dir, rounds: int = 8, per_round: int = 50, tail=None) -> dict
              "recogniser_cut_at_473_input_64": graph(cut="473", size=64),
              "au_network": (create_session(str(au), threads=1, name="au")[0], (1, 3, 64, 64))}
     if tail is not None:
-        cases["smile_tail_473_to_509"] = (create_session(Path(tail).read_bytes(), threads=1, name="tail")[0],
-                                          (1, 256, 14, 14))
+        sess = create_session(Path(tail).read_bytes(), threads=1, name="tail")[0]
+        cases[f"smile_tail_{sess.get_inputs()[0].name[1:]}_to_509"] = (sess, (1, 256, 14, 14))
     t = {k: [] for k in cases}
     t["pooling_the_probe_tensors"] = []
     rng = np.random.RandomState(0)
@@ -313,8 +313,16 @@ def main(argv=None) -> dict:
         import hashlib
 
         tail_sha = hashlib.sha256(tail.read_bytes()).hexdigest()
-    feature_text = ("w600k_mbf tensor 473 + the smile tail's 509 (" + (tail_sha or "")[:12] + "), global + 3 band "
-                    "means (3,072)") if tail is not None else "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)"
+    from smile2pay_tools.train.id_teacher import tail_layout
+
+    tail_input, tail_outputs = tail_layout(tail) if tail is not None else (None, ())
+    if tail is None:
+        feature_text = "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)"
+    elif tail_input == "473":
+        feature_text = f"w600k_mbf tensor 473 + the smile tail's 509 ({tail_sha[:12]}), global + 3 band means (3,072)"
+    else:
+        feature_text = (f"the smile tail's 473 + 509 ({tail_sha[:12]}, from w600k_mbf tensor {tail_input}), "
+                        "global + 3 band means (3,072)")
     ck, fer, lfw = load_sources(args.data, args.models, run / "cache", progress=False)
     masks = source_masks(fer, lfw)
     Xf = cached_features("ferplus", fer, run / "cache", args.models, tail=tail)
@@ -406,7 +414,7 @@ def main(argv=None) -> dict:
                 "labels": labels,
                 "features": feature_text, "smile_tail_sha256": tail_sha,
                 "command": res["command"], "date": res["date"]}
-        sha = save_probe(args.export_probe, wv, bv, meta, tail_sha256=tail_sha)
+        sha = save_probe(args.export_probe, wv, bv, meta, tail_sha256=tail_sha, tail_input=tail_input)
         res["exported_probe"] = {"file": args.export_probe, "sha256": sha, "size": Path(args.export_probe).stat().st_size}
         print(f"probe written to {args.export_probe} (sha256 {sha})", flush=True)
     if args.write_calibration:

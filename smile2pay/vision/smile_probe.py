@@ -18,7 +18,9 @@ decision fuses the logit into AU6 / AU12 as ``sigmoid((1 - weight) logit(p) + we
 **The smile tail (v3, since 2026-12-07, 16th stop).** A probe file may name a tail (``tail_sha256``): then the
 recogniser returns ``473`` only and ``509`` comes from ``smile_tail.onnx``, a copy of the recogniser's nodes
 ``473 -> 509`` fine-tuned for smiles (``smile2pay_tools.train.smile_tail``; ~1.1 ms a face on one thread). The
-identity network itself, its embedding and its thresholds are untouched. :attr:`SmileProbe.recognizer_tensors`
+identity network itself, its embedding and its thresholds are untouched. A probe may also name the tail's input
+(``tail_input``, e.g. ``462``): a deeper tail that starts one block earlier and returns its own ``473`` and ``509``.
+:attr:`SmileProbe.recognizer_tensors`
 names what the recogniser must return; the pipeline attaches the tail's session (:meth:`SmileProbe.attach_tail`,
 sha256-checked against the probe).
 
@@ -63,6 +65,7 @@ class SmileProbe:
             self.recognizer = str(z["recognizer"])
             self.meta = json.loads(str(z["meta"]))
             self.tail_sha256 = str(z["tail_sha256"]) if "tail_sha256" in z.files else None
+            self.tail_input = str(z["tail_input"]) if "tail_input" in z.files else None
         except Exception as e:  # a corrupt or foreign file: say so, never a KeyError deep in a decision
             raise ModelError(f"{name}: not a smile probe file ({type(e).__name__}: {e})",
                              code="MODEL_LOAD_FAILED", model=name) from e
@@ -72,15 +75,21 @@ class SmileProbe:
         if self.tail_sha256 is not None and len(self.tensors) != 2:
             raise ModelError(f"{name}: a probe read through a tail names two tensors (its input and output)",
                              code="MODEL_LOAD_FAILED", model=name)
+        if self.tail_input is not None and self.tail_sha256 is None:
+            raise ModelError(f"{name}: names a tail input but no tail", code="MODEL_LOAD_FAILED", model=name)
         self.name = name
         self._tail = None
         self._tail_input = None
+        self._tail_outputs: tuple[str, ...] = ()
 
     @property
     def recognizer_tensors(self) -> tuple[str, ...]:
-        """The inner tensors the recogniser must return: all of :attr:`tensors`, or with a tail its input only
-        (the tail computes the second)."""
-        return self.tensors[:1] if self.tail_sha256 else self.tensors
+        """The inner tensors the recogniser must return: all of :attr:`tensors`, or with a tail its input only:
+        :attr:`tail_input` for a deeper tail (which computes both probe tensors), else the first of
+        :attr:`tensors` (the tail computes the second)."""
+        if not self.tail_sha256:
+            return self.tensors
+        return (self.tail_input,) if self.tail_input else self.tensors[:1]
 
     def attach_tail(self, session, sha256: str) -> None:
         """Give the probe the session of its smile tail (``smile_tail.onnx``, :attr:`tail_sha256`): the
@@ -90,8 +99,16 @@ class SmileProbe:
         if sha256 != self.tail_sha256:
             raise ModelError(f"{self.name} was fitted on the smile tail {self.tail_sha256[:12]}, got {sha256[:12]}",
                              code="MODEL_LOAD_FAILED", model=self.name)
+        inp = session.get_inputs()[0].name
+        outs = tuple(o.name[1:] for o in session.get_outputs())
+        given = {self.recognizer_tensors[0], *outs}
+        if inp != "t" + self.recognizer_tensors[0] or not set(self.tensors) <= given:
+            raise ModelError(f"{self.name}: the smile tail reads {inp} and returns {outs}; the probe needs "
+                             f"{self.tensors} from the recogniser's {self.recognizer_tensors[0]}",
+                             code="MODEL_LOAD_FAILED", model=self.name)
         self._tail = session
-        self._tail_input = session.get_inputs()[0].name
+        self._tail_input = inp
+        self._tail_outputs = outs
 
     def features(self, tensors: list[np.ndarray]) -> np.ndarray:
         """(N, D) pooled features of the inner tensors (in :attr:`tensors` order; with a tail, ``tensors`` holds
@@ -101,7 +118,9 @@ class SmileProbe:
                 raise ModelError(f"{self.name} needs its smile tail (attach_tail)", code="MODEL_LOAD_FAILED",
                                  model=self.name)
             a = np.asarray(tensors[0], np.float32)
-            tensors = [a, self._tail.run(None, {self._tail_input: a})[0]]
+            have = {self.recognizer_tensors[0]: a,
+                    **dict(zip(self._tail_outputs, self._tail.run(None, {self._tail_input: a})))}
+            tensors = [have[k] for k in self.tensors]
         f = np.concatenate([pool_bands(t) for t in tensors], 1).astype(np.float32)
         if f.shape[1] != self.w.shape[0]:
             raise ModelError(f"smile probe expects {self.w.shape[0]} features, the recogniser gave {f.shape[1]}",

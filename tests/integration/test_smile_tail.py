@@ -85,3 +85,34 @@ def test_a_probe_refuses_a_missing_or_foreign_tail(pipeline, t1_tensors):
         probe.attach_tail(pipeline.smile_probe._tail, "0" * 64)
     probe.attach_tail(pipeline.smile_probe._tail, MODELS["smile_tail"].sha256)
     np.testing.assert_allclose(probe.logits([t1_tensors[0]]), pipeline.smile_probe.logits([t1_tensors[0]]))
+
+
+def test_a_deeper_tail_reads_462_and_returns_both_probe_tensors(pipeline, models_dir, t1_path, t1_tensors, tmp_path):
+    """A tail one block deeper (``--start 462``): the probe names its input (``tail_input``), the recogniser
+    returns 462 only, and the tail's own 473 and 509 are pooled. Untrained, it reproduces the recogniser's
+    tensors, so the product's and the training's features are the frozen ones; a tail reading another tensor
+    is refused."""
+    pytest.importorskip("torch")
+    from smile2pay_tools.train.id_teacher import save_probe, tail_features, tail_layout
+    from smile2pay_tools.train.smile_tail import export_tail, make_tail
+
+    rec = (models_dir / MODELS["w600k_mbf"].file).read_bytes()
+    path = tmp_path / "tail462.onnx"
+    sha = export_tail(make_tail(rec, start="462", outputs=("473", "509")), path, start="462", outputs=("473", "509"))
+    assert tail_layout(path) == ("462", ("473", "509"))
+    sess = create_session(add_outputs(rec, ("462",)), threads=1, name="rec")[0]
+    faces = pipeline.analyze(str(t1_path), embed=False, au=False)
+    blob = pipeline.embedder.preprocess([f.identity_crop for f in faces])
+    t462 = sess.run(["462"], {sess.get_inputs()[0].name: blob})[0]
+    shipped = np.load(PACKAGE_WEIGHTS / MODELS["smile_probe"].file, allow_pickle=False)
+    probe_path = tmp_path / "probe.npz"
+    save_probe(probe_path, shipped["w"], float(shipped["b"]), {}, tail_sha256=sha, tail_input="462")
+    probe = SmileProbe(probe_path.read_bytes())
+    assert probe.tail_input == "462" and probe.recognizer_tensors == ("462",)
+    with pytest.raises(ModelError, match="reads t473"):       # the v3 tail reads 473, not 462
+        probe.attach_tail(pipeline.smile_probe._tail, sha)
+    probe.attach_tail(create_session(path.read_bytes(), threads=1, name="tail")[0], sha)
+    frozen = np.concatenate([pool_bands(t) for t in t1_tensors], 1)
+    np.testing.assert_allclose(probe.features([t462]), frozen, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tail_features(t462.astype(np.float16), path).astype(np.float32), frozen,
+                               rtol=2e-2, atol=2e-3)

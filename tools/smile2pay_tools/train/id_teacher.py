@@ -114,7 +114,8 @@ def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool 
     else:
         from .smile_tail import cached_start_tensors
 
-        f = tail_features(cached_start_tensors(name, src, cache_dir, models_dir, progress=progress), tail)
+        start, _ = tail_layout(tail)
+        f = tail_features(cached_start_tensors(name, src, cache_dir, models_dir, progress=progress, start=start), tail)
     np.savez(path, features=f, path=paths)
     log.info("identity features of %s: %d faces in %.0f s", name, len(f), time.time() - t0)
     return f
@@ -140,17 +141,30 @@ def shipped_tail() -> Path | None:
     return path
 
 
-def tail_features(t473, tail, batch: int = 512) -> np.ndarray:
-    """(N, 3072) float16 probe features from ``473`` tensors (N, 256, 14, 14) and a smile tail file: the pooled
-    ``473`` beside the pooled tail output, the product's order (:meth:`SmileProbe.features`)."""
+def tail_layout(tail) -> tuple[str, tuple[str, ...]]:
+    """(the recogniser tensor a smile tail file reads, the tensors it returns): ``("473", ("509",))`` for the
+    v3 tail, ``("462", ("473", "509"))`` for a tail one block deeper (names without the file's ``t`` prefix)."""
+    from smile2pay.models.runtime import create_session
+
+    sess = create_session(Path(tail).read_bytes(), threads=1, name="smile_tail")[0]
+    return sess.get_inputs()[0].name[1:], tuple(o.name[1:] for o in sess.get_outputs())
+
+
+def tail_features(t_start, tail, batch: int = 512) -> np.ndarray:
+    """(N, 3072) float16 probe features from the tail's input tensors (N, 256, 14, 14: ``473``, or ``462`` for a
+    deeper tail) and a smile tail file: the pooled ``473`` and ``509`` (:data:`FEATURE_TENSORS`), each taken
+    from the tail's outputs where it returns it, else from its input: the product's order
+    (:meth:`SmileProbe.features`)."""
     from smile2pay.models.runtime import create_session
 
     sess = create_session(Path(tail).read_bytes(), threads=2, name="smile_tail")[0]
     inp = sess.get_inputs()[0].name
+    names = [o.name[1:] for o in sess.get_outputs()]
     out = []
-    for i in range(0, len(t473), batch):
-        a = np.asarray(t473[i:i + batch], np.float32)
-        out.append(np.concatenate([pool_bands(a), pool_bands(sess.run(None, {inp: a})[0])], 1).astype(np.float16))
+    for i in range(0, len(t_start), batch):
+        a = np.asarray(t_start[i:i + batch], np.float32)
+        have = {inp[1:]: a, **dict(zip(names, sess.run(None, {inp: a})))}
+        out.append(np.concatenate([pool_bands(have[k]) for k in FEATURE_TENSORS], 1).astype(np.float16))
     return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
 
@@ -210,17 +224,22 @@ def fit_probe(X: np.ndarray, y: np.ndarray):
     return probe_logits(*probe_params(X, y))
 
 
-def save_probe(path, w: np.ndarray, b: float, meta: dict, tail_sha256: str | None = None) -> str:
+def save_probe(path, w: np.ndarray, b: float, meta: dict, tail_sha256: str | None = None,
+               tail_input: str | None = None) -> str:
     """Write the probe the product loads (:class:`smile2pay.vision.smile_probe.SmileProbe`); returns its sha256.
     ``tail_sha256``: the smile tail its features were read through (``smile_tail.onnx``), None for the
-    recogniser's own tensors. Written through :func:`write_atomic`, so a crash never leaves half a probe."""
+    recogniser's own tensors; ``tail_input``: the recogniser tensor that tail reads when it is not ``473``
+    (a deeper tail, :func:`tail_layout`). Written through :func:`write_atomic`, so a crash never leaves half a
+    probe."""
     import io
     import json
 
     buf = io.BytesIO()
     np.savez(buf, w=np.asarray(w, np.float32), b=np.float32(b), tensors=np.array(FEATURE_TENSORS),
              recognizer=np.array(TEACHER_MODEL.rsplit(".", 1)[0]), meta=np.array(json.dumps(meta, sort_keys=True)),
-             **({"tail_sha256": np.array(tail_sha256)} if tail_sha256 else {}))
+             **({"tail_sha256": np.array(tail_sha256)} if tail_sha256 else {}),
+             **({"tail_input": np.array(tail_input)} if tail_sha256 and tail_input and tail_input != FEATURE_TENSORS[0]
+                else {}))
     return write_atomic(path, buf.getvalue())
 
 
