@@ -286,7 +286,7 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
         net.train()
         return rec
 
-    start, history = 0, []
+    first, history = 0, []
     done = sorted(ck_dir.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
     if done:
         state = torch.load(done[-1], weights_only=False)
@@ -295,14 +295,14 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
         sched.load_state_dict(state["sched"])
         rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
-        start, history = int(state["epoch"]), list(state["history"])
+        first, history = int(state["epoch"]), list(state["history"])
         log.info("resumed from %s", done[-1])
     if not history:
         history.append(monitor(0))
     from tqdm import tqdm
 
     t0 = time.time()
-    for ep in range(start, epochs):
+    for ep in range(first, epochs):
         perm = torch.randperm(len(y))
         total = 0.0
         bar = tqdm(range(0, len(y), batch), disable=not progress, desc=f"smile tail epoch {ep + 1}/{epochs}",
