@@ -125,26 +125,28 @@ MODELS: dict[str, ModelSpec] = {
     # read-out of two inner tensors of w600k_mbf, fused into AU6 / AU12 on the frames a decision embeds.
     "smile_probe": ModelSpec(
         name="smile_probe", file="smile_probe.npz", task="smile_probe",
-        sha256="675de10b66004d9430e617654626f57b6aff25bbb4a5267d3b25e92a35fd4c4f", size=16942,
+        sha256="bc15f546244fb0be2297a5a0d953ba95f9cd916630e08311d16ed9eeed2085a1", size=17546,
         licence="smile2pay weights read from InsightFace's w600k_mbf features (" + INSIGHTFACE_NC + ") and fitted on "
                 "FER2013 faces with FER+ votes (research use), LFW (research use) and CK+ (research-only, no "
                 "commercial use): research/evaluation use only",
         source="fitted with `python benchmarks/au_identity_features.py --probe-ck --export-probe FILE` "
                "(smile2pay_tools.train.id_teacher.probe_params), shipped in the package weights folder",
-        notes="numpy .npz: w (3072,) float32, b, tensors ('473', '509'), recognizer 'w600k_mbf', meta (JSON); "
+        notes="numpy .npz: w (3072,) float32, b, tensors ('473', '509'), recognizer 'w600k_mbf', meta (JSON), "
+              "tail_sha256 and tail_input '462' (the smile tail computes both tensors from the recogniser's 462); "
               "features: each tensor's global mean and three horizontal band means of the identity crop's forward "
               "pass; logit = features @ w + b"),
     # The smile tail the probe reads through (smile2pay_tools.train.smile_tail), shipped in smile2pay/models/weights:
-    # a copy of w600k_mbf's nodes 473 -> 509 fine-tuned for smiles; the recogniser itself is untouched.
+    # a copy of w600k_mbf's nodes 462 -> 509 (its last 14 x 14 block and the 7 x 7 stage) fine-tuned for smiles; the
+    # recogniser itself is untouched.
     "smile_tail": ModelSpec(
         name="smile_tail", file="smile_tail.onnx", task="smile_probe",
-        sha256="46ffccd268823032fdd8ea28bb488e21d07a50c987e2f7cb63400e8a79293df5", size=2685085,
+        sha256="689467ce429c94a48450d544f107779bba9c78ebac71e87e05547ad4f0c4b480", size=3224706,
         licence="a fine-tuned copy of InsightFace's w600k_mbf weights (" + INSIGHTFACE_NC + "), trained on FER2013 "
                 "faces with FER+ votes (research use) and LFW (research use): research/evaluation use only",
-        source="trained with `python -m smile2pay_tools.train.smile_tail --run results/au3` "
+        source="trained with `python -m smile2pay_tools.train.smile_tail --run results/au3 --start 462` "
                "(smile2pay_tools.train.smile_tail), shipped in the package weights folder",
-        notes="ONNX opset 17: input 't473' [N,256,14,14] (the recogniser's tensor 473 of the identity crop) -> output "
-              "'t509' [N,512,7,7]; the probe pools both (SmileProbe.features)"),
+        notes="ONNX opset 17: input 't462' [N,256,14,14] (the recogniser's tensor 462 of the identity crop) -> outputs "
+              "'t473' [N,256,14,14] and 't509' [N,512,7,7]; the probe pools both (SmileProbe.features)"),
     # MediaPipe Face Landmarker (Apache-2.0), converted to ONNX: the blendshape AU teacher
     # (smile2pay.vision.au.BlendshapeTeacher, au_backend="blendshapes").
     "mp_face_landmarks": ModelSpec(
