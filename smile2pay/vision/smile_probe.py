@@ -15,13 +15,12 @@ decision fuses the logit into AU6 / AU12 as ``sigmoid((1 - weight) logit(p) + we
 (:func:`smile2pay.decision.engine.fuse_probe`) and judges those with their own calibrated thresholds
 (``au_probe`` in the calibration file).
 
-**The smile tail (v3, since 2026-12-07, 16th stop).** A probe file may name a tail (``tail_sha256``): then the
-recogniser returns ``473`` only and ``509`` comes from ``smile_tail.onnx``, a copy of the recogniser's nodes
-``473 -> 509`` fine-tuned for smiles (``smile2pay_tools.train.smile_tail``; ~1.1 ms a face on one thread). The
-identity network itself, its embedding and its thresholds are untouched. A probe may also name the tail's input
-(``tail_input``, e.g. ``462``): a deeper tail that starts one block earlier and returns its own ``473`` and ``509``.
-:attr:`SmileProbe.recognizer_tensors`
-names what the recogniser must return; the pipeline attaches the tail's session (:meth:`SmileProbe.attach_tail`,
+**The smile tail (since 2026-12-07).** A probe file may name a tail (``tail_sha256``): a copy of the
+recogniser's last nodes fine-tuned for smiles (``smile_tail.onnx``, ``smile2pay_tools.train.smile_tail``). v3
+(16th stop): the recogniser returns ``473`` and the tail turns it into its own ``509`` (~1.1 ms a face on one
+thread). v4 (17th stop) names the tail's input too (``tail_input`` ``462``): the tail starts one block earlier
+and returns its own ``473`` and ``509`` (~1.6 ms). The identity network itself, its embedding and its thresholds
+are untouched. :attr:`SmileProbe.recognizer_tensors` names what the recogniser must return; the pipeline attaches the tail's session (:meth:`SmileProbe.attach_tail`,
 sha256-checked against the probe).
 
 Training: ``python -m smile2pay_tools.train.smile_tail`` (the tail), then ``python

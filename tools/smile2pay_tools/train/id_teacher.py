@@ -15,7 +15,8 @@ to 112 (the ArcFace template), two inner tensors pooled (global mean, and the me
 eyes, nose, mouth): ``473`` (256 x 14 x 14, end of the 14 x 14 stage) and ``509`` (512 x 7 x 7, before the
 global depthwise conv): 3,072 numbers a face, cached in ``id_features_<source>.npz`` (never committed).
 Since probe v3 (16th stop) ``509`` is the smile tail's (:mod:`smile2pay_tools.train.smile_tail`) whenever the
-shipped probe names one (:func:`cached_features` ``tail="shipped"``; caches keyed by the tail's sha256).
+shipped probe names one (:func:`cached_features` ``tail="shipped"``; caches keyed by the tail's sha256); since
+v4 (17th stop) ``473`` is too: the tail starts at ``462`` (:func:`tail_layout`).
 
 Teacher (:func:`cross_fitted_teacher`): standardised features -> L2 logistic regression (C 0.01) on the
 training rows only (FER+ training split with usable votes: happiness share >= 0.5; LFW training people:
