@@ -20,8 +20,9 @@ recogniser's last nodes fine-tuned for smiles (``smile_tail.onnx``, ``smile2pay_
 (16th stop): the recogniser returns ``473`` and the tail turns it into its own ``509`` (~1.1 ms a face on one
 thread). v4 (17th stop) names the tail's input too (``tail_input`` ``462``): the tail starts one block earlier
 and returns its own ``473`` and ``509`` (~1.6 ms). The identity network itself, its embedding and its thresholds
-are untouched. :attr:`SmileProbe.recognizer_tensors` names what the recogniser must return; the pipeline attaches the tail's session (:meth:`SmileProbe.attach_tail`,
-sha256-checked against the probe).
+are untouched. :attr:`SmileProbe.recognizer_tensors` names what the recogniser must return; the pipeline
+attaches the tail's session (:meth:`SmileProbe.attach_tail`, sha256-checked against the probe, its input and
+outputs checked against the probe's tensors).
 
 Training: ``python -m smile2pay_tools.train.smile_tail`` (the tail), then ``python
 benchmarks/au_identity_features.py --probe-ck --export-probe FILE`` (the read-out: FER+ training split, LFW
@@ -86,7 +87,7 @@ class SmileProbe:
         if not self.tensors or not np.isfinite(self.w).all() or not np.isfinite(self.b):
             raise ModelError(f"{name}: empty or non-finite probe", code="MODEL_LOAD_FAILED", model=name)
         if self.tail_sha256 is not None and len(self.tensors) != 2:
-            raise ModelError(f"{name}: a probe read through a tail names two tensors (its input and output)",
+            raise ModelError(f"{name}: a probe read through a tail names the two tensors it pools",
                              code="MODEL_LOAD_FAILED", model=name)
         if self.tail_input is not None and self.tail_sha256 is None:
             raise ModelError(f"{name}: names a tail input but no tail", code="MODEL_LOAD_FAILED", model=name)

@@ -237,8 +237,8 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
     views = [(cached_start_tensors("ferplus", fer, cache, models_dir, progress=progress, start=start),
               cached_start_tensors("lfw", lfw, cache, models_dir, progress=progress, start=start))]
     if flip:
-        views.append((cached_start_tensors("ferplus", fer, cache, models_dir, flip=True, progress=progress, start=start),
-                      cached_start_tensors("lfw", lfw, cache, models_dir, flip=True, progress=progress, start=start)))
+        views.append(tuple(cached_start_tensors(nm, src, cache, models_dir, flip=True, progress=progress, start=start)
+                           for nm, src in (("ferplus", fer), ("lfw", lfw))))
     train = [torch.from_numpy(np.concatenate([F_[fi], L_[li]])) for F_, L_ in views]
     rec_bytes = (Path(models_dir) / TEACHER_MODEL).read_bytes()
     deep = start != START
@@ -269,9 +269,11 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
             return (z, self.emo(f)) if with_emotions else z
 
     net = Net()
-    opt = torch.optim.AdamW([{"params": net.tail.parameters(), "lr": lr, "weight_decay": 1e-4},
-                             {"params": [net.w, net.b], "lr": lr, "weight_decay": 0.0}]
-                            + ([{"params": net.emo.parameters(), "lr": 10 * lr, "weight_decay": 1e-4}] if aux > 0 else []))
+    groups = [{"params": net.tail.parameters(), "lr": lr, "weight_decay": 1e-4},
+              {"params": [net.w, net.b], "lr": lr, "weight_decay": 0.0}]
+    if aux > 0:
+        groups.append({"params": net.emo.parameters(), "lr": 10 * lr, "weight_decay": 1e-4})
+    opt = torch.optim.AdamW(groups)
     per_epoch = (len(y) + batch - 1) // batch
     steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
