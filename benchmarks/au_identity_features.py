@@ -301,9 +301,7 @@ def main(argv=None) -> dict:
                                                      model_scores, oof_probs, teacher_scores)
     from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks
     from smile2pay_tools.train.id_teacher import (TEACHER_C, cached_features, fit_probe, probe_logits, probe_params,
-                                                  teacher_rows)
-
-    from smile2pay_tools.train.id_teacher import shipped_tail
+                                                  shipped_tail, tail_layout, teacher_rows)
 
     t0 = time.time()
     run = Path(args.run)
@@ -313,9 +311,7 @@ def main(argv=None) -> dict:
         import hashlib
 
         tail_sha = hashlib.sha256(tail.read_bytes()).hexdigest()
-    from smile2pay_tools.train.id_teacher import tail_layout
-
-    tail_input, tail_outputs = tail_layout(tail) if tail is not None else (None, ())
+    tail_input = tail_layout(tail)[0] if tail is not None else None
     if tail is None:
         feature_text = "w600k_mbf tensors 473 + 509, global + 3 band means (3,072)"
     elif tail_input == "473":

@@ -67,6 +67,20 @@ def pool_bands(t: np.ndarray) -> np.ndarray:
     return y.reshape(n, c, 4).transpose(0, 2, 1).reshape(n, 4 * c)
 
 
+def tail_io(session) -> tuple[str, tuple[str, ...]]:
+    """(the recogniser tensor a smile-tail session reads, the tensors it returns), without the ``t`` prefix the
+    tail file gives its names: ``("473", ("509",))`` for the v3 tail, ``("462", ("473", "509"))`` for v4."""
+    return session.get_inputs()[0].name[1:], tuple(o.name[1:] for o in session.get_outputs())
+
+
+def run_tail(session, a: np.ndarray, wanted) -> list[np.ndarray]:
+    """The tensors ``wanted`` (by recogniser name) from a smile tail run on its input tensor ``a``: each one the
+    tail returns, or ``a`` itself where ``wanted`` names the tail's input."""
+    inp, outs = tail_io(session)
+    have = {inp: a, **dict(zip(outs, session.run(None, {"t" + inp: a})))}
+    return [have[k] for k in wanted]
+
+
 class SmileProbe:
     """Pooled inner tensors of the recogniser -> one smile logit per face."""
 
@@ -93,8 +107,6 @@ class SmileProbe:
             raise ModelError(f"{name}: names a tail input but no tail", code="MODEL_LOAD_FAILED", model=name)
         self.name = name
         self._tail = None
-        self._tail_input = None
-        self._tail_outputs: tuple[str, ...] = ()
 
     @property
     def recognizer_tensors(self) -> tuple[str, ...]:
@@ -113,16 +125,12 @@ class SmileProbe:
         if sha256 != self.tail_sha256:
             raise ModelError(f"{self.name} was fitted on the smile tail {self.tail_sha256[:12]}, got {sha256[:12]}",
                              code="MODEL_LOAD_FAILED", model=self.name)
-        inp = session.get_inputs()[0].name
-        outs = tuple(o.name[1:] for o in session.get_outputs())
-        given = {self.recognizer_tensors[0], *outs}
-        if inp != "t" + self.recognizer_tensors[0] or not set(self.tensors) <= given:
-            raise ModelError(f"{self.name}: the smile tail reads {inp} and returns {outs}; the probe needs "
+        inp, outs = tail_io(session)
+        if inp != self.recognizer_tensors[0] or not set(self.tensors) <= {inp, *outs}:
+            raise ModelError(f"{self.name}: the smile tail reads t{inp} and returns {outs}; the probe needs "
                              f"{self.tensors} from the recogniser's {self.recognizer_tensors[0]}",
                              code="MODEL_LOAD_FAILED", model=self.name)
         self._tail = session
-        self._tail_input = inp
-        self._tail_outputs = outs
 
     def features(self, tensors: list[np.ndarray]) -> np.ndarray:
         """(N, D) pooled features of the inner tensors (in :attr:`tensors` order; with a tail, ``tensors`` holds
@@ -131,10 +139,7 @@ class SmileProbe:
             if self._tail is None:
                 raise ModelError(f"{self.name} needs its smile tail (attach_tail)", code="MODEL_LOAD_FAILED",
                                  model=self.name)
-            a = np.asarray(tensors[0], np.float32)
-            have = {self.recognizer_tensors[0]: a,
-                    **dict(zip(self._tail_outputs, self._tail.run(None, {self._tail_input: a})))}
-            tensors = [have[k] for k in self.tensors]
+            tensors = run_tail(self._tail, np.asarray(tensors[0], np.float32), self.tensors)
         f = np.concatenate([pool_bands(t) for t in tensors], 1).astype(np.float32)
         if f.shape[1] != self.w.shape[0]:
             raise ModelError(f"smile probe expects {self.w.shape[0]} features, the recogniser gave {f.shape[1]}",

@@ -94,7 +94,8 @@ def cached_features(name: str, src: dict, cache_dir, models_dir, progress: bool 
     """Features of one source's crops, cached in ``cache_dir/id_features_<name>[_tail<sha>].npz`` (keyed on the
     paths). ``tail``: the recogniser's own ``509`` (None), the smile tail the shipped probe reads through
     ("shipped": :func:`shipped_tail`; the recogniser's own when the probe declares none), or a tail file
-    (:mod:`smile2pay_tools.train.smile_tail`): then ``509`` is the tail's output on the cached ``473``."""
+    (:mod:`smile2pay_tools.train.smile_tail`): then the features are the tail's (:func:`tail_features`) on the
+    cached tensor it reads (``473``, or ``462`` for a deeper tail)."""
     if isinstance(tail, str) and tail == "shipped":
         tail = shipped_tail()
     sha = None
@@ -143,12 +144,12 @@ def shipped_tail() -> Path | None:
 
 
 def tail_layout(tail) -> tuple[str, tuple[str, ...]]:
-    """(the recogniser tensor a smile tail file reads, the tensors it returns): ``("473", ("509",))`` for the
-    v3 tail, ``("462", ("473", "509"))`` for a tail one block deeper (names without the file's ``t`` prefix)."""
+    """(the recogniser tensor a smile tail file reads, the tensors it returns):
+    :func:`smile2pay.vision.smile_probe.tail_io` of the file."""
     from smile2pay.models.runtime import create_session
+    from smile2pay.vision.smile_probe import tail_io
 
-    sess = create_session(Path(tail).read_bytes(), threads=1, name="smile_tail")[0]
-    return sess.get_inputs()[0].name[1:], tuple(o.name[1:] for o in sess.get_outputs())
+    return tail_io(create_session(Path(tail).read_bytes(), threads=1, name="smile_tail")[0])
 
 
 def tail_features(t_start, tail, batch: int = 512) -> np.ndarray:
@@ -157,15 +158,13 @@ def tail_features(t_start, tail, batch: int = 512) -> np.ndarray:
     from the tail's outputs where it returns it, else from its input: the product's order
     (:meth:`SmileProbe.features`)."""
     from smile2pay.models.runtime import create_session
+    from smile2pay.vision.smile_probe import run_tail
 
     sess = create_session(Path(tail).read_bytes(), threads=2, name="smile_tail")[0]
-    inp = sess.get_inputs()[0].name
-    names = [o.name[1:] for o in sess.get_outputs()]
     out = []
     for i in range(0, len(t_start), batch):
         a = np.asarray(t_start[i:i + batch], np.float32)
-        have = {inp[1:]: a, **dict(zip(names, sess.run(None, {inp: a})))}
-        out.append(np.concatenate([pool_bands(have[k]) for k in FEATURE_TENSORS], 1).astype(np.float16))
+        out.append(np.concatenate([pool_bands(t) for t in run_tail(sess, a, FEATURE_TENSORS)], 1).astype(np.float16))
     return np.concatenate(out) if out else np.zeros((0, 3072), np.float16)
 
 

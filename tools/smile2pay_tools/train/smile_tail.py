@@ -197,7 +197,7 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
                tag: str = "", start: str = DEFAULT_START) -> dict:
     """Fine-tune the tail with the probe's linear read-out (module docstring); write the tail to ``out`` (ONNX)
     and return its sha256 and the per-epoch monitors (FER+ Valid, LFW calibration people: AUC and smiles at
-    2 % others; neither is a training row). Resumes from ``run/smile_tail[_tag]/epoch_K.pt``.
+    2 % others; neither is a training row). Resumes from the epoch checkpoints in its folder (below).
 
     ``aux`` > 0 adds an auxiliary task on the same pooled features: a linear 8-way head trained by
     cross-entropy against each FER+ training face's distribution of emotion votes (neutral, happiness,
@@ -207,8 +207,9 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
     95.2 % without; LFW calibration people 88.1 % against 89.6 %), so the shipped tail is trained without it.
 
     ``start`` other than ``473`` (the default ``462``, one inverted-residual block earlier) makes a deeper tail: it
-    returns its own ``473`` and ``509``, and the read-out pools both (instead of the recogniser's ``473``); its
-    checkpoints go to ``run/smile_tail_s<start>[_tag]``. ``start="473"`` is the v3 tail (16th stop)."""
+    returns its own ``473`` and ``509``, and the read-out pools both (instead of the recogniser's ``473``).
+    ``start="473"`` is the v3 tail (16th stop). Checkpoints (``epoch_K.pt``) go to ``run/smile_tail_s<start>[_tag]``,
+    or ``run/smile_tail[_tag]`` for ``473``."""
     from sklearn.metrics import roc_auc_score
 
     torch, nn, _ = _torch()
@@ -227,9 +228,10 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
     share, usable = fer_smile_target(fer["votes"])
     fi, fy, li, ly = teacher_rows(fer, masks["fer_train"], lfw, masks["lfw_train"], soft=True)
     y = torch.tensor(np.r_[fy, ly], dtype=torch.float32)
-    emo = fer["votes"][fi, :8].astype(np.float32)
-    q = torch.tensor(np.r_[emo / emo.sum(1, keepdims=True), np.zeros((len(li), 8), np.float32)])
-    has_q = torch.tensor(np.r_[np.ones(len(fi)), np.zeros(len(li))], dtype=torch.bool)
+    if aux > 0:     # the auxiliary task's targets: each FER+ row's emotion-vote distribution (LFW rows: none)
+        emo = fer["votes"][fi, :8].astype(np.float32)
+        q = torch.tensor(np.r_[emo / emo.sum(1, keepdims=True), np.zeros((len(li), 8), np.float32)])
+        has_q = torch.tensor(np.r_[np.ones(len(fi)), np.zeros(len(li))], dtype=torch.bool)
     # the read-out's start: the plain probe on the frozen features of the same rows
     Xf = cached_features("ferplus", fer, cache, models_dir, progress=progress, tail=None).astype(np.float32)
     Xl = cached_features("lfw", lfw, cache, models_dir, progress=progress, tail=None).astype(np.float32)
