@@ -15,6 +15,10 @@ levels) and a JPEG round trip at quality 90 (what ``watch --video`` reads); the 
 (detection, alignment, the fused AU stage). Per still: the *pattern flicker* = the largest rise of the rule
 AU6+AU12 between an earlier and a later copy that both AUs show, ``max_{i<j} min_a (p_a[j] - p_a[i])``, the
 quantity ``burst_min_delta`` must exceed. Writes the distribution and the smallest grid step above its maximum.
+The same flicker on the logit scale (``max_logit_pattern_flicker``: the rise a calibration with
+``rise_scale="logit"`` judges), from any earlier copy and from earlier copies under the absence thresholds 0.7, 0.8
+and 0.9 (a burst's neutral frame must be under it): the floors of
+:data:`smile2pay.decision.au_calibration.LOGIT_DELTA_FLOOR`.
 """
 from __future__ import annotations
 
@@ -27,14 +31,28 @@ import time
 import numpy as np
 
 AUS = ("AU6", "AU12")
+#: the logit-scale flicker is reported from any earlier frame and from earlier frames under these absence thresholds
+LOGIT_BELOW = (None, 0.7, 0.8, 0.9)
 
 
-def pattern_flicker(p: np.ndarray) -> float:
-    """``max_{i<j} min_a (p[j, a] - p[i, a])`` for frames x AUs probabilities (0 when fewer than 2 frames)."""
+def pattern_flicker(p: np.ndarray, scale: str = "probability", below: float | None = None) -> float:
+    """``max_{i<j} min_a (r(p[j, a]) - r(p[i, a]))`` for frames x AUs probabilities (0 when fewer than 2 frames),
+    ``r`` the identity (``scale="probability"``) or the logit (``"logit"``, p clipped to [1e-6, 1 - 1e-6] as the
+    engine does), the two scales a required rise may be judged on
+    (:data:`smile2pay.decision.au_calibration.RISE_SCALES`). ``below``: only earlier frames whose every AU is
+    below it count (a burst's neutral frame must be under the absence threshold, so a still flickering
+    above it cannot start one)."""
     p = np.asarray(p, float)
+    q = p
+    if scale == "logit":
+        c = np.clip(p, 1e-6, 1 - 1e-6)
+        q = np.log(c / (1 - c))
     best = 0.0
     for j in range(1, len(p)):
-        rise = (p[j][None, :] - p[:j]).min(1)      # each earlier frame i: the rise both AUs show
+        ok = np.ones(j, bool) if below is None else (p[:j] < below).all(1)
+        if not ok.any():
+            continue
+        rise = (q[j][None, :] - q[:j][ok]).min(1)      # each earlier frame i: the rise both AUs show
         best = max(best, float(rise.max()))
     return best
 
@@ -76,9 +94,11 @@ def main(argv=None) -> dict:
                  "command": "python benchmarks/au_flicker.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "frames_per_still": a.frames, "jpeg_quality": 90, "rule": "AU6+AU12", "sets": {}}
     worst = {sc: 0.0 for sc in scales}
+    worst_logit = {(sc, b): 0.0 for sc in scales for b in LOGIT_BELOW}
     for sigma in a.sigmas:
         for name, paths in stills.items():
             flick, per_au, missed = {sc: [] for sc in scales}, {sc: {au: [] for au in AUS} for sc in scales}, 0
+            flick_logit = {(sc, b): [] for sc in scales for b in LOGIT_BELOW}
             for rel in C.progress(paths, f"{name} sigma {sigma:g}", enabled=not a.no_progress):
                 base = clips.compose(clips.read(data / rel)).astype(np.float32)
                 probs = []
@@ -101,6 +121,8 @@ def main(argv=None) -> dict:
                 for sc in scales:
                     p = np.array([[float(r[sc].get(au, 0.0)) for au in AUS] for r in probs])
                     flick[sc].append(pattern_flicker(p))
+                    for b in LOGIT_BELOW:
+                        flick_logit[(sc, b)].append(pattern_flicker(p, "logit", b))
                     for k, au in enumerate(AUS):
                         per_au[sc][au].append(float(p[:, k].max() - p[:, k].min()))
             ent = {"stills": len(paths), "no_face_or_one_frame": missed}
@@ -113,15 +135,27 @@ def main(argv=None) -> dict:
                                                "max": round(float(f.max()), 4),
                                                "share_at_or_above": {str(d): round(float((f >= d).mean()), 4)
                                                                      for d in (0.02, 0.05, 0.1, 0.15, 0.2)}},
-                           "range_per_au_max": {au: round(float(np.max(v)), 4) for au, v in per_au[sc].items() if v}}
+                           "range_per_au_max": {au: round(float(np.max(v)), 4) for au, v in per_au[sc].items() if v},
+                           "logit_pattern_flicker": {}}
+                for b in LOGIT_BELOW:
+                    fl = np.array(flick_logit[(sc, b)])
+                    key = "any earlier frame" if b is None else f"earlier frame below {b:g}"
+                    ent[sc]["logit_pattern_flicker"][key] = {"median": round(float(np.median(fl)), 4),
+                                                             "p99": round(float(np.percentile(fl, 99)), 4),
+                                                             "max": round(float(fl.max()), 4)}
+                    worst_logit[(sc, b)] = max(worst_logit[(sc, b)], float(fl.max()) if fl.size else 0.0)
                 print(f"{name:12s} sigma {sigma:g} {sc:16s}: {f.size} stills, pattern flicker median "
                       f"{np.median(f):.4f} p99 {np.percentile(f, 99):.4f} max {f.max():.4f}", flush=True)
             res["sets"][f"{name}@sigma{sigma:g}"] = ent
     res["max_pattern_flicker"] = {sc: round(w, 4) for sc, w in worst.items()}
+    res["max_logit_pattern_flicker"] = {
+        sc: {("any earlier frame" if b is None else f"earlier frame below {b:g}"): round(worst_logit[(sc, b)], 4)
+             for b in LOGIT_BELOW} for sc in scales}
     res["smallest_grid_delta_above_max"] = {sc: round(math.floor(w / 0.05 + 1) * 0.05, 2) for sc, w in worst.items()}
     if pp is not None:
         res["smile_probe"] = {"weight": pp.probe_weight, "burst_min_delta": pp.burst_min_delta}
     res["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"largest logit-scale pattern flicker {res['max_logit_pattern_flicker']}")
     print(f"largest pattern flicker {res['max_pattern_flicker']}: a required rise of at least "
           f"{res['smallest_grid_delta_above_max']} (grid 0.05) is above it")
     C.write_json(a.out, res)

@@ -61,13 +61,15 @@ def logit(p):
 
 
 def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data_dir,
-                 weights=(0.0, 0.2, 0.3, 0.4, 0.5)) -> dict:
+                 weights=(0.0, 0.2, 0.3, 0.4, 0.5), rise_scale: str = "probability") -> dict:
     """The payment gate's AU judgement with AU6 / AU12 = the AU stage's scores fused with the probe,
     ``sigmoid((1 - w) logit(AU stage) + w probe)`` (what the product does on embedded frames,
     :func:`smile2pay.decision.engine.fuse_probe`), recalibrated exactly as ``au_cross_population.py`` does
     (bursts: CK+ out-of-fold pairs + LFW calibration people at FPR <= 2 % each; single frames: FER+ Valid) and
-    reported on the same test populations, offline on the cached crops. w = 0 reproduces the AU stage's gate."""
-    from smile2pay.decision.au_calibration import MIN_DELTA, calibrate, gate, rates
+    reported on the same test populations, offline on the cached crops. w = 0 reproduces the AU stage's gate.
+    ``rise_scale``: the scale the bursts' rises are judged on (:func:`smile2pay.decision.au_calibration.rise`;
+    its own delta / absence grids and flicker floor)."""
+    from smile2pay.decision.au_calibration import calibrate, gate, rates
     from smile2pay_tools.bench import label_ceiling as ceiling
     from smile2pay_tools.bench import au_population as ap
     from smile2pay_tools.train.au_mix import fer_smile_target
@@ -95,7 +97,7 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
                                [a for a, _, _ in lc])
         fer_cal = ap.probes_of("fer_valid", Qf[:len(fv)], names, np.arange(len(fv)), fer["votes"][fv, :8].argmax(1) == 1)
         try:
-            cal = calibrate([ck_pr, lfw_cal], max_fpr=0.02, min_delta=MIN_DELTA)
+            cal = calibrate([ck_pr, lfw_cal], max_fpr=0.02, rise_scale=rise_scale)
             cal1 = calibrate([fer_cal], max_fpr=0.02, grid_delta=(0.0,), grid_absent=(0.5,), min_delta=0.0)
         except ValueError as e:
             out[str(w)] = {"error": str(e)}
@@ -104,14 +106,15 @@ def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data
         ts = [cal["thresholds"][a] for a in ("AU6", "AU12")]
         ts1 = [cal1["thresholds"][a] for a in ("AU6", "AU12")]
         pr = ap.probes_of("lfw_test", Ql, names, [b for _, b, _ in lt], [k == "smile" for _, _, k in lt], [a for a, _, _ in lt])
-        r_l = rates(pr, ts, cal["delta"], cal["absent_threshold"])
+        r_l = rates(pr, ts, cal["delta"], cal["absent_threshold"], rise_scale)
         pr_f = ap.probes_of("fer_test", Qf[len(fv):], names, np.arange(len(ft)), fer["votes"][ft, :8].argmax(1) == 1)
         r_f = rates(pr_f, ts1, 0.0, 0.5)
         # the same decisions against the majority of nine of the ten votes, beside one annotator (label_ceiling)
         r_f9 = ceiling.decisions_vs_rest(fer["votes"][ft], gate(pr_f, ts1, 0.0, 0.5))
-        r_c = rates(ck_pr, ts, cal["delta"], cal["absent_threshold"])
+        r_c = rates(ck_pr, ts, cal["delta"], cal["absent_threshold"], rise_scale)
         pick = lambda r: {"smiles_passed": round(float(r["tpr"]), 4), "others_passed": round(float(r["fpr"]), 4)}
         out[str(w)] = {"burst_thresholds": cal["thresholds"], "delta": cal["delta"], "absent": cal["absent_threshold"],
+                       "rise_scale": rise_scale,
                        "single_frame_thresholds": cal1["thresholds"],
                        "calibration_populations": cal["populations"],
                        "single_frame_calibration": cal1["populations"],
@@ -244,7 +247,8 @@ def write_probe_calibration(path, res: dict, weight: str, single_weight: str = "
         "model": f"smile_probe:{probe['sha256']}" if probe else None,
         "weight": float(w), "chosen_by": "best worst calibration population (pick_weight)",
         "au": {a: {"threshold": g["burst_thresholds"][a], "absent_threshold": g["absent"]} for a in ("AU6", "AU12")},
-        "au_change": {"baseline_min_delta": g["delta"], "burst_min_delta": g["delta"]},
+        "au_change": {"baseline_min_delta": g["delta"], "burst_min_delta": g["delta"],
+                      **({"rise_scale": g["rise_scale"]} if g.get("rise_scale", "probability") != "probability" else {})},
         "single_frame_weight": float(sw),
         "single_frame_weight_chosen_by": "most FER+ Valid smiles at <= 2 % of its other expressions "
                                          "(pick_single_frame_weight)",
@@ -277,6 +281,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
+    ap.add_argument("--rise-scale", choices=("probability", "logit"), default="logit",
+                    help="the scale the bursts' required rises are judged on (default logit, shipped since the 18th "
+                         "stop; probability reproduces the earlier calibrations)")
     ap.add_argument("--tail", default="shipped",
                     help="smile tail file the probe's 509 features are read through (smile2pay_tools.train.smile_tail); "
                          "'shipped' (default): the one the shipped probe reads through, 'none': the recogniser's own")
@@ -396,7 +403,7 @@ def main(argv=None) -> dict:
     for k, v in res["timings_one_thread"].items():
         print(f"    {k:40s} median {v['median_ms']:.2f} ms  p95 {v['p95_ms']:.2f} ms", flush=True)
     res["gate_offline"] = gate_offline(ck, fer, lfw, masks, model, names, oof, probe, args.models, args.data,
-                                       weights=tuple(args.weights))
+                                       weights=tuple(args.weights), rise_scale=args.rise_scale)
     res["label_ceiling"] = label_ceiling(fer, lfw, masks)
     one = res["label_ceiling"]["ferplus_test_one_annotator_vs_other_nine"]
     print(f"label ceiling: one FER+ annotator vs the other nine votes: smiles {one['tpr']}, others {one['fpr']}",

@@ -172,7 +172,9 @@ def run(args) -> dict:
         log.warning(w)
     try:
         res = calibrate([pr], max_fpr=args.max_fpr)
-        res_p = calibrate([probes_on(fused)], max_fpr=args.max_fpr) if use_probe else None
+        # the probe's point keeps the shipped rise scale (its au_change.rise_scale; absent: probability)
+        res_p = calibrate([probes_on(fused)], max_fpr=args.max_fpr,
+                          rise_scale=probe_sec.get("rise_scale", "probability")) if use_probe else None
     except ValueError as e:
         raise RequestError(str(e), code="CALIBRATION_UNREACHABLE") from None
     note = f"smile2pay calibrate-au --frames {args.frames} ({time.strftime('%Y-%m-%d')})"
@@ -189,8 +191,8 @@ def run(args) -> dict:
             "probes": len(smile), "smiles": int(sum(smile)), "thresholds": res["thresholds"], "delta": res["delta"],
             "absent_threshold": res["absent_threshold"], "rates": res["populations"],
             **({"smile_probe": {"weight": probe_sec["weight"], "thresholds": res_p["thresholds"],
-                                "delta": res_p["delta"], "absent_threshold": res_p["absent_threshold"],
-                                "rates": res_p["populations"]}} if res_p is not None else {}),
+                                "delta": res_p["delta"], "rise_scale": res_p["rise_scale"],
+                                "absent_threshold": res_p["absent_threshold"], "rates": res_p["populations"]}} if res_p is not None else {}),
             "warnings": warnings, "seconds": round(time.time() - t0, 1)}
 
 

@@ -32,6 +32,44 @@ GRID_ABSENT = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: 2026-12-07); with a smaller delta a single smiling photo whose score sits at the threshold "smiles" by flicker
 #: (1 of 200 LFW victims paid that way with delta 0).
 MIN_DELTA = 0.15
+#: the scales a required rise may be judged on: the probabilities' difference (``"probability"``, the default) or
+#: the difference of their logits (``"logit"``: the same change counts alike at 0.1 -> 0.2 and at 0.8 -> 0.9, so a
+#: "neutral" frame that already shows a trace of a smile, common in photos of people in the wild, can still show
+#: the change; :func:`rise`)
+RISE_SCALES = ("probability", "logit")
+GRID_DELTA_LOGIT = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+#: the smallest logit-scale rise a paired calibration may choose, for each absence threshold it may choose: the
+#: smallest grid step above the largest logit-scale flicker of one still whose earlier frame is under that
+#: absence threshold (``python benchmarks/au_flicker.py --frames 24``, ``max_logit_pattern_flicker``, with the
+#: smile probe at weight 0.15, 2026-12-07: 0.43 below 0.7, 0.49 below 0.8, 0.68 below 0.9). On the logit scale
+#: a still sitting high flickers more (0.85 <-> 0.9 is a logit step of 0.46), so a higher absence threshold
+#: needs a larger rise.
+LOGIT_DELTA_FLOOR = {0.3: 0.5, 0.4: 0.5, 0.5: 0.5, 0.6: 0.5, 0.7: 0.5, 0.8: 0.5, 0.9: 0.75}
+MIN_DELTA_LOGIT = min(LOGIT_DELTA_FLOOR.values())
+#: the absence thresholds a logit-scale calibration may choose (the logit rise lets the neutral frame sit higher)
+GRID_ABSENT_LOGIT = tuple(sorted(LOGIT_DELTA_FLOOR))
+
+
+def logit_floor(absent: float) -> float:
+    """The smallest logit-scale rise allowed with absence threshold ``absent`` (:data:`LOGIT_DELTA_FLOOR`; the
+    next tabulated threshold up for one between them; NaN, so never allowed, above the largest measured)."""
+    ks = [k for k in sorted(LOGIT_DELTA_FLOOR) if k >= float(absent) - 1e-9]
+    return LOGIT_DELTA_FLOOR[ks[0]] if ks else float("nan")
+
+
+def _logit(p):
+    c = np.clip(np.asarray(p, np.float64), 1e-6, 1.0 - 1e-6)
+    return np.log(c / (1.0 - c))
+
+
+def rise(p, ref, scale: str = "probability"):
+    """How far ``p`` rose over ``ref`` (arrays or floats) on ``scale`` (:data:`RISE_SCALES`); the engine's
+    :func:`smile2pay.decision.engine.raised` is its inverse."""
+    if scale == "logit":
+        return _logit(p) - _logit(ref)
+    if scale != "probability":
+        raise ValueError(f"rise scale must be one of {RISE_SCALES}, got {scale!r}")
+    return np.asarray(p, np.float64) - np.asarray(ref, np.float64)
 
 
 @dataclass
@@ -59,36 +97,49 @@ class Probes:
         return cls(name, aus, arr(probes), arr(neutral), arr(baseline), np.asarray(smile, bool))
 
 
-def gate(pr: Probes, thresholds, delta: float, absent: float) -> np.ndarray:
-    """Which probes pass the gate at (per-AU thresholds, delta, absence threshold)."""
+def gate(pr: Probes, thresholds, delta: float, absent: float, scale: str = "probability") -> np.ndarray:
+    """Which probes pass the gate at (per-AU thresholds, delta, absence threshold); the rises are judged on
+    ``scale`` (:func:`rise`)."""
     t = np.asarray(thresholds, np.float32)[None]
     ok = (pr.probe >= t).all(1)
     with np.errstate(invalid="ignore"):
         for ref in (pr.baseline, pr.neutral):
             has = ~np.isnan(ref).any(1)
-            ok &= ~has | ((pr.probe - ref) >= delta - 1e-9).all(1)
+            ok &= ~has | (rise(pr.probe, ref, scale) >= delta - 1e-9).all(1)
         has_n = ~np.isnan(pr.neutral).any(1)
         # the neutral frame must be clearly neutral, and not itself show the pattern (engine: absent and not present)
         n_present = (pr.neutral >= t).all(1)
         has_b = ~np.isnan(pr.baseline).any(1)
-        n_present &= ~has_b | ((pr.neutral - pr.baseline) >= delta - 1e-9).all(1)
+        n_present &= ~has_b | (rise(pr.neutral, pr.baseline, scale) >= delta - 1e-9).all(1)
         ok &= ~has_n | ((pr.neutral < absent).all(1) & ~n_present)
     return ok
 
 
-def rates(pr: Probes, thresholds, delta: float, absent: float) -> dict:
-    ok = gate(pr, thresholds, delta, absent)
+def rates(pr: Probes, thresholds, delta: float, absent: float, scale: str = "probability") -> dict:
+    ok = gate(pr, thresholds, delta, absent, scale)
     s, o = pr.smile, ~pr.smile
     return {"smiles": int(s.sum()), "others": int(o.sum()),
             "tpr": float(ok[s].mean()) if s.any() else None, "fpr": float(ok[o].mean()) if o.any() else None}
 
 
-def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_delta=GRID_DELTA,
-              grid_absent=GRID_ABSENT, shared_threshold: bool = False, min_delta: float = MIN_DELTA) -> dict:
+def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_delta=None,
+              grid_absent=None, shared_threshold: bool = False, min_delta: float | None = None,
+              rise_scale: str = "probability") -> dict:
     """Grid search of (per-AU thresholds, delta, absence threshold) on the mix (see the module doc).
 
-    ``min_delta``: deltas below it are not tried (:data:`MIN_DELTA`: above the frame-to-frame flicker of a still);
-    0 for a single-frame calibration, which has no neutral frame to rise from."""
+    ``min_delta``: deltas below it are not tried (default :data:`MIN_DELTA`, or with ``rise_scale="logit"`` the
+    floor :data:`LOGIT_DELTA_FLOOR` gives each absence threshold: above the frame-to-frame flicker of a still);
+    0 for a single-frame calibration,
+    which has no neutral frame to rise from. ``rise_scale``: the scale the rises are judged on (:func:`rise`);
+    the delta and absence grids default to that scale's (:data:`GRID_DELTA` / :data:`GRID_ABSENT`, or
+    :data:`GRID_DELTA_LOGIT` / :data:`GRID_ABSENT_LOGIT`)."""
+    if rise_scale not in RISE_SCALES:
+        raise ValueError(f"rise scale must be one of {RISE_SCALES}, got {rise_scale!r}")
+    logit = rise_scale == "logit"
+    grid_delta = (GRID_DELTA_LOGIT if logit else GRID_DELTA) if grid_delta is None else grid_delta
+    grid_absent = (GRID_ABSENT_LOGIT if logit else GRID_ABSENT) if grid_absent is None else grid_absent
+    default_floor = min_delta is None      # the flicker floors apply unless the caller sets its own minimum
+    min_delta = (MIN_DELTA_LOGIT if logit else MIN_DELTA) if min_delta is None else min_delta
     if not pops:
         raise ValueError("no populations to calibrate on")
     grid_delta = tuple(d for d in grid_delta if d >= min_delta - 1e-9)
@@ -104,7 +155,9 @@ def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_de
     for ts in t_sets:
         for d in grid_delta:
             for a in grid_absent:
-                rs = [rates(p, ts, d, a) for p in pops]
+                if logit and default_floor and not d >= logit_floor(a) - 1e-9:
+                    continue        # under the flicker of a still that sits below this absence threshold
+                rs = [rates(p, ts, d, a, rise_scale) for p in pops]
                 fprs = [r["fpr"] for r in rs if r["fpr"] is not None]
                 tprs = [r["tpr"] for r in rs if r["tpr"] is not None]
                 if not tprs or (fprs and max(fprs) > max_fpr):
@@ -117,7 +170,7 @@ def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_de
         raise ValueError(f"no operating point keeps every population at FPR <= {max_fpr}")
     ts, d, a, rs = best
     return {"aus": list(aus), "thresholds": {au: float(t) for au, t in zip(aus, ts)}, "delta": float(d),
-            "absent_threshold": float(a), "max_fpr": max_fpr, "min_delta": float(min_delta),
+            "absent_threshold": float(a), "max_fpr": max_fpr, "min_delta": float(min_delta), "rise_scale": rise_scale,
             "populations": {p.name: r for p, r in zip(pops, rs)}, "seconds": round(time.time() - t0, 1)}
 
 
@@ -129,4 +182,6 @@ def calibration_section(result: dict, note: str = "") -> tuple[dict, dict]:
                  "chosen_at": {k: v for k, v in result["populations"].items()}}
     change = {"baseline_min_delta": round(result["delta"], 4), "burst_min_delta": round(result["delta"], 4),
               "max_fpr": result["max_fpr"], "note": note}
+    if result.get("rise_scale", "probability") != "probability":
+        change["rise_scale"] = result["rise_scale"]
     return au, change

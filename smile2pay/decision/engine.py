@@ -112,13 +112,25 @@ def judged_baseline(baseline: dict[str, float] | None, policy: Policy) -> dict[s
                       policy.probe_aus)
 
 
+def raised(v: float, delta: float, scale: str = "probability") -> float:
+    """The probability a frame must reach to have risen by ``delta`` over ``v`` on ``scale``: ``v + delta``, or,
+    on the logit scale (``policy.rise_scale == "logit"``), ``sigmoid(logit(v) + delta)`` with v clipped to
+    [1e-6, 1 - 1e-6] (the inverse of :func:`smile2pay.decision.au_calibration.rise`)."""
+    if scale != "logit":
+        return float(v) + float(delta)
+    c = min(max(float(v), 1e-6), 1.0 - 1e-6)
+    x = math.log(c / (1.0 - c)) + float(delta)
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
 def pattern_thresholds(rule: Rule, policy: Policy, baseline: dict[str, float] | None = None
                        ) -> tuple[dict[str, float], dict[str, float]]:
     """Presence thresholds of the required AUs (raised to the user's neutral baseline + the policy's
-    minimum delta) and of the forbidden AUs."""
+    minimum delta, on the policy's rise scale) and of the forbidden AUs."""
     need = {a: policy.au_threshold(a) for a in rule.required}
     if baseline:
-        need = {a: max(t, float(baseline.get(a, 0.0)) + policy.baseline_min_delta) for a, t in need.items()}
+        need = {a: max(t, raised(float(baseline.get(a, 0.0)), policy.baseline_min_delta, policy.rise_scale))
+                for a, t in need.items()}
     forbid = {a: policy.au_threshold(a) for a in rule.forbidden}
     return need, forbid
 
@@ -141,7 +153,8 @@ def judge_frames(probs: list[dict[str, float] | None], rule: Rule, policy: Polic
     A frame shows the pattern when every required AU reaches its calibrated threshold, is at least
     ``policy.baseline_min_delta`` above the user's enrolled neutral baseline, and at least
     ``policy.burst_min_delta`` above its own lowest value in the earlier frames of the same burst
-    (the smile is a change from this capture's neutral frame, not only an absolute score), and no
+    (the smile is a change from this capture's neutral frame, not only an absolute score; both rises on
+    ``policy.rise_scale``, :func:`raised`), and no
     forbidden AU reaches its threshold. Frames without probabilities are neither present nor absent.
     Returns (present, absent, the baseline-raised thresholds)."""
     need, forbid = pattern_thresholds(rule, policy, baseline)
@@ -154,7 +167,8 @@ def judge_frames(probs: list[dict[str, float] | None], rule: Rule, policy: Polic
             continue
         need_i = dict(need)
         if policy.burst_min_delta > 0 and low:
-            need_i = {a: max(t, low[a] + policy.burst_min_delta) if a in low else t for a, t in need_i.items()}
+            need_i = {a: max(t, raised(low[a], policy.burst_min_delta, policy.rise_scale)) if a in low else t
+                      for a, t in need_i.items()}
         pres, abs_ = classify_pattern(p, rule, policy, need_i, forbid)
         present.append(pres)
         absent.append(abs_)
@@ -240,6 +254,7 @@ def _au_section(rule: Rule, policy: Policy, baseline: dict[str, float] | None, n
     return {"rule": str(rule), **probe, "thresholds": {a: round(t, 4) for a, t in need.items()},
             "absent_thresholds": {a: round(policy.absent_threshold(a), 4) for a in rule.required},
             "burst_min_delta": policy.burst_min_delta, "baseline_min_delta": policy.baseline_min_delta,
+            **({"rise_scale": policy.rise_scale} if policy.rise_scale != "probability" else {}),
             "forbidden_thresholds": {a: round(t, 4) for a, t in forbid.items()},
             "baseline": {a: round(float(v), 4) for a, v in (baseline or {}).items() if a in rule.aus},
             "present_frames": [i for i, v in enumerate(present) if v]}

@@ -55,6 +55,9 @@ class Policy:
     #: the smile must also be a change within the burst: in frame i each required AU must exceed its
     #: lowest value in the frames before i by at least this much (0: off)
     burst_min_delta: float = 0.0
+    #: the scale both rises are judged on: ``"probability"`` (p - ref >= delta) or ``"logit"`` (logit(p) -
+    #: logit(ref) >= delta; :func:`smile2pay.decision.engine.raised`); the smile probe's calibration may set it
+    rise_scale: str = "probability"
     #: thresholds for single-frame mode (``liveness="none"``: no neutral frame to judge a change from),
     #: calibrated on single frames; empty = the burst thresholds
     single_frame_au_thresholds: dict[str, float] = field(default_factory=dict)
@@ -99,6 +102,7 @@ class Policy:
                        absent_thresholds={**self.absent_thresholds, **c["absent_thresholds"]},
                        baseline_min_delta=c.get("baseline_min_delta", self.baseline_min_delta),
                        burst_min_delta=c.get("burst_min_delta", self.burst_min_delta),
+                       rise_scale=c.get("rise_scale", self.rise_scale),
                        single_frame_au_thresholds={**self.single_frame_au_thresholds, **c["single_frame_thresholds"]},
                        probe_weight=float(c["weight"]), probe_aus=tuple(c["aus"]))
 
@@ -210,7 +214,7 @@ def parse_continuity_section(cc, section: str = "capture_continuity", source: st
 def parse_probe_section(sec, source: str = "calibration") -> dict:
     """The ``au_probe`` section (written by ``benchmarks/au_identity_features.py --write-calibration``) ->
     ``{"weight", "aus", "thresholds", "absent_thresholds", "single_frame_thresholds"[, "baseline_min_delta",
-    "burst_min_delta", "single_frame_weight"], "model"}``; a malformed section is a ConfigError, never a silent
+    "burst_min_delta", "rise_scale", "single_frame_weight"], "model"}``; a malformed section is a ConfigError, never a silent
     default. ``single_frame_weight`` (optional; absent: ``weight``) is the probe's weight in single-frame mode, where
     no neutral frame is judged and the decision rests on one frame's appearance alone."""
     def num(v, what):
@@ -239,9 +243,16 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
            "single_frame_thresholds": {a: num(v.get("threshold"), f"{a} single-frame threshold")
                                        for a, v in single.items()},
            "model": model}
+    scale = change.get("rise_scale", "probability")
+    if scale not in ("probability", "logit"):
+        raise ConfigError(f"{source}: au_probe.au_change.rise_scale must be 'probability' or 'logit', got {scale!r}",
+                          code="CALIBRATION_INVALID", file=source)
+    if "rise_scale" in change:
+        out["rise_scale"] = scale
     for k, v in change.items():
         if k in ("baseline_min_delta", "burst_min_delta"):
-            out[k] = num(v, k)
+            # a logit-scale rise may exceed 1 (logit 1.0 is 0.5 -> 0.73)
+            out[k] = _number(v, f"au_probe {k}", source, hi=1.0 if scale == "probability" else 8.0)
     if sec.get("single_frame_weight") is not None:
         sw = num(sec["single_frame_weight"], "single_frame_weight")
         if sw <= 0:

@@ -298,7 +298,8 @@ class StreamMachine:
         if present and self._neutral is not None and self.policy.burst_min_delta > 0:
             # the smile must be a change from this session's neutral frame (the same rule as a burst)
             ref = self._neutral[0].au_probs or {}
-            present = all(self.ema.get(a, 0.0) - ref.get(a, 0.0) >= self.policy.burst_min_delta
+            present = all(self.ema.get(a, 0.0) >= engine.raised(ref.get(a, 0.0), self.policy.burst_min_delta,
+                                                                 self.policy.rise_scale) - 1e-12
                           for a in self.rule.required)
         return present, absent
 

@@ -12,10 +12,10 @@ from smile2pay.metrics.calibration_error import expected_calibration_error, reli
 RULE = parse_rule("AU6+AU12")
 
 
-def _policy(t=0.5, delta=0.2, absent=0.4, burst=0.2):
+def _policy(t=0.5, delta=0.2, absent=0.4, burst=0.2, scale="probability"):
     return Policy(identity_threshold=0.3, identity_far=1e-4, identity_source="test",
                   au_thresholds={"AU6": t, "AU12": t}, absent_thresholds={"AU6": absent, "AU12": absent},
-                  baseline_min_delta=delta, burst_min_delta=burst)
+                  baseline_min_delta=delta, burst_min_delta=burst, rise_scale=scale)
 
 
 def test_ece_hand_computed():
@@ -52,16 +52,21 @@ def test_burst_delta_requires_a_change_within_the_burst():
     assert pres == [False, True] and absent == [False, False]
 
 
-def test_gate_agrees_with_the_engine():
-    """calibrate()'s vectorised gate == the engine's decision on two-frame bursts (identity, liveness held fixed)."""
+@pytest.mark.parametrize("scale,points", [
+    ("probability", [(0.5, 0.2, 0.4), (0.35, 0.0, 0.6), (0.7, 0.35, 0.3)]),
+    ("logit", [(0.35, 0.5, 0.9), (0.2, 1.0, 0.7), (0.6, 2.0, 0.5)])])
+def test_gate_agrees_with_the_engine(scale, points):
+    """calibrate()'s vectorised gate == the engine's decision on two-frame bursts (identity, liveness held fixed),
+    with the rises judged on either scale."""
     rng = np.random.default_rng(1)
     n = 400
-    neutral = rng.uniform(0, 0.8, (n, 2)).astype(np.float32)
+    neutral = rng.uniform(0, 0.9, (n, 2)).astype(np.float32)
     probe = rng.uniform(0, 1, (n, 2)).astype(np.float32)
     pr = Probes("synthetic", ("AU6", "AU12"), probe, neutral, neutral.copy(), np.ones(n, bool))
-    for t, d, a in [(0.5, 0.2, 0.4), (0.35, 0.0, 0.6), (0.7, 0.35, 0.3)]:
-        ok = gate(pr, (t, t), d, a)
-        pol = _policy(t, d, a, d)
+    for t, d, a in points:
+        ok = gate(pr, (t, t), d, a, scale)
+        assert 0 < ok.sum() < n      # the points are not degenerate
+        pol = _policy(t, d, a, d, scale)
         crop0 = np.zeros((112, 112, 3), np.uint8)
         crop1 = np.full((112, 112, 3), 40, np.uint8)
         lm = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float)
@@ -129,6 +134,66 @@ def test_calibrate_never_picks_a_rise_below_the_flicker_floor():
     assert calibrate([pr], max_fpr=0.01, min_delta=0.0)["delta"] == 0.0
     with pytest.raises(ValueError):
         calibrate([pr], max_fpr=0.01, min_delta=0.9)
+
+
+def test_logit_rise_by_hand():
+    """0.5 -> 0.73 is a logit rise of ~1.0 and 0.9 -> 0.95 one of ~0.747; raised() inverts rise()."""
+    from smile2pay.decision.au_calibration import rise
+    from smile2pay.decision.engine import raised
+
+    assert rise(0.7310585786, 0.5, "logit") == pytest.approx(1.0, abs=1e-8)
+    assert rise(0.95, 0.9, "logit") == pytest.approx(np.log(19) - np.log(9))
+    assert rise(0.95, 0.9) == pytest.approx(0.05)
+    for v, d in [(0.1, 0.5), (0.9, 0.5), (0.0, 1.0), (0.999, 2.0)]:
+        assert rise(raised(v, d, "logit"), v, "logit") == pytest.approx(d, abs=1e-9) or v == 0.0
+        assert raised(v, d) == pytest.approx(v + d)
+    with pytest.raises(ValueError):
+        rise(0.5, 0.2, "log")
+
+
+def test_calibrate_on_the_logit_scale_keeps_its_own_floor_and_section():
+    """A logit-scale calibration searches its own grids, never goes under MIN_DELTA_LOGIT, and writes the scale
+    into the au_change section; a probability-scale one writes none (files stay as before)."""
+    from smile2pay.decision.au_calibration import GRID_DELTA_LOGIT, MIN_DELTA_LOGIT
+
+    rng = np.random.default_rng(4)
+    n = 400
+    y = rng.uniform(0, 1, n) < 0.4
+    neutral = rng.uniform(0.0, 0.1, (n, 2)).astype(np.float32)
+    probe = np.where(y[:, None], rng.uniform(0.8, 1.0, (n, 2)), rng.uniform(0.0, 0.15, (n, 2))).astype(np.float32)
+    pr = Probes("p", ("AU6", "AU12"), probe, neutral, neutral.copy(), y)
+    res = calibrate([pr], max_fpr=0.01, rise_scale="logit")
+    assert res["rise_scale"] == "logit" and res["delta"] == pytest.approx(MIN_DELTA_LOGIT)
+    assert res["delta"] in GRID_DELTA_LOGIT
+    assert calibration_section(res)[1]["rise_scale"] == "logit"
+    assert "rise_scale" not in calibration_section(calibrate([pr], max_fpr=0.01))[1]
+    # a higher absence threshold needs the larger rise its stills' flicker asks for
+    from smile2pay.decision.au_calibration import LOGIT_DELTA_FLOOR, logit_floor
+
+    assert logit_floor(0.9) == LOGIT_DELTA_FLOOR[0.9] > logit_floor(0.7) and logit_floor(0.85) == logit_floor(0.9)
+    assert np.isnan(logit_floor(0.95))
+    high = calibrate([pr], max_fpr=0.01, rise_scale="logit", grid_absent=(0.9,))
+    assert high["delta"] >= LOGIT_DELTA_FLOOR[0.9]
+    with pytest.raises(ValueError):
+        calibrate([pr], max_fpr=0.01, rise_scale="logit", grid_absent=(0.95,))
+    with pytest.raises(ValueError):
+        calibrate([pr], max_fpr=0.01, rise_scale="log")
+
+
+def test_probe_section_rise_scale_is_checked():
+    from smile2pay.decision.policy import parse_probe_section
+    from smile2pay.errors import ConfigError
+
+    sec = {"weight": 0.15, "au": {"AU6": {"threshold": 0.35, "absent_threshold": 0.9},
+                                  "AU12": {"threshold": 0.35, "absent_threshold": 0.9}},
+           "au_change": {"baseline_min_delta": 1.5, "burst_min_delta": 1.5, "rise_scale": "logit"}}
+    out = parse_probe_section(sec)
+    assert out["rise_scale"] == "logit" and out["burst_min_delta"] == 1.5
+    for bad in ({"rise_scale": "log"}, {"rise_scale": 1}, {"burst_min_delta": 1.5}, {"burst_min_delta": -0.1},
+                {"rise_scale": "logit", "burst_min_delta": 9.0}):
+        with pytest.raises(ConfigError) as e:
+            parse_probe_section({**sec, "au_change": bad})
+        assert e.value.code == "CALIBRATION_INVALID"
 
 
 def test_csv_errors_name_the_file_line(tmp_path):

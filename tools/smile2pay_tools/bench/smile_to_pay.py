@@ -301,6 +301,7 @@ def run(args) -> dict:
 
         sec = Policy.from_calibration().probe_calibration
         probe_w, probe_aus = float(sec["weight"]), tuple(sec["aus"])
+        probe_scale = sec.get("rise_scale", "probability")      # the shipped point's rise scale, kept per fold
         fp = fold_probes(src, gt, fold_row, args.folds)
         oof_fused = fuse_probe_matrix(oof, au_names, fp["ck_oof"], probe_w, probe_aus)
         _, usable = fer_smile_target(src["fer"]["votes"])
@@ -328,7 +329,7 @@ def run(args) -> dict:
                     sample, src["fer"], src["lfw"], src["masks"],     # scores precomputed: the model only names AUs
                     lfw_probs=fuse_probe_matrix(mix_lfw, au_names, fp["lfw"][f], probe_w, probe_aus),
                     fer_valid_probs=fuse_probe_matrix(mix_fer_valid, au_names, fp["fer"][f][fv], probe_w, probe_aus))
-                calp = calibrate([ckpr_p] + mix_p, max_fpr=args.max_fpr)
+                calp = calibrate([ckpr_p] + mix_p, max_fpr=args.max_fpr, rise_scale=probe_scale)
                 probe_thr[f], probe_delta[f] = calp["thresholds"], calp["delta"]
                 probe_absent[f] = {a: calp["absent_threshold"] for a in calp["thresholds"]}
                 probe_info[f] = calp["populations"]
@@ -409,7 +410,8 @@ def run(args) -> dict:
             from dataclasses import replace as _rp
 
             pol = _rp(pol, au_thresholds={**thresholds[f], **probe_thr[f]}, absent_thresholds=probe_absent[f],
-                      baseline_min_delta=probe_delta[f], burst_min_delta=probe_delta[f], probe_weight=probe_w,
+                      baseline_min_delta=probe_delta[f], burst_min_delta=probe_delta[f], rise_scale=probe_scale,
+                      probe_weight=probe_w,
                       probe_aus=probe_aus)
             baseline = {**baseline, "smile_probe": e["z"]} if baseline else baseline
         fos = []
@@ -478,6 +480,7 @@ def run(args) -> dict:
            "mix_run": getattr(args, "mix_run", None),
            **({"smile_probe": {"weight": probe_w, "aus": list(probe_aus or ()), "thresholds_per_fold": probe_thr,
                                "delta_per_fold": probe_delta, "absent_per_fold": probe_absent,
+                               "rise_scale": probe_scale,
                                "operating_point_on_other_folds": probe_info,
                                "note": "each CK+ image's probe logit from the probe fitted without its subject's "
                                        "fold (FER+ training split, LFW training people, the other folds' CK+)"}}
