@@ -115,6 +115,13 @@ def test_shipped_calibration_has_the_gate_sections():
     from smile2pay.decision.au_calibration import MIN_DELTA
 
     assert pol.burst_min_delta >= MIN_DELTA and pol.baseline_min_delta >= MIN_DELTA
+    # the smile probe's point: on its rise scale, at or above the flicker floor of its absence threshold
+    from smile2pay.decision.au_calibration import logit_floor
+
+    pp = pol.with_smile_probe()
+    floor = MIN_DELTA if pp.rise_scale == "probability" else max(logit_floor(pp.absent_threshold(a))
+                                                                   for a in ("AU6", "AU12"))
+    assert pp.burst_min_delta >= floor and pp.baseline_min_delta >= floor
 
 
 def test_calibrate_never_picks_a_rise_below_the_flicker_floor():
