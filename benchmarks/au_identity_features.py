@@ -248,7 +248,8 @@ def write_probe_calibration(path, res: dict, weight: str, single_weight: str = "
         "weight": float(w), "chosen_by": "best worst calibration population (pick_weight)",
         "au": {a: {"threshold": g["burst_thresholds"][a], "absent_threshold": g["absent"]} for a in ("AU6", "AU12")},
         "au_change": {"baseline_min_delta": g["delta"], "burst_min_delta": g["delta"],
-                      **({"rise_scale": g["rise_scale"]} if g.get("rise_scale", "probability") != "probability" else {})},
+                      **({"rise_scale": g["rise_scale"]} if g.get("rise_scale", "probability") != "probability"
+                         else {})},
         "single_frame_weight": float(sw),
         "single_frame_weight_chosen_by": "most FER+ Valid smiles at <= 2 % of its other expressions "
                                          "(pick_single_frame_weight)",

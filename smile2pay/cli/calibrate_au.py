@@ -192,7 +192,8 @@ def run(args) -> dict:
             "absent_threshold": res["absent_threshold"], "rates": res["populations"],
             **({"smile_probe": {"weight": probe_sec["weight"], "thresholds": res_p["thresholds"],
                                 "delta": res_p["delta"], "rise_scale": res_p["rise_scale"],
-                                "absent_threshold": res_p["absent_threshold"], "rates": res_p["populations"]}} if res_p is not None else {}),
+                                "absent_threshold": res_p["absent_threshold"], "rates": res_p["populations"]}}
+               if res_p is not None else {}),
             "warnings": warnings, "seconds": round(time.time() - t0, 1)}
 
 
@@ -205,5 +206,6 @@ def summary(res: dict) -> str:
         sp = res["smile_probe"]
         rp = next(iter(sp["rates"].values()))
         out += (f"; with the smile probe (weight {sp['weight']}): thresholds {sp['thresholds']}, change >= "
-                f"{sp['delta']}: smiles passed {rp['tpr']:.3f}, others passed {rp['fpr']:.3f}")
+                f"{sp['delta']}{' (logit)' if sp.get('rise_scale') == 'logit' else ''}: smiles passed {rp['tpr']:.3f}, "
+                f"others passed {rp['fpr']:.3f}")
     return out

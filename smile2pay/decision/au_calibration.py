@@ -129,10 +129,9 @@ def calibrate(pops: list[Probes], max_fpr: float = 0.015, grid_t=GRID_T, grid_de
 
     ``min_delta``: deltas below it are not tried (default :data:`MIN_DELTA`, or with ``rise_scale="logit"`` the
     floor :data:`LOGIT_DELTA_FLOOR` gives each absence threshold: above the frame-to-frame flicker of a still);
-    0 for a single-frame calibration,
-    which has no neutral frame to rise from. ``rise_scale``: the scale the rises are judged on (:func:`rise`);
-    the delta and absence grids default to that scale's (:data:`GRID_DELTA` / :data:`GRID_ABSENT`, or
-    :data:`GRID_DELTA_LOGIT` / :data:`GRID_ABSENT_LOGIT`)."""
+    0 for a single-frame calibration, which has no neutral frame to rise from. ``rise_scale``: the scale the rises
+    are judged on (:func:`rise`); the delta and absence grids default to that scale's (:data:`GRID_DELTA` /
+    :data:`GRID_ABSENT`, or :data:`GRID_DELTA_LOGIT` / :data:`GRID_ABSENT_LOGIT`)."""
     if rise_scale not in RISE_SCALES:
         raise ValueError(f"rise scale must be one of {RISE_SCALES}, got {rise_scale!r}")
     logit = rise_scale == "logit"

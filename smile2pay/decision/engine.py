@@ -120,7 +120,13 @@ def raised(v: float, delta: float, scale: str = "probability") -> float:
         return float(v) + float(delta)
     c = min(max(float(v), 1e-6), 1.0 - 1e-6)
     x = math.log(c / (1.0 - c)) + float(delta)
+    if x > _LOGIT_TOP + 1e-12:
+        return 1.0 + 1e-6       # past the clip: no probability rises that far (as in au_calibration.rise)
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+#: logit(1 - 1e-6), the largest logit a clipped probability has
+_LOGIT_TOP = math.log((1.0 - 1e-6) / 1e-6)
 
 
 def pattern_thresholds(rule: Rule, policy: Policy, baseline: dict[str, float] | None = None

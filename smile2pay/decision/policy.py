@@ -214,9 +214,11 @@ def parse_continuity_section(cc, section: str = "capture_continuity", source: st
 def parse_probe_section(sec, source: str = "calibration") -> dict:
     """The ``au_probe`` section (written by ``benchmarks/au_identity_features.py --write-calibration``) ->
     ``{"weight", "aus", "thresholds", "absent_thresholds", "single_frame_thresholds"[, "baseline_min_delta",
-    "burst_min_delta", "rise_scale", "single_frame_weight"], "model"}``; a malformed section is a ConfigError, never a silent
-    default. ``single_frame_weight`` (optional; absent: ``weight``) is the probe's weight in single-frame mode, where
-    no neutral frame is judged and the decision rests on one frame's appearance alone."""
+    "burst_min_delta", "rise_scale", "single_frame_weight"], "model"}``; a malformed section is a ConfigError, never
+    a silent default. ``single_frame_weight`` (optional; absent: ``weight``) is the probe's weight in single-frame
+    mode, where no neutral frame is judged and the decision rests on one frame's appearance alone. ``rise_scale``
+    (in ``au_change``; absent: ``"probability"``) is the scale both rises are judged on; a logit-scale delta may
+    be up to 8."""
     def num(v, what):
         return _number(v, f"au_probe {what}", source)
 

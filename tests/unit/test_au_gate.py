@@ -156,6 +156,8 @@ def test_logit_rise_by_hand():
         assert raised(v, d) == pytest.approx(v + d)
     with pytest.raises(ValueError):
         rise(0.5, 0.2, "log")
+    # past the clip at 1 - 1e-6 nothing rises that far, in the engine as in the calibration
+    assert raised(1.0 - 1e-7, 0.75, "logit") > 1.0 and rise(1.0, 1.0 - 1e-7, "logit") < 0.75
 
 
 def test_calibrate_on_the_logit_scale_keeps_its_own_floor_and_section():
