@@ -36,24 +36,20 @@ LOGIT_BELOW = (None, 0.7, 0.8, 0.9)
 
 
 def pattern_flicker(p: np.ndarray, scale: str = "probability", below: float | None = None) -> float:
-    """``max_{i<j} min_a (r(p[j, a]) - r(p[i, a]))`` for frames x AUs probabilities (0 when fewer than 2 frames),
-    ``r`` the identity (``scale="probability"``) or the logit (``"logit"``, p clipped to [1e-6, 1 - 1e-6] as the
-    engine does), the two scales a required rise may be judged on
-    (:data:`smile2pay.decision.au_calibration.RISE_SCALES`). ``below``: only earlier frames whose every AU is
-    below it count (a burst's neutral frame must be under the absence threshold, so a still flickering
-    above it cannot start one)."""
+    """``max_{i<j} min_a rise(p[j, a], p[i, a])`` for frames x AUs probabilities (0 when fewer than 2 frames), the
+    rise on ``scale`` as the calibration judges it (:func:`smile2pay.decision.au_calibration.rise`: the difference,
+    or the logits' difference). ``below``: only earlier frames whose every AU is below it count (a burst's neutral
+    frame must be under the absence threshold, so a still flickering above it cannot start one)."""
+    from smile2pay.decision.au_calibration import rise
+
     p = np.asarray(p, float)
-    q = p
-    if scale == "logit":
-        c = np.clip(p, 1e-6, 1 - 1e-6)
-        q = np.log(c / (1 - c))
     best = 0.0
     for j in range(1, len(p)):
         ok = np.ones(j, bool) if below is None else (p[:j] < below).all(1)
         if not ok.any():
             continue
-        rise = (q[j][None, :] - q[:j][ok]).min(1)      # each earlier frame i: the rise both AUs show
-        best = max(best, float(rise.max()))
+        r = rise(p[j][None, :], p[:j][ok], scale).min(1)      # each earlier frame i: the rise both AUs show
+        best = max(best, float(r.max()))
     return best
 
 

@@ -80,10 +80,18 @@ def fuse_probe(p: dict[str, float], z: float, weight: float, aus) -> dict[str, f
     w = float(weight)
     for a in aus:
         if a in out:
-            v = min(max(float(out[a]), 1e-6), 1.0 - 1e-6)
-            x = (1.0 - w) * math.log(v / (1.0 - v)) + w * float(z)
-            out[a] = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+            out[a] = _sigmoid((1.0 - w) * _logit(out[a]) + w * float(z))
     return out
+
+
+def _logit(v: float) -> float:
+    """logit of a probability clipped to [1e-6, 1 - 1e-6] (the clip every fusion and rise in the decision uses)."""
+    c = min(max(float(v), 1e-6), 1.0 - 1e-6)
+    return math.log(c / (1.0 - c))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def judged_probs(f: FrameObs, policy: Policy) -> dict[str, float] | None:
@@ -118,15 +126,10 @@ def raised(v: float, delta: float, scale: str = "probability") -> float:
     [1e-6, 1 - 1e-6] (the inverse of :func:`smile2pay.decision.au_calibration.rise`)."""
     if scale != "logit":
         return float(v) + float(delta)
-    c = min(max(float(v), 1e-6), 1.0 - 1e-6)
-    x = math.log(c / (1.0 - c)) + float(delta)
-    if x > _LOGIT_TOP + 1e-12:
+    x = _logit(v) + float(delta)
+    if x > _logit(1.0) + 1e-12:
         return 1.0 + 1e-6       # past the clip: no probability rises that far (as in au_calibration.rise)
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-#: logit(1 - 1e-6), the largest logit a clipped probability has
-_LOGIT_TOP = math.log((1.0 - 1e-6) / 1e-6)
+    return _sigmoid(x)
 
 
 def pattern_thresholds(rule: Rule, policy: Policy, baseline: dict[str, float] | None = None

@@ -124,18 +124,23 @@ def test_shipped_calibration_has_the_gate_sections():
     assert pp.burst_min_delta >= floor and pp.baseline_min_delta >= floor
 
 
+def _easy_pairs(seed: int) -> Probes:
+    """Pairs where any rise would do: every smile rises far above its neutral frame, no other expression does."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    y = rng.uniform(0, 1, n) < 0.4
+    neutral = rng.uniform(0.0, 0.1, (n, 2)).astype(np.float32)
+    probe = np.where(y[:, None], rng.uniform(0.8, 1.0, (n, 2)), rng.uniform(0.0, 0.15, (n, 2))).astype(np.float32)
+    return Probes("p", ("AU6", "AU12"), probe, neutral, neutral.copy(), y)
+
+
 def test_calibrate_never_picks_a_rise_below_the_flicker_floor():
     """On pairs where any rise would do (every smile rises far above its neutral frame), the search would
     keep the smallest delta in its grid; the floor keeps it at MIN_DELTA, and only an explicit min_delta=0 (a
     single-frame calibration) goes under it."""
     from smile2pay.decision.au_calibration import MIN_DELTA
 
-    rng = np.random.default_rng(3)
-    n = 400
-    y = rng.uniform(0, 1, n) < 0.4
-    neutral = rng.uniform(0.0, 0.1, (n, 2)).astype(np.float32)
-    probe = np.where(y[:, None], rng.uniform(0.8, 1.0, (n, 2)), rng.uniform(0.0, 0.15, (n, 2))).astype(np.float32)
-    pr = Probes("p", ("AU6", "AU12"), probe, neutral, neutral.copy(), y)
+    pr = _easy_pairs(3)
     res = calibrate([pr], max_fpr=0.01)
     assert res["delta"] == pytest.approx(MIN_DELTA) and res["min_delta"] == MIN_DELTA
     assert calibrate([pr], max_fpr=0.01, min_delta=0.0)["delta"] == 0.0
@@ -165,12 +170,7 @@ def test_calibrate_on_the_logit_scale_keeps_its_own_floor_and_section():
     into the au_change section; a probability-scale one writes none (files stay as before)."""
     from smile2pay.decision.au_calibration import GRID_DELTA_LOGIT, MIN_DELTA_LOGIT
 
-    rng = np.random.default_rng(4)
-    n = 400
-    y = rng.uniform(0, 1, n) < 0.4
-    neutral = rng.uniform(0.0, 0.1, (n, 2)).astype(np.float32)
-    probe = np.where(y[:, None], rng.uniform(0.8, 1.0, (n, 2)), rng.uniform(0.0, 0.15, (n, 2))).astype(np.float32)
-    pr = Probes("p", ("AU6", "AU12"), probe, neutral, neutral.copy(), y)
+    pr = _easy_pairs(4)
     res = calibrate([pr], max_fpr=0.01, rise_scale="logit")
     assert res["rise_scale"] == "logit" and res["delta"] == pytest.approx(MIN_DELTA_LOGIT)
     assert res["delta"] in GRID_DELTA_LOGIT
