@@ -55,11 +55,6 @@ def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float = 0.02) -> float:
     return round(float((s[y] > t).mean()), 4)
 
 
-def logit(p):
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def gate_offline(ck, fer, lfw, masks, model, names, oof, probe, models_dir, data_dir,
                  weights=(0.0, 0.2, 0.3, 0.4, 0.5), rise_scale: str = "probability") -> dict:
     """The payment gate's AU judgement with AU6 / AU12 = the AU stage's scores fused with the probe,
@@ -305,6 +300,7 @@ def main(argv=None) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
+    from smile2pay.metrics.probability import logit
     from smile2pay_tools.bench.au_population import (ck_smile_coded, fuse_matrix, happy_scores, load_au_model,
                                                      model_scores, oof_probs, teacher_scores)
     from smile2pay_tools.train.au_mix import fer_smile_target, load_sources, source_masks

@@ -93,9 +93,7 @@ def main(argv=None) -> dict:
 
     # anchors beside the gate, same faces, same run: a ranking view (no operating point of theirs exists). The
     # gate's own scalar is its margin over the single-frame thresholds on the logit scale, min over AU6 / AU12.
-    def logit(p):
-        p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
+    from smile2pay.metrics.probability import logit
 
     scorers = {"smile gate (shipped, single frame)": (logit(judged) - logit(thr)).min(1),
                "fer_classifier_happy": happy_p,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics.probability import logit as _logit
+
 GRID_T = tuple(np.round(np.arange(0.20, 0.851, 0.05), 2))
 GRID_DELTA = tuple(np.round(np.arange(0.0, 0.401, 0.05), 2))
 GRID_ABSENT = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -55,11 +57,6 @@ def logit_floor(absent: float) -> float:
     next tabulated threshold up for one between them; NaN, so never allowed, above the largest measured)."""
     ks = [k for k in sorted(LOGIT_DELTA_FLOOR) if k >= float(absent) - 1e-9]
     return LOGIT_DELTA_FLOOR[ks[0]] if ks else float("nan")
-
-
-def _logit(p):
-    c = np.clip(np.asarray(p, np.float64), 1e-6, 1.0 - 1e-6)
-    return np.log(c / (1.0 - c))
 
 
 def rise(p, ref, scale: str = "probability"):

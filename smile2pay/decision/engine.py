@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..metrics.probability import PROB_CLIP
 from . import continuity
 from .liveness import LIVENESS_FAILED, check_burst
 from .policy import Policy
@@ -85,8 +86,9 @@ def fuse_probe(p: dict[str, float], z: float, weight: float, aus) -> dict[str, f
 
 
 def _logit(v: float) -> float:
-    """logit of a probability clipped to [1e-6, 1 - 1e-6] (the clip every fusion and rise in the decision uses)."""
-    c = min(max(float(v), 1e-6), 1.0 - 1e-6)
+    """logit of a probability clipped to [PROB_CLIP, 1 - PROB_CLIP]: the scalar twin of
+    :func:`smile2pay.metrics.probability.logit`, the clip every fusion and rise uses."""
+    c = min(max(float(v), PROB_CLIP), 1.0 - PROB_CLIP)
     return math.log(c / (1.0 - c))
 
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError
+from ..metrics.probability import logit, sigmoid
 # AU_NAMES: the AUs the shipped AU model outputs, in output order (declared in its manifest entry; the ONNX
 # file's 'au_names' metadata must agree). A loaded model publishes its own as ``AUModel.au_names``.
 from ..models.manifest import AU_NAMES, ModelSpec  # noqa: F401  (AU_NAMES re-exported)
@@ -244,11 +245,7 @@ def fuse_logits(p, happy, weight: float = FUSION_WEIGHT):
     """``sigmoid(weight * logit(p) + (1 - weight) * logit(happy))`` on scalars or numpy arrays (inputs clipped to
     [1e-6, 1 - 1e-6]): the one fusion formula, used per face by :func:`fuse_happy` and on whole score matrices by
     the benchmarks."""
-    def logit(x):
-        x = np.clip(np.asarray(x, np.float64), 1e-6, 1.0 - 1e-6)
-        return np.log(x / (1.0 - x))
-
-    return 1.0 / (1.0 + np.exp(-(weight * logit(p) + (1.0 - weight) * logit(happy))))
+    return sigmoid(weight * logit(p) + (1.0 - weight) * logit(happy))
 
 
 def fuse_happy(probs: dict[str, float], happy: float, weight: float = FUSION_WEIGHT,

@@ -73,3 +73,28 @@ def test_au_fusion_setting_from_env():
     assert Settings.from_env({"SMILE2PAY_AU_FUSION": "0"}).au_fusion is False
     with pytest.raises(ConfigError):
         Settings.from_env({"SMILE2PAY_AU_FUSION": "maybe"})
+
+
+def test_one_clipped_logit_for_fusion_rise_and_engine():
+    """smile2pay.metrics.probability is the one clipped logit / sigmoid: it matches scipy inside the clip, stays
+    finite at 0 and 1, and the engine's scalar copy, the calibration's rise and the fusion agree with it."""
+    from scipy.special import expit
+    from scipy.special import logit as sp_logit
+
+    from smile2pay.decision import au_calibration, engine
+    from smile2pay.metrics.probability import PROB_CLIP, logit, sigmoid
+    from smile2pay.vision.au import fuse_logits
+
+    p = np.array([0.0, 1e-9, PROB_CLIP, 0.01, 0.3, 0.5, 0.77, 0.999, 1.0 - PROB_CLIP, 1.0])
+    inside = (p >= PROB_CLIP) & (p <= 1 - PROB_CLIP)
+    assert np.allclose(logit(p)[inside], sp_logit(p[inside]), rtol=1e-12, atol=1e-12)
+    assert np.all(np.isfinite(logit(p))) and logit(0.0) == logit(PROB_CLIP)
+    assert logit(1.0) == pytest.approx(-logit(0.0), abs=1e-9)
+    x = np.array([-800.0, -30.0, -1.5, 0.0, 2.0, 40.0, 800.0])
+    assert np.allclose(sigmoid(x), expit(x), rtol=1e-15, atol=0)
+    assert sigmoid(-800.0) == 0.0 and sigmoid(800.0) == 1.0
+    assert [engine._logit(v) for v in p] == pytest.approx(logit(p).tolist(), abs=1e-12)
+    assert au_calibration.rise(p, 0.5, "logit") == pytest.approx(logit(p) - 0.0, abs=1e-12)
+    # the fusion by hand with the same clip: 0.8 logit(AU) + 0.2 logit(happy)
+    by_hand = expit(0.8 * sp_logit(1 - PROB_CLIP) + 0.2 * sp_logit(PROB_CLIP))
+    assert float(fuse_logits(1.0, 0.0, 0.8)) == pytest.approx(by_hand)

@@ -87,14 +87,13 @@ def fuse_probe_matrix(P: np.ndarray, names: list[str], z: np.ndarray, weight: fl
     """:func:`smile2pay.decision.engine.fuse_probe` on precomputed outputs: the AUs ``aus`` of ``P`` (N, K) fused
     with the smile probe's logits ``z`` (N,), ``sigmoid((1 - weight) logit(p) + weight z)``, p clipped to
     [1e-6, 1 - 1e-6] as the engine does; other columns unchanged."""
-    from scipy.special import expit
+    from smile2pay.metrics.probability import logit, sigmoid
 
     Q = np.array(P, np.float64, copy=True)
     z = np.asarray(z, np.float64)
     for au in aus:
         j = names.index(au)
-        v = np.clip(Q[:, j], 1e-6, 1.0 - 1e-6)
-        Q[:, j] = expit((1.0 - weight) * np.log(v / (1.0 - v)) + weight * z)
+        Q[:, j] = sigmoid((1.0 - weight) * logit(Q[:, j]) + weight * z)
     return Q.astype(np.float32)
 
 
