@@ -14,8 +14,12 @@ Sets: LFW test people's neutral -> smile / other-expression pairs (people never 
 to choose an operating point) and, for reference, LFW calibration people (the operating points were chosen
 on them: not a held-out figure). Each set's pairs are also split by where the probe photo's label comes from
 (``smile_pairs_by_label_source`` / ``other_pairs_by_label_source``): the two LFW label sources (muxspace's crowd
-expression labels, Morishita's curated smile labels) agree on some photos and not on others. The offline figures of ``au_identity_features.py`` are on cached AU crops;
-this checks that the product path (the identity crop at full resolution) gives the same gate.
+expression labels, Morishita's curated smile labels) agree on some photos and not on others. Each policy also
+reports the probe photo alone at its presence thresholds (``probe_photo_alone_at_the_thresholds``: no neutral frame,
+no baseline, no rise), the ceiling of the presence test, and counts which conditions the declined smile pairs miss
+(``declined_smile_pairs_by_condition``, the rise on the policy's own scale). The offline figures of
+``au_identity_features.py`` are on cached AU crops; this checks that the product path (the identity crop at full
+resolution) gives the same gate.
 
     python benchmarks/smile_gate_product.py [--run results/au3] [--out benchmarks/results/smile_gate_product.json]
 """
@@ -94,6 +98,15 @@ def main(argv=None) -> dict:
         present, absent, _ = engine.judge_frames(probs, rule, policy, baseline_of(a, policy, enrolled))
         return bool(absent[0] and present[1])
 
+    def photo_alone(b, policy) -> bool | None:
+        """The smiling photo alone at the policy's presence thresholds: no neutral frame, no baseline, no rise (the
+        ceiling of the presence test; the two-frame rule can only pass fewer)."""
+        if obs[b] is None:
+            return None
+        need, _ = engine.pattern_thresholds(rule, policy, None)
+        pp = engine.judged_probs(obs[b], policy)
+        return pp is not None and all(pp.get(x, 0.0) >= t for x, t in need.items())
+
     def why_not(a, b, policy, enrolled: bool = False) -> list[str]:
         """Which conditions of the two-frame judgement a declined pair misses (several may hold)."""
         pn, pp = (engine.judged_probs(o, policy) for o in (obs[a], obs[b]))
@@ -102,7 +115,8 @@ def main(argv=None) -> dict:
         out = []
         if any(pp.get(x, 0.0) < need[x] for x in req):
             out.append("smile frame below the thresholds" + (" (raised to the baseline + rise)" if enrolled else ""))
-        if any(pp.get(x, 0.0) - pn.get(x, 0.0) < policy.burst_min_delta for x in req):
+        # the rise on the policy's own scale (a logit step since the 18th stop), as judge_frames judges it
+        if any(pp.get(x, 0.0) < engine.raised(pn.get(x, 0.0), policy.burst_min_delta, policy.rise_scale) for x in req):
             out.append("rise over the neutral frame below the required rise")
         if not all(pn.get(x, 0.0) < policy.absent_threshold(x) for x in req):
             out.append("neutral frame not clearly neutral")
@@ -144,6 +158,11 @@ def main(argv=None) -> dict:
             ent[label]["other_pairs_by_label_source"] = {
                 "morishita_not_smile_or_unlabelled": tally("other", lambda b: lfw["smile"][b] != 1),
                 "morishita_smile (the two sources disagree)": tally("other", lambda b: lfw["smile"][b] == 1)}
+            alone = [photo_alone(b, pol) if obs[a] is not None else None for a, b, _ in pairs]
+            ent[label]["probe_photo_alone_at_the_thresholds"] = {
+                k + "s_passed": round(float(np.mean(got)), 4) if got else None
+                for k in ("smile", "other")
+                for got in [[v for v, (_, _, kk) in zip(alone, pairs) if kk == k and v is not None]]}
             missed: dict[str, int] = {}
             for v, (a, b, k) in zip(verdict, pairs):
                 if k == "smile" and v is False:
