@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     t6, t12 = cal["au"]["AU6"]["threshold"], cal["au"]["AU12"]["threshold"]
     absent = cal["au"]["AU12"]["absent_threshold"]
     delta = cal["au_change"]["burst_min_delta"]
+    scale = cal["au_change"].get("rise_scale", "probability")     # the AU stage's section: probability so far
     run_dir = Path(args.run)
     ck, fer, lfw = load_sources(args.data, args.models, run_dir / "cache", progress=False)
     masks = source_masks(fer, lfw)
@@ -63,16 +64,16 @@ def main(argv=None) -> int:
     pairs = [(a, b) for a, b, k in ap.lfw_pairs(lfw, masks["lfw_test"]) if k == "smile"]
     a = np.array([x for x, _ in pairs])
     b = np.array([y for _, y in pairs])
-    from smile2pay.decision.au_calibration import Probes, gate
+    from smile2pay.decision.au_calibration import Probes, gate, rise as rise_of
 
     # the product's rule on these pairs (the neutral photo is both the burst's neutral frame and the baseline),
     # as au_cross_population.py judges them; then which of its conditions each missed pair fails
     S = np.stack([F6, F12], 1).astype(np.float32)
     ok = gate(Probes("lfw_test_smiles", ("AU6", "AU12"), S[b], S[a], S[a], np.ones(len(b), bool)),
-              (t6, t12), delta, absent)
+              (t6, t12), delta, absent, scale)
     peak = (S[b] >= np.float32([t6, t12])).all(1)
     neutral_ok = (S[a] < absent).all(1)
-    rise = ((S[b] - S[a]) >= delta - 1e-9).all(1)
+    rise = (rise_of(S[b], S[a], scale) >= delta - 1e-9).all(1)
     assert not (ok & ~(peak & neutral_ok & rise)).any()
     why = {"peak below the AU thresholds": int((~peak).sum()),
            "peak passes, neutral photo not below the absence threshold": int((peak & ~neutral_ok).sum()),
