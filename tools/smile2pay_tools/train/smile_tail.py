@@ -252,8 +252,8 @@ def train_tail(run, data_dir, models_dir, out, epochs: int = 5, lr: float = 1e-4
         return torch.cat([bands_torch(t) for t in ((*o,) if deep else (a, *o))], 1)
 
     with torch.no_grad():   # the standardisation of the pooled features at the recogniser's own tail (constants)
-        x = train[0][:3000].float()
-        P = pooled(x)
+        # in chunks: the tail keeps every intermediate tensor, 3,000 rows at once need ~7 GB from 462, ~20 GB from 440
+        P = torch.cat([pooled(train[0][i:i + 500].float()) for i in range(0, min(3000, len(train[0])), 500)])
         mu, sd = P.mean(0), P.std(0) + 1e-6
 
     class Net(nn.Module):
