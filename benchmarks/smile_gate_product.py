@@ -105,7 +105,9 @@ def main(argv=None) -> dict:
             return None
         need, _ = engine.pattern_thresholds(rule, policy, None)
         pp = engine.judged_probs(obs[b], policy)
-        return pp is not None and all(pp.get(x, 0.0) >= t for x, t in need.items())
+        if pp is None:          # not judged on this policy's scale (no probe logit): left out of the tally
+            return None
+        return all(pp.get(x, 0.0) >= t for x, t in need.items())
 
     def why_not(a, b, policy, enrolled: bool = False) -> list[str]:
         """Which conditions of the two-frame judgement a declined pair misses (several may hold)."""
