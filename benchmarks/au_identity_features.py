@@ -264,6 +264,8 @@ def write_probe_calibration(path, res: dict, weight: str, single_weight: str = "
 
 
 def main(argv=None) -> dict:
+    from smile2pay.decision.au_calibration import RISE_SCALES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="results/au3", help="train-au --recipe v3 folder (caches, cv/ out-of-fold)")
     ap.add_argument("--data", default=os.environ.get("SMILE2PAY_DATA", "../shared/data"))
@@ -277,7 +279,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="probe weights the gate is recalibrated and reported at (0: the AU stage alone)")
     ap.add_argument("--no-timings", action="store_true", help="skip the one-thread timings")
-    ap.add_argument("--rise-scale", choices=("probability", "logit"), default="logit",
+    ap.add_argument("--rise-scale", choices=RISE_SCALES, default="logit",
                     help="the scale the bursts' required rises are judged on (default logit, shipped since the 18th "
                          "stop; probability reproduces the earlier calibrations)")
     ap.add_argument("--tail", default="shipped",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError, RequestError
+from .au_calibration import RISE_SCALES
 from .continuity import ContinuitySettings, check_window
 from .liveness import LivenessSettings
 
@@ -246,8 +247,8 @@ def parse_probe_section(sec, source: str = "calibration") -> dict:
                                        for a, v in single.items()},
            "model": model}
     scale = change.get("rise_scale", "probability")
-    if scale not in ("probability", "logit"):
-        raise ConfigError(f"{source}: au_probe.au_change.rise_scale must be 'probability' or 'logit', got {scale!r}",
+    if scale not in RISE_SCALES:
+        raise ConfigError(f"{source}: au_probe.au_change.rise_scale must be one of {RISE_SCALES}, got {scale!r}",
                           code="CALIBRATION_INVALID", file=source)
     if "rise_scale" in change:
         out["rise_scale"] = scale
