@@ -17,7 +17,12 @@ on them: not a held-out figure). Each set's pairs are also split by where the pr
 expression labels, Morishita's curated smile labels) agree on some photos and not on others. Each policy also
 reports the probe photo alone at its presence thresholds (``probe_photo_alone_at_the_thresholds``: no neutral frame,
 no baseline, no rise), the ceiling of the presence test, and counts which conditions the declined smile pairs miss
-(``declined_smile_pairs_by_condition``, the rise on the policy's own scale). The offline figures of
+(``declined_smile_pairs_by_condition``, the rise on the policy's own scale). ``oracle_at_2pct_others`` points the
+product's own calibrator (``smile2pay.decision.au_calibration.calibrate``) at each set's pairs themselves, on the
+policy's judged scores: the best any operating point of the gate's family (thresholds, rise, absence threshold) can
+do there at <= 2 % of the other expressions, with the required rise above the flicker floor and with none.
+It is a ceiling of the scores, not a result: no deployable threshold is chosen on the set it is judged on. The
+offline figures of
 ``au_identity_features.py`` are on cached AU crops; this checks that the product path (the identity crop at full
 resolution) gives the same gate.
 
@@ -126,6 +131,32 @@ def main(argv=None) -> dict:
             out.append("neutral frame already shows the pattern")
         return out or ["other"]
 
+    def oracle(pairs, policy, enrolled: bool) -> dict:
+        """The calibrator fitted on these pairs themselves (see the module doc): a ceiling of the scores."""
+        from smile2pay.decision import au_calibration as cal
+
+        keep = [(a, b, k) for a, b, k in pairs if obs[a] is not None and obs[b] is not None]
+        probs = [(engine.judged_probs(obs[a], policy), engine.judged_probs(obs[b], policy)) for a, b, _ in keep]
+        keep = [p for p, (pn, pp) in zip(keep, probs) if pn is not None and pp is not None]
+        probs = [x for x in probs if x[0] is not None and x[1] is not None]
+        pr = cal.Probes.from_dicts("set itself", rule.required, [pp for _, pp in probs],
+                                   [k == "smile" for _, _, k in keep], neutral=[pn for pn, _ in probs],
+                                   baseline=[baseline_of(a, policy, True) for a, _, _ in keep] if enrolled else None)
+        grid = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
+        out = {}
+        for name, kw in (("with the required rise (flicker floor)", {}),
+                         ("no required rise (delta 0, any neutral frame)",
+                          {"min_delta": 0.0, "grid_delta": (0.0,), "grid_absent": (1.01,)})):
+            try:
+                r = cal.calibrate([pr], max_fpr=0.02, grid_t=grid, rise_scale=policy.rise_scale, **kw)
+            except ValueError as e:
+                out[name] = {"error": str(e)}
+                continue
+            rr = r["populations"]["set itself"]
+            out[name] = {"smiles_passed": round(rr["tpr"], 4), "others_passed": round(rr["fpr"], 4),
+                         "thresholds": r["thresholds"], "delta": r["delta"], "absent_threshold": r["absent_threshold"]}
+        return out
+
     res = {"benchmark": "smile_gate_product", "date": time.strftime("%Y-%m-%d"),
            "command": "python benchmarks/smile_gate_product.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "policy": {"au_stage": plain.version, "probe_weight": probe_pol.probe_weight,
@@ -171,6 +202,8 @@ def main(argv=None) -> dict:
                     for w in why_not(a, b, pol, enrolled):
                         missed[w] = missed.get(w, 0) + 1
             ent[label]["declined_smile_pairs_by_condition"] = missed
+            if enrolled:
+                ent[label]["oracle_at_2pct_others"] = oracle(pairs, pol, enrolled)
             # which other-expression pairs pass (file names and the probe photo's expression label; no image data)
             ent[label]["other_pairs_passed"] = [
                 {"neutral": Path(str(lfw["path"][a])).name, "probe": Path(str(lfw["path"][b])).name,
