@@ -194,7 +194,10 @@ def teacher_scores(bs: np.ndarray) -> dict:
 
 
 def lfw_expression(lfw: dict) -> np.ndarray:
-    """'smile' / 'neutral' / 'other' / '' per LFW image: Morishita's smile label where it exists, else muxspace."""
+    """'smile' / 'neutral' / 'other' / '' per LFW image. muxspace's label of another expression (``OTHER_LFW``)
+    comes first, even where Morishita's curated label says smile (the two sources disagree on a few photos:
+    ``smile_gate_product.py``'s ``other_pairs_by_label_source``); otherwise Morishita's smile label where it exists,
+    else muxspace's happiness / neutral."""
     out = np.full(len(lfw["path"]), "", dtype=object)
     for i, (lab, sm) in enumerate(zip(lfw["label"], lfw["smile"])):
         if lab in OTHER_LFW:
