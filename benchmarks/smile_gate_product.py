@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
         grid = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
         out = {}
         for name, kw in (("with the required rise (flicker floor)", {}),
-                         ("no required rise (delta 0, any neutral frame)",
+                         ("no required rise (delta 0, no absence threshold)",
                           {"min_delta": 0.0, "grid_delta": (0.0,), "grid_absent": (1.01,)})):
             try:
                 r = cal.calibrate([pr], max_fpr=0.02, grid_t=grid, rise_scale=policy.rise_scale, **kw)
