@@ -57,6 +57,7 @@ def main(argv=None) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
+    from smile2pay.decision import au_calibration as cal
     from smile2pay.decision import engine
     from smile2pay.decision.policy import Policy
     from smile2pay.decision.rules import parse_rule
@@ -139,8 +140,6 @@ def main(argv=None) -> dict:
     false_passes = {e: int((votes[fp, :8].argmax(1) == k).sum()) for k, e in enumerate(emotions)
                     if (votes[fp, :8].argmax(1) == k).any()}
     happy = votes[:, HAPPINESS].astype(int)
-    from smile2pay.decision import au_calibration as cal
-
     sel = maj_s | maj_o
     pr = cal.Probes.from_dicts("FER+ test itself", tuple(need), [dict(zip(need, map(float, r))) for r in judged[sel]],
                                maj_s[sel])

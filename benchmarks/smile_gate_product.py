@@ -92,16 +92,12 @@ def main(argv=None) -> dict:
     def baseline_of(a, policy, enrolled: bool):
         """The user's enrolled baseline when ``enrolled``: the neutral photo's AU stage probabilities and probe
         logit, as ``enroll`` stores them for a user enrolled from that photo, on the policy's judged scale."""
-        if not enrolled:
-            return None
-        return engine.judged_baseline({**obs[a].au_probs, "smile_probe": obs[a].smile_probe}, policy)
+        return ap_.enrolled_baseline(obs[a], policy) if enrolled else None
 
     def passes(a, b, policy, enrolled: bool = False) -> bool | None:
         if obs[a] is None or obs[b] is None:
             return None
-        probs = [engine.judged_probs(o, policy) for o in (obs[a], obs[b])]
-        present, absent, _ = engine.judge_frames(probs, rule, policy, baseline_of(a, policy, enrolled))
-        return bool(absent[0] and present[1])
+        return ap_.product_pair_passes(obs[a], obs[b], rule, policy, enrolled)
 
     def photo_alone(b, policy) -> bool | None:
         """The smiling photo alone at the policy's presence thresholds: no neutral frame, no baseline, no rise (the
@@ -131,17 +127,21 @@ def main(argv=None) -> dict:
             out.append("neutral frame already shows the pattern")
         return out or ["other"]
 
-    def oracle(pairs, policy, enrolled: bool) -> dict:
-        """The calibrator fitted on these pairs themselves (see the module doc): a ceiling of the scores."""
+    def oracle(pairs, policy) -> dict:
+        """The calibrator fitted on these pairs themselves, for a user enrolled from the neutral photo (see the
+        module doc): a ceiling of the scores."""
         from smile2pay.decision import au_calibration as cal
 
-        keep = [(a, b, k) for a, b, k in pairs if obs[a] is not None and obs[b] is not None]
-        probs = [(engine.judged_probs(obs[a], policy), engine.judged_probs(obs[b], policy)) for a, b, _ in keep]
-        keep = [p for p, (pn, pp) in zip(keep, probs) if pn is not None and pp is not None]
-        probs = [x for x in probs if x[0] is not None and x[1] is not None]
-        pr = cal.Probes.from_dicts("set itself", rule.required, [pp for _, pp in probs],
-                                   [k == "smile" for _, _, k in keep], neutral=[pn for pn, _ in probs],
-                                   baseline=[baseline_of(a, policy, True) for a, _, _ in keep] if enrolled else None)
+        rows = []       # (neutral photo, is a smile, its judged scores, the probe photo's) of the judged pairs
+        for a, b, k in pairs:
+            if obs[a] is None or obs[b] is None:
+                continue
+            pn, pp = engine.judged_probs(obs[a], policy), engine.judged_probs(obs[b], policy)
+            if pn is not None and pp is not None:
+                rows.append((a, k == "smile", pn, pp))
+        pr = cal.Probes.from_dicts("set itself", rule.required, [pp for *_, pp in rows], [s for _, s, _, _ in rows],
+                                   neutral=[pn for _, _, pn, _ in rows],
+                                   baseline=[baseline_of(a, policy, True) for a, *_ in rows])
         grid = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
         out = {}
         for name, kw in (("with the required rise (flicker floor)", {}),
@@ -203,7 +203,7 @@ def main(argv=None) -> dict:
                         missed[w] = missed.get(w, 0) + 1
             ent[label]["declined_smile_pairs_by_condition"] = missed
             if enrolled:
-                ent[label]["oracle_at_2pct_others"] = oracle(pairs, pol, enrolled)
+                ent[label]["oracle_at_2pct_others"] = oracle(pairs, pol)
             # which other-expression pairs pass (file names and the probe photo's expression label; no image data)
             ent[label]["other_pairs_passed"] = [
                 {"neutral": Path(str(lfw["path"][a])).name, "probe": Path(str(lfw["path"][b])).name,

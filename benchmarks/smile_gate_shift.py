@@ -148,14 +148,9 @@ def main(argv=None) -> dict:
             mouth[r] = float(blendshapes_to_au_array(bs[None], ["AU12"])[0, 0])
         ent = {"photos_without_a_usable_face": int(sum(v is None for v in obs.values()))}
         for label, pol in policies.items():
-            verdict = []
-            for a, b, k in pairs:
-                if obs[a] is None or obs[b] is None:
-                    continue            # no face: the product declines; counted above, not as a gate verdict
-                probs = [engine.judged_probs(o, pol) for o in (obs[a], obs[b])]
-                base = engine.judged_baseline({**obs[a].au_probs, "smile_probe": obs[a].smile_probe}, pol)
-                present, absent, _ = engine.judge_frames(probs, rule, pol, base)
-                verdict.append((k, bool(absent[0] and present[1])))
+            # no face: the product declines; counted above, not as a gate verdict
+            verdict = [(k, ap_.product_pair_passes(obs[a], obs[b], rule, pol, enrolled=True))
+                       for a, b, k in pairs if obs[a] is not None and obs[b] is not None]
             ent[label] = {kind + "s_passed": round(float(np.mean([v for k, v in verdict if k == kind])), 4)
                           if any(k == kind for k, _ in verdict) else None for kind in ("smile", "other")}
             ent[label]["pairs_judged"] = len(verdict)

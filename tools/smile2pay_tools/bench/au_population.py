@@ -225,6 +225,28 @@ def lfw_pairs(lfw: dict, mask: np.ndarray, max_per_person: int = 6) -> list[tupl
     return out
 
 
+def enrolled_baseline(neutral, policy) -> dict | None:
+    """The baseline ``verify()`` reads for a user enrolled from the ``neutral`` photo
+    (:class:`smile2pay.decision.engine.FrameObs`): its AU stage probabilities and probe logit, as ``enroll`` stores
+    them, on the policy's judged scale."""
+    from smile2pay.decision import engine
+
+    return engine.judged_baseline({**neutral.au_probs, "smile_probe": neutral.smile_probe}, policy)
+
+
+def product_pair_passes(neutral, probe, rule, policy, enrolled: bool) -> bool:
+    """One neutral -> probe photo pair judged as the product judges a two-frame burst
+    (:func:`smile2pay.decision.engine.judge_frames`): the first frame clearly neutral, the second the pattern as a
+    change from it; with ``enrolled``, for a user enrolled from the neutral photo (:func:`enrolled_baseline`).
+    ``neutral`` / ``probe``: :class:`smile2pay.decision.engine.FrameObs`."""
+    from smile2pay.decision import engine
+
+    probs = [engine.judged_probs(o, policy) for o in (neutral, probe)]
+    base = enrolled_baseline(neutral, policy) if enrolled else None
+    present, absent, _ = engine.judge_frames(probs, rule, policy, base)
+    return bool(absent[0] and present[1])
+
+
 def ck_pairs(ck: dict, data_dir, kinds: tuple[str, ...] = ("smile", "other")) -> list[tuple[int, int, bool]]:
     """(neutral row, peak row, is a smile) of the CK+ neutral -> peak pairs whose kind
     (:func:`smile2pay_tools.bench.clips.ck_kind`) is in ``kinds``: by default smiles and other expressions,
